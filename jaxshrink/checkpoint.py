@@ -1,0 +1,68 @@
+"""Orbax persistence of a run's state between stages and rounds.
+
+Orbax is not in the inner loop: rollback during minimization keeps the last accepted
+state in memory (JAX arrays are immutable). Checkpoints make a run resumable: each
+save is a numbered step directory holding the state pytree and a small JSON record
+(stage, scores, round log). Orbax writes into a temporary directory and renames it
+when complete, so an interrupted save never looks like a finished checkpoint.
+
+The state is saved as Flax's state dict (nested dicts of arrays) and restored into
+a template of the same structure, so any pytree (dataclasses, optax NamedTuples)
+round-trips exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import flax.serialization
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class RunCheckpointer:
+    """Numbered checkpoints of (state pytree, JSON metadata) in one directory."""
+
+    def __init__(self, directory: str, max_to_keep: int = 3):
+        self.directory = os.path.abspath(directory)  # orbax requires absolute paths
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
+            ),
+            item_names=("state", "meta"),
+        )
+
+    def latest_step(self) -> int | None:
+        """The number of the newest complete checkpoint, or None."""
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any, meta: dict) -> None:
+        """Saves `state` and `meta` as checkpoint `step` (blocking)."""
+        state_dict = jax.tree.map(np.asarray, flax.serialization.to_state_dict(state))
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state_dict), meta=ocp.args.JsonSave(meta)
+            ),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+
+    def restore(self, step: int, template: Any) -> tuple[Any, dict]:
+        """Restores checkpoint `step` into the structure of `template`."""
+        template_dict = jax.tree.map(np.asarray, flax.serialization.to_state_dict(template))
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template_dict)
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+            ),
+        )
+        state = flax.serialization.from_state_dict(template, restored["state"])
+        return state, dict(restored["meta"])
+
+    def close(self) -> None:
+        self._manager.close()

@@ -1,0 +1,42 @@
+"""Command line: flags, then one call into the library.
+
+    python -m jaxshrink.main --config=configs/sobel.py[:quick] [--workdir=DIR]
+        [--config.train.initial_steps=500 ...]
+
+Without `--workdir` the run goes to `runs/<config name>[-<preset>]` under the current
+folder, so rerunning the same command resumes the same run.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jaxshrink import pipeline
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/sobel.py:quick."
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: runs/<config>).")
+flags.mark_flags_as_required(["config"])
+
+
+def default_workdir(config_arg: str) -> str:
+    """`configs/sobel.py:quick` -> `runs/sobel-quick`."""
+    path, _, preset = config_arg.partition(":")
+    name = os.path.splitext(os.path.basename(path))[0]
+    return os.path.join("runs", f"{name}-{preset}" if preset else name)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+    workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
+    pipeline.run(_CONFIG.value, workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)

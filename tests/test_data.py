@@ -1,0 +1,406 @@
+"""Tests for jaxshrink.data: grayscale conversion, edge targets, the three sources and the cache."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+from PIL import Image
+
+from jaxshrink import data
+
+
+def _config(tmp_path, **overrides):
+    """A small builtin config whose cache lives under tmp_path, never in the home directory."""
+    cfg = data.default_data_config()
+    cfg.update(
+        {"crop_size": 32, "train_size": 20, "eval_size": 8, "cache_dir": str(tmp_path / "cache")}
+    )
+    cfg.update(overrides)
+    return cfg
+
+
+def _assert_split_ok(split, n, crop, task):
+    assert split.images.shape == split.targets.shape == (n, crop, crop, 1)
+    assert split.images.dtype == split.targets.dtype == np.float32
+    assert len(split.sources) == n
+    assert 0 <= split.images.min() and split.images.max() <= 1
+    if task == "canny":
+        assert set(np.unique(split.targets)) <= {0.0, 1.0}
+    else:
+        assert 0 <= split.targets.min() and split.targets.max() <= 1
+
+
+# ----------------------------------------------------------------------------- conversions
+
+_RGB = [[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [255, 255, 255]]]
+_RGB_GRAY = [[0.299, 0.587], [0.114, 1.0]]
+
+
+@pytest.mark.parametrize(
+    "img, expected",
+    [
+        pytest.param(np.array(_RGB, np.uint8), _RGB_GRAY, id="uint8-rgb"),
+        pytest.param(
+            np.dstack([np.array(_RGB, np.uint8), [[0, 128], [255, 7]]]).astype(np.uint8),
+            _RGB_GRAY,
+            id="uint8-rgba-alpha-dropped",
+        ),
+        pytest.param(
+            np.array([[0, 65535], [32768, 1]], np.uint16),
+            [[0, 1], [32768 / 65535, 1 / 65535]],
+            id="uint16-gray",
+        ),
+        pytest.param(np.array([[True, False]]), [[1, 0]], id="bool"),
+        pytest.param(np.array([[0.25, 1.5], [-0.5, 0.0]]), [[0.25, 1], [0, 0]], id="float-clipped"),
+        pytest.param(np.array([[[51]]], np.uint8), [[0.2]], id="uint8-one-channel"),
+        pytest.param(np.array([[[102, 0]]], np.uint8), [[0.4]], id="uint8-gray-alpha"),
+    ],
+)
+def test_to_grayscale_float_values(img, expected):
+    gray = data.to_grayscale_float(img)
+    assert gray.dtype == np.float32
+    np.testing.assert_allclose(gray, np.asarray(expected, np.float32), rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "img, error",
+    [
+        (np.zeros((2, 2, 5), np.uint8), ValueError),
+        (np.zeros(4, np.uint8), ValueError),
+        (np.array([["a"]]), TypeError),
+    ],
+)
+def test_to_grayscale_float_rejects_bad_input(img, error):
+    with pytest.raises(error):
+        data.to_grayscale_float(img)
+
+
+def test_center_crop_takes_the_middle():
+    img = np.arange(5 * 6).reshape(5, 6)
+    np.testing.assert_array_equal(data.center_crop(img, 3), img[1:4, 1:4])
+    np.testing.assert_array_equal(data.center_crop(img[..., None], 4)[..., 0], img[0:4, 1:5])
+    with pytest.raises(ValueError, match="smaller"):
+        data.center_crop(img, 6)
+
+
+# --------------------------------------------------------------------------------- targets
+
+
+def test_sobel_target_step_edge_hand_values():
+    step = np.zeros((8, 8))
+    step[:, 4:] = 1.0
+    expected = np.zeros((8, 8), np.float32)
+    expected[:, 3:5] = 1 / math.sqrt(2)  # The two pixels beside the step; zero elsewhere.
+    target = data.sobel_target(step)
+    assert target.dtype == np.float32
+    np.testing.assert_allclose(target, expected, rtol=0, atol=1e-7)
+
+
+def test_sobel_target_constant_is_zero():
+    # Zero up to round-off: the kernel's taps cancel in floating point, not exactly.
+    np.testing.assert_allclose(data.sobel_target(np.full((6, 7), 0.6)), 0.0, rtol=0, atol=1e-12)
+
+
+def test_sobel_target_matches_scipy_with_documented_scaling():
+    image = np.random.default_rng(0).random((20, 24))
+    # scipy's unnormalised kernels sum |w| = 4 per axis; skimage divides by 4 and by sqrt(2).
+    expected = np.hypot(ndi.sobel(image, 0), ndi.sobel(image, 1)) / (4 * math.sqrt(2))
+    np.testing.assert_allclose(data.sobel_target(image), expected, rtol=1e-5, atol=1e-7)
+    checkerboard = np.indices((16, 16)).sum(0) % 2.0  # The steepest input in [0, 1].
+    assert 0 <= data.sobel_target(checkerboard).min() <= data.sobel_target(checkerboard).max() <= 1
+
+
+def test_canny_target_finds_the_edges_of_a_square():
+    image = np.zeros((32, 32))
+    image[8:24, 8:24] = 1.0
+    edges = data.canny_target(image, sigma=math.sqrt(2))
+    assert edges.dtype == np.float32
+    assert set(np.unique(edges)) == {0.0, 1.0}
+    perimeter = np.zeros((32, 32), bool)
+    perimeter[8:24, 8:24] = True
+    perimeter[9:23, 9:23] = False
+    assert edges[perimeter].all()
+    near = ndi.binary_dilation(perimeter, structure=np.ones((3, 3)))
+    assert not edges[~near].any()
+
+
+def test_make_targets_shapes_and_canny_config(tmp_path):
+    images = np.random.default_rng(1).random((2, 16, 16, 1)).astype(np.float32)
+    cfg = _config(tmp_path)
+    sobel = data.make_targets(images, "sobel", cfg)
+    assert sobel.shape == images.shape and sobel.dtype == np.float32
+    np.testing.assert_array_equal(sobel[1, ..., 0], data.sobel_target(images[1, ..., 0]))
+    cfg.canny_low_threshold, cfg.canny_high_threshold = 100.0, 200.0  # Above any gradient.
+    np.testing.assert_array_equal(data.make_targets(images, "canny", cfg), 0.0)
+    with pytest.raises(ValueError, match="task"):
+        data.make_targets(images, "laplace", cfg)
+
+
+# --------------------------------------------------------------------------------- builtin
+
+
+def test_default_config_fields():
+    cfg = data.default_data_config()
+    assert cfg.crop_size == 256 and cfg.source == "builtin" and cfg.seed == 0
+    assert (cfg.train_size, cfg.eval_size, cfg.eval_fraction) == (600, 60, 0.3)
+    assert cfg.canny_sigma == math.sqrt(2)
+    assert cfg.canny_low_threshold is None and cfg.canny_high_threshold is None
+    assert cfg.cache_dir == "" and cfg.tfds_image_key == "image"
+    assert tuple(cfg.eval_images) == data.DEFAULT_EVAL_IMAGES
+    assert set(data.DEFAULT_EVAL_IMAGES) < set(data.BUILTIN_IMAGES)
+    assert 0.2 <= len(data.DEFAULT_EVAL_IMAGES) / len(data.BUILTIN_IMAGES) <= 0.35
+
+
+@pytest.mark.parametrize("task", ["sobel", "canny"])
+def test_builtin_splits_share_no_source_image(tmp_path, task):
+    dataset = data.load_dataset(_config(tmp_path), task)
+    _assert_split_ok(dataset.train, 20, 32, task)
+    _assert_split_ok(dataset.eval, 8, 32, task)
+    assert not set(dataset.train.sources) & set(dataset.eval.sources)
+    assert set(dataset.eval.sources) <= set(data.DEFAULT_EVAL_IMAGES)
+    # 20 crops cycle through all 15 train images, so every builtin image loads offline.
+    assert set(dataset.train.sources) == set(data.BUILTIN_IMAGES) - set(data.DEFAULT_EVAL_IMAGES)
+    np.testing.assert_array_equal(
+        dataset.train.targets, data.make_targets(dataset.train.images, task, _config(tmp_path))
+    )
+
+
+def test_builtin_is_deterministic_per_seed(tmp_path):
+    first = data.build_dataset(_config(tmp_path), "sobel")
+    again = data.build_dataset(_config(tmp_path), "sobel")
+    other = data.build_dataset(_config(tmp_path, seed=1), "sobel")
+    np.testing.assert_array_equal(first.train.images, again.train.images)
+    assert first.eval.sources == again.eval.sources
+    assert not np.array_equal(first.train.images, other.train.images)
+
+
+def test_builtin_errors(tmp_path):
+    with pytest.raises(ValueError, match="eval_images"):
+        data.build_dataset(_config(tmp_path, eval_images=("camera", "lena")), "sobel")
+    with pytest.raises(ValueError, match="crop_size"):
+        data.build_dataset(_config(tmp_path, crop_size=5000), "sobel")
+    with pytest.raises(ValueError, match="No builtin train image"):
+        data.build_dataset(_config(tmp_path, eval_images=data.BUILTIN_IMAGES), "sobel")
+
+
+# ---------------------------------------------------------------------------------- folder
+
+_PALETTE_COLORS = np.array([[255, 0, 0], [0, 0, 255], [10, 200, 30]], np.uint8)
+
+
+def _write_image_folder(folder):
+    """Writes 7 usable images of assorted formats, one too small, one corrupt and a non-image."""
+    rng = np.random.default_rng(0)
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 256, (36, 40, 3), np.uint8)).save(folder / "b.jpg")
+    ramp = (np.arange(40 * 40).reshape(40, 40) * 40).astype(np.uint16)
+    Image.fromarray(ramp).save(folder / "sub" / "c16.png")
+    rgba = np.zeros((34, 34, 4), np.uint8)
+    rgba[..., :3] = (200, 100, 50)
+    rgba[..., 3] = rng.integers(0, 256, (34, 34))
+    Image.fromarray(rgba).save(folder / "d.png")
+    palette = Image.fromarray(rng.integers(0, 3, (33, 40), np.uint8), mode="P")
+    palette.putpalette(_PALETTE_COLORS.ravel().tolist())
+    palette.save(folder / "e.png")
+    Image.fromarray(rng.integers(0, 256, (32, 32), np.uint8)).save(folder / "f.bmp")
+    Image.fromarray(rng.random((35, 32)) > 0.5).save(folder / "h.png")
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(folder / "tiny.png")
+    (folder / "x.jpg").write_text("not an image")
+    (folder / "notes.txt").write_text("ignored: not an image suffix")
+    return {"c16": ramp, "palette": palette}
+
+
+def _folder_config(tmp_path, folder, **overrides):
+    return _config(tmp_path, source="folder", folder=str(folder), **overrides)
+
+
+def _snapshot(folder):
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files}
+
+
+def test_folder_source(tmp_path):
+    folder = tmp_path / "images"
+    written = _write_image_folder(folder)
+    before = _snapshot(folder)
+    cfg = _folder_config(tmp_path, folder, train_size=0, eval_size=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = data.load_dataset(cfg, "sobel")
+    assert _snapshot(folder) == before
+    messages = [str(w.message) for w in caught if "jaxshrink.data" in str(w.message)]
+    assert len(messages) == 1
+    assert "skipped 2 images" in messages[0]
+    assert "tiny.png (10x12)" in messages[0] and "x.jpg (unreadable" in messages[0]
+
+    assert not set(dataset.train.sources) & set(dataset.eval.sources)
+    usable = {"a.png", "b.jpg", "sub/c16.png", "d.png", "e.png", "f.bmp", "h.png"}
+    assert set(dataset.train.sources) | set(dataset.eval.sources) == usable
+    _assert_split_ok(dataset.train, len(dataset.train), 32, "sobel")
+    _assert_split_ok(dataset.eval, len(dataset.eval), 32, "sobel")
+
+    images = {
+        s: im[..., 0]
+        for split in (dataset.train, dataset.eval)
+        for s, im in zip(split.sources, split.images, strict=True)
+    }
+    np.testing.assert_allclose(
+        images["sub/c16.png"], data.center_crop(written["c16"], 32) / 65535, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        images["d.png"], (0.299 * 200 + 0.587 * 100 + 0.114 * 50) / 255, rtol=1e-6
+    )
+    indices = data.center_crop(np.asarray(written["palette"]), 32)
+    np.testing.assert_allclose(
+        images["e.png"], _PALETTE_COLORS[indices] @ [0.299, 0.587, 0.114] / 255, rtol=1e-6
+    )
+    assert set(np.unique(images["h.png"])) == {0.0, 1.0}
+
+
+def test_folder_limits_and_deterministic_file_split(tmp_path):
+    folder = tmp_path / "images"
+    _write_image_folder(folder)
+    cfg = _folder_config(tmp_path, folder, train_size=2, eval_size=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = data.build_dataset(cfg, "canny")
+        again = data.build_dataset(cfg, "canny")
+    assert (len(first.train), len(first.eval)) == (2, 1)
+    assert first.train.sources == again.train.sources
+    assert first.eval.sources == again.eval.sources
+
+
+def test_folder_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="data_cfg.folder"):
+        data.load_dataset(_folder_config(tmp_path, empty), "sobel")
+    with pytest.raises(ValueError, match="data_cfg.folder"):
+        data.load_dataset(_folder_config(tmp_path, tmp_path / "missing"), "sobel")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(bad / "tiny.png")
+    (bad / "x.jpg").write_text("not an image")
+    with pytest.warns(UserWarning, match="skipped 2"), pytest.raises(ValueError, match="usable"):
+        data.build_dataset(_folder_config(tmp_path, bad), "sobel")
+    with pytest.raises(ValueError, match="eval_fraction"):
+        data.build_dataset(_folder_config(tmp_path, bad, eval_fraction=1.0), "sobel")
+
+
+# ------------------------------------------------------------------------------------ tfds
+
+
+def _tfds_config(tmp_path, **overrides):
+    return _config(
+        tmp_path,
+        source="tfds",
+        tfds_name="mnist",
+        tfds_train_split="train",
+        tfds_eval_split="test",
+        crop_size=16,
+        train_size=4,
+        eval_size=0,
+        **overrides,
+    )
+
+
+def test_tfds_source_reads_mocked_records(tmp_path):
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=6):
+        dataset = data.load_dataset(_tfds_config(tmp_path), "canny")
+        records = tfds.data_source("mnist", split="train")
+        expected = [data.center_crop(records[i]["image"][..., 0], 16) / 255 for i in range(4)]
+    assert dataset.train.sources == tuple(f"mnist/train[{i}]" for i in range(4))
+    assert dataset.eval.sources == tuple(f"mnist/test[{i}]" for i in range(6))
+    _assert_split_ok(dataset.train, 4, 16, "canny")
+    _assert_split_ok(dataset.eval, 6, 16, "canny")
+    np.testing.assert_allclose(dataset.train.images[..., 0], expected, rtol=1e-6)
+
+
+def test_tfds_unknown_image_key(tmp_path):
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=2), pytest.raises(ValueError, match="tfds_image_key"):
+        data.build_dataset(_tfds_config(tmp_path, tfds_image_key="picture"), "sobel")
+
+
+# ----------------------------------------------------------------------------------- cache
+
+
+def _count_builds(monkeypatch):
+    calls = []
+    build = data.build_dataset
+
+    def counting_build(data_cfg, task):
+        calls.append(task)
+        return build(data_cfg, task)
+
+    monkeypatch.setattr(data, "build_dataset", counting_build)
+    return calls
+
+
+def test_second_load_comes_from_cache(tmp_path, monkeypatch, capsys):
+    calls = _count_builds(monkeypatch)
+    cfg = _config(tmp_path)
+    first = data.load_dataset(cfg, "sobel")
+    assert "built" in capsys.readouterr().out
+    second = data.load_dataset(cfg, "sobel")
+    out = capsys.readouterr().out
+    assert "from cache" in out and "20 train / 8 eval" in out
+    assert calls == ["sobel"]
+    for split in ("train", "eval"):
+        a, b = getattr(first, split), getattr(second, split)
+        np.testing.assert_array_equal(a.images, b.images)
+        np.testing.assert_array_equal(a.targets, b.targets)
+        assert a.sources == b.sources and b.images.dtype == np.float32
+    assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".npz"]  # No temp file left.
+    data.load_dataset(_config(tmp_path, seed=1), "sobel")
+    data.load_dataset(cfg, "canny")
+    assert calls == ["sobel", "sobel", "canny"]
+
+
+def test_corrupt_cache_is_rebuilt(tmp_path, monkeypatch):
+    calls = _count_builds(monkeypatch)
+    cfg = _config(tmp_path)
+    first = data.load_dataset(cfg, "sobel")
+    (cache_file,) = (tmp_path / "cache").iterdir()
+    cache_file.write_bytes(b"truncated")
+    with pytest.warns(UserWarning, match="unreadable cache"):
+        second = data.load_dataset(cfg, "sobel")
+    assert len(calls) == 2
+    np.testing.assert_array_equal(first.eval.images, second.eval.images)
+
+
+def test_cache_key_tracks_folder_files_not_cache_dir(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(folder / "a.png")
+    cfg = _folder_config(tmp_path, folder)
+    key = data.cache_key(cfg, "sobel")
+    assert data.cache_key(_folder_config(tmp_path / "elsewhere", folder), "sobel") == key
+    assert data.cache_key(cfg, "canny") != key
+    Image.fromarray(np.ones((40, 40), np.uint8)).save(folder / "b.png")
+    assert data.cache_key(cfg, "sobel") != key
+
+
+def test_resolve_cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXSHRINK_CACHE", str(tmp_path / "env"))
+    assert data.resolve_cache_dir("") == tmp_path / "env"
+    assert data.resolve_cache_dir(str(tmp_path / "cfg")) == tmp_path / "cfg"
+    monkeypatch.delenv("JAXSHRINK_CACHE")
+    assert data.resolve_cache_dir("").parts[-2:] == (".cache", "jaxshrink")
+
+
+# ---------------------------------------------------------------------------------- errors
+
+
+def test_unknown_source_and_task(tmp_path):
+    with pytest.raises(ValueError, match=r"data_cfg\.source.*builtin"):
+        data.load_dataset(_config(tmp_path, source="ftp"), "sobel")
+    with pytest.raises(ValueError, match=r"task.*sobel"):
+        data.load_dataset(_config(tmp_path), "laplace")
+    assert not (tmp_path / "cache").exists()
