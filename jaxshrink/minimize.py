@@ -6,9 +6,10 @@ once; masks, thresholds, keys and flags are traced data, so rounds never recompi
 and the same function runs a batch of runs under `vmap`.
 
 Rollback is in memory: the previous state is kept and the new one is merged with
-``jnp.where(accept, new, old)`` leaf by leaf. After a rollback Adam is reset as
-after any change (the thesis resets "every time the network is altered or
-reverted"). Orbax only persists `MinState` between rounds so a run can resume.
+``jnp.where(accept, new, old)`` leaf by leaf, so a rejected round leaves params,
+masks and Adam state bit for bit as they were. Every round starts by resetting Adam
+(the thesis resets "every time the network is altered or reverted"). Orbax only
+persists `MinState` between rounds so a run can resume.
 
 Modes (2.4.1), for the unit under test:
 
@@ -102,7 +103,7 @@ def _alter(run: train.TrainState, onehot: dict, mode: str, reinit_params):
         raise ValueError(f"minimize.mode: unknown {mode!r}; allowed: {MODES}")
     params = run.params
     if reinit_params is not None:
-        params = _tree_where(masks_lib.expand(onehot, params), reinit_params, params)
+        params = jax.tree.map(jnp.where, masks_lib.expand(onehot, params), reinit_params, params)
     return run.replace(params=params, masks=masks, frozen=frozen)
 
 
@@ -136,9 +137,11 @@ def make_round(config: ml_collections.ConfigDict, trainer: train.Trainer) -> Cal
         ratio = score / ms.reference
         accept = active & jnp.isfinite(score) & (ratio >= threshold)
 
-        # Rolled back: the old network, with Adam reset as after any reversion.
-        reverted = run.replace(opt_state=optim.reset(trainer.tx, run.params), step=trial.step)
-        kept = _tree_where(accept, trial, reverted)
+        # Rolled back: params, masks, frozen flags and Adam state exactly as they were
+        # (the next round resets Adam first, which is the thesis's reset after a
+        # reversion). Only the step counter moves on, so the next round draws new
+        # batches.
+        kept = _tree_where(accept, trial, run.replace(step=trial.step))
         new_reference = score if mcfg.reference == "last_accepted" else ms.baseline
         failures = jnp.where(accept, 0, ms.failures + active.astype(jnp.int32))
         rounds = ms.rounds + active.astype(jnp.int32)

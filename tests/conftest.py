@@ -1,0 +1,26 @@
+"""Shared fixtures: a tiny config and its data, and a cache that never touches $HOME."""
+
+import pytest
+
+from jaxshrink import config as config_lib
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("JAXSHRINK_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def tiny_config(task: str = "sobel"):
+    """The thesis network on 16x16 crops with a few steps: seconds, not minutes."""
+    c = config_lib.base_config(task)
+    c.data.crop_size = 16
+    c.data.train_size = 24
+    c.data.eval_size = 6
+    c.train.initial_steps = 40
+    c.train.log_every = 20
+    c.train.eval_every = 20
+    c.train.eval_batch_size = 4
+    c.optim.learning_rate = 1e-2
+    c.minimize.round_steps = 5
+    c.output.num_examples = 2
+    return c

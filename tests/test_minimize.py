@@ -1,0 +1,157 @@
+"""Rounds with rollback: exact restores, the thesis's stopping rules, one compilation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from jaxshrink import data, minimize, models, strategies, train
+
+
+@pytest.fixture(scope="module")
+def setup():
+    c = tiny_config("canny")  # the soft F1 loss never collapses to an all-zero output
+    dataset = data.load_dataset(c.data, c.task)
+    rng = jax.random.PRNGKey(0)
+    trainer = train.make_trainer(c, jax.eval_shape(lambda: models.init(rng, c)))
+    state = train.create_train_state(rng, c, trainer.tx)
+    d = train.make_train_data(dataset.train)
+    ev = train.make_eval_data(dataset.eval, 4)
+    state, _ = trainer.train_steps(state, d, 30)
+    baseline = trainer.evaluate(state.params, state.masks, ev)["f1"]
+    return c, trainer, state, d, ev, baseline
+
+
+def _run_rounds(c, trainer, state, d, ev, baseline, threshold, limit=30):
+    round_fn = jax.jit(minimize.make_round(c, trainer))
+    ms = minimize.init_state(state, baseline, jax.random.PRNGKey(1))
+    records = []
+    while not bool(ms.done) and len(records) < limit:
+        ms, rec = round_fn(ms, jnp.float32(threshold), d, ev)
+        if bool(rec.active):
+            records.append(rec)
+    return ms, records, round_fn
+
+
+def _assert_trees_equal(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_rollback_restores_params_masks_and_adam_bit_for_bit(setup):
+    c, trainer, state, d, ev, baseline = setup
+    round_fn = jax.jit(minimize.make_round(c, trainer))
+    ms = minimize.init_state(state, baseline, jax.random.PRNGKey(1))
+    new, rec = round_fn(ms, jnp.float32(10.0), d, ev)  # no score can clear 10x
+    assert bool(rec.active) and not bool(rec.accepted)
+    _assert_trees_equal(new.run.params, state.params)
+    _assert_trees_equal(new.run.masks, state.masks)
+    _assert_trees_equal(new.run.frozen, state.frozen)
+    _assert_trees_equal(new.run.opt_state, state.opt_state)
+    assert float(new.reference) == float(baseline)
+    assert int(new.failures) == 1
+    assert np.asarray(new.failed).sum() == 1 and bool(new.failed[int(rec.candidate)])
+
+
+def test_accepted_round_disables_and_freezes_the_unit(setup):
+    c, trainer, state, d, ev, baseline = setup
+    round_fn = jax.jit(minimize.make_round(c, trainer))
+    ms = minimize.init_state(state, baseline, jax.random.PRNGKey(1))
+    new, rec = round_fn(ms, jnp.float32(0.0), d, ev)
+    assert bool(rec.accepted)
+    name, unit = minimize.candidate_name(int(rec.candidate), state.masks).split("/")
+    assert not bool(new.run.masks[name][int(unit)])
+    assert bool(new.run.frozen[name][int(unit)])
+    assert int(new.run.step) == int(state.step) + c.minimize.round_steps
+    assert float(new.reference) == pytest.approx(float(rec.score))
+    # The disabled (frozen) unit's weights did not move during the round.
+    np.testing.assert_array_equal(
+        new.run.params[name]["kernel"][..., int(unit)], state.params[name]["kernel"][..., int(unit)]
+    )
+
+
+def test_cosmax_stops_when_first_and_second_choice_fail(setup):
+    c, trainer, state, d, ev, baseline = setup
+    ms, records, _ = _run_rounds(c, trainer, state, d, ev, baseline, threshold=10.0)
+    assert len(records) == 2 and bool(ms.done)
+    first, second = (int(r.candidate) for r in records)
+    scores = strategies.cosine_score(state.params, state.masks, None)
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    assert (first, second) == (order[0], order[1])  # max, then the second max
+
+
+def test_random_stops_after_ten_rounds(setup):
+    c, trainer, state, d, ev, baseline = setup
+    c = c.copy_and_resolve_references()
+    c.minimize.strategy = "random"
+    ms, records, _ = _run_rounds(c, trainer, state, d, ev, baseline, threshold=10.0)
+    assert len(records) == 10 and bool(ms.done)
+    assert len({int(r.candidate) for r in records}) == 10  # a failed unit is not retried
+
+
+def test_sequential_visits_every_candidate_once_in_order(setup):
+    c, trainer, state, d, ev, baseline = setup
+    c = c.copy_and_resolve_references()
+    c.minimize.strategy = "sequential"
+    ms, records, _ = _run_rounds(c, trainer, state, d, ev, baseline, threshold=10.0)
+    assert [int(r.candidate) for r in records] == list(range(10))
+    assert bool(ms.done)
+
+
+def test_always_accepting_keeps_one_unit_per_layer_and_never_recompiles(setup):
+    c, trainer, state, d, ev, baseline = setup
+    c = c.copy_and_resolve_references()
+    c.minimize.strategy = "sequential"
+    ms, records, round_fn = _run_rounds(c, trainer, state, d, ev, baseline, threshold=0.0)
+    assert all(bool(r.accepted) for r in records)
+    # Never the last live unit of a layer, never the output layer.
+    assert [int(np.sum(ms.run.masks[n])) for n in ("conv_0", "conv_1", "conv_2")] == [1, 1, 1]
+    assert len(records) == 8
+    # Masks changed every round and the threshold changes below: still one compilation.
+    ms2, _ = round_fn(
+        minimize.init_state(state, baseline, jax.random.PRNGKey(2)), jnp.float32(0.5), d, ev
+    )
+    assert round_fn._cache_size() == 1
+
+
+def test_a_stopped_run_does_not_change(setup):
+    c, trainer, state, d, ev, baseline = setup
+    ms, _, round_fn = _run_rounds(c, trainer, state, d, ev, baseline, threshold=10.0)
+    again, rec = round_fn(ms, jnp.float32(0.0), d, ev)
+    assert not bool(rec.active)
+    _assert_trees_equal(again, ms)
+
+
+def test_modes_set_the_documented_freeze_flags(setup):
+    c, trainer, state, d, ev, baseline = setup
+    onehot = {
+        "conv_0": jnp.array([False, True, False, False, False]),
+        "conv_1": jnp.zeros(5, bool),
+        "conv_2": jnp.zeros(1, bool),
+    }
+    frozen_only_it = minimize._alter(state, onehot, "disabled_frozen", None).frozen
+    assert np.asarray(frozen_only_it["conv_0"]).tolist() == [False, True, False, False, False]
+    others = minimize._alter(state, onehot, "disabled_others_frozen", None).frozen
+    assert np.asarray(others["conv_0"]).tolist() == [True, False, True, True, True]
+    assert bool(np.all(others["conv_1"]))
+    plain = minimize._alter(state, onehot, "disabled", None)
+    assert not bool(plain.masks["conv_0"][1]) and not bool(np.any(plain.frozen["conv_0"]))
+    fresh = models.init(jax.random.PRNGKey(7), c)
+    reinit = minimize._alter(state, onehot, "disabled_frozen", fresh).params
+    np.testing.assert_array_equal(
+        reinit["conv_0"]["kernel"][..., 1], fresh["conv_0"]["kernel"][..., 1]
+    )
+    np.testing.assert_array_equal(
+        reinit["conv_0"]["kernel"][..., 0], state.params["conv_0"]["kernel"][..., 0]
+    )
+
+
+def test_unknown_mode_and_reference_are_clear_errors(setup):
+    c, trainer, *_ = setup
+    for field, value in (("mode", "nope"), ("reference", "nope")):
+        bad = c.copy_and_resolve_references()
+        bad.minimize[field] = value
+        with pytest.raises(ValueError, match=f"minimize.{field}"):
+            minimize.make_round(bad, trainer)
