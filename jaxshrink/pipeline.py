@@ -134,6 +134,7 @@ def minimize_stage(job: Job, trained: train.TrainState, baseline: float):
     ckpt = job.checkpointer("minimize")
     rounds: list[dict] = []
     latest = ckpt.latest_step()
+    calls = latest or 0  # checkpoint number = round calls made, active or not
     if latest is not None:
         ms, meta = ckpt.restore(latest, ms)
         rounds = list(meta["rounds"])
@@ -159,7 +160,8 @@ def minimize_stage(job: Job, trained: train.TrainState, baseline: float):
                 f"alive {int(masks_lib.count_alive(ms.run.masks))}  "
                 f"({time.perf_counter() - t0:.1f}s)"
             )
-        ckpt.save(len(rounds), ms, {"stage": "minimize", "rounds": rounds})
+        calls += 1
+        ckpt.save(calls, ms, {"stage": "minimize", "rounds": rounds})
     ckpt.close()
     return ms, rounds
 

@@ -1,0 +1,100 @@
+"""End to end: the quick configs through `run`, resuming, and the command line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from jaxshrink import export, pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_config(name: str):
+    from ml_collections import config_flags
+
+    return config_flags.config_flags._LoadConfigModule(
+        f"{name}_config", os.path.join(ROOT, "configs", f"{name}.py")
+    ).get_config("quick")
+
+
+@pytest.mark.parametrize("task", ["sobel", "canny"])
+def test_quick_config_shrinks_and_keeps_the_score(task, tmp_path):
+    config = _load_config(task)
+    results = pipeline.run(config, str(tmp_path))
+    threshold = config.minimize.threshold
+    assert results["removed_units"] >= 1
+    assert results["reference_ratio"] >= threshold
+    accepted = [r for r in results["rounds"] if r["accepted"]]
+    assert accepted and all(r["ratio"] >= threshold for r in accepted)
+    assert results["final"]["eval"]["f1"] == pytest.approx(accepted[-1]["score"], rel=1e-5)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["kept"] == results["kept"]
+    for name in ("samples_trained.png", "samples_minimized.png", "export/params.npz"):
+        assert (tmp_path / name).stat().st_size > 0
+    small = export.load(str(tmp_path / "export"))
+    assert list(export.widths(small)) == [sum(row) for row in results["kept"]]
+
+
+def _comparable(results):
+    return {
+        "kept": results["kept"],
+        "rounds": results["rounds"],
+        "trained": results["trained"],
+        "final": results["final"],
+    }
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    config = tiny_config("canny")
+    config.minimize.threshold = 0.9
+    want = pipeline.run(config, str(tmp_path / "straight"))
+    assert len(want["rounds"]) >= 2
+
+    # Interrupt after the second checkpointed round, as a kill between rounds would.
+    real_save = pipeline.checkpoint.RunCheckpointer.save
+    saves = []
+
+    def save_then_die(self, step, state, meta):
+        real_save(self, step, state, meta)
+        if meta["stage"] == "minimize":
+            saves.append(step)
+            if len(saves) == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.checkpoint.RunCheckpointer, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(config, str(tmp_path / "resumed"))
+    monkeypatch.setattr(pipeline.checkpoint.RunCheckpointer, "save", real_save)
+    assert not (tmp_path / "resumed" / "results.json").exists()
+
+    got = pipeline.run(config, str(tmp_path / "resumed"))
+    assert _comparable(got) == _comparable(want)
+    a = np.load(tmp_path / "straight" / "export" / "params.npz")
+    b = np.load(tmp_path / "resumed" / "export" / "params.npz")
+    for key in a.files:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_command_line_runs_and_defaults_the_workdir(tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    cmd = [
+        sys.executable,
+        "-m",
+        "jaxshrink.main",
+        f"--config={os.path.join(ROOT, 'configs', 'canny.py')}:quick",
+        "--config.data.crop_size=16",
+        "--config.data.train_size=12",
+        "--config.data.eval_size=4",
+        "--config.train.initial_steps=20",
+        "--config.minimize.round_steps=2",
+        "--config.minimize.max_rounds=1",
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "== jaxshrink canny ==" in proc.stdout
+    assert (tmp_path / "runs" / "canny-quick" / "results.json").exists()
