@@ -3,14 +3,17 @@
     python -m jaxshrink.main --config=configs/canny.py
     python -m jaxshrink.main --config=configs/canny.py:quick
 
-Default: 256x256 crops, batch 3, the soft F1 loss E/(2TP+E), 10000 initial steps.
+Default: 256x256 crops, batch 3, the soft F1 loss E/(2TP+E), 10000 initial steps,
+then CosMax minimization (threshold 0.95, 2000 steps per round).
 Targets come from `skimage.feature.canny` (sigma sqrt(2), MATLAB's default, which the
 thesis's MATLAB scripts used; skimage's default thresholds), see
 `config.data.canny_*`. Canny is the harder task (its later steps are not
 convolutions), so scores are lower than for Sobel.
 
-`quick`: 64x64 crops, 1500 steps, about a minute on a 2-core CPU; prints progress
-every 250 steps and the eval F1 at the end.
+`quick`: 64x64 crops, 1500 initial steps, 300 steps per round; about 80 s on a
+2-core CPU. Prints progress every 250 steps (eval F1 about 0.48 after training),
+one line per round and a summary (measured: 5 of 10 hidden filters removed at
+97% of the trained F1).
 """
 
 from jaxshrink import config as config_lib
