@@ -20,9 +20,4 @@ from jaxshrink import config as config_lib
 
 
 def get_config(arg: str | None = None):
-    config = config_lib.base_config("canny")
-    if arg == "quick":
-        config_lib.make_quick(config)
-    elif arg:
-        raise ValueError(f"config argument: unknown preset {arg!r}; allowed: 'quick' or none")
-    return config
+    return config_lib.get_preset("canny", arg)

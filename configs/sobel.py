@@ -4,9 +4,10 @@
     python -m jaxshrink.main --config=configs/sobel.py:quick    # a CPU-sized run
 
 Default: 256x256 crops, batch 3, MSE loss, 10000 initial Adam steps, then CosMax
-minimization (threshold 0.95, 2000 steps per round) on the built-in photographs (or `--config.data.source=folder --config.data.folder=.../JPEGImages`
-for VOC2012, the thesis's data). On a 2-core CPU a step at 256x256 takes about a
-quarter of a second, so use a GPU for this one.
+minimization (threshold 0.95, 2000 steps per round) on the built-in photographs
+(or `--config.data.source=folder --config.data.folder=.../JPEGImages` for VOC2012,
+the thesis's data). On a 2-core CPU a step at 256x256 takes about 0.3 s (10000
+steps: about 50 minutes before minimization), so use a GPU for this one.
 
 `quick`: 64x64 crops, 1500 initial steps, 300 steps per round; about 70 s on a
 2-core CPU. It prints a progress line every 250 steps (eval F1 about 0.36 after
@@ -20,9 +21,4 @@ from jaxshrink import config as config_lib
 
 
 def get_config(arg: str | None = None):
-    config = config_lib.base_config("sobel")
-    if arg == "quick":
-        config_lib.make_quick(config)
-    elif arg:
-        raise ValueError(f"config argument: unknown preset {arg!r}; allowed: 'quick' or none")
-    return config
+    return config_lib.get_preset("sobel", arg)

@@ -87,3 +87,16 @@ def make_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.train.eval_every = 500
     c.minimize.round_steps = 300
     return c
+
+
+PRESETS = {"quick": make_quick}
+
+
+def get_preset(task: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    """`base_config(task)` with the preset named by `arg` ('quick', or None for the thesis)."""
+    config = base_config(task)
+    if arg:
+        if arg not in PRESETS:
+            raise ValueError(f"config argument: unknown preset {arg!r}; allowed: {sorted(PRESETS)}")
+        PRESETS[arg](config)
+    return config

@@ -1,5 +1,6 @@
 """End to end: the quick configs through `run`, resuming, and the command line."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -15,11 +16,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load_config(name: str):
-    from ml_collections import config_flags
-
-    return config_flags.config_flags._LoadConfigModule(
-        f"{name}_config", os.path.join(ROOT, "configs", f"{name}.py")
-    ).get_config("quick")
+    """Loads `configs/<name>.py:quick` as `--config` would."""
+    spec = importlib.util.spec_from_file_location(f"{name}_config", f"{ROOT}/configs/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config("quick")
 
 
 @pytest.mark.parametrize("task", ["sobel", "canny"])
