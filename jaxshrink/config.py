@@ -72,6 +72,13 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     c.minimize.max_rounds = -1  # -1: the strategy's rule (random: 10) [4.3]
     c.minimize.max_failures = -1  # -1: the strategy's rule (cosine: 2) [4.3]
 
+    # How a batch of runs executes (see `jaxshrink.batching`); results do not depend
+    # on it beyond float rounding. 'auto' picks the measured faster one per backend.
+    c.batch = ml_collections.ConfigDict()
+    c.batch.method = "auto"  # 'loop' (lax.map over runs), 'vmap', or 'auto'
+    c.batch.group_size = 0  # vmap: runs per vmapped group (0 = all; lower to save memory)
+    c.batch.grad = "auto"  # vmap: 'sum' (grad of summed loss) or 'vmap' (vmap of grad)
+
     c.output = ml_collections.ConfigDict()
     c.output.num_examples = 3  # eval images drawn as input / target / output PNGs
     return c
@@ -99,4 +106,42 @@ def get_preset(task: str, arg: str | None = None) -> ml_collections.ConfigDict:
         if arg not in PRESETS:
             raise ValueError(f"config argument: unknown preset {arg!r}; allowed: {sorted(PRESETS)}")
         PRESETS[arg](config)
+    return config
+
+
+def sweep_config(task: str = "canny") -> ml_collections.ConfigDict:
+    """The thesis's Figure 4.2 experiment (4.3): `base_config(task)` plus a `sweep`."""
+    c = base_config(task)
+    c.sweep = ml_collections.ConfigDict()
+    c.sweep.num_seeds = 50  # runs per threshold [4.3]; seeds are seed, seed+1, ...
+    c.sweep.thresholds = (0.85, 0.9, 0.95, 0.98, 1.0)  # [2.4.2, 4.3]
+    c.sweep.strategies = ("cosine", "random", "sequential")  # CosMax, Random, Seq [4.3]
+    return c
+
+
+def make_quick_sweep(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks a sweep in place to a few minutes on a 2-core CPU."""
+    c.data.crop_size = 32
+    c.data.train_size = 300
+    c.data.eval_size = 32
+    c.train.initial_steps = 600
+    c.train.log_every = 200
+    c.train.eval_every = 600
+    c.minimize.round_steps = 60
+    c.sweep.num_seeds = 3
+    return c
+
+
+SWEEP_PRESETS = {"quick": make_quick_sweep}
+
+
+def get_sweep_preset(task: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    """`sweep_config(task)` with the preset named by `arg` ('quick', or None)."""
+    config = sweep_config(task)
+    if arg:
+        if arg not in SWEEP_PRESETS:
+            raise ValueError(
+                f"config argument: unknown preset {arg!r}; allowed: {sorted(SWEEP_PRESETS)}"
+            )
+        SWEEP_PRESETS[arg](config)
     return config

@@ -2,6 +2,7 @@
 
     python -m jaxshrink.main --config=configs/sobel.py[:quick] [--workdir=DIR]
         [--config.train.initial_steps=500 ...]
+    python -m jaxshrink.main --config=configs/sweep.py[:quick]    # Figure 4.2
 
 Without `--workdir` the run goes to `runs/<config name>[-<preset>]` under the current
 folder, so rerunning the same command resumes the same run.
@@ -14,7 +15,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxshrink import pipeline
+from jaxshrink import pipeline, sweep
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/sobel.py:quick."
@@ -35,7 +36,11 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
     workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
-    pipeline.run(_CONFIG.value, workdir)
+    config = _CONFIG.value
+    if "sweep" in config:
+        sweep.run_sweep(config, workdir)
+    else:
+        pipeline.run(config, workdir)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """The self-scaling loop (thesis 2.4.2): select, alter, reset Adam, retrain, accept or roll back.
 
-`make_round(config, trainer)` returns `round_fn(mstate, threshold, data, eval_data)`,
-one whole round as a pure function of the minimizer's state. It is jit-compiled
-once; masks, thresholds, keys and flags are traced data, so rounds never recompile,
-and the same function runs a batch of runs under `vmap`.
+`make_round(config, engine)` returns `round_fn(mstate, spec, data, eval_data)`, one
+whole round of a batch of runs as a pure function of their states. Each run has its
+own `RunSpec` (threshold, strategy, stopping rule) and decides on its own; a single
+run is the batch of one. It is jit-compiled once: masks, thresholds, strategies,
+keys and flags are traced data, so rounds never recompile.
 
 Rollback is in memory: the previous state is kept and the new one is merged with
 ``jnp.where(accept, new, old)`` leaf by leaf, so a rejected round leaves params,
@@ -34,9 +35,10 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
+from jaxshrink import batching, models, optim, strategies, train
 from jaxshrink import masks as masks_lib
-from jaxshrink import models, optim, strategies, train
 
 MODES = ("disabled", "disabled_frozen", "disabled_others_frozen")
 REFERENCES = ("last_accepted", "baseline")
@@ -107,36 +109,81 @@ def _alter(run: train.TrainState, onehot: dict, mode: str, reinit_params):
     return run.replace(params=params, masks=masks, frozen=frozen)
 
 
-def make_round(config: ml_collections.ConfigDict, trainer: train.Trainer) -> Callable:
-    """Builds the pure round function of `config.minimize` (jit it, or vmap then jit)."""
+class RunSpec(NamedTuple):
+    """What distinguishes one minimization run from another of a batch (all traced)."""
+
+    threshold: jax.Array  # float32: keep a change when new/old >= threshold
+    strategy: jax.Array  # int32 index into `strategies.STRATEGIES`
+    max_rounds: jax.Array  # int32, 0 = no limit
+    max_failures: jax.Array  # int32 consecutive failures that stop the run, 0 = no limit
+    visit_once: jax.Array  # bool: never propose a candidate twice
+
+
+def run_spec(minimize_cfg, strategy: str | None = None, threshold: float | None = None):
+    """The `RunSpec` of `minimize_cfg`, optionally with another strategy or threshold.
+
+    The stopping rule is the strategy's (thesis 4.3) unless `max_rounds` /
+    `max_failures` in the config override it (-1 keeps the thesis's).
+    """
+    cfg = minimize_cfg.copy_and_resolve_references()
+    if strategy is not None:
+        cfg.strategy = strategy
+    rule = strategies.get_strategy(cfg)
+    threshold = cfg.threshold if threshold is None else threshold
+    if not 0.0 < float(threshold) <= 1.0:
+        raise ValueError(f"minimize.threshold: must be in (0, 1], got {threshold}")
+    return RunSpec(
+        threshold=np.float32(threshold),
+        strategy=np.int32(strategies.STRATEGIES.index(cfg.strategy)),
+        max_rounds=np.int32(rule.max_rounds),
+        max_failures=np.int32(rule.max_failures),
+        visit_once=np.bool_(rule.visit_once),
+    )
+
+
+class _Proposal(NamedTuple):
+    active: jax.Array
+    choice: jax.Array
+    onehot: jax.Array  # (candidates,) bool
+    key: jax.Array
+
+
+def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Callable:
+    """Builds `round_fn(ms, spec, data, eval_data) -> (ms, RoundRecord)` over a batch.
+
+    `ms` and `spec` have a leading run axis (length 1 for a single run). Selection and
+    the accept/roll-back decision are vmapped per run; retraining and evaluation are
+    the engine's batched programs. Jit the result (or `batching.distribute` it).
+    """
     mcfg = config.minimize
-    strategy = strategies.get_strategy(mcfg)
+    score_fn = strategies.make_scorer(mcfg)
     if mcfg.mode not in MODES:
         raise ValueError(f"minimize.mode: unknown {mcfg.mode!r}; allowed: {MODES}")
     if mcfg.reference not in REFERENCES:
         raise ValueError(f"minimize.reference: unknown {mcfg.reference!r}; allowed: {REFERENCES}")
     round_steps = int(mcfg.round_steps)
 
-    def round_fn(ms: MinState, threshold, data: train.TrainData, eval_data: train.EvalData):
+    def propose(ms: MinState, spec: RunSpec):
+        """Selects a unit and builds the altered network (Adam reset) for one run."""
         key, score_key, init_key = jax.random.split(ms.key, 3)
         run = ms.run
-        scores = strategy.score(run.params, run.masks, score_key)
+        scores = score_fn(spec.strategy, run.params, run.masks, score_key)
         allowed = strategies.eligible(run.masks) & ~ms.failed
-        if strategy.visit_once:
-            allowed = allowed & ~ms.visited
+        allowed = allowed & ~(spec.visit_once & ms.visited)
         choice, has_candidate = strategies.select(scores, allowed)
         active = ~ms.done & has_candidate
         onehot_flat = jax.nn.one_hot(choice, scores.shape[0], dtype=bool) & active
         onehot = strategies.unflatten(onehot_flat, run.masks, fill=False)
-
         reinit = models.init(init_key, config) if mcfg.reinit else None
         trial = _alter(run, onehot, mcfg.mode, reinit)
-        trial = trial.replace(opt_state=optim.reset(trainer.tx, trial.params))
-        trial, loss = trainer.train_steps(trial, data, jnp.where(active, round_steps, 0))
-        score = trainer.evaluate(trial.params, trial.masks, eval_data)["f1"]
-        ratio = score / ms.reference
-        accept = active & jnp.isfinite(score) & (ratio >= threshold)
+        trial = trial.replace(opt_state=optim.reset(engine.trainer.tx, trial.params))
+        return trial, _Proposal(active, choice, onehot_flat, key)
 
+    def decide(ms: MinState, spec: RunSpec, prop: _Proposal, trial, loss, score):
+        """Accepts the trial or rolls back to `ms.run`, and applies the stopping rule."""
+        run, active = ms.run, prop.active
+        ratio = score / ms.reference
+        accept = active & jnp.isfinite(score) & (ratio >= spec.threshold)
         # Rolled back: params, masks, frozen flags and Adam state exactly as they were
         # (the next round resets Adam first, which is the thesis's reset after a
         # reversion). Only the step counter moves on, so the next round draws new
@@ -145,14 +192,11 @@ def make_round(config: ml_collections.ConfigDict, trainer: train.Trainer) -> Cal
         new_reference = score if mcfg.reference == "last_accepted" else ms.baseline
         failures = jnp.where(accept, 0, ms.failures + active.astype(jnp.int32))
         rounds = ms.rounds + active.astype(jnp.int32)
-        failed = jnp.where(accept, jnp.zeros_like(ms.failed), ms.failed | onehot_flat)
-        visited = ms.visited | onehot_flat
-        stop = ~has_candidate
-        if strategy.max_rounds:
-            stop |= rounds >= strategy.max_rounds
-        if strategy.max_failures:
-            stop |= failures >= strategy.max_failures
-        # Nothing changes for a run that had already stopped.
+        failed = jnp.where(accept, jnp.zeros_like(ms.failed), ms.failed | prop.onehot)
+        visited = ms.visited | prop.onehot
+        stop = ~active  # for a run still going: no eligible candidate is left
+        stop |= (spec.max_rounds > 0) & (rounds >= spec.max_rounds)
+        stop |= (spec.max_failures > 0) & (failures >= spec.max_failures)
         new = MinState(
             run=kept,
             reference=jnp.where(accept, new_reference, ms.reference),
@@ -162,12 +206,12 @@ def make_round(config: ml_collections.ConfigDict, trainer: train.Trainer) -> Cal
             failures=failures,
             rounds=rounds,
             done=ms.done | stop,
-            key=key,
+            key=prop.key,
         )
-        new = _tree_where(ms.done, ms, new)
+        new = _tree_where(ms.done, ms, new)  # nothing changes for a stopped run
         record = RoundRecord(
             active=active,
-            candidate=jnp.where(active, choice, -1).astype(jnp.int32),
+            candidate=jnp.where(active, prop.choice, -1).astype(jnp.int32),
             score=score,
             reference=ms.reference,
             ratio=ratio,
@@ -175,6 +219,12 @@ def make_round(config: ml_collections.ConfigDict, trainer: train.Trainer) -> Cal
             train_loss=loss,
         )
         return new, record
+
+    def round_fn(ms: MinState, spec: RunSpec, data: train.TrainData, eval_data: train.EvalData):
+        trial, prop = jax.vmap(propose)(ms, spec)
+        trial, loss = engine.train(trial, data, jnp.where(prop.active, round_steps, 0))
+        score = engine.evaluate(trial.params, trial.masks, eval_data)["f1"]
+        return jax.vmap(decide)(ms, spec, prop, trial, loss, score)
 
     return round_fn
 

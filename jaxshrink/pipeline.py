@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxshrink import checkpoint, data, export, minimize, models, train, visualize
+from jaxshrink import batching, checkpoint, data, export, minimize, models, train, visualize
 from jaxshrink import masks as masks_lib
 
 
@@ -55,25 +55,49 @@ def _floats(metrics: dict) -> dict[str, float]:
 
 
 class Job:
-    """The configured pieces shared by the stages of one run."""
+    """The configured pieces shared by the stages of a run or a sweep.
+
+    Every state it handles is a batch (leading run axis); a single run is the batch
+    of one. The batch is padded to a multiple of the device count for sharding;
+    padded runs take no steps and are dropped from every result.
+    """
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str, log: Logger):
         self.config, self.workdir, self.log = config, workdir, log
         self.dataset = data.load_dataset(config.data, config.task)
         self.train_data = train.make_train_data(self.dataset.train)
         self.eval_data = train.make_eval_data(self.dataset.eval, int(config.train.eval_batch_size))
-        self.rng = jax.random.PRNGKey(int(config.seed))
-        self.trainer = train.make_trainer(
-            config, jax.eval_shape(lambda: models.init(self.rng, config))
+        shapes = jax.eval_shape(lambda: models.init(jax.random.PRNGKey(0), config))
+        self.trainer = train.make_trainer(config, shapes)
+        self.engine = batching.make_engine(self.trainer, config.batch)
+        self.devices = batching.device_count()
+        self.train_fn = batching.distribute(self.engine.train, (True, False, True))
+        self.eval_fn = batching.distribute(self.engine.evaluate, (True, True, False))
+        self.round_fn = batching.distribute(
+            minimize.make_round(config, self.engine), (True, True, False, False)
         )
 
-    def evaluate(self, run: train.TrainState) -> dict[str, float]:
-        return _floats(self.trainer.evaluate(run.params, run.masks, self.eval_data))
+    def describe(self) -> str:
+        e = self.engine
+        group = "all runs" if e.group_size == 0 else f"groups of {e.group_size}"
+        return (
+            f"device: {jax.devices()[0].device_kind} x{self.devices} ({jax.default_backend()}), "
+            f"runs batched by {e.method} ({group}, grad {e.grad}), "
+            f"precision {self.config.model.precision}"
+        )
+
+    def evaluate(self, states: train.TrainState) -> dict[str, np.ndarray]:
+        """Per-run eval scores of a batch of runs (numpy, one entry per run)."""
+        n = batching.num_runs(states)
+        padded = batching.pad_runs(states, self.devices)
+        scores = self.eval_fn(padded.params, padded.masks, self.eval_data)
+        return {k: np.asarray(v)[:n] for k, v in scores.items()}
 
     def checkpointer(self, stage: str) -> checkpoint.RunCheckpointer:
         return checkpoint.RunCheckpointer(os.path.join(self.workdir, "checkpoints", stage))
 
     def picture(self, name: str, run: train.TrainState, title: str) -> str:
+        """Input / target / output triptychs of one (unbatched) run."""
         n = min(int(self.config.output.num_examples), self.dataset.eval.images.shape[0])
         x = self.dataset.eval.images[:n]
         out = np.asarray(self.trainer.predict(run.params, run.masks, x))
@@ -81,89 +105,133 @@ class Job:
         return visualize.save_triptychs(path, x, self.dataset.eval.targets[:n], out, title)
 
 
-def train_stage(job: Job) -> train.TrainState:
-    """Initial training, resumed from the newest 'train' checkpoint if any."""
+def _spread(values: np.ndarray, fmt: str = ".4f") -> str:
+    if values.size == 1:
+        return format(float(values[0]), fmt)
+    return (
+        f"{format(float(values.mean()), fmt)} (min {format(float(values.min()), fmt)}, "
+        f"max {format(float(values.max()), fmt)})"
+    )
+
+
+def train_stage(job: Job, seeds) -> train.TrainState:
+    """Initial training of one run per seed, batched; resumes from the newest checkpoint.
+
+    Run i starts from `PRNGKey(seeds[i])`, exactly as a single run with that seed.
+    """
     config, log = job.config, job.log
-    state = train.create_train_state(job.rng, config, job.trainer.tx)
+    n = len(seeds)
+    states = train.create_train_states(seeds, config, job.trainer.tx)
+    states = batching.pad_runs(states, job.devices)
+    live = np.arange(batching.num_runs(states)) < n
     ckpt = job.checkpointer("train")
     latest = ckpt.latest_step()
     if latest is not None:
-        state, _ = ckpt.restore(latest, state)
+        states, _ = ckpt.restore(latest, states)
         log(f"train: resumed at step {latest}")
     total = int(config.train.initial_steps)
     log_every = max(1, int(config.train.log_every))
     eval_every = max(1, int(config.train.eval_every))
-    step = int(state.step)
+    step = int(states.step[0])
+    runs = "" if n == 1 else f", {n} seeds at once"
     if step < total:
-        log(f"train: {total} steps, batch {config.train.batch_size}, loss {config.train.loss}")
+        log(f"train: {total} steps, batch {config.train.batch_size}, loss {config.train.loss}{runs}")
     while step < total:
         chunk = min(log_every - step % log_every, total - step)
         t0 = time.perf_counter()
-        state, loss = job.trainer.train_steps(state, job.train_data, chunk)
-        loss = float(loss)  # waits for the chunk
-        rate = chunk / (time.perf_counter() - t0)
-        step = int(state.step)
-        line = f"train: step {step:6d}/{total}  loss {loss:.5f}  {rate:7.1f} steps/s"
+        states, loss = job.train_fn(states, job.train_data, np.where(live, chunk, 0))
+        loss = np.asarray(loss)[:n]  # waits for the chunk
+        rate = chunk * n / (time.perf_counter() - t0)
+        step = int(states.step[0])
+        unit = "steps/s" if n == 1 else "seed-steps/s"
+        line = f"train: step {step:6d}/{total}  loss {_spread(loss, '.5f')}  {rate:7.1f} {unit}"
         if step % eval_every == 0 or step == total:
-            scores = job.evaluate(state)
-            line += f"  eval F1 {scores['f1']:.4f}"
-            ckpt.save(step, state, {"stage": "train", "step": step, "eval": scores})
+            f1 = job.evaluate(states)["f1"][:n]
+            line += f"  eval F1 {_spread(f1)}"
+            ckpt.save(step, states, {"stage": "train", "step": step, "eval_f1": f1.tolist()})
         log(line)
     ckpt.close()
-    return state
+    return batching.take(states, slice(0, n))
 
 
-def _record_dict(record, masks) -> dict:
-    candidate = int(record.candidate)
-    return {
-        "candidate": minimize.candidate_name(candidate, masks) if candidate >= 0 else None,
-        "candidate_index": candidate,
-        "score": float(record.score),
-        "reference": float(record.reference),
-        "ratio": float(record.ratio),
-        "accepted": bool(record.accepted),
-        "train_loss": float(record.train_loss),
-    }
+def init_minimize(trained: train.TrainState, baselines, seeds) -> minimize.MinState:
+    """The minimizer's batched start: run i continues `trained[i]` with the key of `seeds[i]`."""
+    keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(int(s)), 1) for s in seeds])
+    return jax.vmap(minimize.init_state)(trained, jnp.asarray(baselines, jnp.float32), keys)
 
 
-def minimize_stage(job: Job, trained: train.TrainState, baseline: float):
-    """Rounds until the strategy's stopping rule fires; returns (MinState, round log)."""
-    config, log = job.config, job.log
-    mcfg = config.minimize
-    ms = minimize.init_state(trained, jnp.float32(baseline), jax.random.fold_in(job.rng, 1))
+def round_entries(history: list[dict], run: int, masks: dict) -> list[dict]:
+    """The rounds in which run `run` tested a unit, as readable records."""
+    out = []
+    for rec in history:
+        candidate = int(rec["candidate"][run])
+        if candidate < 0:
+            continue
+        out.append(
+            {
+                "candidate": minimize.candidate_name(candidate, masks),
+                "candidate_index": candidate,
+                "score": float(rec["score"][run]),
+                "reference": float(rec["reference"][run]),
+                "ratio": float(rec["ratio"][run]),
+                "accepted": bool(rec["accepted"][run]),
+                "train_loss": float(rec["train_loss"][run]),
+            }
+        )
+    return out
+
+
+def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, describe=None):
+    """Rounds until every run's stopping rule has fired; returns (MinState, history).
+
+    `history` has one entry per round call: each `RoundRecord` field as a list over
+    runs. The batched state is checkpointed after every round and resumed from.
+    """
+    log = job.log
+    n = batching.num_runs(ms)
+    ms = batching.pad_runs(ms, job.devices)
+    ms = ms.replace(done=ms.done.at[n:].set(True))  # padding never trains
+    specs = batching.pad_runs(specs, job.devices)
     ckpt = job.checkpointer("minimize")
-    rounds: list[dict] = []
+    history: list[dict] = []
     latest = ckpt.latest_step()
-    calls = latest or 0  # checkpoint number = round calls made, active or not
+    calls = latest or 0  # checkpoint number = round calls made
     if latest is not None:
         ms, meta = ckpt.restore(latest, ms)
-        rounds = list(meta["rounds"])
+        history = list(meta["history"])
         log(f"minimize: resumed after round {latest}")
-    round_fn = jax.jit(minimize.make_round(config, job.trainer))
-    threshold = jnp.float32(mcfg.threshold)
-    if not bool(ms.done):
-        log(
-            f"minimize: strategy {mcfg.strategy}, mode {mcfg.mode}, threshold {mcfg.threshold}, "
-            f"{mcfg.round_steps} steps per round, baseline F1 {baseline:.4f}"
-        )
-    while not bool(ms.done):
+    if describe and not bool(np.all(ms.done)):
+        log(describe)
+    while not bool(np.all(np.asarray(ms.done))):
         t0 = time.perf_counter()
-        masks_before = ms.run.masks
-        ms, record = round_fn(ms, threshold, job.train_data, job.eval_data)
-        entry = _record_dict(record, masks_before)
-        if entry["candidate"] is not None:
-            rounds.append(entry)
-            verdict = "kept" if entry["accepted"] else "rolled back"
-            log(
-                f"minimize: round {len(rounds):2d}  disable {entry['candidate']:9s} "
-                f"F1 {entry['score']:.4f}  ratio {entry['ratio']:.3f}  {verdict:11s} "
-                f"alive {int(masks_lib.count_alive(ms.run.masks))}  "
-                f"({time.perf_counter() - t0:.1f}s)"
-            )
+        masks_before = batching.take(ms.run.masks, 0)
+        ms, record = job.round_fn(ms, specs, job.train_data, job.eval_data)
+        rec = {k: np.asarray(v)[:n].tolist() for k, v in record._asdict().items()}
+        history.append(rec)
         calls += 1
-        ckpt.save(calls, ms, {"stage": "minimize", "rounds": rounds})
+        seconds = time.perf_counter() - t0
+        if n == 1:
+            entries = round_entries([rec], 0, masks_before)
+            if entries:
+                e = entries[0]
+                verdict = "kept" if e["accepted"] else "rolled back"
+                alive = int(masks_lib.count_alive(batching.take(ms.run.masks, 0)))
+                log(
+                    f"minimize: round {calls:2d}  disable {e['candidate']:9s} "
+                    f"F1 {e['score']:.4f}  ratio {e['ratio']:.3f}  {verdict:11s} "
+                    f"alive {alive}  ({seconds:.1f}s)"
+                )
+        else:
+            active = int(np.sum(rec["active"]))
+            kept = int(np.sum(rec["accepted"]))
+            still = int(np.sum(~np.asarray(ms.done)[:n]))
+            log(
+                f"minimize: round {calls:2d}  {active:4d} runs tested a unit, {kept:4d} kept, "
+                f"{still:4d}/{n} still going  ({seconds:.1f}s)"
+            )
+        ckpt.save(calls, ms, {"stage": "minimize", "history": history})
     ckpt.close()
-    return ms, rounds
+    return batching.take(ms, slice(0, n)), history
 
 
 def _summary(results: dict) -> str:
@@ -204,11 +272,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     log(f"jaxshrink {config.task}: workdir {workdir}")
-    log(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()})")
     job = Job(config, workdir, log)
+    log(job.describe())
 
-    trained = train_stage(job)
-    trained_scores = job.evaluate(trained)
+    seeds = [int(config.seed)]
+    trained_batch = train_stage(job, seeds)
+    trained = batching.take(trained_batch, 0)
+    trained_scores = _floats(batching.take(job.evaluate(trained_batch), 0))
     job.picture(
         "samples_trained.png",
         trained,
@@ -216,11 +286,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
 
     if config.minimize.enabled:
-        ms, rounds = minimize_stage(job, trained, trained_scores["f1"])
-        final = ms.run
+        mcfg = config.minimize
+        spec = batching.stack([minimize.run_spec(mcfg)])
+        ms = init_minimize(trained_batch, [trained_scores["f1"]], seeds)
+        describe = (
+            f"minimize: strategy {mcfg.strategy}, mode {mcfg.mode}, threshold "
+            f"{mcfg.threshold}, {mcfg.round_steps} steps per round, baseline F1 "
+            f"{trained_scores['f1']:.4f}"
+        )
+        ms, history = minimize_stage(job, ms, spec, describe)
+        final_batch = ms.run
+        rounds = round_entries(history, 0, trained.masks)
     else:
-        rounds, final = [], trained
-    final_scores = job.evaluate(final)
+        rounds, final_batch = [], trained_batch
+    final = batching.take(final_batch, 0)
+    final_scores = _floats(batching.take(job.evaluate(final_batch), 0))
     job.picture("samples_minimized.png", final, f"minimized: eval F1 {final_scores['f1']:.4f}")
 
     crop = int(config.data.crop_size)

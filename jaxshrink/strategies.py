@@ -161,7 +161,7 @@ def sequential_score(params, masks, key):
     return -jnp.arange(size, dtype=jnp.float32)
 
 
-STRATEGIES = ("cosine", "random", "sequential")
+STRATEGIES = ("cosine", "random", "sequential")  # the order of `make_scorer`'s branches
 
 
 def get_strategy(minimize_cfg) -> Strategy:
@@ -187,3 +187,22 @@ def get_strategy(minimize_cfg) -> Strategy:
     max_rounds = rule[0] if minimize_cfg.max_rounds < 0 else int(minimize_cfg.max_rounds)
     max_failures = rule[1] if minimize_cfg.max_failures < 0 else int(minimize_cfg.max_failures)
     return Strategy(score, max_rounds, max_failures, rule[2])
+
+
+def make_scorer(minimize_cfg) -> Callable:
+    """`score(kind, params, masks, key)`: the scores of strategy `STRATEGIES[kind]`.
+
+    `kind` is traced, so one compiled program serves every strategy of a sweep (under
+    `vmap` all three are computed and one is picked per run: they cost microseconds
+    next to a round's training). The cosine aggregation is the config's.
+    """
+    how = minimize_cfg.aggregation
+    if how not in AGGREGATIONS:
+        raise ValueError(f"minimize.aggregation: unknown {how!r}; allowed: {AGGREGATIONS}")
+    cosine = functools.partial(cosine_score, how=how, absolute=bool(minimize_cfg.absolute))
+    branches = {"cosine": cosine, "random": random_score, "sequential": sequential_score}
+
+    def score(kind, params, masks, key):
+        return jax.lax.switch(kind, [branches[name] for name in STRATEGIES], params, masks, key)
+
+    return score

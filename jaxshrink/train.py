@@ -62,13 +62,19 @@ class EvalData(NamedTuple):
 
 
 class Trainer(NamedTuple):
-    """The compiled pieces of one configured network."""
+    """The pure pieces of one configured network, for a single run.
 
-    apply: Callable
+    `batching.make_engine` composes them into batched, compiled programs; these
+    single-run functions are also what the reference tests compare against.
+    """
+
+    apply: Callable  # (params, masks, x) -> y
     tx: optax.GradientTransformationExtraArgs
-    train_steps: Callable
-    evaluate: Callable
-    predict: Callable
+    loss_of: Callable  # (params, masks, x, y) -> scalar training loss
+    sample: Callable  # (state, data) -> (x, y): the batch of step `state.step`
+    update: Callable  # (state, grads) -> state after one Adam step
+    evaluate: Callable  # (params, masks, eval_data) -> {'f1', 'mae', 'mse', 'uiqi'}
+    predict: Callable  # jitted apply
 
 
 def make_train_data(split) -> TrainData:
@@ -109,12 +115,19 @@ def create_train_state(rng: jax.Array, config: ml_collections.ConfigDict, tx) ->
     )
 
 
+def create_train_states(seeds, config: ml_collections.ConfigDict, tx) -> TrainState:
+    """A batch of fresh runs, one per seed (leading axis = run); run i is
+    `create_train_state(PRNGKey(seeds[i]), ...)` exactly."""
+    keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
+    return jax.vmap(lambda k: create_train_state(k, config, tx))(keys)
+
+
 def make_trainer(config: ml_collections.ConfigDict, params: dict) -> Trainer:
-    """Builds the jitted train/eval functions of `config`.
+    """Builds the pure single-run pieces of `config`.
 
     Args:
       config: the run config (`model`, `optim`, `train` sections are read).
-      params: a params tree, for the optimizer's structure.
+      params: a params tree (or its shapes), for the optimizer's structure.
     """
     apply = models.make_apply(config)
     loss_fn = metrics.get_loss(config.train.loss)
@@ -124,24 +137,15 @@ def make_trainer(config: ml_collections.ConfigDict, params: dict) -> Trainer:
     def loss_of(params, masks, x, y):
         return loss_fn(apply(params, masks, x), y)
 
-    def train_step(state: TrainState, data: TrainData):
+    def sample(state: TrainState, data: TrainData):
         key = jax.random.fold_in(state.rng, state.step)
         idx = jax.random.randint(key, (batch_size,), 0, data.images.shape[0])
-        loss, grads = jax.value_and_grad(loss_of)(
-            state.params, state.masks, data.images[idx], data.targets[idx]
-        )
+        return data.images[idx], data.targets[idx]
+
+    def update(state: TrainState, grads) -> TrainState:
         updates, opt_state = tx.update(grads, state.opt_state, state.params, frozen=state.frozen)
         params = optax.apply_updates(state.params, updates)
-        return state.replace(params=params, opt_state=opt_state, step=state.step + 1), loss
-
-    def train_steps(state: TrainState, data: TrainData, num_steps):
-        def body(_, carry):
-            state, total = carry
-            state, loss = train_step(state, data)
-            return state, total + loss
-
-        state, total = jax.lax.fori_loop(0, num_steps, body, (state, jnp.zeros((), jnp.float32)))
-        return state, total / jnp.maximum(num_steps, 1)
+        return state.replace(params=params, opt_state=opt_state, step=state.step + 1)
 
     def evaluate(params, masks, eval_data: EvalData) -> dict[str, jax.Array]:
         def one_batch(batch):
@@ -161,7 +165,9 @@ def make_trainer(config: ml_collections.ConfigDict, params: dict) -> Trainer:
     return Trainer(
         apply=apply,
         tx=tx,
-        train_steps=jax.jit(train_steps),
-        evaluate=jax.jit(evaluate),
+        loss_of=loss_of,
+        sample=sample,
+        update=update,
+        evaluate=evaluate,
         predict=jax.jit(apply),
     )

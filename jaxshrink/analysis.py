@@ -1,0 +1,383 @@
+"""Statistics and the thesis's Figure 4.2 from a sweep of minimization runs.
+
+Section 4.3 of the thesis compares the minimization strategies (CosMax, Random and
+Seq) at thresholds of 85, 90, 95, 98 and 100%: for every threshold, 50 networks were
+trained and each was then minimized by all three strategies. Figure 4.2 shows, per
+threshold and strategy, (a) the relative drop of the evaluation F1 score and (b) the
+number of masks disabled. The thesis reports bare means; here every mean has a 95%
+Student-t interval, and strategies are compared with paired Wilcoxon signed-rank
+tests, so "Random seems to be the most efficient strategy" becomes a claim with a
+p-value.
+
+The input is one row per (seed, strategy, threshold), as a sweep writes to its
+``runs.csv``, with at least these keys:
+
+* ``seed`` (int): which trained network the run started from;
+* ``strategy`` (str): ``cosine``, ``random``, ``sequential`` or any other name;
+* ``threshold`` (float): the acceptance ratio, e.g. 0.95;
+* ``baseline`` and ``final`` (float): evaluation F1 before and after minimization;
+* ``relative_drop`` (float): ``1 - final / baseline`` (a fraction; negative is a gain);
+* ``disabled`` (int): how many masks the minimization disabled.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from scipy import stats
+
+from jaxshrink import files
+
+__all__ = [
+    "METRICS",
+    "STRATEGY_LABELS",
+    "figure_4_2",
+    "format_table",
+    "mean_ci",
+    "paired_tests",
+    "plot_figure_4_2",
+    "strategy_order",
+    "summarize",
+]
+
+Row = Mapping[str, Any]
+
+# The metrics compared between strategies, and whether a larger value is better.
+METRICS: dict[str, bool] = {"relative_drop": False, "disabled": True}
+# The thesis's names for the strategies; their order is the order of the bars.
+STRATEGY_LABELS: dict[str, str] = {"cosine": "CosMax", "random": "Random", "sequential": "Seq"}
+
+
+def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """The mean of `values` and its two-sided Student-t confidence interval.
+
+    Args:
+      values: the sample.
+      confidence: the coverage of the interval.
+
+    Returns:
+      ``(mean, low, high)``. With one value the interval is undefined: ``(v, nan,
+      nan)``; with no values everything is ``nan``; when all values are equal the
+      interval collapses to ``(mean, mean, mean)``.
+
+    Example:
+      >>> mean, low, high = mean_ci([1.0, 2.0, 3.0])
+      >>> mean, round(low, 4), round(high, 4)
+      (2.0, -0.4841, 4.4841)
+    """
+    x = np.asarray(list(values), dtype=np.float64)
+    n = x.size
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if n == 1:
+        return mean, math.nan, math.nan
+    if np.all(x == x[0]):
+        return mean, mean, mean
+    half = stats.t.ppf(0.5 + confidence / 2, df=n - 1) * stats.sem(x)
+    return mean, float(mean - half), float(mean + half)
+
+
+def strategy_order(name: str) -> tuple[int, str]:
+    """Sort key: the thesis's strategies in their order, then any others by name."""
+    known = list(STRATEGY_LABELS)
+    return (known.index(name), "") if name in known else (len(known), name)
+
+
+def _groups(rows: Iterable[Row]) -> dict[tuple[float, str], list[Row]]:
+    """Rows grouped by (threshold, strategy), in threshold then strategy order."""
+    groups: dict[tuple[float, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((float(row["threshold"]), str(row["strategy"])), []).append(row)
+    return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], strategy_order(kv[0][1]))))
+
+
+def summarize(rows: Iterable[Row], confidence: float = 0.95) -> list[dict[str, Any]]:
+    """One row of means and confidence intervals per (threshold, strategy).
+
+    Args:
+      rows: per-run rows (see the module docstring).
+      confidence: the coverage of the intervals.
+
+    Returns:
+      Rows sorted by threshold, then strategy (cosine, random, sequential, then
+      others by name), with keys ``threshold``, ``strategy``, ``n``,
+      ``<metric>_mean``, ``<metric>_low`` and ``<metric>_high`` for each metric in
+      `METRICS`, ``final_mean`` and ``baseline_mean``.
+    """
+    summary = []
+    for (threshold, strategy), group in _groups(rows).items():
+        out: dict[str, Any] = {"threshold": threshold, "strategy": strategy, "n": len(group)}
+        for metric in METRICS:
+            mean, low, high = mean_ci([float(r[metric]) for r in group], confidence)
+            out |= {f"{metric}_mean": mean, f"{metric}_low": low, f"{metric}_high": high}
+        out["final_mean"] = float(np.mean([float(r["final"]) for r in group]))
+        out["baseline_mean"] = float(np.mean([float(r["baseline"]) for r in group]))
+        summary.append(out)
+    return summary
+
+
+def paired_tests(rows: Iterable[Row]) -> list[dict[str, Any]]:
+    """Wilcoxon signed-rank tests between every two strategies, per threshold and metric.
+
+    Runs are paired by seed: in the thesis's design (section 4.3) every strategy of a
+    seed minimizes the same trained network, so the difference between two
+    strategies on one seed is free of the network-to-network variation, and a
+    paired test on those differences is much more sensitive than comparing the two
+    groups as if independent. Only seeds that both strategies ran (with finite
+    values) are used. The test is two-sided; pairs with a zero difference are
+    dropped by the test (Wilcoxon's convention), and with ties or zeros among 13 or
+    fewer pairs scipy computes the p-value by exhaustive permutation, which is exact.
+
+    Args:
+      rows: per-run rows (see the module docstring); at most one per (seed,
+        strategy, threshold).
+
+    Returns:
+      One row per threshold, metric and unordered pair ``(a, b)`` of strategies (in
+      strategy order) with keys ``threshold``, ``metric``, ``a``, ``b``,
+      ``n_pairs``, ``median_difference`` and ``mean_difference`` (of ``a - b``),
+      ``statistic``, ``p_value``, ``better`` (``a``, ``b`` or ``"tie"``, by the
+      median difference: a smaller drop or more disabled masks is better) and
+      ``note`` (empty unless the test could not run or scipy warned).
+
+    Raises:
+      ValueError: if a (seed, strategy, threshold) appears twice.
+    """
+    by_threshold: dict[float, dict[str, dict[int, Row]]] = {}
+    for (threshold, strategy), group in _groups(rows).items():
+        by_seed = {int(r["seed"]): r for r in group}
+        if len(by_seed) != len(group):
+            raise ValueError(f"duplicate seeds for strategy {strategy!r} at {threshold}")
+        by_threshold.setdefault(threshold, {})[strategy] = by_seed
+    tests = []
+    for threshold, runs in by_threshold.items():
+        for (a, runs_a), (b, runs_b) in itertools.combinations(runs.items(), 2):
+            for metric, larger_is_better in METRICS.items():
+                diffs = _paired_differences(runs_a, runs_b, metric)
+                median = float(np.median(diffs)) if diffs.size else math.nan
+                if median == 0 or math.isnan(median):
+                    better = "tie"
+                else:
+                    better = a if (median > 0) == larger_is_better else b
+                statistic, p_value, note = _wilcoxon(diffs)
+                tests.append(
+                    {
+                        "threshold": threshold,
+                        "metric": metric,
+                        "a": a,
+                        "b": b,
+                        "n_pairs": int(diffs.size),
+                        "median_difference": median,
+                        "mean_difference": float(np.mean(diffs)) if diffs.size else math.nan,
+                        "statistic": statistic,
+                        "p_value": p_value,
+                        "better": better,
+                        "note": note,
+                    }
+                )
+    return tests
+
+
+def _paired_differences(
+    runs_a: Mapping[int, Row], runs_b: Mapping[int, Row], metric: str
+) -> np.ndarray:
+    """``a - b`` of `metric` over the seeds both ran, skipping non-finite values."""
+    seeds = sorted(runs_a.keys() & runs_b.keys())
+    diffs = np.array([float(runs_a[s][metric]) - float(runs_b[s][metric]) for s in seeds])
+    return diffs[np.isfinite(diffs)]
+
+
+def _wilcoxon(diffs: np.ndarray) -> tuple[float, float, str]:
+    """Two-sided Wilcoxon signed-rank test on paired differences, never warning.
+
+    Returns:
+      ``(statistic, p_value, note)``; ``(nan, 1.0, why)`` when there is nothing to
+      test, and any scipy warning in `note`.
+    """
+    if diffs.size == 0:
+        return math.nan, 1.0, "no seed ran both strategies"
+    if np.all(diffs == 0):
+        return math.nan, 1.0, "all differences are zero"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = stats.wilcoxon(diffs, alternative="two-sided")
+    note = "; ".join(dict.fromkeys(str(w.message) for w in caught))
+    return float(result.statistic), float(result.pvalue), note
+
+
+def _threshold_label(threshold: float) -> str:
+    """0.85 -> '85': thresholds are fractions; label them in percent as the thesis does."""
+    percent = threshold * 100 if threshold <= 1 else threshold
+    return f"{round(percent, 6):g}"
+
+
+def plot_figure_4_2(
+    summary: Sequence[Row], path: str | os.PathLike[str], title: str | None = None
+) -> str:
+    """Draws Figure 4.2: mean relative score drop and disabled masks, with 95% intervals.
+
+    Args:
+      summary: rows from `summarize`.
+      path: the image to write; its suffix picks the format (``.png``, ``.pdf``...).
+      title: an optional title above both panels.
+
+    Returns:
+      `path`, as a string.
+    """
+    thresholds = sorted({float(r["threshold"]) for r in summary})
+    strategies = sorted({str(r["strategy"]) for r in summary}, key=strategy_order)
+    cells = {(float(r["threshold"]), str(r["strategy"])): r for r in summary}
+    width = 0.8 / max(len(strategies), 1)
+
+    # matplotlib.figure.Figure needs no pyplot and no global backend: safe in a library.
+    fig = Figure(figsize=(8, 7), layout="constrained")
+    ax_drop, ax_disabled = fig.subplots(2, 1, sharex=True)
+    panels = (
+        (ax_drop, "relative_drop", 100.0, "(a) Relative score drop (%)"),
+        (ax_disabled, "disabled", 1.0, "(b) Number of disabled masks"),
+    )
+    for ax, metric, scale, name in panels:
+        for i, strategy in enumerate(strategies):
+            present = [(j, cells[t, strategy]) for j, t in enumerate(thresholds)
+                       if (t, strategy) in cells]
+            x = np.array([j for j, _ in present]) + (i - (len(strategies) - 1) / 2) * width
+            mean, low, high = (
+                np.array([scale * float(r[f"{metric}_{k}"]) for _, r in present])
+                for k in ("mean", "low", "high")
+            )
+            ax.bar(x, mean, width, label=STRATEGY_LABELS.get(strategy, strategy))
+            ok = np.isfinite(low) & np.isfinite(high)
+            if ok.any():
+                ax.errorbar(
+                    x[ok], mean[ok], yerr=[mean[ok] - low[ok], high[ok] - mean[ok]],
+                    fmt="none", ecolor="black", capsize=3, linewidth=1,
+                )
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_title(name)
+        ax.set_ylabel(name.split(" ", 1)[1])
+        ax.grid(axis="y", alpha=0.3)
+    ax_drop.legend(title="strategy")
+    ax_disabled.set_xticks(range(len(thresholds)), [_threshold_label(t) for t in thresholds])
+    ax_disabled.set_xlabel("Threshold (%)")
+    if title:
+        fig.suptitle(title)
+    with files.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=150)
+    return os.fspath(path)
+
+
+def _findings(summary: Sequence[Row], tests: Sequence[Row]) -> str:
+    """One plain-text paragraph reading the numbers: who wins each metric, and how surely."""
+    by_threshold: dict[float, list[Row]] = {}
+    for row in summary:
+        by_threshold.setdefault(float(row["threshold"]), []).append(row)
+    test_of = {(t["threshold"], t["metric"], frozenset((t["a"], t["b"]))): t for t in tests}
+    wins = {metric: dict.fromkeys([str(r["strategy"]) for r in summary], 0) for metric in METRICS}
+    sentences = []
+    for threshold, rows in by_threshold.items():
+        if len(rows) < 2:
+            continue
+        clauses = []
+        for metric, larger_is_better in METRICS.items():
+            best = (max if larger_is_better else min)(rows, key=lambda r: r[f"{metric}_mean"])
+            if all(r[f"{metric}_mean"] != best[f"{metric}_mean"] for r in rows if r is not best):
+                wins[metric][best["strategy"]] += 1  # only outright wins count
+            others = []
+            for row in rows:
+                if row is not best:
+                    pair = frozenset((best["strategy"], row["strategy"]))
+                    test = test_of[threshold, metric, pair]
+                    others.append(
+                        f"{row['strategy']} {_metric_text(metric, row[f'{metric}_mean'])} "
+                        f"({'Wilcoxon ' if not others else ''}p={test['p_value']:.3g}, "
+                        f"n={test['n_pairs']})"
+                    )
+            value = _metric_text(metric, best[f"{metric}_mean"])
+            verb = "disabled" if metric == "disabled" else "lost"
+            unit = " masks" if metric == "disabled" else " of its F1"
+            clauses.append(
+                f"{best['strategy']} {verb} {value}{unit} on average vs " + ", ".join(others)
+            )
+        sentences.append(f"At threshold {threshold:g}, " + "; ".join(clauses) + ".")
+    if not sentences:
+        return "Fewer than two strategies at every threshold: nothing to compare."
+    overall = []
+    for metric in METRICS:
+        leader, count = max(wins[metric].items(), key=lambda kv: kv[1])
+        what = "disabled the most masks" if metric == "disabled" else "lost the least F1"
+        if count:
+            overall.append(f"{leader} {what} at {count} of {len(sentences)} thresholds")
+        else:
+            overall.append(f"no strategy alone {what} at any threshold")
+    return " ".join(sentences) + " Overall, " + " and ".join(overall) + "."
+
+
+def _metric_text(metric: str, value: float) -> str:
+    return f"{value:.1f}" if metric == "disabled" else f"{100 * value:.2f}%"
+
+
+def figure_4_2(rows: Sequence[Row], out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Summarizes a sweep, tests the strategies against each other and draws Figure 4.2.
+
+    Writes into `out_dir`: ``figure_4_2.png``, ``figure_4_2_summary.csv`` (from
+    `summarize`), ``figure_4_2_tests.csv`` (from `paired_tests`) and
+    ``figure_4_2.json`` (both tables and a ``findings`` paragraph).
+
+    Args:
+      rows: per-run rows (see the module docstring).
+      out_dir: the folder to write to (created if missing).
+
+    Returns:
+      A dict with ``paths`` (``figure``, ``summary``, ``tests``, ``json``),
+      ``summary``, ``tests`` and ``findings``.
+    """
+    summary = summarize(rows)
+    tests = paired_tests(rows)
+    findings = _findings(summary, tests)
+    paths = {
+        name: os.path.join(os.fspath(out_dir), f"figure_4_2{suffix}")
+        for name, suffix in (
+            ("figure", ".png"),
+            ("summary", "_summary.csv"),
+            ("tests", "_tests.csv"),
+            ("json", ".json"),
+        )
+    }
+    plot_figure_4_2(summary, paths["figure"], title="Minimization strategies (thesis Fig. 4.2)")
+    files.write_csv(paths["summary"], summary)
+    files.write_csv(paths["tests"], tests)
+    files.write_json(paths["json"], {"summary": summary, "tests": tests, "findings": findings})
+    return {"paths": paths, "summary": summary, "tests": tests, "findings": findings}
+
+
+def format_table(summary: Sequence[Row]) -> str:
+    """The summary as a fixed-width text table, with 95% intervals in brackets."""
+    header = (
+        f"{'threshold':>9}  {'strategy':<10}  {'n':>3}  {'relative drop % [95% CI]':<26}  "
+        f"{'disabled [95% CI]':<21}  {'final F1':>8}  {'baseline':>8}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in summary:
+        drop = _with_interval(r, "relative_drop", 100.0, 2)
+        disabled = _with_interval(r, "disabled", 1.0, 1)
+        lines.append(
+            f"{_threshold_label(float(r['threshold'])) + '%':>9}  {r['strategy']:<10}  "
+            f"{r['n']:>3}  {drop:<26}  {disabled:<21}  "
+            f"{r['final_mean']:>8.4f}  {r['baseline_mean']:>8.4f}"
+        )
+    return "\n".join(lines)
+
+
+def _with_interval(row: Row, metric: str, scale: float, digits: int) -> str:
+    mean, low, high = (scale * float(row[f"{metric}_{k}"]) for k in ("mean", "low", "high"))
+    if math.isnan(low):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"

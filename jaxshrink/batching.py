@@ -1,0 +1,187 @@
+"""Many runs as one compiled program: the run axis, its grouping, and its devices.
+
+Every run-level array in jaxshrink has a leading *run* axis (seeds x thresholds x
+strategies in a sweep; length 1 for a single run). `make_engine` composes a
+`train.Trainer`'s single-run pieces into two programs over that axis:
+
+* `train(states, data, num_steps)`: each run takes its own number of Adam steps
+  (`num_steps` has one entry per run; 0 leaves a run untouched, bit for bit);
+* `evaluate(params, masks, eval_data)`: each run's eval-split scores.
+
+How the run axis is executed is a choice (`config.batch`), measured by
+`python -m jaxshrink.bench`:
+
+* ``method``: runs are cut into groups of `group_size`; `lax.map` loops over the
+  groups and `vmap` batches the runs inside a group. ``loop`` is groups of one
+  (a loop over runs, each run's convolutions as plain convolutions); ``vmap`` puts
+  all runs of a device in one group (or `group_size` to bound memory). XLA lowers
+  vmapped convolutions to grouped ones, which are slow on CPU and fast on GPUs, so
+  ``auto`` is ``loop`` on CPU and ``vmap`` elsewhere.
+* ``grad``: how per-run weight gradients are formed inside a group. ``vmap`` is
+  `vmap(grad(loss))`, which lowers the filter gradient to a convolution with
+  `feature_group_count = runs`; ``sum`` is `grad(sum of vmap(loss))`, which lowers it
+  to `batch_group_count = runs` (the form cuDNN's backward-filter routine takes).
+  Both give the same gradients (runs do not share parameters).
+
+`distribute` spreads the run axis over all local devices with `jax.shard_map`
+(no communication: every run is independent and the data is replicated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
+
+from jaxshrink import train
+
+METHODS = ("auto", "loop", "vmap")
+GRADS = ("auto", "sum", "vmap")
+RUN_AXIS = "runs"
+
+
+class Engine(NamedTuple):
+    """Pure batched programs (jit them, or compose them into a bigger program)."""
+
+    trainer: train.Trainer  # the single-run pieces it is built from
+    train: Callable  # (states, data, num_steps[R]) -> (states, mean loss[R])
+    evaluate: Callable  # (params[R], masks[R], eval_data) -> {metric: [R]}
+    method: str  # 'loop' or 'vmap' (resolved)
+    group_size: int  # runs per vmapped group; 0 = all runs of a device
+    grad: str  # 'sum' or 'vmap' (resolved)
+
+
+def resolve(batch_cfg, backend: str | None = None) -> tuple[str, int, str]:
+    """(method, group_size, grad) with 'auto' replaced by the measured default."""
+    backend = backend or jax.default_backend()
+    method, grad = batch_cfg.method, batch_cfg.grad
+    if method not in METHODS:
+        raise ValueError(f"batch.method: unknown {method!r}; allowed: {METHODS}")
+    if grad not in GRADS:
+        raise ValueError(f"batch.grad: unknown {grad!r}; allowed: {GRADS}")
+    group_size = int(batch_cfg.group_size)
+    if group_size < 0:
+        raise ValueError(f"batch.group_size: must be >= 0 (0 = all runs), got {group_size}")
+    if method == "auto":
+        # Measured (bench): on CPU a loop over runs beats vmapped grouped convolutions.
+        method = "loop" if backend == "cpu" else "vmap"
+    if grad == "auto":
+        grad = "sum"
+    if method == "loop":
+        group_size = 1
+    return method, group_size, grad
+
+
+def tree_where(pred: jax.Array, new, old):
+    """Per run: `new` where `pred[r]`, else `old` (pred has the run axis only)."""
+
+    def pick(n, o):
+        p = pred.reshape(pred.shape + (1,) * (n.ndim - pred.ndim))
+        return jnp.where(p, n, o)
+
+    return jax.tree.map(pick, new, old)
+
+
+def num_runs(tree) -> int:
+    return int(jax.tree.leaves(tree)[0].shape[0])
+
+
+def pad_runs(tree, multiple: int):
+    """Pads the run axis to a multiple of `multiple` with copies of the last run."""
+    n = num_runs(tree)
+    pad = -n % multiple
+    if not pad:
+        return tree
+    return jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]), tree)
+
+
+def take(tree, index):
+    """Run(s) `index` of a batched tree."""
+    return jax.tree.map(lambda a: a[index], tree)
+
+
+def stack(trees):
+    """A batch from a list of single-run trees."""
+    return jax.tree.map(lambda *a: jnp.stack(a), *trees)
+
+
+def _grouped(fn: Callable, group_size: int, batched_args, shared_args):
+    """Runs `fn(*group_args, *shared_args)` over groups of the run axis with `lax.map`."""
+    total = num_runs(batched_args)
+    size = total if group_size == 0 else min(group_size, total)
+    padded = pad_runs(batched_args, size)
+    groups = num_runs(padded) // size
+    split = jax.tree.map(lambda a: a.reshape((groups, size) + a.shape[1:]), padded)
+    out = jax.lax.map(lambda g: fn(*g, *shared_args), split)
+    return jax.tree.map(lambda a: a.reshape((groups * size,) + a.shape[2:])[:total], out)
+
+
+def make_engine(trainer: train.Trainer, batch_cfg, backend: str | None = None) -> Engine:
+    """Composes `trainer`'s single-run pieces into batched programs (see module doc)."""
+    method, group_size, grad = resolve(batch_cfg, backend)
+
+    def step(states: train.TrainState, data: train.TrainData):
+        x, y = jax.vmap(trainer.sample, in_axes=(0, None))(states, data)
+        if grad == "sum":
+
+            def total(params):
+                losses = jax.vmap(trainer.loss_of)(params, states.masks, x, y)
+                return jnp.sum(losses), losses
+
+            grads, losses = jax.grad(total, has_aux=True)(states.params)
+        else:
+            losses, grads = jax.vmap(jax.value_and_grad(trainer.loss_of))(
+                states.params, states.masks, x, y
+            )
+        return jax.vmap(trainer.update)(states, grads), losses
+
+    def group_train(states, num_steps, data):
+        def body(i, carry):
+            states, total = carry
+            new, losses = step(states, data)
+            live = i < num_steps
+            return tree_where(live, new, states), total + jnp.where(live, losses, 0.0)
+
+        zeros = jnp.zeros(num_steps.shape, jnp.float32)
+        states, total = jax.lax.fori_loop(0, jnp.max(num_steps), body, (states, zeros))
+        return states, total / jnp.maximum(num_steps, 1)
+
+    def group_evaluate(params, masks, eval_data):
+        return jax.vmap(trainer.evaluate, in_axes=(0, 0, None))(params, masks, eval_data)
+
+    def train_runs(states, data, num_steps):
+        num_steps = jnp.asarray(num_steps, jnp.int32)
+        return _grouped(group_train, group_size, (states, num_steps), (data,))
+
+    def evaluate_runs(params, masks, eval_data):
+        return _grouped(group_evaluate, group_size, (params, masks), (eval_data,))
+
+    return Engine(trainer, train_runs, evaluate_runs, method, group_size, grad)
+
+
+def device_count() -> int:
+    return jax.local_device_count()
+
+
+def distribute(fn: Callable, run_args: tuple[bool, ...]) -> Callable:
+    """`jit(fn)`, with the run axis sharded over all local devices when there are several.
+
+    Args:
+      fn: a function of batched and shared arguments whose outputs all have the
+        run axis first.
+      run_args: per positional argument, True if it has the run axis (sharded),
+        False if it is shared by all runs (replicated).
+
+    With several devices the run axis must be a multiple of `device_count()` (see
+    `pad_runs`). Each device runs `fn` on its own runs; nothing is communicated.
+    """
+    devices = jax.local_devices()
+    if len(devices) == 1:
+        return jax.jit(fn)
+    mesh = jax.sharding.Mesh(np.asarray(devices), (RUN_AXIS,))
+    specs = tuple(P(RUN_AXIS) if r else P() for r in run_args)
+    return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P(RUN_AXIS)))

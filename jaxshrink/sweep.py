@@ -1,0 +1,134 @@
+"""The thesis's strategy comparison (section 4.3, Figure 4.2) as one batched job.
+
+`run_sweep(config, workdir)` trains one network per seed (all seeds at once), then
+minimizes every (seed, strategy, threshold) combination as one batch of runs:
+
+* paired design: the runs of a seed all start from that seed's trained network and
+  draw the same training batches, so strategies and thresholds are compared on the
+  same networks (and `analysis.paired_tests` pairs them by seed);
+* run (seed s, strategy k, threshold t) is exactly the single run of
+  `python -m jaxshrink.main` with `seed=s`, `minimize.strategy=k`,
+  `minimize.threshold=t` (same keys, same batches, same program per run);
+* every round is one compiled call over all runs; the batched state is checkpointed
+  after each, so an interrupted sweep resumes.
+
+Outputs in `workdir`: `runs.csv` (one row per run), `results.json` (rows, per-run
+round logs, timing and device), and Figure 4.2 with its statistics
+(`figure_4_2.png`, `figure_4_2_summary.csv`, `figure_4_2_tests.csv`, `figure_4_2.json`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxshrink import analysis, batching, files, minimize, pipeline, strategies
+from jaxshrink import masks as masks_lib
+
+
+def sweep_runs(config: ml_collections.ConfigDict) -> list[tuple[int, str, float]]:
+    """(seed, strategy, threshold) of every run, seed-major."""
+    scfg = config.sweep
+    if int(scfg.num_seeds) < 1:
+        raise ValueError(f"sweep.num_seeds: must be >= 1, got {scfg.num_seeds}")
+    for name in scfg.strategies:
+        if name not in strategies.STRATEGIES:
+            raise ValueError(f"sweep.strategies: unknown {name!r}; allowed: {strategies.STRATEGIES}")
+    for t in scfg.thresholds:
+        if not 0.0 < float(t) <= 1.0:
+            raise ValueError(f"sweep.thresholds: each must be in (0, 1], got {t}")
+    seeds = [int(config.seed) + i for i in range(int(scfg.num_seeds))]
+    return list(itertools.product(seeds, list(scfg.strategies), [float(t) for t in scfg.thresholds]))
+
+
+def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Runs the sweep of `config` in `workdir` (resuming if it has checkpoints).
+
+    Returns the results dictionary also written to `workdir/results.json`.
+    """
+    log = pipeline.Logger()
+    start = time.perf_counter()
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    runs = sweep_runs(config)
+    seeds = sorted({s for s, _, _ in runs})
+    log(
+        f"jaxshrink sweep ({config.task}): {len(seeds)} seeds x "
+        f"{len(config.sweep.strategies)} strategies x {len(config.sweep.thresholds)} "
+        f"thresholds = {len(runs)} runs; workdir {workdir}"
+    )
+    job = pipeline.Job(config, workdir, log)
+    log(job.describe())
+
+    t0 = time.perf_counter()
+    trained = pipeline.train_stage(job, seeds)
+    train_seconds = time.perf_counter() - t0
+    baselines = job.evaluate(trained)["f1"]
+    log(f"trained: eval F1 per seed {np.round(baselines, 4).tolist()}")
+
+    seed_index = np.asarray([seeds.index(s) for s, _, _ in runs])
+    start_states = batching.take(trained, seed_index)
+    specs = batching.stack(
+        [minimize.run_spec(config.minimize, strategy=k, threshold=t) for _, k, t in runs]
+    )
+    ms = pipeline.init_minimize(start_states, baselines[seed_index], [s for s, _, _ in runs])
+    t0 = time.perf_counter()
+    ms, history = pipeline.minimize_stage(
+        job,
+        ms,
+        specs,
+        f"minimize: {len(runs)} runs, mode {config.minimize.mode}, "
+        f"{config.minimize.round_steps} steps per round",
+    )
+    minimize_seconds = time.perf_counter() - t0
+    final = job.evaluate(ms.run)["f1"]
+
+    template = batching.take(trained.masks, 0)
+    full = int(masks_lib.count_alive(template))
+    rows, logs = [], []
+    for r, (seed, strategy, threshold) in enumerate(runs):
+        kept = batching.take(ms.run.masks, r)
+        baseline = float(baselines[seeds.index(seed)])
+        rounds = pipeline.round_entries(history, r, template)
+        rows.append(
+            {
+                "seed": seed,
+                "strategy": strategy,
+                "threshold": threshold,
+                "baseline": baseline,
+                "final": float(final[r]),
+                "relative_drop": 1.0 - float(final[r]) / baseline,
+                "disabled": full - int(masks_lib.count_alive(kept)),
+                "rounds": len(rounds),
+                "accepted": sum(e["accepted"] for e in rounds),
+                "kept": " ".join("".join("#" if k else "." for k in row) for row in masks_lib.to_rows(kept)),
+                "finite": bool(np.isfinite(final[r])),
+            }
+        )
+        logs.append(rounds)
+    files.write_csv(os.path.join(workdir, "runs.csv"), rows)
+    figure = analysis.figure_4_2(rows, workdir)
+    results = {
+        "config": config.to_dict(),
+        "device": jax.devices()[0].device_kind,
+        "devices": job.devices,
+        "batch": {"method": job.engine.method, "group_size": job.engine.group_size, "grad": job.engine.grad},
+        "seconds": {
+            "train": train_seconds,
+            "minimize": minimize_seconds,
+            "total": time.perf_counter() - start,
+        },
+        "runs": rows,
+        "round_logs": logs,
+        "figure_4_2": {k: v for k, v in figure.items() if k != "summary"},
+    }
+    files.write_json(os.path.join(workdir, "results.json"), results)
+    print("\n" + analysis.format_table(figure["summary"]), flush=True)
+    print("\n" + figure["findings"], flush=True)
+    print(f"\nworkdir: {workdir} ({time.perf_counter() - start:.1f}s)", flush=True)
+    return results
