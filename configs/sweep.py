@@ -8,7 +8,7 @@ each trained 10000 steps, then minimized with CosMax, Random and Seq at threshol
 85, 90, 95, 98 and 100% in 2000-step rounds: 750 runs, batched as one program and
 sharded over all local devices. That is about 90 million seed-steps, a GPU job.
 
-`quick`: 3 seeds on 32x32 crops, 600 initial steps, 60 steps per round (45 runs);
+`quick`: 3 seeds on 32x32 crops, 600 initial steps, 40 steps per round (45 runs);
 a few minutes on a 2-core CPU. The workdir gets `runs.csv`, `results.json` and
 Figure 4.2 (`figure_4_2.png` with its summary and Wilcoxon tests as CSV/JSON).
 `python experiments/figure_4_2.py --sweep=<workdir>` redraws the figure.

@@ -246,8 +246,9 @@ def plot_figure_4_2(
     )
     for ax, metric, scale, name in panels:
         for i, strategy in enumerate(strategies):
-            present = [(j, cells[t, strategy]) for j, t in enumerate(thresholds)
-                       if (t, strategy) in cells]
+            present = [
+                (j, cells[t, strategy]) for j, t in enumerate(thresholds) if (t, strategy) in cells
+            ]
             x = np.array([j for j, _ in present]) + (i - (len(strategies) - 1) / 2) * width
             mean, low, high = (
                 np.array([scale * float(r[f"{metric}_{k}"]) for _, r in present])
@@ -257,8 +258,13 @@ def plot_figure_4_2(
             ok = np.isfinite(low) & np.isfinite(high)
             if ok.any():
                 ax.errorbar(
-                    x[ok], mean[ok], yerr=[mean[ok] - low[ok], high[ok] - mean[ok]],
-                    fmt="none", ecolor="black", capsize=3, linewidth=1,
+                    x[ok],
+                    mean[ok],
+                    yerr=[mean[ok] - low[ok], high[ok] - mean[ok]],
+                    fmt="none",
+                    ecolor="black",
+                    capsize=3,
+                    linewidth=1,
                 )
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_title(name)

@@ -23,8 +23,9 @@ How the run axis is executed is a choice (`config.batch`), measured by
   to `batch_group_count = runs` (the form cuDNN's backward-filter routine takes).
   Both give the same gradients (runs do not share parameters).
 
-`distribute` spreads the run axis over all local devices with `jax.shard_map`
-(no communication: every run is independent and the data is replicated).
+`distribute` spreads the run axis over the local devices (`batch.devices`, 0 = all)
+with `jax.shard_map` (no communication: every run is independent and the data is
+replicated).
 """
 
 from __future__ import annotations
@@ -67,10 +68,16 @@ def resolve(batch_cfg, backend: str | None = None) -> tuple[str, int, str]:
     if group_size < 0:
         raise ValueError(f"batch.group_size: must be >= 0 (0 = all runs), got {group_size}")
     if method == "auto":
-        # Measured (bench): on CPU a loop over runs beats vmapped grouped convolutions.
+        # Measured on a 2-core CPU (`python -m jaxshrink.bench`, README): the loop is
+        # 2.5-4x faster than vmap for 8 and 32 seeds at 32x32 and 64x64. On GPUs vmap
+        # is the expected winner (one large grouped convolution per layer instead of
+        # many tiny kernels); not yet measured there.
         method = "loop" if backend == "cpu" else "vmap"
     if grad == "auto":
-        grad = "sum"
+        # CPU (measured): vmap-of-grad is 1.0-1.5x faster than grad-of-sum under vmap.
+        # GPU: grad-of-sum lowers the filter gradient to batch_group_count, which
+        # cuDNN's backward-filter routine takes (DESIGN.md); not yet measured.
+        grad = "vmap" if backend == "cpu" else "sum"
     if method == "loop":
         group_size = 1
     return method, group_size, grad
@@ -163,11 +170,36 @@ def make_engine(trainer: train.Trainer, batch_cfg, backend: str | None = None) -
     return Engine(trainer, train_runs, evaluate_runs, method, group_size, grad)
 
 
-def device_count() -> int:
-    return jax.local_device_count()
+def devices(count: int = 0) -> list:
+    """The first `count` local devices (0 = all of them)."""
+    local = jax.local_devices()
+    if count < 0 or count > len(local):
+        raise ValueError(f"batch.devices: must be 0 (all) to {len(local)}, got {count}")
+    return local[:count] if count else local
 
 
-def distribute(fn: Callable, run_args: tuple[bool, ...]) -> Callable:
+def run_sharding(device_list) -> jax.sharding.Sharding:
+    """The sharding of an array whose first axis is the run axis."""
+    if len(device_list) == 1:
+        return jax.sharding.SingleDeviceSharding(device_list[0])
+    mesh = jax.sharding.Mesh(np.asarray(device_list), (RUN_AXIS,))
+    return jax.sharding.NamedSharding(mesh, P(RUN_AXIS))
+
+
+def replicate(tree, device_list):
+    """Puts a tree shared by all runs (the data) on every device of `device_list`."""
+    if len(device_list) == 1:
+        return jax.device_put(tree, device_list[0])
+    mesh = jax.sharding.Mesh(np.asarray(device_list), (RUN_AXIS,))
+    return jax.device_put(tree, jax.sharding.NamedSharding(mesh, P()))
+
+
+def place(tree, device_list):
+    """Puts a batched tree on `device_list`, runs split over them (see `pad_runs`)."""
+    return jax.device_put(tree, run_sharding(device_list))
+
+
+def distribute(fn: Callable, run_args: tuple[bool, ...], device_list=None) -> Callable:
     """`jit(fn)`, with the run axis sharded over all local devices when there are several.
 
     Args:
@@ -176,12 +208,17 @@ def distribute(fn: Callable, run_args: tuple[bool, ...]) -> Callable:
       run_args: per positional argument, True if it has the run axis (sharded),
         False if it is shared by all runs (replicated).
 
-    With several devices the run axis must be a multiple of `device_count()` (see
-    `pad_runs`). Each device runs `fn` on its own runs; nothing is communicated.
+    With several devices the run axis must be a multiple of their number (see
+    `pad_runs`); pass batched arguments `place`d so that their sharding is the same
+    every call (no recompilation). Each device runs `fn` on its own runs; nothing
+    is communicated.
     """
-    devices = jax.local_devices()
-    if len(devices) == 1:
+    device_list = device_list or jax.local_devices()
+    if len(device_list) == 1:
         return jax.jit(fn)
-    mesh = jax.sharding.Mesh(np.asarray(devices), (RUN_AXIS,))
+    mesh = jax.sharding.Mesh(np.asarray(device_list), (RUN_AXIS,))
     specs = tuple(P(RUN_AXIS) if r else P() for r in run_args)
-    return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P(RUN_AXIS)))
+    # check_vma=False: per-run carries start as fresh (unvarying) zeros inside loops;
+    # no collective is used, so the varying-axis bookkeeping adds nothing here.
+    sharded = jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P(RUN_AXIS), check_vma=False)
+    return jax.jit(sharded)

@@ -78,6 +78,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     c.batch.method = "auto"  # 'loop' (lax.map over runs), 'vmap', or 'auto'
     c.batch.group_size = 0  # vmap: runs per vmapped group (0 = all; lower to save memory)
     c.batch.grad = "auto"  # vmap: 'sum' (grad of summed loss) or 'vmap' (vmap of grad)
+    c.batch.devices = 0  # local devices the run axis is sharded over (0 = all)
 
     c.output = ml_collections.ConfigDict()
     c.output.num_examples = 3  # eval images drawn as input / target / output PNGs
@@ -127,7 +128,7 @@ def make_quick_sweep(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.train.initial_steps = 600
     c.train.log_every = 200
     c.train.eval_every = 600
-    c.minimize.round_steps = 60
+    c.minimize.round_steps = 40
     c.sweep.num_seeds = 3
     return c
 

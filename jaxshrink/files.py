@@ -35,9 +35,7 @@ __all__ = [
 
 _TMP_PREFIX = ".tmp-"
 _INT = re.compile(r"[+-]?\d+")
-_FLOAT = re.compile(
-    r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|nan|inf)", re.IGNORECASE
-)
+_FLOAT = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|nan|inf)", re.IGNORECASE)
 
 
 def _umask() -> int:

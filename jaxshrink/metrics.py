@@ -190,8 +190,14 @@ def f1_loss(output, target) -> jnp.ndarray:
         Scalar loss.
     """
     error, two_tp, perfect = _f1_terms(output, target, "f1_loss")
-    safe_denominator = jnp.where(perfect, 1.0, two_tp + error)
-    per_image = jnp.where(perfect, 0.0, error / safe_denominator)
+    # An image whose target has no edge (common in small crops) has loss E/E = 1
+    # whatever the output, so its exact gradient is 0. Computed as E/E it is
+    # rounding noise (~1e-8) that Adam, which normalises the gradient's scale,
+    # turns into full-size steps; so it is set to the constant 1 here.
+    no_edge = jnp.sum(jnp.abs(target), axis=_IMAGE_AXES) == 0
+    constant = perfect | no_edge
+    safe_denominator = jnp.where(constant, 1.0, two_tp + error)
+    per_image = jnp.where(perfect, 0.0, jnp.where(no_edge, 1.0, error / safe_denominator))
     return jnp.mean(per_image)
 
 

@@ -65,17 +65,31 @@ class Job:
     def __init__(self, config: ml_collections.ConfigDict, workdir: str, log: Logger):
         self.config, self.workdir, self.log = config, workdir, log
         self.dataset = data.load_dataset(config.data, config.task)
-        self.train_data = train.make_train_data(self.dataset.train)
-        self.eval_data = train.make_eval_data(self.dataset.eval, int(config.train.eval_batch_size))
+        self.device_list = batching.devices(int(config.batch.devices))
+        self.devices = len(self.device_list)
+        self.train_data = batching.replicate(
+            train.make_train_data(self.dataset.train), self.device_list
+        )
+        self.eval_data = batching.replicate(
+            train.make_eval_data(self.dataset.eval, int(config.train.eval_batch_size)),
+            self.device_list,
+        )
         shapes = jax.eval_shape(lambda: models.init(jax.random.PRNGKey(0), config))
         self.trainer = train.make_trainer(config, shapes)
         self.engine = batching.make_engine(self.trainer, config.batch)
-        self.devices = batching.device_count()
-        self.train_fn = batching.distribute(self.engine.train, (True, False, True))
-        self.eval_fn = batching.distribute(self.engine.evaluate, (True, True, False))
-        self.round_fn = batching.distribute(
-            minimize.make_round(config, self.engine), (True, True, False, False)
+        self.train_fn = batching.distribute(
+            self.engine.train, (True, False, True), self.device_list
         )
+        self.eval_fn = batching.distribute(
+            self.engine.evaluate, (True, True, False), self.device_list
+        )
+        self.round_fn = batching.distribute(
+            minimize.make_round(config, self.engine), (True, True, False, False), self.device_list
+        )
+
+    def place(self, tree):
+        """Pads a batch to a multiple of the device count and shards it over them."""
+        return batching.place(batching.pad_runs(tree, self.devices), self.device_list)
 
     def describe(self) -> str:
         e = self.engine
@@ -89,7 +103,7 @@ class Job:
     def evaluate(self, states: train.TrainState) -> dict[str, np.ndarray]:
         """Per-run eval scores of a batch of runs (numpy, one entry per run)."""
         n = batching.num_runs(states)
-        padded = batching.pad_runs(states, self.devices)
+        padded = self.place(states)
         scores = self.eval_fn(padded.params, padded.masks, self.eval_data)
         return {k: np.asarray(v)[:n] for k, v in scores.items()}
 
@@ -121,13 +135,13 @@ def train_stage(job: Job, seeds) -> train.TrainState:
     """
     config, log = job.config, job.log
     n = len(seeds)
-    states = train.create_train_states(seeds, config, job.trainer.tx)
-    states = batching.pad_runs(states, job.devices)
-    live = np.arange(batching.num_runs(states)) < n
+    states = job.place(train.create_train_states(seeds, config, job.trainer.tx))
+    live = job.place(jnp.arange(batching.num_runs(states)) < n)
     ckpt = job.checkpointer("train")
     latest = ckpt.latest_step()
     if latest is not None:
         states, _ = ckpt.restore(latest, states)
+        states = job.place(states)
         log(f"train: resumed at step {latest}")
     total = int(config.train.initial_steps)
     log_every = max(1, int(config.train.log_every))
@@ -135,11 +149,13 @@ def train_stage(job: Job, seeds) -> train.TrainState:
     step = int(states.step[0])
     runs = "" if n == 1 else f", {n} seeds at once"
     if step < total:
-        log(f"train: {total} steps, batch {config.train.batch_size}, loss {config.train.loss}{runs}")
+        log(
+            f"train: {total} steps, batch {config.train.batch_size}, loss {config.train.loss}{runs}"
+        )
     while step < total:
         chunk = min(log_every - step % log_every, total - step)
         t0 = time.perf_counter()
-        states, loss = job.train_fn(states, job.train_data, np.where(live, chunk, 0))
+        states, loss = job.train_fn(states, job.train_data, jnp.where(live, chunk, 0))
         loss = np.asarray(loss)[:n]  # waits for the chunk
         rate = chunk * n / (time.perf_counter() - t0)
         step = int(states.step[0])
@@ -190,14 +206,15 @@ def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, des
     log = job.log
     n = batching.num_runs(ms)
     ms = batching.pad_runs(ms, job.devices)
-    ms = ms.replace(done=ms.done.at[n:].set(True))  # padding never trains
-    specs = batching.pad_runs(specs, job.devices)
+    ms = job.place(ms.replace(done=ms.done.at[n:].set(True)))  # padding never trains
+    specs = job.place(specs)
     ckpt = job.checkpointer("minimize")
     history: list[dict] = []
     latest = ckpt.latest_step()
     calls = latest or 0  # checkpoint number = round calls made
     if latest is not None:
         ms, meta = ckpt.restore(latest, ms)
+        ms = job.place(ms)
         history = list(meta["history"])
         log(f"minimize: resumed after round {latest}")
     if describe and not bool(np.all(ms.done)):

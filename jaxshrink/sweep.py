@@ -38,12 +38,16 @@ def sweep_runs(config: ml_collections.ConfigDict) -> list[tuple[int, str, float]
         raise ValueError(f"sweep.num_seeds: must be >= 1, got {scfg.num_seeds}")
     for name in scfg.strategies:
         if name not in strategies.STRATEGIES:
-            raise ValueError(f"sweep.strategies: unknown {name!r}; allowed: {strategies.STRATEGIES}")
+            raise ValueError(
+                f"sweep.strategies: unknown {name!r}; allowed: {strategies.STRATEGIES}"
+            )
     for t in scfg.thresholds:
         if not 0.0 < float(t) <= 1.0:
             raise ValueError(f"sweep.thresholds: each must be in (0, 1], got {t}")
     seeds = [int(config.seed) + i for i in range(int(scfg.num_seeds))]
-    return list(itertools.product(seeds, list(scfg.strategies), [float(t) for t in scfg.thresholds]))
+    return list(
+        itertools.product(seeds, list(scfg.strategies), [float(t) for t in scfg.thresholds])
+    )
 
 
 def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -106,7 +110,9 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 "disabled": full - int(masks_lib.count_alive(kept)),
                 "rounds": len(rounds),
                 "accepted": sum(e["accepted"] for e in rounds),
-                "kept": " ".join("".join("#" if k else "." for k in row) for row in masks_lib.to_rows(kept)),
+                "kept": " ".join(
+                    "".join("#" if k else "." for k in row) for row in masks_lib.to_rows(kept)
+                ),
                 "finite": bool(np.isfinite(final[r])),
             }
         )
@@ -117,7 +123,11 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "config": config.to_dict(),
         "device": jax.devices()[0].device_kind,
         "devices": job.devices,
-        "batch": {"method": job.engine.method, "group_size": job.engine.group_size, "grad": job.engine.grad},
+        "batch": {
+            "method": job.engine.method,
+            "group_size": job.engine.group_size,
+            "grad": job.engine.grad,
+        },
         "seconds": {
             "train": train_seconds,
             "minimize": minimize_seconds,

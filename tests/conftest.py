@@ -1,13 +1,22 @@
 """Shared fixtures: a tiny config and its data, and a cache that never touches $HOME."""
 
+import os
+
 import pytest
 
 from jaxshrink import config as config_lib
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("JAXSHRINK_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Every test (module fixtures too) caches data under the session's temp folder."""
+    old = os.environ.get("JAXSHRINK_CACHE")
+    os.environ["JAXSHRINK_CACHE"] = str(tmp_path_factory.getbasetemp() / "cache")
+    yield
+    if old is None:
+        del os.environ["JAXSHRINK_CACHE"]
+    else:
+        os.environ["JAXSHRINK_CACHE"] = old
 
 
 def tiny_config(task: str = "sobel"):

@@ -146,9 +146,7 @@ def test_summarize_groups_and_sorts():
                 rows.append(_run(seed, strategy, threshold, value / 10, value))
     summary = analysis.summarize(rows)
     assert [(r["threshold"], r["strategy"]) for r in summary] == [
-        (t, s)
-        for t in (0.85, 0.9)
-        for s in ("cosine", "random", "sequential", "alpha", "zeta")
+        (t, s) for t in (0.85, 0.9) for s in ("cosine", "random", "sequential", "alpha", "zeta")
     ]
     first = summary[0]
     assert list(first) == [
@@ -250,9 +248,7 @@ def test_script_main(tmp_path, capsys):
     _check_outputs(result, tmp_path)
     out = tmp_path / "elsewhere"
     result = script.main(["--sweep", str(tmp_path), "--out", str(out)])
-    assert sorted(os.listdir(out)) == sorted(
-        os.path.basename(p) for p in result["paths"].values()
-    )
+    assert sorted(os.listdir(out)) == sorted(os.path.basename(p) for p in result["paths"].values())
 
 
 def test_findings_do_not_crown_a_tie(tmp_path):

@@ -360,3 +360,15 @@ def test_module_exports():
         "LOSSES",
         "get_loss",
     }
+
+
+def test_f1_loss_of_an_edgeless_target_is_one_with_an_exactly_zero_gradient():
+    target = jnp.zeros((2, 4, 4, 1))
+    output = jnp.linspace(0.1, 2.0, 32).reshape(2, 4, 4, 1)
+    loss, grad = jax.value_and_grad(metrics.f1_loss)(output, target)
+    assert float(loss) == 1.0
+    assert not np.any(np.asarray(grad))  # exactly 0: Adam would amplify rounding noise
+    # Mixed batch: the edgeless image adds a constant, the other one its gradient.
+    mixed = target.at[1, 0, 0, 0].set(1.0)
+    g = jax.grad(metrics.f1_loss)(output, mixed)
+    assert not np.any(np.asarray(g[0])) and np.any(np.asarray(g[1]))

@@ -6,7 +6,29 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from jaxshrink import data, minimize, models, strategies, train
+from jaxshrink import batching, data, minimize, models, strategies, train
+
+
+def _one(tree):
+    return jax.tree.map(lambda a: jnp.asarray(a)[None], tree)
+
+
+class _SingleRound:
+    """The batched round driven with a batch of one: `(ms, threshold)` in, one run out."""
+
+    def __init__(self, c, engine):
+        self.c = c
+        self.fn = jax.jit(minimize.make_round(c, engine))
+
+    def __call__(self, ms, threshold, d, ev):
+        spec = minimize.run_spec(self.c.minimize, threshold=1.0)._replace(
+            threshold=jnp.float32(threshold)
+        )
+        new, rec = self.fn(_one(ms), _one(spec), d, ev)
+        return batching.take(new, 0), batching.take(rec, 0)
+
+    def _cache_size(self):
+        return self.fn._cache_size()
 
 
 @pytest.fixture(scope="module")
@@ -15,20 +37,22 @@ def setup():
     dataset = data.load_dataset(c.data, c.task)
     rng = jax.random.PRNGKey(0)
     trainer = train.make_trainer(c, jax.eval_shape(lambda: models.init(rng, c)))
+    engine = batching.make_engine(trainer, c.batch)
     state = train.create_train_state(rng, c, trainer.tx)
     d = train.make_train_data(dataset.train)
     ev = train.make_eval_data(dataset.eval, 4)
-    state, _ = trainer.train_steps(state, d, 30)
+    states, _ = jax.jit(engine.train)(_one(state), d, jnp.array([30]))
+    state = batching.take(states, 0)
     baseline = trainer.evaluate(state.params, state.masks, ev)["f1"]
-    return c, trainer, state, d, ev, baseline
+    return c, engine, state, d, ev, baseline
 
 
-def _run_rounds(c, trainer, state, d, ev, baseline, threshold, limit=30):
-    round_fn = jax.jit(minimize.make_round(c, trainer))
+def _run_rounds(c, engine, state, d, ev, baseline, threshold, limit=30):
+    round_fn = _SingleRound(c, engine)
     ms = minimize.init_state(state, baseline, jax.random.PRNGKey(1))
     records = []
     while not bool(ms.done) and len(records) < limit:
-        ms, rec = round_fn(ms, jnp.float32(threshold), d, ev)
+        ms, rec = round_fn(ms, threshold, d, ev)
         if bool(rec.active):
             records.append(rec)
     return ms, records, round_fn
@@ -41,10 +65,10 @@ def _assert_trees_equal(a, b):
 
 
 def test_rollback_restores_params_masks_and_adam_bit_for_bit(setup):
-    c, trainer, state, d, ev, baseline = setup
-    round_fn = jax.jit(minimize.make_round(c, trainer))
+    c, engine, state, d, ev, baseline = setup
+    round_fn = _SingleRound(c, engine)
     ms = minimize.init_state(state, baseline, jax.random.PRNGKey(1))
-    new, rec = round_fn(ms, jnp.float32(10.0), d, ev)  # no score can clear 10x
+    new, rec = round_fn(ms, 10.0, d, ev)  # no score can clear 10x
     assert bool(rec.active) and not bool(rec.accepted)
     _assert_trees_equal(new.run.params, state.params)
     _assert_trees_equal(new.run.masks, state.masks)
@@ -56,10 +80,10 @@ def test_rollback_restores_params_masks_and_adam_bit_for_bit(setup):
 
 
 def test_accepted_round_disables_and_freezes_the_unit(setup):
-    c, trainer, state, d, ev, baseline = setup
-    round_fn = jax.jit(minimize.make_round(c, trainer))
+    c, engine, state, d, ev, baseline = setup
+    round_fn = _SingleRound(c, engine)
     ms = minimize.init_state(state, baseline, jax.random.PRNGKey(1))
-    new, rec = round_fn(ms, jnp.float32(0.0), d, ev)
+    new, rec = round_fn(ms, 0.0, d, ev)
     assert bool(rec.accepted)
     name, unit = minimize.candidate_name(int(rec.candidate), state.masks).split("/")
     assert not bool(new.run.masks[name][int(unit)])
@@ -73,8 +97,8 @@ def test_accepted_round_disables_and_freezes_the_unit(setup):
 
 
 def test_cosmax_stops_when_first_and_second_choice_fail(setup):
-    c, trainer, state, d, ev, baseline = setup
-    ms, records, _ = _run_rounds(c, trainer, state, d, ev, baseline, threshold=10.0)
+    c, engine, state, d, ev, baseline = setup
+    ms, records, _ = _run_rounds(c, engine, state, d, ev, baseline, threshold=10.0)
     assert len(records) == 2 and bool(ms.done)
     first, second = (int(r.candidate) for r in records)
     scores = strategies.cosine_score(state.params, state.masks, None)
@@ -83,49 +107,47 @@ def test_cosmax_stops_when_first_and_second_choice_fail(setup):
 
 
 def test_random_stops_after_ten_rounds(setup):
-    c, trainer, state, d, ev, baseline = setup
+    c, engine, state, d, ev, baseline = setup
     c = c.copy_and_resolve_references()
     c.minimize.strategy = "random"
-    ms, records, _ = _run_rounds(c, trainer, state, d, ev, baseline, threshold=10.0)
+    ms, records, _ = _run_rounds(c, engine, state, d, ev, baseline, threshold=10.0)
     assert len(records) == 10 and bool(ms.done)
     assert len({int(r.candidate) for r in records}) == 10  # a failed unit is not retried
 
 
 def test_sequential_visits_every_candidate_once_in_order(setup):
-    c, trainer, state, d, ev, baseline = setup
+    c, engine, state, d, ev, baseline = setup
     c = c.copy_and_resolve_references()
     c.minimize.strategy = "sequential"
-    ms, records, _ = _run_rounds(c, trainer, state, d, ev, baseline, threshold=10.0)
+    ms, records, _ = _run_rounds(c, engine, state, d, ev, baseline, threshold=10.0)
     assert [int(r.candidate) for r in records] == list(range(10))
     assert bool(ms.done)
 
 
 def test_always_accepting_keeps_one_unit_per_layer_and_never_recompiles(setup):
-    c, trainer, state, d, ev, baseline = setup
+    c, engine, state, d, ev, baseline = setup
     c = c.copy_and_resolve_references()
     c.minimize.strategy = "sequential"
-    ms, records, round_fn = _run_rounds(c, trainer, state, d, ev, baseline, threshold=0.0)
+    ms, records, round_fn = _run_rounds(c, engine, state, d, ev, baseline, threshold=0.0)
     assert all(bool(r.accepted) for r in records)
     # Never the last live unit of a layer, never the output layer.
     assert [int(np.sum(ms.run.masks[n])) for n in ("conv_0", "conv_1", "conv_2")] == [1, 1, 1]
     assert len(records) == 8
     # Masks changed every round and the threshold changes below: still one compilation.
-    ms2, _ = round_fn(
-        minimize.init_state(state, baseline, jax.random.PRNGKey(2)), jnp.float32(0.5), d, ev
-    )
+    ms2, _ = round_fn(minimize.init_state(state, baseline, jax.random.PRNGKey(2)), 0.5, d, ev)
     assert round_fn._cache_size() == 1
 
 
 def test_a_stopped_run_does_not_change(setup):
-    c, trainer, state, d, ev, baseline = setup
-    ms, _, round_fn = _run_rounds(c, trainer, state, d, ev, baseline, threshold=10.0)
-    again, rec = round_fn(ms, jnp.float32(0.0), d, ev)
+    c, engine, state, d, ev, baseline = setup
+    ms, _, round_fn = _run_rounds(c, engine, state, d, ev, baseline, threshold=10.0)
+    again, rec = round_fn(ms, 0.0, d, ev)
     assert not bool(rec.active)
     _assert_trees_equal(again, ms)
 
 
 def test_modes_set_the_documented_freeze_flags(setup):
-    c, trainer, state, d, ev, baseline = setup
+    c, engine, state, d, ev, baseline = setup
     onehot = {
         "conv_0": jnp.array([False, True, False, False, False]),
         "conv_1": jnp.zeros(5, bool),
@@ -149,9 +171,9 @@ def test_modes_set_the_documented_freeze_flags(setup):
 
 
 def test_unknown_mode_and_reference_are_clear_errors(setup):
-    c, trainer, *_ = setup
+    c, engine, *_ = setup
     for field, value in (("mode", "nope"), ("reference", "nope")):
         bad = c.copy_and_resolve_references()
         bad.minimize[field] = value
         with pytest.raises(ValueError, match=f"minimize.{field}"):
-            minimize.make_round(bad, trainer)
+            minimize.make_round(bad, engine)

@@ -1,0 +1,186 @@
+"""Benchmark of the batched engine: seed-steps/s, eval images/s, compile time, FLOP rate.
+
+    python -m jaxshrink.bench [--sizes=128,256] [--seeds=1,8,64,256]
+        [--methods=loop,vmap] [--grads=sum,vmap] [--steps=N] [--out=bench.json]
+
+For every image size, number of seeds (independent runs), batching method and
+gradient form it builds the thesis network (1-5-5-1, 5x5 filters, batch 3, soft F1
+loss, Adam) on synthetic images and measures, after compiling:
+
+* training: seed-steps per second of `Engine.train` (all seeds, `--steps` steps in
+  one compiled call), and the jit compile time, reported apart;
+* evaluation: eval images per second of `Engine.evaluate` over all seeds;
+* the achieved FLOP rate: XLA's `cost_analysis` FLOPs of one training step of one
+  run, times seed-steps per second.
+
+It prints a table and writes JSON with the device, backend, precision, jax version,
+date and the command line. Defaults follow the backend: on a CPU the thesis's
+256x256 and 256 seeds would take hours, so sizes 32/64 and up to 32 seeds (the
+output says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxshrink import batching, files, models, train
+from jaxshrink import config as config_lib
+
+GPU_DEFAULTS = {"sizes": "128,256", "seeds": "1,8,64,256", "steps": 50}
+CPU_DEFAULTS = {"sizes": "32,64", "seeds": "1,8,32", "steps": 10}
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v]
+
+
+def _config(size: int, precision: str, method: str, grad: str):
+    c = config_lib.base_config("canny")
+    c.data.crop_size = size
+    c.model.precision = precision
+    c.batch.method, c.batch.grad = method, grad
+    return c
+
+
+def _data(size: int, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(size=(n, size, size, 1)).astype(np.float32)
+    targets = (rng.uniform(size=(n, size, size, 1)) < 0.1).astype(np.float32)
+    return images, targets
+
+
+def step_flops(config) -> float:
+    """XLA's FLOP count of one training step of one run."""
+    shapes = jax.eval_shape(lambda: models.init(jax.random.PRNGKey(0), config))
+    trainer = train.make_trainer(config, shapes)
+    state = train.create_train_state(jax.random.PRNGKey(0), config, trainer.tx)
+    images, targets = _data(int(config.data.crop_size), 8)
+    data = train.TrainData(jnp.asarray(images), jnp.asarray(targets))
+
+    def one_step(state, data):
+        x, y = trainer.sample(state, data)
+        grads = jax.grad(trainer.loss_of)(state.params, state.masks, x, y)
+        return trainer.update(state, grads)
+
+    cost = jax.jit(one_step).lower(state, data).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost.get("flops", float("nan")))
+
+
+def measure(size, seeds, method, grad, steps, precision, eval_images=48) -> dict:
+    """One benchmark row (see module doc)."""
+    config = _config(size, precision, method, grad)
+    shapes = jax.eval_shape(lambda: models.init(jax.random.PRNGKey(0), config))
+    trainer = train.make_trainer(config, shapes)
+    engine = batching.make_engine(trainer, config.batch)
+    images, targets = _data(size, 64)
+    data = train.TrainData(jnp.asarray(images), jnp.asarray(targets))
+    ev_images, ev_targets = _data(size, eval_images, seed=1)
+    eval_data = train.make_eval_data(
+        train.TrainData(ev_images, ev_targets), int(config.train.eval_batch_size)
+    )
+    states = train.create_train_states(range(seeds), config, trainer.tx)
+    num_steps = jnp.full((seeds,), steps, jnp.int32)
+
+    t0 = time.perf_counter()
+    train_fn = jax.jit(engine.train).lower(states, data, num_steps).compile()
+    compile_train = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    eval_fn = jax.jit(engine.evaluate).lower(states.params, states.masks, eval_data).compile()
+    compile_eval = time.perf_counter() - t0
+
+    jax.block_until_ready(train_fn(states, data, num_steps))  # warm-up
+    t0 = time.perf_counter()
+    out, _ = jax.block_until_ready(train_fn(states, data, num_steps))
+    train_seconds = time.perf_counter() - t0
+    jax.block_until_ready(eval_fn(out.params, out.masks, eval_data))
+    t0 = time.perf_counter()
+    jax.block_until_ready(eval_fn(out.params, out.masks, eval_data))
+    eval_seconds = time.perf_counter() - t0
+    rate = seeds * steps / train_seconds
+    return {
+        "size": size,
+        "seeds": seeds,
+        "method": method,
+        "grad": grad if method == "vmap" else "-",
+        "steps": steps,
+        "seed_steps_per_s": rate,
+        "eval_images_per_s": seeds * eval_images / eval_seconds,
+        "compile_train_s": compile_train,
+        "compile_eval_s": compile_eval,
+    }
+
+
+def _table(rows: list[dict]) -> str:
+    head = (
+        f"{'size':>5} {'seeds':>5} {'method':>6} {'grad':>4} {'seed-steps/s':>13} "
+        f"{'eval img/s':>11} {'GFLOP/s':>9} {'compile s':>10}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['size']:>5} {r['seeds']:>5} {r['method']:>6} {r['grad']:>4} "
+            f"{r['seed_steps_per_s']:>13.1f} {r['eval_images_per_s']:>11.1f} "
+            f"{r['gflops_per_s']:>9.2f} {r['compile_train_s']:>10.2f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    backend = jax.default_backend()
+    defaults = CPU_DEFAULTS if backend == "cpu" else GPU_DEFAULTS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=defaults["sizes"], help="image sizes, e.g. 128,256")
+    parser.add_argument("--seeds", default=defaults["seeds"], help="runs per batch, e.g. 1,8,64")
+    parser.add_argument("--methods", default="loop,vmap")
+    parser.add_argument("--grads", default="sum,vmap", help="gradient forms tried with vmap")
+    parser.add_argument("--steps", type=int, default=defaults["steps"], help="timed steps")
+    parser.add_argument("--precision", default="highest", help="'highest' (fp32) or 'default'")
+    parser.add_argument("--out", default="bench.json")
+    args = parser.parse_args(argv)
+
+    device = jax.devices()[0].device_kind
+    print(f"device: {device} ({backend}), jax {jax.__version__}, precision {args.precision}")
+    if backend == "cpu" and args.sizes == CPU_DEFAULTS["sizes"]:
+        print("CPU: sizes and seed counts are smaller than the GPU's 128/256 and 1..256 seeds.")
+    rows = []
+    for size in _ints(args.sizes):
+        flops = step_flops(_config(size, args.precision, "loop", "sum"))
+        for seeds in _ints(args.seeds):
+            for method in args.methods.split(","):
+                for grad in args.grads.split(",") if method == "vmap" else ["sum"]:
+                    row = measure(size, seeds, method, grad, args.steps, args.precision)
+                    row["flops_per_seed_step"] = flops
+                    row["gflops_per_s"] = flops * row["seed_steps_per_s"] / 1e9
+                    rows.append(row)
+                    print(_table([row]).splitlines()[-1], flush=True)
+    print()
+    print(_table(rows))
+    report = {
+        "device": device,
+        "backend": backend,
+        "device_count": jax.device_count(),
+        "jax": jax.__version__,
+        "precision": args.precision,
+        "platform": platform.platform(),
+        "date": datetime.date.today().isoformat(),
+        "command": "python -m jaxshrink.bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "batch_size": 3,
+        "network": "1-5-5-1, 5x5, soft F1 loss, Adam",
+        "rows": rows,
+    }
+    files.write_json(args.out, report)
+    print(f"\nwrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

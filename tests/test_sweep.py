@@ -1,0 +1,201 @@
+"""Batched sweeps: a sweep's run equals the single run, devices, resume, Figure 4.2."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from jaxshrink import config as config_lib
+from jaxshrink import files, pipeline, sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_sweep(method="loop"):
+    """2 seeds x 3 strategies x 2 thresholds of the tiny Canny config."""
+    c = tiny_config("canny")
+    c.sweep = config_lib.sweep_config("canny").sweep
+    c.sweep.num_seeds = 2
+    c.sweep.thresholds = (0.9, 1.0)
+    c.batch.method = method
+    return c
+
+
+@pytest.fixture(scope="module")
+def loop_sweep(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("sweep")
+    return sweep.run_sweep(tiny_sweep("loop"), str(workdir)), workdir
+
+
+def _key(row):
+    return (row["seed"], row["strategy"], row["threshold"])
+
+
+def test_every_combination_runs_and_figure_4_2_is_written(loop_sweep):
+    results, workdir = loop_sweep
+    rows = results["runs"]
+    assert sorted(_key(r) for r in rows) == sorted(
+        (s, k, t) for s in (0, 1) for k in ("cosine", "random", "sequential") for t in (0.9, 1.0)
+    )
+    assert files.read_csv(workdir / "runs.csv") == rows
+    for name in ("figure_4_2.png", "figure_4_2_summary.csv", "figure_4_2_tests.csv"):
+        assert (workdir / name).stat().st_size > 0
+    # Paired design: every run of a seed starts from the same trained network.
+    for seed in (0, 1):
+        assert len({r["baseline"] for r in rows if r["seed"] == seed}) == 1
+    # Stopping rules and thresholds hold per run.
+    logs = dict(zip(map(_key, rows), results["round_logs"]))
+    for (_, strategy, threshold), rounds in logs.items():
+        assert all(e["ratio"] >= threshold for e in rounds if e["accepted"])
+        assert all(e["ratio"] < threshold for e in rounds if not e["accepted"])
+        visited = [e["candidate_index"] for e in rounds]
+        if strategy == "random":
+            assert len(rounds) <= 10
+        if strategy == "sequential":
+            assert visited == sorted(set(visited))  # in order, each at most once
+
+
+@pytest.mark.parametrize("run", [(1, "random", 0.9), (0, "cosine", 1.0)])
+def test_a_sweep_run_equals_the_single_run(loop_sweep, run, tmp_path):
+    results, _ = loop_sweep
+    seed, strategy, threshold = run
+    row = next(r for r in results["runs"] if _key(r) == run)
+    rounds = results["round_logs"][results["runs"].index(row)]
+    c = tiny_config("canny")
+    c.seed, c.minimize.strategy, c.minimize.threshold = seed, strategy, threshold
+    single = pipeline.run(c, str(tmp_path))
+    assert [" ".join("".join("#" if k else "." for k in r) for r in single["kept"])] == [
+        row["kept"]
+    ]
+    assert [e["candidate"] for e in single["rounds"]] == [e["candidate"] for e in rounds]
+    assert [e["accepted"] for e in single["rounds"]] == [e["accepted"] for e in rounds]
+    assert single["trained"]["eval"]["f1"] == pytest.approx(row["baseline"], rel=1e-6)
+    assert single["final"]["eval"]["f1"] == pytest.approx(row["final"], rel=1e-6)
+
+
+def test_vmap_batching_runs_the_same_sweep(loop_sweep, tmp_path):
+    """vmap and loop compute each step to float rounding (tests/test_train.py), but
+    rounding differences grow over hundreds of Adam steps on these barely trained
+    tiny networks, so whole sweeps agree in structure, not bit for bit."""
+    want, _ = loop_sweep
+    got = sweep.run_sweep(tiny_sweep("vmap"), str(tmp_path))
+    assert got["batch"]["method"] == "vmap"
+    assert [_key(r) for r in got["runs"]] == [_key(r) for r in want["runs"]]
+    for a, b, la, lb in zip(want["runs"], got["runs"], want["round_logs"], got["round_logs"]):
+        assert b["baseline"] == pytest.approx(a["baseline"], rel=0.05)
+        assert la[0]["candidate"] == lb[0]["candidate"]  # same trained network, same pick
+        assert all(e["ratio"] >= b["threshold"] for e in lb if e["accepted"])
+
+
+def test_rounds_compile_once_for_the_whole_sweep(tmp_path, monkeypatch):
+    jobs = []
+    real_job = pipeline.Job
+
+    def keep(*args, **kwargs):
+        jobs.append(real_job(*args, **kwargs))
+        return jobs[-1]
+
+    monkeypatch.setattr(pipeline, "Job", keep)
+    results = sweep.run_sweep(tiny_sweep(), str(tmp_path))
+    assert max(len(rounds) for rounds in results["round_logs"]) >= 5
+    # Masks, references and done flags changed every round; thresholds and strategies
+    # differ per run: still one compiled round program, one train and one eval program.
+    assert jobs[0].round_fn._cache_size() == 1
+    assert jobs[0].train_fn._cache_size() == 1
+
+
+def test_interrupted_sweep_resumes_to_the_same_result(loop_sweep, tmp_path, monkeypatch):
+    want, _ = loop_sweep
+    real_save = pipeline.checkpoint.RunCheckpointer.save
+    saves = []
+
+    def save_then_die(self, step, state, meta):
+        real_save(self, step, state, meta)
+        if meta["stage"] == "minimize":
+            saves.append(step)
+            if len(saves) == 3:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.checkpoint.RunCheckpointer, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(tiny_sweep(), str(tmp_path))
+    monkeypatch.setattr(pipeline.checkpoint.RunCheckpointer, "save", real_save)
+    assert not (tmp_path / "runs.csv").exists()
+    got = sweep.run_sweep(tiny_sweep(), str(tmp_path))
+    assert got["runs"] == want["runs"]
+    assert got["round_logs"] == want["round_logs"]
+
+
+def test_four_devices_give_the_same_results_as_one(tmp_path):
+    # XLA's forced host devices change CPU threading, hence rounding, so both runs
+    # happen in the same 4-device process: `batch.devices=1` versus all 4.
+    script = (
+        "import sys, jax; sys.path.insert(0, sys.argv[2]);"
+        "from test_sweep import tiny_sweep; from jaxshrink import sweep;"
+        "assert jax.device_count() == 4, jax.devices();"
+        "c1 = tiny_sweep(); c1.batch.devices = 1;"
+        "sweep.run_sweep(c1, sys.argv[1] + '/one');"
+        "sweep.run_sweep(tiny_sweep(), sys.argv[1] + '/four')"
+    )
+    env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), os.path.join(ROOT, "tests")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "cpu x1" in proc.stdout and "cpu x4" in proc.stdout  # sharded over 4 devices
+    one = files.read_csv(tmp_path / "one" / "runs.csv")
+    four = files.read_csv(tmp_path / "four" / "runs.csv")
+    # 12 runs on 4 devices: 3 per device; the same decisions, scores to rounding.
+    assert len(four) == 12
+    for a, b in zip(one, four):
+        assert (_key(a), a["kept"], a["rounds"], a["accepted"]) == (
+            _key(b),
+            b["kept"],
+            b["rounds"],
+            b["accepted"],
+        )
+        assert b["final"] == pytest.approx(a["final"], rel=1e-4)
+        assert b["baseline"] == pytest.approx(a["baseline"], rel=1e-4)
+
+
+def test_quick_sweep_config_and_figure_script(tmp_path):
+    spec = importlib.util.spec_from_file_location("sweep_config", f"{ROOT}/configs/sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("quick")
+    assert config.sweep.num_seeds == 3 and len(config.sweep.thresholds) == 5
+    results = sweep.run_sweep(config, str(tmp_path))
+    rows = results["runs"]
+    assert len(rows) == 45 and all(r["finite"] for r in rows)
+    assert any(r["disabled"] > 0 for r in rows)
+    # Lower thresholds never keep fewer masks disabled on average than 100%.
+    mean = {t: np.mean([r["disabled"] for r in rows if r["threshold"] == t]) for t in (0.85, 1.0)}
+    assert mean[0.85] >= mean[1.0]
+    fig_spec = importlib.util.spec_from_file_location(
+        "figure_4_2", f"{ROOT}/experiments/figure_4_2.py"
+    )
+    fig = importlib.util.module_from_spec(fig_spec)
+    fig_spec.loader.exec_module(fig)
+    out = fig.main(["--sweep", str(tmp_path), "--out", str(tmp_path / "again")])
+    assert (tmp_path / "again" / "figure_4_2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(out["summary"]) == 15
+
+
+def test_bad_sweep_settings_are_clear_errors():
+    for field, value, match in (
+        ("strategies", ("cosine", "greedy"), "sweep.strategies"),
+        ("thresholds", (0.9, 1.5), "sweep.thresholds"),
+        ("num_seeds", 0, "sweep.num_seeds"),
+    ):
+        c = tiny_sweep()
+        c.sweep[field] = value
+        with pytest.raises(ValueError, match=match):
+            sweep.sweep_runs(c)
