@@ -6,7 +6,9 @@
 Default: Canny targets (the thesis's final framework) on 256x256 crops; 50 seeds,
 each trained 10000 steps, then minimized with CosMax, Random and Seq at thresholds
 85, 90, 95, 98 and 100% in 2000-step rounds: 750 runs, batched as one program and
-sharded over all local devices. That is about 90 million seed-steps, a GPU job.
+sharded over all local devices. That is at most 15.5 million seed-steps (750 runs x
+10 rounds x 2000 steps + 50 x 10000 initial): a GPU job (a 2-core CPU, at about 5 seed-steps/s
+at 256x256, would need over a month).
 
 `quick`: 3 seeds on 32x32 crops, 600 initial steps, 40 steps per round (45 runs);
 a few minutes on a 2-core CPU. The workdir gets `runs.csv`, `results.json` and
