@@ -3,6 +3,7 @@
     python -m jaxshrink.main --config=configs/sobel.py[:quick] [--workdir=DIR]
         [--config.train.initial_steps=500 ...]
     python -m jaxshrink.main --config=configs/sweep.py[:quick]    # Figure 4.2
+    python -m jaxshrink.main --config=configs/correlation.py[:quick]    # Table 4.1, Fig 4.1
 
 Without `--workdir` the run goes to `runs/<config name>[-<preset>]` under the current
 folder, so rerunning the same command resumes the same run.
@@ -15,7 +16,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxshrink import pipeline, sweep
+from jaxshrink import correlation, pipeline, sweep
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/sobel.py:quick."
@@ -39,6 +40,8 @@ def main(argv):
     config = _CONFIG.value
     if "sweep" in config:
         sweep.run_sweep(config, workdir)
+    elif "correlation" in config:
+        correlation.run_correlation(config, workdir)
     else:
         pipeline.run(config, workdir)
 

@@ -1,0 +1,264 @@
+"""Why can a mask be removed? The thesis's Table 4.1 and Figure 4.1 (sections 4.1, 4.2).
+
+`run_correlation(config, workdir)`:
+
+1. trains R networks (seeds `seed`, `seed+1`, ...; all at once) for
+   `train.initial_steps` steps (thesis: 100 repetitions of 10000 steps);
+2. for every repetition, disables each hidden mask in turn -- and once none, the
+   reference -- resets Adam, and trains every variant `correlation.second_steps` more
+   steps (thesis: 10000), evaluating every `correlation.eval_every` steps. All
+   R x (masks + 1) variants are one batch of runs, trained by one compiled program;
+3. records per (repetition, mask): the cosine-similarity statistics of the mask to
+   the other masks of its layer at the moment of disabling (min, max, std, mean,
+   median of the signed and of the absolute similarities), and the scores.
+
+Scores, all relative to the same repetition's reference run (no mask disabled):
+
+* ``drop``: eval F1 right after disabling, before any retraining, over the reference
+  at that moment (the trained network's score); Figure 4.1's x axis;
+* ``loss``: eval F1 at the end of the second phase over the reference's at the end
+  (the thesis's "relative score ... compared to the case where we did not disable");
+* ``best``: the best eval F1 reached during the second phase over the reference's
+  best (the thesis's "greatest score ... in the second 10000 training steps");
+  Figure 4.1's y axis ("gain").
+
+Table 4.1 correlates each statistic with ``loss`` and ``best`` (Pearson, Kendall,
+Spearman from `scipy.stats`), pooling all (repetition, mask) pairs. Its rows
+"1. max" ... "6. max" are read as: the n-th largest of the column's six coefficients
+(loss and best, three coefficients each). This reading reproduces every "n. max"
+row of the thesis's table from its six rows above (e.g. cos:min: -0.32, -0.20,
+-0.27, -0.05, -0.04, -0.06 sorted gives -0.04, -0.05, -0.06, -0.20, -0.27, -0.32).
+
+Outputs in `workdir`: `correlation.csv` (one row per repetition and mask),
+`table_4_1.csv`, `table_4_1.md`, `figure_4_1.png` and `results.json`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from matplotlib.figure import Figure
+from scipy import stats
+
+from jaxshrink import batching, files, minimize, optim, pipeline, strategies
+
+AGGREGATIONS = ("min", "max", "std", "mean", "median")  # Table 4.1's column order
+COEFFICIENTS = {
+    "prs": lambda x, y: stats.pearsonr(x, y)[0],
+    "knd": lambda x, y: stats.kendalltau(x, y)[0],
+    "spr": lambda x, y: stats.spearmanr(x, y)[0],
+}
+TARGETS = ("loss", "best")
+
+
+def stat_columns() -> list[str]:
+    """Table 4.1's columns: cos:<how> (signed) and |cos|:<how>, alternating."""
+    return [c for how in AGGREGATIONS for c in (f"cos:{how}", f"|cos|:{how}")]
+
+
+def cosine_features(params: dict, masks: dict) -> dict[str, jax.Array]:
+    """Every column of `stat_columns()` for every candidate mask, as (candidates,) arrays."""
+    out = {}
+    for how in AGGREGATIONS:
+        for absolute, name in ((False, f"cos:{how}"), (True, f"|cos|:{how}")):
+            per_layer = strategies.cosine_stats(params, masks, how, absolute)
+            out[name] = strategies.flatten(per_layer, masks)
+    return out
+
+
+def _coefficient(name: str, x, y) -> float:
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")  # undefined for constant or tiny samples
+    return float(COEFFICIENTS[name](x, y))
+
+
+def table_4_1(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Table 4.1 from per-(repetition, mask) rows holding `stat_columns()`, loss, best.
+
+    Returns one dict per table row: ``{"row": "loss(prs)", "cos:min": ..., ...}``,
+    then the six "n. max" rows (see the module doc for that reading).
+    """
+    columns = stat_columns()
+    table = []
+    for target in TARGETS:
+        y = [r[target] for r in rows]
+        for coef in COEFFICIENTS:
+            entry = {"row": f"{target}({coef})"}
+            for col in columns:
+                entry[col] = _coefficient(coef, [r[col] for r in rows], y)
+            table.append(entry)
+    return table + nth_max_rows(table, columns)
+
+
+def nth_max_rows(coefficients: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[dict]:
+    """The "n. max" rows: per column, the n-th largest of the coefficient rows above."""
+    out = []
+    for n in range(len(coefficients)):
+        entry = {"row": f"{n + 1}. max"}
+        for col in columns:
+            values = sorted((t[col] for t in coefficients if np.isfinite(t[col])), reverse=True)
+            entry[col] = values[n] if n < len(values) else float("nan")
+        out.append(entry)
+    return out
+
+
+def format_markdown(table: Sequence[Mapping[str, Any]]) -> str:
+    """Table 4.1 as a markdown table (two decimals, like the thesis)."""
+    columns = stat_columns()
+    header = [c.replace("|", "\\|") for c in columns]  # |cos| must not split cells
+    lines = ["| | " + " | ".join(header) + " |", "|---" * (len(columns) + 1) + "|"]
+    for entry in table:
+        cells = " | ".join(f"{entry[c]:.2f}" for c in columns)
+        lines.append(f"| {entry['row']} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_figure_4_1(rows: Sequence[Mapping[str, Any]], path: str) -> str:
+    """Figure 4.1: drop (x) against best (y), in %, for all layers and per layer.
+
+    Left column: every (repetition, mask); right column: only each repetition's
+    optimal choice, the mask whose variant scored highest at the end.
+    """
+    layers = sorted({r["layer"] for r in rows})
+    panels = [("All layers combined", layers)] + [
+        (f"Layer {i + 1} ({name})", [name]) for i, name in enumerate(layers)
+    ]
+    optimal = set()
+    for rep in {r["repetition"] for r in rows}:
+        mine = [r for r in rows if r["repetition"] == rep]
+        optimal.add((rep, max(mine, key=lambda r: r["loss"])["candidate"]))
+    fig = Figure(figsize=(9, 3.2 * len(panels)))
+    axes = fig.subplots(len(panels), 2, squeeze=False)
+    for i, (title, names) in enumerate(panels):
+        for j, only_optimal in enumerate((False, True)):
+            ax = axes[i][j]
+            sel = [
+                r
+                for r in rows
+                if r["layer"] in names
+                and (not only_optimal or (r["repetition"], r["candidate"]) in optimal)
+            ]
+            ax.scatter(
+                [100 * r["drop"] for r in sel], [100 * r["best"] for r in sel], s=12, alpha=0.6
+            )
+            ax.set_title(title + (": optimal choice" if only_optimal else ""), fontsize=9)
+            ax.set_xlabel("drop: relative score after disabling (%)")
+            ax.set_ylabel("gain: best relative score (%)")
+            ax.axhline(100, color="grey", lw=0.5)
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with files.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    return path
+
+
+def run_correlation(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Runs the mask-correlation experiment of `config` in `workdir` (see module doc)."""
+    log = pipeline.Logger()
+    start = time.perf_counter()
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    ccfg = config.correlation
+    reps = int(ccfg.repetitions)
+    second, every = int(ccfg.second_steps), int(ccfg.eval_every)
+    if reps < 1 or second < 1 or every < 1:
+        raise ValueError(
+            "correlation.repetitions, second_steps and eval_every must be >= 1, got "
+            f"{reps}, {second}, {every}"
+        )
+    seeds = [int(config.seed) + i for i in range(reps)]
+    job = pipeline.Job(config, workdir, log)
+    log(f"jaxshrink mask correlations ({config.task}): {reps} repetitions; workdir {workdir}")
+    log(job.describe())
+    trained = pipeline.train_stage(job, seeds)
+
+    template = batching.take(trained.masks, 0)
+    layout = strategies.candidate_layout(template)
+    names = [f"{layer}/{u}" for layer, units in layout for u in range(units)]
+    m = len(names)
+    # Variant v of a repetition: v < m disables candidate v; v == m is the reference.
+    rep_index = np.repeat(np.arange(reps), m + 1)
+    onehot = np.tile(np.concatenate([np.eye(m, dtype=bool), np.zeros((1, m), bool)]), (reps, 1))
+    features = jax.vmap(cosine_features)(trained.params, trained.masks)
+
+    def alter(run, flat):
+        hot = strategies.unflatten(flat, run.masks, fill=False)
+        run = minimize._alter(run, hot, config.minimize.mode, None)
+        return run.replace(opt_state=optim.reset(job.trainer.tx, run.params))
+
+    states = jax.vmap(alter)(batching.take(trained, rep_index), jnp.asarray(onehot))
+    n = batching.num_runs(states)
+    states = job.place(states)
+    live = job.place(jnp.arange(batching.num_runs(states)) < n)
+    ckpt = job.checkpointer("correlation")
+    scores = [job.evaluate(states)["f1"]]
+    done = 0
+    latest = ckpt.latest_step()
+    if latest is not None:
+        states, meta = ckpt.restore(latest, states)
+        states, done = job.place(states), latest
+        scores = [np.asarray(s) for s in meta["scores"]]
+        log(f"correlation: resumed at step {done} of the second phase")
+    log(f"correlation: {n} variants ({reps} x ({m} masks + reference)), {second} steps each")
+    while done < second:
+        chunk = min(every, second - done)
+        t0 = time.perf_counter()
+        states, _ = job.train_fn(states, job.train_data, jnp.where(live, chunk, 0))
+        scores.append(job.evaluate(states)["f1"])
+        done += chunk
+        rate = chunk * n / (time.perf_counter() - t0)
+        log(
+            f"correlation: step {done:6d}/{second}  eval F1 {pipeline._spread(scores[-1])}  "
+            f"{rate:7.1f} seed-steps/s"
+        )
+        ckpt.save(done, states, {"stage": "correlation", "scores": [s.tolist() for s in scores]})
+    ckpt.close()
+
+    traj = np.stack(scores, axis=1).reshape(reps, m + 1, -1)  # (rep, variant, eval)
+    ref = traj[:, m]
+    rows = []
+    for r in range(reps):
+        for v in range(m):
+            row = {
+                "repetition": r,
+                "seed": seeds[r],
+                "candidate": names[v],
+                "layer": names[v].split("/")[0],
+                "drop": float(traj[r, v, 0] / ref[r, 0]),
+                "loss": float(traj[r, v, -1] / ref[r, -1]),
+                "best": float(traj[r, v].max() / ref[r].max()),
+                "final": float(traj[r, v, -1]),
+                "reference_final": float(ref[r, -1]),
+            }
+            for col in stat_columns():
+                row[col] = float(features[col][r, v])
+            rows.append(row)
+    table = table_4_1(rows)
+    files.write_csv(os.path.join(workdir, "correlation.csv"), rows)
+    files.write_csv(os.path.join(workdir, "table_4_1.csv"), table)
+    markdown = format_markdown(table)
+    files.write_text(os.path.join(workdir, "table_4_1.md"), markdown)
+    plot_figure_4_1(rows, os.path.join(workdir, "figure_4_1.png"))
+    results = {
+        "config": config.to_dict(),
+        "device": jax.devices()[0].device_kind,
+        "seconds": time.perf_counter() - start,
+        "pooled_pairs": len(rows),
+        "table_4_1": table,
+        "rows": rows,
+    }
+    files.write_json(os.path.join(workdir, "results.json"), results)
+    print("\nTable 4.1 (correlation with loss/best, pooled over repetitions and masks)\n")
+    print(markdown, flush=True)
+    print(f"workdir: {workdir} ({time.perf_counter() - start:.1f}s)", flush=True)
+    return results
