@@ -15,9 +15,7 @@ same workdir continues where an interrupted run stopped.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
 
 import jax
@@ -25,7 +23,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxshrink import batching, checkpoint, data, export, minimize, models, train, visualize
+from jaxshrink import (
+    batching,
+    checkpoint,
+    data,
+    export,
+    files,
+    minimize,
+    models,
+    train,
+    visualize,
+)
 from jaxshrink import masks as masks_lib
 
 
@@ -37,17 +45,6 @@ class Logger:
 
     def __call__(self, msg: str) -> None:
         print(f"[{time.perf_counter() - self.start:7.1f}s] {msg}", flush=True)
-
-
-def write_json(path: str, obj) -> None:
-    """Writes JSON atomically: a reader sees the old file or the whole new one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def _floats(metrics: dict) -> dict[str, float]:
@@ -64,6 +61,7 @@ class Job:
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str, log: Logger):
         self.config, self.workdir, self.log = config, workdir, log
+        self.curve: dict | None = None  # training curves, set by `train_stage`
         self.dataset = data.load_dataset(config.data, config.task)
         self.device_list = batching.devices(int(config.batch.devices))
         self.devices = len(self.device_list)
@@ -139,9 +137,12 @@ def train_stage(job: Job, seeds) -> train.TrainState:
     live = job.place(jnp.arange(batching.num_runs(states)) < n)
     ckpt = job.checkpointer("train")
     latest = ckpt.latest_step()
+    # Training curves, per run: what `visualize.save_training_curve` draws.
+    curve: dict[str, list] = {"step": [], "loss": [], "eval_step": [], "eval_f1": []}
     if latest is not None:
-        states, _ = ckpt.restore(latest, states)
+        states, meta = ckpt.restore(latest, states)
         states = job.place(states)
+        curve = meta.get("curve", curve)
         log(f"train: resumed at step {latest}")
     total = int(config.train.initial_steps)
     log_every = max(1, int(config.train.log_every))
@@ -161,12 +162,17 @@ def train_stage(job: Job, seeds) -> train.TrainState:
         step = int(states.step[0])
         unit = "steps/s" if n == 1 else "seed-steps/s"
         line = f"train: step {step:6d}/{total}  loss {_spread(loss, '.5f')}  {rate:7.1f} {unit}"
+        curve["step"].append(step)
+        curve["loss"].append(loss.tolist())
         if step % eval_every == 0 or step == total:
             f1 = job.evaluate(states)["f1"][:n]
             line += f"  eval F1 {_spread(f1)}"
-            ckpt.save(step, states, {"stage": "train", "step": step, "eval_f1": f1.tolist()})
+            curve["eval_step"].append(step)
+            curve["eval_f1"].append(f1.tolist())
+            ckpt.save(step, states, {"stage": "train", "step": step, "curve": curve})
         log(line)
     ckpt.close()
+    job.curve = curve
     return batching.take(states, slice(0, n))
 
 
@@ -251,6 +257,50 @@ def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, des
     return batching.take(ms, slice(0, n)), history
 
 
+def draw_run(job: Job, trained, final, rounds: list[dict], baseline: float) -> list[str]:
+    """The thesis's pictures (3.2) of one run, written into the workdir; returns names."""
+    config, out = job.config, job.workdir
+    image = job.dataset.eval.images[0]
+    names = []
+
+    def path(name):
+        names.append(name)
+        return os.path.join(out, name)
+
+    visualize.save_masks(path("masks_trained.png"), trained.params, trained.masks, "trained")
+    visualize.save_masks(path("masks_minimized.png"), final.params, final.masks, "minimized")
+    # "After a few steps": the same run's first steps, recomputed (same seed, batches).
+    few = min(100, int(config.train.initial_steps))
+    start = job.place(train.create_train_states([int(config.seed)], config, job.trainer.tx))
+    early, _ = job.train_fn(start, job.train_data, job.place(jnp.full((1,), few, jnp.int32)))
+    early = batching.take(early, 0)
+    visualize.save_filter_outputs_pair(
+        path("filter_outputs.png"),
+        (early.params, early.masks),
+        (final.params, final.masks),
+        image,
+        titles=(f"after {few} steps", f"after training and minimization ({int(final.step)})"),
+    )
+    if job.curve and job.curve["step"]:
+        c = job.curve
+        visualize.save_training_curve(
+            path("training_curve.png"),
+            c["step"],
+            [v[0] for v in c["loss"]],
+            c["eval_step"],
+            [v[0] for v in c["eval_f1"]],
+            title=f"initial training ({config.train.loss} loss)",
+        )
+    if config.minimize.enabled:
+        visualize.save_timeline(
+            path("timeline.png"), rounds, baseline, threshold=float(config.minimize.threshold)
+        )
+    visualize.save_kept_matrix(
+        path("kept.png"), masks_lib.to_rows(final.masks), masks_lib.layer_names(final.masks)
+    )
+    return names
+
+
 def _summary(results: dict) -> str:
     t, f, e = results["trained"], results["final"], results["export"]
     kept = "\n".join(
@@ -319,6 +369,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     final = batching.take(final_batch, 0)
     final_scores = _floats(batching.take(job.evaluate(final_batch), 0))
     job.picture("samples_minimized.png", final, f"minimized: eval F1 {final_scores['f1']:.4f}")
+    pictures = draw_run(job, trained, final, rounds, trained_scores["f1"])
 
     crop = int(config.data.crop_size)
     k, c_in = int(config.model.kernel_size), int(config.model.in_channels)
@@ -352,6 +403,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "rounds": rounds,
         "export": report,
     }
-    write_json(os.path.join(workdir, "results.json"), results)
+    results["pictures"] = pictures
+    results["curve"] = job.curve and {
+        "step": job.curve["step"],
+        "loss": [v[0] for v in job.curve["loss"]],
+        "eval_step": job.curve["eval_step"],
+        "eval_f1": [v[0] for v in job.curve["eval_f1"]],
+    }
+    files.write_json(os.path.join(workdir, "results.json"), results)
     print(_summary(results), flush=True)
     return results

@@ -23,6 +23,7 @@ natural scale, are stretched per panel instead (the panel's maximum is printed).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 
@@ -51,6 +52,7 @@ __all__ = [
 _DPI = 100
 _OFF_COLOR = "0.45"  # labels and crosses of disabled filters
 _GAP_RGB = (1.0, 1.0, 1.0)  # separator between input channels inside a mask cell
+_STRIP_MAX = 8  # input channels drawn in one line; more are tiled on a grid
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -204,13 +206,20 @@ def save_triptychs(path: str, images, targets, outputs, title: str = "") -> str:
 
 
 def _mask_cell(kernel: np.ndarray, scale: float) -> np.ndarray:
-    """One filter's (k, k, c_in) kernel as an RGB strip, input channels side by side."""
+    """One filter's (k, k, c_in) kernel as RGB, input channels side by side.
+
+    Up to `_STRIP_MAX` input channels make one strip; more are tiled row by row on a
+    near-square grid, so a wide network still gives a figure of readable width.
+    """
     k, _, c_in = kernel.shape
     rgb = signed_rgb(kernel, scale)  # (k, k, c_in, 3)
-    strip = np.ones((k, c_in * (k + 1) - 1, 3)) * np.asarray(_GAP_RGB)
+    cols = c_in if c_in <= _STRIP_MAX else math.ceil(math.sqrt(c_in))
+    rows = math.ceil(c_in / cols)
+    cell = np.ones((rows * (k + 1) - 1, cols * (k + 1) - 1, 3)) * np.asarray(_GAP_RGB)
     for c in range(c_in):
-        strip[:, c * (k + 1) : c * (k + 1) + k] = rgb[:, :, c]
-    return strip
+        r, q = divmod(c, cols)
+        cell[r * (k + 1) : r * (k + 1) + k, q * (k + 1) : q * (k + 1) + k] = rgb[:, :, c]
+    return cell
 
 
 def _grey_out(rgb: np.ndarray) -> np.ndarray:
@@ -224,7 +233,8 @@ def save_masks(path: str, params: dict, masks: dict | None = None, title: str | 
     One row per layer, one cell per filter (output unit). A cell shows the filter's
     k x k kernel for each of its input channels *side by side* (left to right =
     input channel 0, 1, ..., separated by a white line), so a first-layer cell is
-    one square and a later layer's cell is a strip. Colours follow `signed_rgb`:
+    one square and a later layer's cell is a strip (beyond 8 input channels they
+    are tiled row by row on a near-square grid instead). Colours follow `signed_rgb`:
     negative red, positive green, black zero, intensity scaled by the largest
     |weight| of the layer (printed under the layer name), so cells of one row
     compare directly. Disabled filters (mask False) are faded to grey, crossed and
@@ -250,10 +260,11 @@ def save_masks(path: str, params: dict, masks: dict | None = None, title: str | 
         rows.append((name, scale, cells, _mask_of(masks, name, kernel.shape[-1])))
 
     # Manual layout in inches: one kernel pixel has the same size everywhere.
-    left, right, gap, label_h, pad = 1.1, 0.2, 0.25, 0.22, 0.12
+    left, right, label_h, pad = 1.1, 0.2, 0.22, 0.12
     top = 0.3 if title else 0.05
     widest = max(sum(c.shape[1] for c in cells) for _, _, cells, _ in rows)
     most_cells = max(len(cells) for _, _, cells, _ in rows)
+    gap = 0.25 if most_cells <= 8 else 0.15  # inches between cells
     px = float(np.clip((9.0 - (most_cells - 1) * gap) / widest, 0.02, 0.09))
     heights = [max(c.shape[0] for c in cells) * px + label_h + pad for _, _, cells, _ in rows]
     width = (
