@@ -345,6 +345,7 @@ def figure_4_2(rows: Sequence[Row], out_dir: str | os.PathLike[str]) -> dict[str
       A dict with ``paths`` (``figure``, ``summary``, ``tests``, ``json``),
       ``summary``, ``tests`` and ``findings``.
     """
+    rows = [r for r in rows if r.get("status", "ok") == "ok"]  # failed (NaN) runs are left out
     summary = summarize(rows)
     tests = paired_tests(rows)
     findings = _findings(summary, tests)

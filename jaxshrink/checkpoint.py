@@ -14,6 +14,8 @@ round-trips exactly.
 from __future__ import annotations
 
 import os
+import shutil
+import warnings
 from typing import Any
 
 import flax.serialization
@@ -63,6 +65,32 @@ class RunCheckpointer:
         )
         state = flax.serialization.from_state_dict(template, restored["state"])
         return state, dict(restored["meta"])
+
+    def restore_latest(self, template: Any) -> tuple[int | None, Any, dict]:
+        """The newest checkpoint that restores, as (step, state, meta); (None, template, {}).
+
+        A checkpoint that fails to restore (damaged files, bad metadata, a structure
+        that no longer matches) is moved aside to `damaged-<step>` with a warning and
+        the previous one is tried. Orbax never exposes an incomplete save: it writes
+        into a temporary folder and renames it when complete.
+        """
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                state, meta = self.restore(step, template)
+            except Exception as e:  # noqa: BLE001 (any failure means: not usable)
+                aside = os.path.join(self.directory, f"damaged-{step}")
+                warnings.warn(
+                    f"checkpoint {step} in {self.directory} is damaged "
+                    f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+                    f"moved to {aside}, trying the previous one",
+                    stacklevel=2,
+                )
+                shutil.rmtree(aside, ignore_errors=True)
+                os.replace(os.path.join(self.directory, str(step)), aside)
+                self._manager.reload()
+                continue
+            return step, state, meta
+        return None, template, {}
 
     def close(self) -> None:
         self._manager.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from jaxshrink import data
+from jaxshrink import data, errors
 
 TASK_LOSSES = {
     # Sobel targets are continuous: the thesis trains them with L1/L2 losses and notes
@@ -23,7 +23,7 @@ TASK_LOSSES = {
 def base_config(task: str) -> ml_collections.ConfigDict:
     """The thesis's configuration for `task` ('sobel' or 'canny')."""
     if task not in TASK_LOSSES:
-        raise ValueError(f"task: unknown task {task!r}; allowed: {sorted(TASK_LOSSES)}")
+        raise errors.ConfigError(f"task: unknown task {task!r}; allowed: {sorted(TASK_LOSSES)}")
     c = ml_collections.ConfigDict()
     c.task = task
     c.seed = 0
@@ -105,7 +105,9 @@ def get_preset(task: str, arg: str | None = None) -> ml_collections.ConfigDict:
     config = base_config(task)
     if arg:
         if arg not in PRESETS:
-            raise ValueError(f"config argument: unknown preset {arg!r}; allowed: {sorted(PRESETS)}")
+            raise errors.ConfigError(
+                f"config argument: unknown preset {arg!r}; allowed: {sorted(PRESETS)}"
+            )
         PRESETS[arg](config)
     return config
 
@@ -141,7 +143,7 @@ def get_sweep_preset(task: str, arg: str | None = None) -> ml_collections.Config
     config = sweep_config(task)
     if arg:
         if arg not in SWEEP_PRESETS:
-            raise ValueError(
+            raise errors.ConfigError(
                 f"config argument: unknown preset {arg!r}; allowed: {sorted(SWEEP_PRESETS)}"
             )
         SWEEP_PRESETS[arg](config)
@@ -194,8 +196,99 @@ def get_correlation_preset(task: str, arg: str | None = None) -> ml_collections.
     config = correlation_config(task)
     if arg:
         if arg not in CORRELATION_PRESETS:
-            raise ValueError(
+            raise errors.ConfigError(
                 f"config argument: unknown preset {arg!r}; allowed: {sorted(CORRELATION_PRESETS)}"
             )
         CORRELATION_PRESETS[arg](config)
     return config
+
+
+def _check(ok: bool, field: str, value, allowed: str) -> None:
+    if not ok:
+        raise errors.ConfigError(f"{field}: got {value!r}; allowed: {allowed}")
+
+
+def _positive_int(c, field: str, minimum: int = 1) -> None:
+    section, name = field.split(".")
+    value = c[section][name]
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    _check(ok, field, value, f"an integer >= {minimum}")
+
+
+def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Checks every field a run reads before any compute; raises `errors.ConfigError`.
+
+    Each message is one line naming the field, the value and what is allowed.
+    Checks that need the data (a crop larger than the images) happen when it loads.
+    """
+    from jaxshrink import batching, metrics, minimize, strategies  # noqa: PLC0415 (cycle)
+
+    _check(c.get("task") in TASK_LOSSES, "task", c.get("task"), str(sorted(TASK_LOSSES)))
+    _check(c.data.source in data.SOURCES, "data.source", c.data.source, str(data.SOURCES))
+    _positive_int(c, "data.crop_size")
+    for field in ("model.num_filters", "model.in_channels", "model.out_channels"):
+        _positive_int(c, field)
+    _positive_int(c, "model.num_layers", 2)
+    k = c.model.kernel_size
+    _check(
+        isinstance(k, int) and k >= 1 and k % 2 == 1,
+        "model.kernel_size",
+        k,
+        "an odd integer >= 1 (SAME padding needs a centre)",
+    )
+    _check(c.model.init_std > 0, "model.init_std", c.model.init_std, "a number > 0")
+    precisions = ("highest", "high", "default")
+    _check(c.model.precision in precisions, "model.precision", c.model.precision, str(precisions))
+    lr = c.optim.learning_rate
+    _check(lr > 0 and lr == lr and lr != float("inf"), "optim.learning_rate", lr, "a finite > 0")
+    _check(c.train.loss in metrics.LOSSES, "train.loss", c.train.loss, str(sorted(metrics.LOSSES)))
+    for field in ("train.batch_size", "train.log_every", "train.eval_every"):
+        _positive_int(c, field)
+    _positive_int(c, "train.eval_batch_size")
+    _positive_int(c, "train.initial_steps", 0)
+    m = c.minimize
+    _check(
+        m.strategy in strategies.STRATEGIES,
+        "minimize.strategy",
+        m.strategy,
+        str(strategies.STRATEGIES),
+    )
+    _check(
+        m.aggregation in strategies.AGGREGATIONS,
+        "minimize.aggregation",
+        m.aggregation,
+        str(strategies.AGGREGATIONS),
+    )
+    _check(m.mode in minimize.MODES, "minimize.mode", m.mode, str(minimize.MODES))
+    _check(
+        m.reference in minimize.REFERENCES,
+        "minimize.reference",
+        m.reference,
+        str(minimize.REFERENCES),
+    )
+    _check(0.0 < m.threshold <= 1.0, "minimize.threshold", m.threshold, "a ratio in (0, 1]")
+    _positive_int(c, "minimize.round_steps")
+    _positive_int(c, "minimize.max_rounds", -1)
+    _positive_int(c, "minimize.max_failures", -1)
+    b = c.batch
+    _check(b.method in batching.METHODS, "batch.method", b.method, str(batching.METHODS))
+    _check(b.grad in batching.GRADS, "batch.grad", b.grad, str(batching.GRADS))
+    _positive_int(c, "batch.group_size", 0)
+    _positive_int(c, "batch.devices", 0)
+    if "sweep" in c:
+        s = c.sweep
+        _positive_int(c, "sweep.num_seeds")
+        for name in s.strategies:
+            _check(
+                name in strategies.STRATEGIES, "sweep.strategies", name, str(strategies.STRATEGIES)
+            )
+        for t in s.thresholds:
+            _check(0.0 < t <= 1.0, "sweep.thresholds", t, "ratios in (0, 1]")
+    if "correlation" in c:
+        for field in (
+            "correlation.repetitions",
+            "correlation.second_steps",
+            "correlation.eval_every",
+        ):
+            _positive_int(c, field)
+    return c

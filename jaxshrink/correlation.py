@@ -48,6 +48,8 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from jaxshrink import batching, files, minimize, optim, pipeline, strategies
+from jaxshrink import config as config_lib
+from jaxshrink import workdir as workdir_lib
 
 AGGREGATIONS = ("min", "max", "std", "mean", "median")  # Table 4.1's column order
 COEFFICIENTS = {
@@ -164,6 +166,12 @@ def plot_figure_4_1(rows: Sequence[Mapping[str, Any]], path: str) -> str:
 
 def run_correlation(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs the mask-correlation experiment of `config` in `workdir` (see module doc)."""
+    config_lib.validate(config)
+    with workdir_lib.claim(workdir, config) as workdir:
+        return _run_correlation(config, workdir)
+
+
+def _run_correlation(config: ml_collections.ConfigDict, workdir: str) -> dict:
     log = pipeline.Logger()
     start = time.perf_counter()
     workdir = os.path.abspath(workdir)
@@ -203,9 +211,8 @@ def run_correlation(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ckpt = job.checkpointer("correlation")
     scores = [job.evaluate(states)["f1"]]
     done = 0
-    latest = ckpt.latest_step()
+    latest, states, meta = ckpt.restore_latest(states)
     if latest is not None:
-        states, meta = ckpt.restore(latest, states)
         states, done = job.place(states), latest
         scores = [np.asarray(s) for s in meta["scores"]]
         log(f"correlation: resumed at step {done} of the second phase")

@@ -10,24 +10,39 @@ Sources:
     offline. Each split is cut into many random crops with random flips and 90-degree rotations;
     train crops come only from train images and eval crops only from `eval_images`, so the two
     splits never share a source image. Images smaller than the crop are skipped.
-  * ``folder``: every image file under a folder (e.g. VOC2012's ``JPEGImages``), centre
-    cropped as in the thesis. Files, not crops, are split between train and eval.
+  * ``folder``: every image file under a folder and its subfolders (e.g. VOC2012's
+    ``JPEGImages``), centre cropped as in the thesis. The usable images, in an order shuffled by
+    the seed, are dealt between train and eval, so each image is in one split only. Files that
+    cannot be read (not an image, empty, truncated, beyond Pillow's pixel limit) or are smaller
+    than the crop are skipped and named in one `SkippedImagesWarning`, repeated on cached loads;
+    fewer than two usable images is a `jaxshrink.errors.DataError`. The folder is only read.
   * ``tfds``: a TensorFlow Datasets dataset read with ``tfds.data_source``, which needs no
     TensorFlow. The dataset must already be prepared in the ArrayRecord format.
 
 Targets are computed on each crop, not on the full image, so a target depends only on the pixels
 the network sees.
 
+Pixel formats: integers are scaled by their type's maximum (8-bit by 255, 16-bit PNG and TIFF by
+65535), bilevel images become 0 and 1, float images are taken as already in [0, 1] and clipped,
+colour is reduced with BT.601 luma, and palette images go through RGB (RGBA when the palette has
+transparency). Alpha is ignored, not composited: a pixel keeps the colour stored under it, as
+MATLAB's imread (which made the thesis's data) returns it.
+
+Errors: a config field with a value this module cannot use raises `jaxshrink.errors.ConfigError`
+naming the field and the allowed values; data that yields no usable image raises
+`jaxshrink.errors.DataError`. Both are one line and subclass `ValueError`.
+
 Fields of ``data_cfg`` (an ``ml_collections.ConfigDict``; `default_data_config` has them all):
   source: 'builtin', 'folder' or 'tfds'.
   crop_size: side of the square crops in pixels (thesis: 256).
   seed: seeds the builtin crop positions and augmentations and the folder train/eval split.
   train_size, eval_size: builtin: number of crops per split. folder and tfds: maximum number of
-    images per split, 0 meaning all of them.
+    images per split, 0 meaning all of them; a folder is read only until both splits are full.
   eval_images: builtin only; names from `BUILTIN_IMAGES` held out for eval. Every other name in
     `BUILTIN_IMAGES` is a train image.
   folder: folder only; the folder searched recursively for image files. It is never modified.
-  eval_fraction: folder only; fraction of the files, in (0, 1), assigned to eval.
+  eval_fraction: folder only; fraction of the usable images, in (0, 1), dealt to eval (at least
+    one image, and at least one left for train).
   tfds_name: tfds only; dataset name, e.g. 'voc/2012'.
   tfds_data_dir: tfds only; where the prepared data lives ('' = the tfds default).
   tfds_train_split, tfds_eval_split: tfds only; split names, e.g. 'train', 'validation'.
@@ -49,11 +64,13 @@ import hashlib
 import json
 import math
 import os
+import struct
 import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import ml_collections
 import numpy as np
@@ -63,8 +80,10 @@ import skimage.filters
 from ml_collections import config_dict
 from PIL import Image, ImageOps
 
+from jaxshrink import errors
+
 # Bump whenever a change here alters the arrays a config produces, so stale caches are ignored.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 TASKS = ("sobel", "canny")
 SOURCES = ("builtin", "folder", "tfds")
@@ -89,7 +108,33 @@ DEFAULT_EVAL_IMAGES = ("camera", "coffee", "china", "coins", "gravel")
 # tf.image.rgb_to_grayscale, rounded so that they sum to exactly 1.
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
 _PIL_DIRECT_MODES = frozenset({"1", "L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B", "F"})
-_PIL_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+# Files named per reason in the skipped-images warning.
+_MAX_NAMES = 10
+
+
+class SkippedImagesWarning(UserWarning):
+    """Some image files or records were skipped: unreadable, or smaller than the crop."""
+
+
+class _Unusable(Exception):
+    """A file Pillow opens but this module cannot use (empty, or pixels of unknown range)."""
+
+
+# What reading one broken file may raise. Pillow's decoders raise more than OSError on malformed
+# input (its fuzzers catch everything), so each file is read inside this net and skipped alone.
+_READ_ERRORS = (
+    OSError,  # Includes PIL.UnidentifiedImageError and truncated data.
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    LookupError,
+    TypeError,
+    ArithmeticError,
+    MemoryError,
+    Image.DecompressionBombError,
+    _Unusable,
+)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: `==` on arrays has no single truth.
@@ -215,16 +260,47 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
     """Returns the pixels of a PIL image at their native depth, for `to_grayscale_float`."""
     # Cameras record rotation in EXIF; crop what a viewer shows.
     im = ImageOps.exif_transpose(im)
-    if im.mode == "I":  # 16-bit files that older Pillow versions open as int32.
-        return np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
-    if im.mode not in _PIL_DIRECT_MODES:  # Palette, CMYK, YCbCr, ...
+    if im.mode in ("P", "PA"):
+        # Through RGBA when the palette has transparency: Pillow warns on the way to RGB. The
+        # alpha channel is then dropped like any other.
+        transparent = im.mode == "PA" or "transparency" in im.info
+        im = im.convert("RGBA" if transparent else "RGB")
+    elif im.mode == "I":  # 16-bit files that older Pillow versions open as int32.
+        values = np.asarray(im)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise _Unusable("32-bit integer pixels beyond the 16-bit range")
+        return values.astype(np.uint16)
+    elif im.mode not in _PIL_DIRECT_MODES:  # CMYK, YCbCr, ...
         im = im.convert("RGB")
     return np.asarray(im)
 
 
-def _read_image_file(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return _pil_to_array(im)
+class _TooSmall(Exception):
+    def __init__(self, height: int, width: int):
+        super().__init__(f"{height}x{width}")
+        self.shape = (height, width)
+
+
+def _read_image_file(path: Path, crop_size: int) -> np.ndarray:
+    """Returns the (crop_size, crop_size) grayscale centre crop of an image file.
+
+    Raises:
+      _TooSmall: if the image is smaller than the crop (found from the header, before decoding).
+      One of `_READ_ERRORS`: if the file cannot be read.
+    """
+    if path.stat().st_size == 0:
+        raise _Unusable("empty file")
+    # Pillow warns about very large images, palettes and corrupt EXIF. A file is either used or
+    # named in this module's one warning, so its own warnings add nothing, and under -W error
+    # they would abort the whole load.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(path) as im:
+            width, height = im.size
+            if min(height, width) < crop_size:
+                raise _TooSmall(height, width)
+            array = _pil_to_array(im)
+    return to_grayscale_float(center_crop(array, crop_size))
 
 
 # ---------------------------------------------------------------------------------- targets
@@ -295,6 +371,7 @@ def build_dataset(data_cfg, task: str) -> Dataset:
     """Builds the dataset from its source, without the cache; see `load_dataset`."""
     _check_task(task)
     _check_source(data_cfg.source)
+    _check_crop_size(data_cfg.crop_size)
     builders = {"builtin": _builtin_splits, "folder": _folder_splits, "tfds": _tfds_splits}
     (train_images, train_sources), (eval_images, eval_sources) = builders[data_cfg.source](data_cfg)
     return Dataset(
@@ -311,6 +388,11 @@ def _make_split(crops: list[np.ndarray], sources: list[str], task: str, data_cfg
 def _builtin_splits(data_cfg):
     eval_names = _check_eval_images(data_cfg.eval_images)
     train_names = tuple(name for name in BUILTIN_IMAGES if name not in eval_names)
+    if not train_names:
+        raise errors.ConfigError(
+            f"No builtin train image is left: data.eval_images names all {len(BUILTIN_IMAGES)} "
+            "builtin images; allowed: a subset that leaves at least one out"
+        )
     return [
         _builtin_split(data_cfg, "train", train_names, stream=0),
         _builtin_split(data_cfg, "eval", eval_names, stream=1),
@@ -318,9 +400,7 @@ def _builtin_splits(data_cfg):
 
 
 def _builtin_split(data_cfg, split: str, names: tuple[str, ...], stream: int):
-    size = data_cfg[f"{split}_size"]
-    if size <= 0:
-        raise ValueError(f"data_cfg.{split}_size must be positive for the builtin source.")
+    size = _check_size(data_cfg, split, minimum=1)
     # One random stream per split, so changing eval_size leaves the train crops as they were.
     rng = np.random.default_rng([data_cfg.seed, stream])
     return _random_crops(names, size, data_cfg.crop_size, rng, split)
@@ -330,8 +410,12 @@ def _check_eval_images(eval_images) -> tuple[str, ...]:
     names = (eval_images,) if isinstance(eval_images, str) else tuple(eval_images)
     unknown = [name for name in names if name not in BUILTIN_IMAGES]
     if unknown:
-        raise ValueError(
-            f"data_cfg.eval_images has unknown names {unknown}; allowed: {BUILTIN_IMAGES}."
+        raise errors.ConfigError(
+            f"data.eval_images: unknown names {unknown}; allowed: names from {BUILTIN_IMAGES}"
+        )
+    if not names:
+        raise errors.ConfigError(
+            "data.eval_images: got no name; allowed: at least one builtin image name"
         )
     return names
 
@@ -353,9 +437,11 @@ def _random_crops(names, size, crop_size, rng, split):
     images = {name: _load_builtin_image(name) for name in names}
     usable = [name for name in names if min(images[name].shape) >= crop_size]
     if not usable:
-        raise ValueError(
-            f"No builtin {split} image is at least {crop_size}x{crop_size} "
-            f"(images: {list(names)}); lower data_cfg.crop_size."
+        height, width = max((images[name].shape for name in names), key=min)
+        raise errors.ConfigError(
+            f"data.crop_size: got {crop_size}; allowed: at most {min(height, width)} for the "
+            f"builtin {split} images (the largest is {height}x{width}); "
+            "lower --config.data.crop_size"
         )
     # Cycle through the images so each gives about the same number of crops.
     picks = [usable[i] for i in rng.permutation(np.arange(size) % len(usable))]
@@ -372,73 +458,195 @@ def _random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.n
     return np.ascontiguousarray(crop)
 
 
+class _Skip(NamedTuple):
+    """An image left out: its name, why, and its (height, width) when smaller than the crop."""
+
+    name: str
+    why: str
+    small_shape: tuple[int, int] | None = None
+
+
 def _folder_splits(data_cfg):
     folder = _folder_path(data_cfg)
+    fraction = _check_eval_fraction(data_cfg.eval_fraction)
+    limits = {split: _check_size(data_cfg, split, minimum=0) for split in ("train", "eval")}
     files = _list_image_files(folder)
-    if len(files) < 2:
-        raise ValueError(
-            f"data_cfg.folder={str(folder)!r} holds {len(files)} image files "
-            f"({', '.join(sorted(IMAGE_SUFFIXES))}); need at least 2."
-        )
-    skipped = []
-    splits = []
-    for split, paths in _split_files(files, data_cfg.eval_fraction, data_cfg.seed).items():
-        named = ((path.relative_to(folder).as_posix(), path) for path in paths)
-        arrays = _read_files(named, skipped)
-        splits.append(_center_crops(arrays, data_cfg.crop_size, data_cfg[f"{split}_size"], skipped))
-    _warn_skipped(skipped, str(folder), data_cfg.crop_size)
-    _check_nonempty(splits, f"data_cfg.folder={str(folder)!r}")
+    order = np.random.default_rng(data_cfg.seed).permutation(len(files))
+    skipped: list[_Skip] = []
+    named_crops = _read_folder(folder, [files[i] for i in order], data_cfg.crop_size, skipped)
+    splits = _deal(named_crops, fraction, limits)
+    where = f"data.folder={str(folder)!r}"
+    read = len(skipped) + sum(len(names) for _, names in splits)
+    _warn_skipped(skipped, read, where, data_cfg.crop_size)
+    if not all(crops for crops, _ in splits):
+        # Fewer than two usable images: with limits >= 1 the deal fills both splits otherwise.
+        raise _no_usable_folder_error(folder, where, files, skipped, data_cfg.crop_size)
     return splits
 
 
-def _split_files(files: list[Path], eval_fraction: float, seed: int) -> dict[str, list[Path]]:
-    if not 0 < eval_fraction < 1:
-        raise ValueError(f"data_cfg.eval_fraction must be in (0, 1), got {eval_fraction}.")
-    # Split the file list, not the readable images, so reading can stop once a split is full.
-    n_eval = min(max(round(eval_fraction * len(files)), 1), len(files) - 1)
-    order = np.random.default_rng(seed).permutation(len(files))
-    return {
-        "train": [files[i] for i in order[n_eval:]],
-        "eval": [files[i] for i in order[:n_eval]],
-    }
+def _read_folder(
+    folder: Path, paths: list[Path], crop_size: int, skipped: list[_Skip]
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Yields (relative path, centre crop) per usable file; appends the others to `skipped`."""
+    for path in paths:
+        name = path.relative_to(folder).as_posix()
+        try:
+            crop = _read_image_file(path, crop_size)
+        except _TooSmall as small:
+            skipped.append(_Skip(name, str(small), small.shape))
+        except _READ_ERRORS as err:
+            skipped.append(_Skip(name, _describe_read_error(err)))
+        else:
+            yield name, crop
+
+
+def _describe_read_error(err: Exception) -> str:
+    if isinstance(err, Image.UnidentifiedImageError):
+        return "not an image Pillow can read"  # Its message repeats the whole path.
+    if isinstance(err, Image.DecompressionBombError):
+        return "more pixels than PIL.Image.MAX_IMAGE_PIXELS"
+    if isinstance(err, _Unusable):
+        return str(err)
+    text = " ".join(str(err).split())
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _eval_count(n: int, fraction: float) -> int:
+    """How many of the first `n` usable images go to eval: the second always, the first never."""
+    if n < 2:
+        return 0
+    return min(max(math.floor(fraction * n + 0.5), 1), n - 1)
+
+
+def _deal(
+    named_crops: Iterable[tuple[str, np.ndarray]], fraction: float, limits: dict[str, int]
+) -> list[tuple[list[np.ndarray], list[str]]]:
+    """Deals usable images to (train, eval) in turn, so that eval holds `fraction` of them.
+
+    An image's split depends only on its place among the usable images, so one split's limit
+    (0 = none) never changes which images the other split gets. Stops once both are full.
+    """
+    splits = {"train": ([], []), "eval": ([], [])}
+
+    def full(split: str) -> bool:
+        return bool(limits[split]) and len(splits[split][0]) >= limits[split]
+
+    for index, (name, crop) in enumerate(named_crops):
+        to_eval = _eval_count(index + 1, fraction) > _eval_count(index, fraction)
+        split = "eval" if to_eval else "train"
+        if not full(split):
+            splits[split][0].append(crop)
+            splits[split][1].append(name)
+        if full("train") and full("eval"):
+            break
+    return [splits["train"], splits["eval"]]
+
+
+def _no_usable_folder_error(
+    folder: Path, where: str, files: list[Path], skipped: list[_Skip], crop_size: int
+) -> errors.DataError:
+    if not files:
+        others = sum(1 for p in folder.rglob("*") if p.is_file())
+        return errors.DataError(
+            f"{where} holds no image file ({', '.join(sorted(IMAGE_SUFFIXES))}) in it or its "
+            f"subfolders, and {_plural(others, 'other file')}; point --config.data.folder at a "
+            "folder of images"
+        )
+    small = [skip for skip in skipped if skip.small_shape]
+    used = len(files) - len(skipped)
+    fix = []
+    if small:
+        height, width = max((skip.small_shape for skip in small), key=min)
+        fix.append(
+            f"crop_size={crop_size} but the largest skipped image is {height}x{width}; "
+            f"lower --config.data.crop_size to {min(height, width)} or less"
+        )
+    if len(small) < len(skipped):
+        fix.append("replace the unreadable files")
+    fix.append("add images")
+    return errors.DataError(
+        f"{where}: {used} of its {len(files)} image files usable "
+        f"({len(skipped) - len(small)} unreadable, {len(small)} smaller than the "
+        f"{crop_size}x{crop_size} crop, named in the warning); need 2, one for train and one "
+        f"for eval: {', or '.join(fix)}"
+    )
+
+
+def _check_eval_fraction(eval_fraction) -> float:
+    ok = isinstance(eval_fraction, int | float) and 0 < eval_fraction < 1
+    if not ok:
+        raise errors.ConfigError(
+            f"data.eval_fraction: got {eval_fraction!r}; allowed: a fraction in (0, 1)"
+        )
+    return float(eval_fraction)
+
+
+def _check_size(data_cfg, split: str, minimum: int) -> int:
+    size = data_cfg[f"{split}_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < minimum:
+        allowed = "an integer >= 1" if minimum else "an integer >= 0 (0 = all images)"
+        raise errors.ConfigError(
+            f"data.{split}_size: got {size!r}; allowed for the {data_cfg.source} source: {allowed}"
+        )
+    return size
+
+
+def _check_crop_size(crop_size) -> None:
+    if isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size < 1:
+        raise errors.ConfigError(f"data.crop_size: got {crop_size!r}; allowed: an integer >= 1")
 
 
 def _folder_path(data_cfg) -> Path:
+    if not data_cfg.folder:
+        raise errors.ConfigError(
+            f"data.folder: got {data_cfg.folder!r}; allowed: a folder of images for the folder "
+            "source (set --config.data.folder)"
+        )
     folder = Path(data_cfg.folder).expanduser()
-    if not data_cfg.folder or not folder.is_dir():
-        raise ValueError(f"data_cfg.folder={data_cfg.folder!r} is not a directory.")
+    if not folder.exists():
+        raise errors.DataError(f"data.folder={data_cfg.folder!r} does not exist")
+    if not folder.is_dir():
+        raise errors.DataError(f"data.folder={data_cfg.folder!r} is a file, not a folder")
     return folder
 
 
 def _list_image_files(folder: Path) -> list[Path]:
-    files = (p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """Every file with an image suffix under `folder`; broken links too, to be named as such."""
+    files = (
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or _is_broken_link(p))
+    )
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 
-def _read_files(named_paths, skipped: list[str]) -> Iterator[tuple[str, np.ndarray]]:
-    for name, path in named_paths:
-        try:
-            array = _read_image_file(path)
-        except _PIL_ERRORS as err:
-            skipped.append(f"{name} (unreadable: {type(err).__name__})")
-            continue
-        yield name, array
+def _is_broken_link(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
 
 
 def _tfds_splits(data_cfg):
     import tensorflow_datasets as tfds  # Lazy: a slow import, and only this source needs it.
 
-    skipped = []
+    skipped: list[_Skip] = []
     splits = []
     for split in ("train", "eval"):
         tfds_split = data_cfg[f"tfds_{split}_split"]
-        source = tfds.data_source(
-            data_cfg.tfds_name, split=tfds_split, data_dir=data_cfg.tfds_data_dir or None
-        )
+        limit = _check_size(data_cfg, split, minimum=0)
+        try:
+            source = tfds.data_source(
+                data_cfg.tfds_name, split=tfds_split, data_dir=data_cfg.tfds_data_dir or None
+            )
+        except tfds.core.registered.DatasetNotFoundError as err:
+            raise errors.ConfigError(
+                f"data.tfds_name: got {data_cfg.tfds_name!r}; allowed: a tfds dataset name "
+                f"({str(err).splitlines()[0]})"
+            ) from err
         named = _tfds_records(source, f"{data_cfg.tfds_name}/{tfds_split}", data_cfg.tfds_image_key)
-        splits.append(_center_crops(named, data_cfg.crop_size, data_cfg[f"{split}_size"], skipped))
-    _warn_skipped(skipped, f"tfds {data_cfg.tfds_name!r}", data_cfg.crop_size)
-    _check_nonempty(splits, f"data_cfg.tfds_name={data_cfg.tfds_name!r}")
+        splits.append(_center_crops(named, data_cfg.crop_size, limit, skipped))
+    read = len(skipped) + sum(len(names) for _, names in splits)
+    _warn_skipped(skipped, read, f"tfds {data_cfg.tfds_name!r}", data_cfg.crop_size)
+    _check_nonempty(splits, f"data.tfds_name={data_cfg.tfds_name!r}", data_cfg.crop_size)
     return splits
 
 
@@ -446,22 +654,22 @@ def _tfds_records(source, prefix: str, image_key: str) -> Iterator[tuple[str, np
     for index in range(len(source)):
         record = source[index]
         if image_key not in record:
-            raise ValueError(
-                f"data_cfg.tfds_image_key={image_key!r} is not a feature of "
-                f"{prefix}; features: {sorted(record)}."
+            raise errors.ConfigError(
+                f"data.tfds_image_key: got {image_key!r}, not a feature of {prefix}; "
+                f"allowed: {sorted(record)}"
             )
         yield f"{prefix}[{index}]", np.asarray(record[image_key])
 
 
 def _center_crops(
-    named_arrays: Iterable[tuple[str, np.ndarray]], crop_size: int, limit: int, skipped: list[str]
+    named_arrays: Iterable[tuple[str, np.ndarray]], crop_size: int, limit: int, skipped: list[_Skip]
 ) -> tuple[list[np.ndarray], list[str]]:
     """Centre crops and converts up to `limit` images (0 = all), skipping small ones."""
     crops, names = [], []
     for name, array in named_arrays:
         height, width = array.shape[:2]
         if min(height, width) < crop_size:
-            skipped.append(f"{name} ({height}x{width})")
+            skipped.append(_Skip(name, f"{height}x{width}", (height, width)))
             continue
         # Crop before converting so large images are converted only where they are used.
         crops.append(to_grayscale_float(center_crop(array, crop_size)))
@@ -471,33 +679,57 @@ def _center_crops(
     return crops, names
 
 
-def _warn_skipped(skipped: list[str], where: str, crop_size: int) -> None:
-    if skipped:
-        shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-        warnings.warn(
-            f"jaxshrink.data: skipped {len(skipped)} images in {where} that are "
-            f"unreadable or smaller than {crop_size}x{crop_size}: {shown}",
-            stacklevel=2,
-        )
+def _warn_skipped(skipped: list[_Skip], read: int, where: str, crop_size: int) -> None:
+    """Names the skipped images in one warning, grouped by reason."""
+    if not skipped:
+        return
+    small = [skip for skip in skipped if skip.small_shape]
+    unreadable = [skip for skip in skipped if not skip.small_shape]
+    groups = []
+    if unreadable:
+        groups.append(f"{len(unreadable)} unreadable: {_name_list(unreadable)}")
+    if small:
+        crop = f"{crop_size}x{crop_size}"
+        groups.append(f"{len(small)} smaller than the {crop} crop: {_name_list(small)}")
+    warnings.warn(
+        f"jaxshrink.data: skipped {_plural(len(skipped), 'image')} of the {read} read in "
+        f"{where}; " + "; ".join(groups),
+        SkippedImagesWarning,
+        stacklevel=4,  # The caller of build_dataset.
+    )
 
 
-def _check_nonempty(splits, where: str) -> None:
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _name_list(skipped: list[_Skip]) -> str:
+    # repr() keeps a name with a newline or other control character on one line.
+    shown = [
+        f"{skip.name if skip.name.isprintable() else repr(skip.name)} ({skip.why})"
+        for skip in sorted(skipped)[:_MAX_NAMES]
+    ]
+    more = len(skipped) - _MAX_NAMES
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+def _check_nonempty(splits, where: str, crop_size: int) -> None:
     for split, (crops, _) in zip(("train", "eval"), splits, strict=True):
         if not crops:
-            raise ValueError(
-                f"No usable image for the {split} split in {where}: it is empty or "
-                "every image was skipped (see the warning)."
+            raise errors.DataError(
+                f"No usable image for the {split} split in {where}: it is empty or every image "
+                f"was smaller than the {crop_size}x{crop_size} crop (named in the warning)"
             )
 
 
 def _check_task(task: str) -> None:
     if task not in TASKS:
-        raise ValueError(f"Unknown task {task!r}; allowed: {TASKS}.")
+        raise errors.ConfigError(f"task: got {task!r}; allowed: {TASKS}")
 
 
 def _check_source(source: str) -> None:
     if source not in SOURCES:
-        raise ValueError(f"Unknown data_cfg.source {source!r}; allowed: {SOURCES}.")
+        raise errors.ConfigError(f"data.source: got {source!r}; allowed: {SOURCES}")
 
 
 # ------------------------------------------------------------------------------------ cache
@@ -510,25 +742,59 @@ def load_dataset(data_cfg, task: str) -> Dataset:
       data_cfg: data config; see the module docstring for its fields.
       task: 'sobel' or 'canny'.
 
+    Warns:
+      SkippedImagesWarning: naming the images skipped as unreadable or smaller than the crop,
+        again on every load from the cache, until the source changes.
+
     Raises:
-      ValueError: on an unknown task or source, or when a split has no usable image.
+      errors.ConfigError: on an unknown task or source or another bad field of `data_cfg`.
+      errors.DataError: when the data yields no usable image for a split.
     """
     _check_task(task)
     _check_source(data_cfg.source)
-    path = resolve_cache_dir(data_cfg.cache_dir) / (
-        f"{task}-{data_cfg.source}-{cache_key(data_cfg, task)}.npz"
-    )
-    dataset = _read_cache(path)
+    cache_dir = resolve_cache_dir(data_cfg.cache_dir)
+    if data_cfg.source == "folder":
+        _check_cache_outside(cache_dir, _folder_path(data_cfg))
+    path = cache_dir / f"{task}-{data_cfg.source}-{cache_key(data_cfg, task)}.npz"
+    cached = _read_cache(path)
     how = "loaded from cache"
-    if dataset is None:
-        dataset = build_dataset(data_cfg, task)
-        _write_cache(path, dataset)
+    if cached is None:
+        dataset, notes = _build_noting_skips(data_cfg, task)
+        _write_cache(path, dataset, notes)
         how = "built and cached"
+    else:
+        dataset, notes = cached
+        for note in notes:
+            warnings.warn(note, SkippedImagesWarning, stacklevel=2)
     print(
         f"jaxshrink.data: {how} {task} data, {len(dataset.train)} train / "
         f"{len(dataset.eval)} eval images ({path})"
     )
     return dataset
+
+
+def _build_noting_skips(data_cfg, task: str) -> tuple[Dataset, tuple[str, ...]]:
+    """Calls `build_dataset`, passing its warnings on; returns the skipped-image ones to cache."""
+    caught = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            dataset = build_dataset(data_cfg, task)
+    finally:  # Also when it raises: the warning names the files its error counts.
+        for w in caught:
+            if issubclass(w.category, SkippedImagesWarning):  # At the caller, as from the cache.
+                warnings.warn(w.message, stacklevel=3)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    notes = tuple(str(w.message) for w in caught if issubclass(w.category, SkippedImagesWarning))
+    return dataset, notes
+
+
+def _check_cache_outside(cache_dir: Path, folder: Path) -> None:
+    if cache_dir.resolve().is_relative_to(folder.resolve()):
+        raise errors.ConfigError(
+            f"data.cache_dir: got {str(cache_dir)!r}, inside data.folder={str(folder)!r}; "
+            "allowed: a folder outside it (the image folder is only read; see $JAXSHRINK_CACHE)"
+        )
 
 
 def resolve_cache_dir(cache_dir: str) -> Path:
@@ -544,6 +810,7 @@ def cache_key(data_cfg, task: str) -> str:
     content = {
         "format": FORMAT_VERSION,
         "skimage": skimage.__version__,
+        "pillow": Image.__version__,
         "task": task,
         "config": config,
     }
@@ -556,19 +823,25 @@ def cache_key(data_cfg, task: str) -> str:
 def _folder_fingerprint(folder: Path) -> dict:
     files = []
     for path in _list_image_files(folder):
-        stat = path.stat()
-        files.append([path.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns])
+        try:
+            stat = path.stat()
+        except OSError:  # A broken link, or a file deleted since the listing.
+            stat = None
+        name = path.relative_to(folder).as_posix()
+        files.append([name, stat.st_size, stat.st_mtime_ns] if stat else [name, None, None])
     return {"folder": str(folder.resolve()), "files": files}
 
 
-def _read_cache(path: Path) -> Dataset | None:
+def _read_cache(path: Path) -> tuple[Dataset, tuple[str, ...]] | None:
+    """Returns the cached dataset and its skipped-image warnings, or None if there is none."""
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as arrays:
-            return Dataset(
+            dataset = Dataset(
                 train=_split_from_arrays(arrays, "train"), eval=_split_from_arrays(arrays, "eval")
             )
+            return dataset, tuple(str(note) for note in arrays["notes"])
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
         warnings.warn(
             f"jaxshrink.data: ignoring unreadable cache {path} ({err}); rebuilding.", stacklevel=2
@@ -581,8 +854,8 @@ def _split_from_arrays(arrays, split: str) -> Split:
     return Split(arrays[f"{split}_images"], arrays[f"{split}_targets"], sources)
 
 
-def _write_cache(path: Path, dataset: Dataset) -> None:
-    arrays = {}
+def _write_cache(path: Path, dataset: Dataset, notes: tuple[str, ...]) -> None:
+    arrays = {"notes": np.asarray(notes, dtype=str)}
     for split in ("train", "eval"):
         part = getattr(dataset, split)
         arrays[f"{split}_images"] = part.images

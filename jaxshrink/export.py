@@ -14,7 +14,6 @@ masking not counted).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -22,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxshrink import files, models
 from jaxshrink import masks as masks_lib
-from jaxshrink import models
 
 
 def compact(params: dict, masks: dict) -> dict:
@@ -132,7 +131,8 @@ def export(path: str, model_cfg, params: dict, masks: dict, apply, x) -> dict:
         for layer, leaves in small.items()
         for leaf, v in leaves.items()
     }
-    np.savez(os.path.join(path, "params.npz"), **flat)
+    with files.atomic_path(os.path.join(path, "params.npz")) as tmp:
+        np.savez(tmp, **flat)
     full_masks = masks_lib.full(params, True)
     k, c_in = int(model_cfg.kernel_size), int(model_cfg.in_channels)
     report = {
@@ -145,8 +145,9 @@ def export(path: str, model_cfg, params: dict, masks: dict, apply, x) -> dict:
         "full_inference_seconds": time_inference(lambda v: full_apply(params, full_masks, v), x),
         "timing_batch": list(x.shape),
     }
-    with open(os.path.join(path, "model.json"), "w") as f:
-        json.dump({"kernel_size": k, "in_channels": c_in, **report}, f, indent=2)
+    files.write_json(
+        os.path.join(path, "model.json"), {"kernel_size": k, "in_channels": c_in, **report}
+    )
     return report
 
 

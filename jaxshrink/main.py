@@ -12,11 +12,13 @@ folder, so rerunning the same command resumes the same run.
 from __future__ import annotations
 
 import os
+import re
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxshrink import correlation, pipeline, sweep
+from jaxshrink import correlation, errors, pipeline, sweep
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/sobel.py:quick."
@@ -38,13 +40,40 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
     workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
     config = _CONFIG.value
-    if "sweep" in config:
-        sweep.run_sweep(config, workdir)
-    elif "correlation" in config:
-        correlation.run_correlation(config, workdir)
-    else:
-        pipeline.run(config, workdir)
+    try:
+        if "sweep" in config:
+            sweep.run_sweep(config, workdir)
+        elif "correlation" in config:
+            correlation.run_correlation(config, workdir)
+        else:
+            results = pipeline.run(config, workdir)
+            if results.get("status", "ok") != "ok":
+                print(f"jaxshrink: run failed: {results['status']}", file=sys.stderr)
+                sys.exit(1)
+    except errors.UserError as e:  # the user's to fix: one line, no traceback
+        print(f"jaxshrink: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a bad flag or config reported in one line (exit 2)."""
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, errors.UserError, AttributeError, KeyError) as e:
+        message = str(e)
+        cause = e
+        while cause is not None:  # the root user error says most
+            if isinstance(cause, errors.UserError):
+                message = str(cause)
+                break
+            cause = cause.__cause__ or cause.__context__
+        if "jaxshrink.errors." in message:  # a config file's error, as absl formats it
+            message = re.split(r"jaxshrink\.errors\.\w+: ", message)[-1]
+        elif isinstance(e, (AttributeError, KeyError)):  # an override names no config field
+            message = f"unknown config field {message}; see the config file for the fields"
+        print(f"jaxshrink: error: {message.splitlines()[0]}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -69,6 +69,7 @@ class RoundRecord(NamedTuple):
     ratio: jax.Array  # score / reference
     accepted: jax.Array  # bool
     train_loss: jax.Array  # mean training loss of the round
+    finite: jax.Array  # bool: loss, score and weights were all finite
 
 
 def init_state(run: train.TrainState, baseline: jax.Array, key: jax.Array) -> MinState:
@@ -171,7 +172,8 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
         allowed = strategies.eligible(run.masks) & ~ms.failed
         allowed = allowed & ~(spec.visit_once & ms.visited)
         choice, has_candidate = strategies.select(scores, allowed)
-        active = ~ms.done & has_candidate
+        # A run whose accepted network scores NaN/Inf has nothing to compare with.
+        active = ~ms.done & has_candidate & jnp.isfinite(ms.reference)
         onehot_flat = jax.nn.one_hot(choice, scores.shape[0], dtype=bool) & active
         onehot = strategies.unflatten(onehot_flat, run.masks, fill=False)
         reinit = models.init(init_key, config) if mcfg.reinit else None
@@ -183,7 +185,11 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
         """Accepts the trial or rolls back to `ms.run`, and applies the stopping rule."""
         run, active = ms.run, prop.active
         ratio = score / ms.reference
-        accept = active & jnp.isfinite(score) & (ratio >= spec.threshold)
+        # A NaN or Inf anywhere (loss, score, weights) rolls the round back.
+        finite = jnp.isfinite(score) & jnp.isfinite(loss)
+        for leaf in jax.tree.leaves(trial.params):
+            finite &= jnp.all(jnp.isfinite(leaf))
+        accept = active & finite & (ratio >= spec.threshold)
         # Rolled back: params, masks, frozen flags and Adam state exactly as they were
         # (the next round resets Adam first, which is the thesis's reset after a
         # reversion). Only the step counter moves on, so the next round draws new
@@ -217,6 +223,7 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
             ratio=ratio,
             accepted=accept,
             train_loss=loss,
+            finite=finite,
         )
         return new, record
 

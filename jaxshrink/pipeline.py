@@ -34,7 +34,11 @@ from jaxshrink import (
     train,
     visualize,
 )
+from jaxshrink import (
+    config as config_lib,
+)
 from jaxshrink import masks as masks_lib
+from jaxshrink import workdir as workdir_lib
 
 
 class Logger:
@@ -136,11 +140,10 @@ def train_stage(job: Job, seeds) -> train.TrainState:
     states = job.place(train.create_train_states(seeds, config, job.trainer.tx))
     live = job.place(jnp.arange(batching.num_runs(states)) < n)
     ckpt = job.checkpointer("train")
-    latest = ckpt.latest_step()
     # Training curves, per run: what `visualize.save_training_curve` draws.
     curve: dict[str, list] = {"step": [], "loss": [], "eval_step": [], "eval_f1": []}
+    latest, states, meta = ckpt.restore_latest(states)
     if latest is not None:
-        states, meta = ckpt.restore(latest, states)
         states = job.place(states)
         curve = meta.get("curve", curve)
         log(f"train: resumed at step {latest}")
@@ -198,6 +201,7 @@ def round_entries(history: list[dict], run: int, masks: dict) -> list[dict]:
                 "ratio": float(rec["ratio"][run]),
                 "accepted": bool(rec["accepted"][run]),
                 "train_loss": float(rec["train_loss"][run]),
+                "finite": bool(rec["finite"][run]),
             }
         )
     return out
@@ -216,10 +220,9 @@ def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, des
     specs = job.place(specs)
     ckpt = job.checkpointer("minimize")
     history: list[dict] = []
-    latest = ckpt.latest_step()
+    latest, ms, meta = ckpt.restore_latest(ms)
     calls = latest or 0  # checkpoint number = round calls made
     if latest is not None:
-        ms, meta = ckpt.restore(latest, ms)
         ms = job.place(ms)
         history = list(meta["history"])
         log(f"minimize: resumed after round {latest}")
@@ -238,6 +241,8 @@ def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, des
             if entries:
                 e = entries[0]
                 verdict = "kept" if e["accepted"] else "rolled back"
+                if not e["finite"]:
+                    verdict = "rolled back (NaN/Inf)"
                 alive = int(masks_lib.count_alive(batching.take(ms.run.masks, 0)))
                 log(
                     f"minimize: round {calls:2d}  disable {e['candidate']:9s} "
@@ -255,6 +260,25 @@ def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, des
         ckpt.save(calls, ms, {"stage": "minimize", "history": history})
     ckpt.close()
     return batching.take(ms, slice(0, n)), history
+
+
+def all_finite(tree) -> bool:
+    """True if no leaf of `tree` holds a NaN or an Inf."""
+    return all(bool(np.all(np.isfinite(np.asarray(leaf)))) for leaf in jax.tree.leaves(tree))
+
+
+def _failed(config, workdir: str, log: Logger, reason: str, trained: dict) -> dict:
+    """Records a run that cannot go on: `results.json` says why; no score is reported."""
+    results = {
+        "status": f"failed: {reason}",
+        "config": config.to_dict(),
+        "workdir": workdir,
+        "device": jax.devices()[0].device_kind,
+        "trained": trained,
+    }
+    files.write_json(os.path.join(workdir, "results.json"), results)
+    log(f"FAILED: {reason}")
+    return results
 
 
 def draw_run(job: Job, trained, final, rounds: list[dict], baseline: float) -> list[str]:
@@ -334,7 +358,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     Returns:
       The results dictionary that is also written to `workdir/results.json`.
+
+    Raises:
+      errors.ConfigError: a config field is invalid, or differs from the one the
+        workdir was started with.
+      errors.WorkdirBusy: another live process holds the workdir.
     """
+    config_lib.validate(config)
+    with workdir_lib.claim(workdir, config) as workdir:
+        return _run(config, workdir)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     log = Logger()
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
@@ -346,6 +381,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     trained_batch = train_stage(job, seeds)
     trained = batching.take(trained_batch, 0)
     trained_scores = _floats(batching.take(job.evaluate(trained_batch), 0))
+    if not all_finite(trained.params) or not np.isfinite(trained_scores["f1"]):
+        return _failed(
+            config,
+            workdir,
+            log,
+            "the trained network is not finite (NaN/Inf in its weights or eval score); "
+            "lower optim.learning_rate or check the data",
+            {"steps": int(trained.step), "eval": trained_scores},
+        )
     job.picture(
         "samples_trained.png",
         trained,
@@ -383,6 +427,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     full_masks = masks_lib.full(final.params, True)
     results = {
+        "status": "ok",
         "config": config.to_dict(),
         "workdir": workdir,
         "device": jax.devices()[0].device_kind,

@@ -28,7 +28,9 @@ import ml_collections
 import numpy as np
 
 from jaxshrink import analysis, batching, files, minimize, pipeline, strategies
+from jaxshrink import config as config_lib
 from jaxshrink import masks as masks_lib
+from jaxshrink import workdir as workdir_lib
 
 
 def sweep_runs(config: ml_collections.ConfigDict) -> list[tuple[int, str, float]]:
@@ -55,6 +57,12 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     Returns the results dictionary also written to `workdir/results.json`.
     """
+    config_lib.validate(config)
+    with workdir_lib.claim(workdir, config) as workdir:
+        return _run_sweep(config, workdir)
+
+
+def _run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
     log = pipeline.Logger()
     start = time.perf_counter()
     workdir = os.path.abspath(workdir)
@@ -99,8 +107,15 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
         kept = batching.take(ms.run.masks, r)
         baseline = float(baselines[seeds.index(seed)])
         rounds = pipeline.round_entries(history, r, template)
+        if not np.isfinite(baseline):
+            status = "failed: trained network not finite"
+        elif not np.isfinite(final[r]) or not pipeline.all_finite(batching.take(ms.run.params, r)):
+            status = "failed: final network not finite"
+        else:
+            status = "ok"
         rows.append(
             {
+                "status": status,
                 "seed": seed,
                 "strategy": strategy,
                 "threshold": threshold,
@@ -113,11 +128,16 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 "kept": " ".join(
                     "".join("#" if k else "." for k in row) for row in masks_lib.to_rows(kept)
                 ),
-                "finite": bool(np.isfinite(final[r])),
             }
         )
         logs.append(rounds)
     files.write_csv(os.path.join(workdir, "runs.csv"), rows)
+    failed = [r for r in rows if r["status"] != "ok"]
+    if failed:
+        log(
+            f"WARNING: {len(failed)} of {len(rows)} runs failed (NaN/Inf), seeds "
+            f"{sorted({r['seed'] for r in failed})}; Figure 4.2 leaves them out"
+        )
     figure = analysis.figure_4_2(rows, workdir)
     results = {
         "config": config.to_dict(),
@@ -133,6 +153,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
             "minimize": minimize_seconds,
             "total": time.perf_counter() - start,
         },
+        "failed_runs": len(failed),
         "runs": rows,
         "round_logs": logs,
         "figure_4_2": {k: v for k, v in figure.items() if k != "summary"},

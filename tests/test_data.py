@@ -1,6 +1,9 @@
 """Tests for jaxshrink.data: grayscale conversion, edge targets, the three sources and the cache."""
 
+import hashlib
 import math
+import os
+import re
 import warnings
 
 import numpy as np
@@ -8,7 +11,7 @@ import pytest
 import scipy.ndimage as ndi
 from PIL import Image
 
-from jaxshrink import data
+from jaxshrink import data, errors
 
 
 def _config(tmp_path, **overrides):
@@ -234,7 +237,7 @@ def test_folder_source(tmp_path):
     messages = [str(w.message) for w in caught if "jaxshrink.data" in str(w.message)]
     assert len(messages) == 1
     assert "skipped 2 images" in messages[0]
-    assert "tiny.png (10x12)" in messages[0] and "x.jpg (unreadable" in messages[0]
+    assert "tiny.png (10x12)" in messages[0] and "1 unreadable: x.jpg (" in messages[0]
 
     assert not set(dataset.train.sources) & set(dataset.eval.sources)
     usable = {"a.png", "b.jpg", "sub/c16.png", "d.png", "e.png", "f.bmp", "h.png"}
@@ -276,9 +279,9 @@ def test_folder_limits_and_deterministic_file_split(tmp_path):
 def test_folder_errors(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ValueError, match="data_cfg.folder"):
+    with pytest.raises(ValueError, match="data.folder"):
         data.load_dataset(_folder_config(tmp_path, empty), "sobel")
-    with pytest.raises(ValueError, match="data_cfg.folder"):
+    with pytest.raises(ValueError, match="data.folder"):
         data.load_dataset(_folder_config(tmp_path, tmp_path / "missing"), "sobel")
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -288,6 +291,301 @@ def test_folder_errors(tmp_path):
         data.build_dataset(_folder_config(tmp_path, bad), "sobel")
     with pytest.raises(ValueError, match="eval_fraction"):
         data.build_dataset(_folder_config(tmp_path, bad, eval_fraction=1.0), "sobel")
+
+
+# ---------------------------------------------------------------------------- messy folder
+
+_LUMA = np.array([0.299, 0.587, 0.114])
+# Under the decompression bomb limit set below, GOOD_SIZE x GOOD_SIZE is fine, big.png only
+# warns (more than the limit) and bomb.png fails (more than twice the limit).
+_PIXEL_LIMIT = 5000
+_GOOD = 64
+
+
+def _fingerprint(folder):
+    """(kind, size, mtime_ns, sha256 or link target) of every entry under `folder`."""
+    entries = {}
+    for path in sorted(folder.rglob("*")):
+        stat = path.lstat()
+        if path.is_symlink():
+            entries[path] = ("link", os.readlink(path), stat.st_mtime_ns)
+        elif path.is_dir():
+            entries[path] = ("dir", stat.st_mtime_ns)
+        else:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            entries[path] = ("file", stat.st_size, stat.st_mtime_ns, digest)
+    return entries
+
+
+def _palette_image(rng, transparency=None):
+    im = Image.fromarray(rng.integers(0, 3, (_GOOD, _GOOD), np.uint8), mode="P")
+    im.putpalette(_PALETTE_COLORS.ravel().tolist())
+    if transparency is not None:
+        im.info["transparency"] = transparency
+    return im
+
+
+def _write_messy_folder(folder):
+    """Writes 14 usable images of every mode, 6 unreadable files, one too small and a .txt.
+
+    Returns the expected grayscale centre crop (32x32) of the usable images where it is simple.
+    """
+    rng = np.random.default_rng(0)
+    (folder / "sub").mkdir(parents=True)
+    noise = rng.integers(0, 256, (_GOOD, _GOOD, 3), np.uint8)
+    Image.fromarray(noise).save(folder / "good.jpg")
+    Image.fromarray(noise).save(folder / "good.png")
+    Image.fromarray(noise[..., 0]).save(folder / "sub" / "gray.jpg")
+    # 16-bit: the top half of the centre crop is 65535, the bottom half 32768.
+    g16 = np.full((_GOOD, _GOOD), 32768, np.uint16)
+    g16[: _GOOD // 2] = 65535
+    Image.fromarray(g16).save(folder / "g16.png")
+    Image.fromarray(g16).save(folder / "g16.tif")
+    rgba = np.zeros((_GOOD, _GOOD, 4), np.uint8)
+    rgba[..., :3] = (200, 100, 50)
+    rgba[..., 3] = rng.integers(0, 256, (_GOOD, _GOOD))  # Alpha is ignored: colour stays.
+    Image.fromarray(rgba).save(folder / "rgba.png")
+    la = np.stack([np.full((_GOOD, _GOOD), 128, np.uint8), rgba[..., 3]], axis=-1)
+    Image.fromarray(la).save(folder / "la.png")
+    palette = _palette_image(rng)
+    palette.save(folder / "p.png")
+    # Transparency as bytes: Pillow warns when converting this straight to RGB.
+    palette_alpha = _palette_image(rng, transparency=bytes([0, 128, 255]))
+    palette_alpha.save(folder / "p_alpha.png")
+    palette_gif = _palette_image(rng)
+    palette_gif.save(folder / "p_alpha.gif", transparency=1)
+    Image.fromarray(noise[..., 1]).save(folder / "l.png")
+    Image.fromarray(noise[..., 2] > 127).save(folder / "bilevel.png")
+    Image.new("CMYK", (_GOOD, _GOOD), (0, 128, 255, 0)).save(folder / "cmyk.jpg")
+    Image.fromarray(np.full((72, 72), 51, np.uint8)).save(folder / "big.png")  # Bomb warning.
+
+    (folder / "text.jpg").write_text("a text file renamed .jpg")
+    (folder / "empty.png").write_bytes(b"")
+    whole = (folder / "good.jpg").read_bytes()
+    (folder / "half.jpg").write_bytes(whole[: len(whole) // 2])
+    whole = (folder / "good.png").read_bytes()
+    (folder / "sub" / "half.png").write_bytes(whole[: len(whole) // 2])
+    Image.fromarray(np.zeros((101, 101), np.uint8)).save(folder / "bomb.png")  # Bomb error.
+    os.symlink(folder / "gone.png", folder / "link.png")  # A broken link.
+    Image.fromarray(noise[:20, :24]).save(folder / "tiny.png")
+    (folder / "notes.txt").write_text("not an image suffix: ignored, not counted")
+
+    top = (_GOOD - 32) // 2
+    crop = (slice(top, top + 32), slice(top, top + 32))
+    g16_crop = g16[crop] / 65535
+    return {
+        "good.png": noise[crop] @ _LUMA / 255,
+        "sub/gray.jpg": None,
+        "good.jpg": None,
+        "g16.png": g16_crop,
+        "g16.tif": g16_crop,
+        "rgba.png": np.full((32, 32), (200, 100, 50) @ _LUMA / 255),
+        "la.png": np.full((32, 32), 128 / 255),
+        "p.png": _PALETTE_COLORS[np.asarray(palette)[crop]] @ _LUMA / 255,
+        "p_alpha.png": _PALETTE_COLORS[np.asarray(palette_alpha)[crop]] @ _LUMA / 255,
+        "p_alpha.gif": _PALETTE_COLORS[np.asarray(palette_gif)[crop]] @ _LUMA / 255,
+        "l.png": noise[crop][..., 1] / 255,
+        "bilevel.png": (noise[crop][..., 2] > 127).astype(float),
+        "cmyk.jpg": None,
+        "big.png": np.full((32, 32), 0.2),
+    }
+
+
+_BROKEN = ("text.jpg", "empty.png", "half.jpg", "sub/half.png", "bomb.png", "link.png")
+
+
+def _messy_config(tmp_path, folder, **overrides):
+    """A folder config that uses every usable image."""
+    return _folder_config(tmp_path, folder, **{"train_size": 0, "eval_size": 0, **overrides})
+
+
+def _load_recording_warnings(cfg):
+    """Loads with Pillow's bomb warning as an error; returns the dataset and the UserWarnings."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        dataset = data.load_dataset(cfg, "sobel")
+    return dataset, [w for w in caught if issubclass(w.category, UserWarning)]
+
+
+def test_messy_folder_uses_every_readable_image_and_names_the_rest(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", _PIXEL_LIMIT)
+    folder = tmp_path / "messy"
+    expected = _write_messy_folder(folder)
+    before = _fingerprint(folder)
+    cfg = _messy_config(tmp_path, folder)
+
+    dataset, caught = _load_recording_warnings(cfg)
+
+    assert _fingerprint(folder) == before
+    # One warning from this module and none from Pillow (palette transparency, bomb).
+    assert [w.category for w in caught] == [data.SkippedImagesWarning]
+    message = str(caught[0].message)
+    assert "\n" not in message
+    assert "skipped 7 images of the 21 read" in message and str(folder) in message
+    assert "6 unreadable: " in message
+    for name in _BROKEN:
+        assert f"{name} (" in message
+    assert "empty.png (empty file)" in message and "text.jpg (not an image" in message
+    assert "half.jpg (OSError: image file is truncated" in message
+    assert "bomb.png (more pixels than PIL.Image.MAX_IMAGE_PIXELS)" in message
+    assert "1 smaller than the 32x32 crop: tiny.png (20x24)" in message
+    assert "notes.txt" not in message
+
+    images = {}
+    for split in (dataset.train, dataset.eval):
+        _assert_split_ok(split, len(split), 32, "sobel")
+        images.update(zip(split.sources, split.images[..., 0], strict=True))
+    assert len(dataset.train) + len(dataset.eval) == len(images) == 14
+    assert set(images) == set(expected)
+    assert (len(dataset.train), len(dataset.eval)) == (10, 4)  # eval_fraction 0.3 of 14.
+    for name, want in expected.items():
+        if want is not None:
+            np.testing.assert_allclose(images[name], want, rtol=0, atol=1e-6, err_msg=name)
+    for name in ("g16.png", "g16.tif"):  # 16-bit is scaled by 65535, not clipped at 255.
+        assert images[name][0, 0] == 1.0
+        assert images[name][-1, -1] == pytest.approx(0.5, abs=1e-4)
+    assert set(np.unique(images["bilevel.png"])) == {0.0, 1.0}
+
+    # A load from the cache names the same files again, and still only reads the folder.
+    again, caught = _load_recording_warnings(cfg)
+    assert [str(w.message) for w in caught] == [message]
+    assert again.train.sources == dataset.train.sources
+    assert _fingerprint(folder) == before
+
+
+def _assert_data_error(cfg, *fragments, warns=None):
+    """Asserts a one-line DataError with `fragments`, after one warning matching `warns`."""
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(errors.DataError) as info:
+        warnings.simplefilter("always")
+        data.load_dataset(cfg, "sobel")
+    skips = [str(w.message) for w in caught if issubclass(w.category, data.SkippedImagesWarning)]
+    if warns is None:
+        assert not skips
+    else:
+        assert len(skips) == 1 and re.search(warns, skips[0]), skips
+    message = str(info.value)
+    assert "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    return message
+
+
+def test_empty_folder_is_a_data_error(tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    _assert_data_error(
+        _messy_config(tmp_path, folder), str(folder), "no image file", "0 other files"
+    )
+    (folder / "readme.txt").write_text("no images here")
+    _assert_data_error(_messy_config(tmp_path, folder), "1 other file;", "--config.data.folder")
+    assert [p.name for p in folder.iterdir()] == ["readme.txt"]
+
+
+def test_all_broken_folder_is_a_data_error_naming_ten_files(tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for i in range(13):
+        (folder / f"bad{i:02d}.jpg").write_text("not a JPEG")
+    before = _fingerprint(folder)
+    message = _assert_data_error(
+        _messy_config(tmp_path, folder),
+        str(folder),
+        "0 of its 13 image files usable (13 unreadable, 0 smaller",
+        "replace the unreadable files",
+        warns=r"skipped 13 images of the 13 read .*13 unreadable: bad.*and 3 more$",
+    )
+    assert "crop_size" not in message
+    assert _fingerprint(folder) == before
+
+
+def test_too_small_folder_suggests_a_smaller_crop(tmp_path):
+    folder = tmp_path / "small"
+    folder.mkdir()
+    Image.fromarray(np.zeros((20, 24), np.uint8)).save(folder / "a.png")
+    Image.fromarray(np.zeros((40, 30), np.uint8)).save(folder / "b.png")
+    (folder / "c.jpg").write_bytes(b"")
+    _assert_data_error(
+        _messy_config(tmp_path, folder, crop_size=64),
+        "0 of its 3 image files usable (1 unreadable, 2 smaller than the 64x64 crop",
+        "crop_size=64 but the largest skipped image is 40x30",
+        "lower --config.data.crop_size to 30 or less",
+        warns="2 smaller than the 64x64 crop: a.png \\(20x24\\), b.png \\(40x30\\)",
+    )
+
+
+def test_one_usable_image_is_too_few_and_two_are_enough(tmp_path):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(folder / "a.png")
+    (folder / "b.png").write_text("not a PNG")
+    _assert_data_error(
+        _messy_config(tmp_path, folder),
+        "1 of its 2 image files usable",
+        "need 2, one for train and one for eval",
+        warns="b.png",
+    )
+    Image.fromarray(np.ones((32, 32), np.uint8)).save(folder / "c.png")
+    for fraction in (0.01, 0.99):  # Two usable images always make both splits.
+        with pytest.warns(data.SkippedImagesWarning):
+            cfg = _messy_config(tmp_path, folder, eval_fraction=fraction)
+            dataset = data.build_dataset(cfg, "sobel")
+        assert (len(dataset.train), len(dataset.eval)) == (1, 1)
+
+
+def test_folder_split_follows_fraction_and_limits_do_not_move_images(tmp_path):
+    folder = tmp_path / "ten"
+    folder.mkdir()
+    for i in range(10):
+        Image.fromarray(np.full((32, 32), i, np.uint8)).save(folder / f"{i}.png")
+    full = data.build_dataset(_messy_config(tmp_path, folder), "sobel")
+    assert (len(full.train), len(full.eval)) == (7, 3)
+    limited = data.build_dataset(_messy_config(tmp_path, folder, eval_size=1), "sobel")
+    assert limited.train.sources == full.train.sources
+    assert limited.eval.sources == full.eval.sources[:1]
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        ({"source": "ftp"}, "data.source: got 'ftp'; allowed: ('builtin', 'folder', 'tfds')"),
+        ({"eval_fraction": 1.0}, "data.eval_fraction: got 1.0; allowed: a fraction in (0, 1)"),
+        ({"eval_fraction": 0}, "data.eval_fraction: got 0"),
+        ({"folder": ""}, "data.folder: got ''"),
+        ({"train_size": -1}, "data.train_size: got -1; allowed for the folder source"),
+        ({"crop_size": 0}, "data.crop_size: got 0; allowed: an integer >= 1"),
+        ({"cache_dir": "INSIDE"}, "data.cache_dir: got"),
+        ({"source": "builtin", "crop_size": 5000}, "data.crop_size: got 5000; allowed: at most"),
+        ({"source": "builtin", "eval_images": ("lena",)}, "data.eval_images: unknown names"),
+        ({"source": "builtin", "eval_images": ()}, "data.eval_images: got no name"),
+        ({"source": "builtin", "train_size": 0}, "data.train_size: got 0"),
+    ],
+)
+def test_bad_config_values_are_config_errors(tmp_path, overrides, fragment):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((32, 32), i, np.uint8)).save(folder / f"{i}.png")
+    if overrides.get("cache_dir") == "INSIDE":
+        overrides = {"cache_dir": str(folder / "cache")}
+    # The builtin cases keep _config's positive sizes; the folder cases use every image.
+    sizes = {} if overrides.get("source") == "builtin" else {"train_size": 0, "eval_size": 0}
+    fields = {"source": "folder", "folder": str(folder), **sizes, **overrides}
+    cfg = _config(tmp_path, **fields)
+    with pytest.raises(errors.ConfigError) as info:
+        data.load_dataset(cfg, "sobel")
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+    assert sorted(p.name for p in folder.iterdir()) == ["0.png", "1.png"]
+
+
+def test_unknown_task_and_missing_folder(tmp_path):
+    with pytest.raises(errors.ConfigError, match=r"^task: got 'laplace'; allowed: \('sobel'"):
+        data.load_dataset(_config(tmp_path), "laplace")
+    with pytest.raises(errors.DataError, match="does not exist"):
+        data.load_dataset(_folder_config(tmp_path, tmp_path / "missing"), "sobel")
+    (tmp_path / "file.png").write_bytes(b"")
+    with pytest.raises(errors.DataError, match="is a file, not a folder"):
+        data.load_dataset(_folder_config(tmp_path, tmp_path / "file.png"), "sobel")
 
 
 # ------------------------------------------------------------------------------------ tfds
@@ -399,7 +697,7 @@ def test_resolve_cache_dir(tmp_path, monkeypatch):
 
 
 def test_unknown_source_and_task(tmp_path):
-    with pytest.raises(ValueError, match=r"data_cfg\.source.*builtin"):
+    with pytest.raises(ValueError, match=r"data\.source.*builtin"):
         data.load_dataset(_config(tmp_path, source="ftp"), "sobel")
     with pytest.raises(ValueError, match=r"task.*sobel"):
         data.load_dataset(_config(tmp_path), "laplace")

@@ -174,7 +174,7 @@ def test_quick_sweep_config_and_figure_script(tmp_path):
     assert config.sweep.num_seeds == 3 and len(config.sweep.thresholds) == 5
     results = sweep.run_sweep(config, str(tmp_path))
     rows = results["runs"]
-    assert len(rows) == 45 and all(r["finite"] for r in rows)
+    assert len(rows) == 45 and all(r["status"] == "ok" for r in rows)
     assert any(r["disabled"] > 0 for r in rows)
     # Lower thresholds never keep fewer masks disabled on average than 100%.
     mean = {t: np.mean([r["disabled"] for r in rows if r["threshold"] == t]) for t in (0.85, 1.0)}

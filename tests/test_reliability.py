@@ -1,0 +1,354 @@
+"""Faults injected for real: SIGKILL and resume, damaged checkpoints, two writers,
+config errors, NaNs in one run of a batch, determinism; property tests for helpers."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import hypothesis.extra.numpy as hnp
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jaxshrink import (
+    batching,
+    data,
+    errors,
+    files,
+    minimize,
+    models,
+    pipeline,
+    strategies,
+    sweep,
+    train,
+)
+from jaxshrink import config as config_lib
+from jaxshrink import masks as masks_lib
+from jaxshrink import workdir as workdir_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A tiny Canny run through the command line: train checkpoints every 10 steps,
+# minimize checkpoints every round.
+CLI = [
+    sys.executable,
+    "-u",
+    "-m",
+    "jaxshrink.main",
+    f"--config={os.path.join(ROOT, 'configs', 'canny.py')}:quick",
+    "--config.data.crop_size=16",
+    "--config.data.train_size=12",
+    "--config.data.eval_size=4",
+    "--config.train.initial_steps=40",
+    "--config.train.log_every=10",
+    "--config.train.eval_every=10",
+    "--config.minimize.round_steps=3",
+    "--config.minimize.threshold=0.9",
+    "--config.optim.learning_rate=0.01",
+]
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=ROOT)
+
+
+def _cli(workdir, timeout=300):
+    return subprocess.run(
+        [*CLI, f"--workdir={workdir}"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _comparable(workdir):
+    r = json.loads((workdir / "results.json").read_text())
+    return {k: r[k] for k in ("status", "kept", "rounds", "trained", "final", "params")}
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("straight")
+    proc = _cli(workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir
+
+
+def _kill_when(workdir, marker):
+    """Starts the CLI and SIGKILLs it as soon as a stdout line contains `marker`."""
+    proc = subprocess.Popen(
+        [*CLI, f"--workdir={workdir}"],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)[-2000:]
+
+
+@pytest.mark.parametrize(
+    "marker",
+    ["train: step     20/40", "minimize: round  2"],
+    ids=["during-initial-training", "inside-minimization"],
+)
+def test_sigkill_then_same_command_resumes_to_identical_results(straight, tmp_path, marker):
+    _kill_when(tmp_path, marker)
+    assert not (tmp_path / "results.json").exists()
+    # A save killed half-way leaves orbax's temporary folder; it must be ignored.
+    stage = "train" if "train" in marker else "minimize"
+    junk = tmp_path / "checkpoints" / stage / "999.orbax-checkpoint-tmp-1234"
+    junk.mkdir(parents=True)
+    (junk / "half_written").write_bytes(b"\0" * 10)
+    proc = _cli(tmp_path)  # the lock file of the killed process does not block
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed" in proc.stdout
+    assert _comparable(tmp_path) == _comparable(straight)
+
+
+def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    c = tiny_config("canny")
+    c.minimize.threshold = 0.9
+    want = pipeline.run(c, str(tmp_path))
+    ckpt_dir = tmp_path / "checkpoints" / "minimize"
+    steps = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
+    for path in (ckpt_dir / str(steps[-1])).rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"garbage")  # every file of the newest checkpoint
+    (tmp_path / "results.json").unlink()
+    with pytest.warns(UserWarning, match=f"checkpoint {steps[-1]} .* is damaged"):
+        got = pipeline.run(c, str(tmp_path))
+    assert (ckpt_dir / f"damaged-{steps[-1]}").is_dir()  # kept for inspection
+    for key in ("kept", "rounds", "final"):
+        assert got[key] == want[key]
+
+
+def test_a_second_process_on_a_live_workdir_is_refused(tmp_path):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-u",
+            "-c",
+            "import sys, time; from jaxshrink import workdir, config;"
+            "c = config.get_preset('canny', 'quick');"
+            "ctx = workdir.claim(sys.argv[1], c); ctx.__enter__(); print('held', flush=True);"
+            "time.sleep(120)",
+            str(tmp_path),
+        ],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = _cli(tmp_path)
+        assert proc.returncode == 2
+        assert proc.stderr.startswith("jaxshrink: error: workdir")
+        assert f"in use by pid {holder.pid}" in proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder is dead; its lock file stays but no longer blocks.
+    assert (tmp_path / ".lock").exists()
+    with workdir_lib.claim(str(tmp_path), config_lib.get_preset("canny", "quick")):
+        pass
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("--config.minimize.strategy=greedy", "minimize.strategy"),
+        ("--config.model.kernel_size=4", "model.kernel_size"),
+        ("--config.data.crop_size=5000", "crop"),
+    ],
+)
+def test_config_errors_exit_2_with_one_line(tmp_path, override, field):
+    proc = subprocess.run(
+        [*CLI, override, f"--workdir={tmp_path}"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jaxshrink: error:") and field in lines[0]
+    assert not (tmp_path / "checkpoints").exists()  # nothing was computed
+
+
+@pytest.mark.parametrize(
+    "field, value, allowed",
+    [
+        ("minimize.strategy", "greedy", "sequential"),
+        ("minimize.mode", "off", "disabled_frozen"),
+        ("minimize.threshold", 0.0, "(0, 1]"),
+        ("minimize.threshold", 1.01, "(0, 1]"),
+        ("model.kernel_size", 4, "odd"),
+        ("model.num_filters", 0, ">= 1"),
+        ("data.source", "web", "folder"),
+        ("train.loss", "hinge", "mse"),
+        ("batch.method", "pmap", "vmap"),
+        ("optim.learning_rate", float("nan"), "finite"),
+    ],
+)
+def test_validate_names_the_field_and_the_allowed_values(field, value, allowed):
+    c = tiny_config("canny")
+    section, name = field.split(".")
+    c[section][name] = value
+    with pytest.raises(errors.ConfigError) as info:
+        config_lib.validate(c)
+    message = str(info.value)
+    assert message.startswith(field) and allowed in message and "\n" not in message
+
+
+def test_a_config_changed_on_resume_is_refused(tmp_path):
+    c = tiny_config("canny")
+    with workdir_lib.claim(str(tmp_path), c):
+        pass
+    changed = c.copy_and_resolve_references()
+    changed.minimize.threshold = 0.5
+    changed.batch.devices = 1  # how it executes may change
+    with pytest.raises(errors.ConfigError, match=r"minimize.threshold: 0.95 -> 0.5"):
+        with workdir_lib.claim(str(tmp_path), changed):
+            pass
+    changed.minimize.threshold = 0.95
+    with workdir_lib.claim(str(tmp_path), changed):
+        pass
+
+
+def test_nan_in_one_seed_of_a_batch_fails_only_that_seed(tmp_path, monkeypatch):
+    def small():
+        c = tiny_config("canny")
+        c.sweep = config_lib.sweep_config("canny").sweep
+        c.sweep.num_seeds, c.sweep.thresholds = 2, (0.9,)
+        return c
+
+    clean = sweep.run_sweep(small(), str(tmp_path / "clean"))
+    real = pipeline.train_stage
+
+    def poisoned(job, seeds):
+        trained = real(job, seeds)
+        kernel = trained.params["conv_1"]["kernel"].at[1, 0, 0, 0, 0].set(jnp.nan)
+        params = {**trained.params, "conv_1": {**trained.params["conv_1"], "kernel": kernel}}
+        return trained.replace(params=params)  # seed 1's network is poisoned
+
+    monkeypatch.setattr(pipeline, "train_stage", poisoned)
+    got = sweep.run_sweep(small(), str(tmp_path / "poisoned"))
+    for a, b in zip(clean["runs"], got["runs"]):
+        if b["seed"] == 0:
+            assert a == b  # untouched by its neighbour's NaN
+        else:
+            assert b["status"].startswith("failed") and b["rounds"] == 0
+    assert got["failed_runs"] == 3
+    csv = files.read_csv(tmp_path / "poisoned" / "figure_4_2_summary.csv")
+    assert all(row["n"] == 1 for row in csv)  # only seed 0 is in the figure
+
+
+def test_a_round_with_nan_rolls_back_exactly():
+    c = tiny_config("canny")
+    dataset = data.load_dataset(c.data, c.task)
+    trainer = train.make_trainer(c, jax.eval_shape(lambda: models.init(jax.random.PRNGKey(0), c)))
+    engine = batching.make_engine(trainer, c.batch)
+    state = train.create_train_states([0], c, trainer.tx)
+    ev = train.make_eval_data(dataset.eval, 4)
+    baseline = jax.vmap(trainer.evaluate, in_axes=(0, 0, None))(state.params, state.masks, ev)
+    ms = pipeline.init_minimize(state, baseline["f1"], [0])
+    bad = train.TrainData(
+        jnp.full_like(jnp.asarray(dataset.train.images), jnp.nan),
+        jnp.asarray(dataset.train.targets),
+    )
+    spec = batching.stack([minimize.run_spec(c.minimize, threshold=0.5)])
+    new, rec = jax.jit(minimize.make_round(c, engine))(ms, spec, bad, ev)
+    assert bool(rec.active[0]) and not bool(rec.finite[0]) and not bool(rec.accepted[0])
+    for x, y in zip(jax.tree.leaves(new.run.params), jax.tree.leaves(ms.run.params)):
+        np.testing.assert_array_equal(x, y)
+    assert float(new.reference[0]) == float(ms.reference[0])
+
+
+def test_same_config_same_bits(tmp_path):
+    c = tiny_config("canny")
+    a = pipeline.run(c, str(tmp_path / "a"))
+    b = pipeline.run(c, str(tmp_path / "b"))
+    for key in ("kept", "rounds", "trained", "final", "curve"):
+        assert a[key] == b[key]
+    za, zb = (np.load(tmp_path / d / "export" / "params.npz") for d in ("a", "b"))
+    for key in za.files:
+        np.testing.assert_array_equal(za[key], zb[key])
+
+
+def test_outputs_are_written_atomically(tmp_path, monkeypatch):
+    files.write_json(tmp_path / "results.json", {"old": True})
+
+    def broken_dump(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(json, "dump", broken_dump)
+    with pytest.raises(OSError):
+        files.write_json(tmp_path / "results.json", {"new": True})
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "results.json").read_text()) == {"old": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+# --------------------------------------------------------------- property-based tests
+
+_unit_rows = st.lists(st.lists(st.booleans(), min_size=1, max_size=6), min_size=2, max_size=4)
+
+
+def _tree(rows):
+    return {f"conv_{i}": jnp.asarray(r, bool) for i, r in enumerate(rows)}
+
+
+@settings(max_examples=40, deadline=None)
+@given(_unit_rows)
+def test_mask_helpers_agree_with_plain_python(rows):
+    tree = _tree(rows)
+    assert masks_lib.to_rows(tree) == rows
+    assert int(masks_lib.count_alive(tree)) == sum(map(sum, rows))
+    params = {
+        name: {"kernel": jnp.zeros((3, 3, 2, len(r))), "bias": jnp.zeros(len(r))}
+        for name, r in zip(tree, rows)
+    }
+    expanded = masks_lib.expand(tree, params)
+    for name, r in zip(tree, rows):
+        k = np.asarray(expanded[name]["kernel"])
+        assert k.shape == (3, 3, 2, len(r))
+        assert all(bool(np.all(k[..., u] == r[u])) for u in range(len(r)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(_unit_rows)
+def test_candidates_flatten_round_trip_and_eligibility(rows):
+    tree = _tree(rows)
+    flat = strategies.flatten(tree, tree)
+    assert np.asarray(flat).tolist() == [u for r in rows[:-1] for u in r]  # output excluded
+    back = strategies.unflatten(flat, tree, fill=True)
+    assert masks_lib.to_rows(back)[:-1] == rows[:-1]
+    assert bool(np.all(back[f"conv_{len(rows) - 1}"]))
+    ok = np.asarray(strategies.eligible(tree))
+    expected = [u and sum(r) > 1 for r in rows[:-1] for u in r]  # never a layer's last unit
+    assert ok.tolist() == expected
+
+
+@settings(max_examples=30, deadline=None)
+@given(hnp.arrays(np.float32, (2, 4, 4, 1), elements=st.floats(0, 10, width=32)))
+def test_f1_loss_in_unit_interval_with_finite_gradient(out):
+    from jaxshrink import metrics
+
+    target = (np.arange(32).reshape(2, 4, 4, 1) % 3 == 0).astype(np.float32)
+    loss, grad = jax.value_and_grad(metrics.f1_loss)(jnp.asarray(out), jnp.asarray(target))
+    assert 0.0 <= float(loss) <= 1.0
+    assert bool(jnp.all(jnp.isfinite(grad)))
