@@ -292,10 +292,10 @@ def test_same_config_same_bits(tmp_path):
 def test_outputs_are_written_atomically(tmp_path, monkeypatch):
     files.write_json(tmp_path / "results.json", {"old": True})
 
-    def broken_dump(*args, **kwargs):
+    def crash(*args, **kwargs):  # the new content is written but not yet renamed
         raise OSError("disk full")
 
-    monkeypatch.setattr(json, "dump", broken_dump)
+    monkeypatch.setattr(os, "fsync", crash)
     with pytest.raises(OSError):
         files.write_json(tmp_path / "results.json", {"new": True})
     monkeypatch.undo()
