@@ -100,16 +100,20 @@ def make_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 PRESETS = {"quick": make_quick}
 
 
+def _with_preset(config, presets: dict, arg: str | None) -> ml_collections.ConfigDict:
+    """Applies the preset named by `arg` (None: none) from `presets` to `config`."""
+    if arg:
+        if arg not in presets:
+            raise errors.ConfigError(
+                f"config argument: unknown preset {arg!r}; allowed: {sorted(presets)}"
+            )
+        presets[arg](config)
+    return config
+
+
 def get_preset(task: str, arg: str | None = None) -> ml_collections.ConfigDict:
     """`base_config(task)` with the preset named by `arg` ('quick', or None for the thesis)."""
-    config = base_config(task)
-    if arg:
-        if arg not in PRESETS:
-            raise errors.ConfigError(
-                f"config argument: unknown preset {arg!r}; allowed: {sorted(PRESETS)}"
-            )
-        PRESETS[arg](config)
-    return config
+    return _with_preset(base_config(task), PRESETS, arg)
 
 
 def sweep_config(task: str = "canny") -> ml_collections.ConfigDict:
@@ -140,14 +144,7 @@ SWEEP_PRESETS = {"quick": make_quick_sweep}
 
 def get_sweep_preset(task: str, arg: str | None = None) -> ml_collections.ConfigDict:
     """`sweep_config(task)` with the preset named by `arg` ('quick', or None)."""
-    config = sweep_config(task)
-    if arg:
-        if arg not in SWEEP_PRESETS:
-            raise errors.ConfigError(
-                f"config argument: unknown preset {arg!r}; allowed: {sorted(SWEEP_PRESETS)}"
-            )
-        SWEEP_PRESETS[arg](config)
-    return config
+    return _with_preset(sweep_config(task), SWEEP_PRESETS, arg)
 
 
 def correlation_config(task: str = "canny") -> ml_collections.ConfigDict:
@@ -193,14 +190,7 @@ CORRELATION_PRESETS = {"quick": make_quick_correlation, "medium": make_medium_co
 
 def get_correlation_preset(task: str, arg: str | None = None) -> ml_collections.ConfigDict:
     """`correlation_config(task)` with the preset named by `arg` (or None)."""
-    config = correlation_config(task)
-    if arg:
-        if arg not in CORRELATION_PRESETS:
-            raise errors.ConfigError(
-                f"config argument: unknown preset {arg!r}; allowed: {sorted(CORRELATION_PRESETS)}"
-            )
-        CORRELATION_PRESETS[arg](config)
-    return config
+    return _with_preset(correlation_config(task), CORRELATION_PRESETS, arg)
 
 
 def _check(ok: bool, field: str, value, allowed: str) -> None:

@@ -33,3 +33,22 @@ def tiny_config(task: str = "sobel"):
     c.minimize.round_steps = 5
     c.output.num_examples = 2
     return c
+
+
+def die_after_saves(monkeypatch, stage: str, saves: int):
+    """Makes the `saves`-th checkpoint save of `stage` raise KeyboardInterrupt right
+    after it completes, as a kill between two checkpoints would; returns an undo."""
+    from jaxshrink import checkpoint
+
+    real_save = checkpoint.RunCheckpointer.save
+    done = []
+
+    def save_then_die(self, step, state, meta):
+        real_save(self, step, state, meta)
+        if meta["stage"] == stage:
+            done.append(step)
+            if len(done) == saves:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.RunCheckpointer, "save", save_then_die)
+    return lambda: monkeypatch.setattr(checkpoint.RunCheckpointer, "save", real_save)

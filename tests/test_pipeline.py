@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import die_after_saves, tiny_config
 
 from jaxshrink import export, pipeline
 
@@ -57,20 +57,10 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     assert len(want["rounds"]) >= 2
 
     # Interrupt after the second checkpointed round, as a kill between rounds would.
-    real_save = pipeline.checkpoint.RunCheckpointer.save
-    saves = []
-
-    def save_then_die(self, step, state, meta):
-        real_save(self, step, state, meta)
-        if meta["stage"] == "minimize":
-            saves.append(step)
-            if len(saves) == 2:
-                raise KeyboardInterrupt
-
-    monkeypatch.setattr(pipeline.checkpoint.RunCheckpointer, "save", save_then_die)
+    undo = die_after_saves(monkeypatch, "minimize", 2)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run(config, str(tmp_path / "resumed"))
-    monkeypatch.setattr(pipeline.checkpoint.RunCheckpointer, "save", real_save)
+    undo()
     assert not (tmp_path / "resumed" / "results.json").exists()
 
     got = pipeline.run(config, str(tmp_path / "resumed"))

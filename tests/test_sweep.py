@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import die_after_saves, tiny_config
 
 from jaxshrink import config as config_lib
 from jaxshrink import files, pipeline, sweep
@@ -110,20 +110,10 @@ def test_rounds_compile_once_for_the_whole_sweep(tmp_path, monkeypatch):
 
 def test_interrupted_sweep_resumes_to_the_same_result(loop_sweep, tmp_path, monkeypatch):
     want, _ = loop_sweep
-    real_save = pipeline.checkpoint.RunCheckpointer.save
-    saves = []
-
-    def save_then_die(self, step, state, meta):
-        real_save(self, step, state, meta)
-        if meta["stage"] == "minimize":
-            saves.append(step)
-            if len(saves) == 3:
-                raise KeyboardInterrupt
-
-    monkeypatch.setattr(pipeline.checkpoint.RunCheckpointer, "save", save_then_die)
+    undo = die_after_saves(monkeypatch, "minimize", 3)
     with pytest.raises(KeyboardInterrupt):
         sweep.run_sweep(tiny_sweep(), str(tmp_path))
-    monkeypatch.setattr(pipeline.checkpoint.RunCheckpointer, "save", real_save)
+    undo()
     assert not (tmp_path / "runs.csv").exists()
     got = sweep.run_sweep(tiny_sweep(), str(tmp_path))
     assert got["runs"] == want["runs"]
