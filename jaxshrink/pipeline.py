@@ -325,6 +325,10 @@ def draw_run(job: Job, trained, final, rounds: list[dict], baseline: float) -> l
     return names
 
 
+def _ratio_text(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.1%}"
+
+
 def _summary(results: dict) -> str:
     t, f, e = results["trained"], results["final"], results["export"]
     kept = "\n".join(
@@ -338,7 +342,7 @@ def _summary(results: dict) -> str:
         f"  minimized ({results['config']['minimize']['strategy']}, threshold "
         f"{results['config']['minimize']['threshold']}): {len(results['rounds'])} rounds, "
         f"{accepted} kept, F1 {f['eval']['f1']:.4f} "
-        f"({f['eval']['f1'] / t['eval']['f1']:.1%} of trained)\n"
+        f"({_ratio_text(results['reference_ratio'])} of trained)\n"
         f"  filters removed: {results['removed_units']}; kept (# = kept):\n{kept}\n"
         f"  parameters {e['full_params']} -> {e['params']}, "
         f"FLOPs/image {results['flops']['before']:,} -> {results['flops']['after']:,}\n"
@@ -433,7 +437,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "device": jax.devices()[0].device_kind,
         "trained": {"steps": int(trained.step), "eval": trained_scores},
         "final": {"steps": int(final.step), "eval": final_scores},
-        "reference_ratio": final_scores["f1"] / trained_scores["f1"],
+        # None when the trained network scores 0 (e.g. targets without any edge).
+        "reference_ratio": (
+            final_scores["f1"] / trained_scores["f1"] if trained_scores["f1"] > 0 else None
+        ),
         "layers": masks_lib.layer_names(final.masks),
         "kept": masks_lib.to_rows(final.masks),
         "removed_units": int(
