@@ -28,7 +28,20 @@ def tiny_sweep(method="loop"):
 @pytest.fixture(scope="module")
 def loop_sweep(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("sweep")
-    return sweep.run_sweep(tiny_sweep("loop"), str(workdir)), workdir
+    jobs = []
+    real_job = pipeline.Job
+
+    def keep(*args, **kwargs):
+        jobs.append(real_job(*args, **kwargs))
+        return jobs[-1]
+
+    pipeline.Job = keep  # to look at its compiled programs afterwards
+    try:
+        results = sweep.run_sweep(tiny_sweep("loop"), str(workdir))
+    finally:
+        pipeline.Job = real_job
+    results["_job"] = jobs[0]
+    return results, workdir
 
 
 def _key(row):
@@ -91,21 +104,15 @@ def test_vmap_batching_runs_the_same_sweep(loop_sweep, tmp_path):
         assert all(e["ratio"] >= b["threshold"] for e in lb if e["accepted"])
 
 
-def test_rounds_compile_once_for_the_whole_sweep(tmp_path, monkeypatch):
-    jobs = []
-    real_job = pipeline.Job
-
-    def keep(*args, **kwargs):
-        jobs.append(real_job(*args, **kwargs))
-        return jobs[-1]
-
-    monkeypatch.setattr(pipeline, "Job", keep)
-    results = sweep.run_sweep(tiny_sweep(), str(tmp_path))
+def test_rounds_compile_once_for_the_whole_sweep(loop_sweep):
+    results, _ = loop_sweep
+    job = results["_job"]
     assert max(len(rounds) for rounds in results["round_logs"]) >= 5
     # Masks, references and done flags changed every round; thresholds and strategies
     # differ per run: still one compiled round program, one train and one eval program.
-    assert jobs[0].round_fn._cache_size() == 1
-    assert jobs[0].train_fn._cache_size() == 1
+    assert job.round_fn._cache_size() == 1
+    assert job.train_fn._cache_size() == 1
+    assert job.eval_fn._cache_size() == 2  # two batch shapes: the 2 seeds, the 12 runs
 
 
 def test_interrupted_sweep_resumes_to_the_same_result(loop_sweep, tmp_path, monkeypatch):
