@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxshrink import batching, files, models, train
+from jaxshrink import batching, files, models, tasks, train
 from jaxshrink import config as config_lib
 
 GPU_DEFAULTS = {"sizes": "128,256", "seeds": "1,8,64,256", "steps": 50}
@@ -57,17 +57,23 @@ def _data(size: int, n: int, seed: int = 0):
     return images, targets
 
 
+def make_trainer(config) -> train.Trainer:
+    """The edge FCN's trainer at the config's crop size."""
+    size = int(config.data.crop_size)
+    model = models.get_model(config.model, (size, size, 1))
+    return train.make_trainer(config, model, tasks.get_task(config.task, config.train.loss))
+
+
 def step_flops(config) -> float:
     """XLA's FLOP count of one training step of one run."""
-    shapes = jax.eval_shape(lambda: models.init(jax.random.PRNGKey(0), config))
-    trainer = train.make_trainer(config, shapes)
-    state = train.create_train_state(jax.random.PRNGKey(0), config, trainer.tx)
+    trainer = make_trainer(config)
+    state = train.create_train_state(jax.random.PRNGKey(0), trainer.model, trainer.tx)
     images, targets = _data(int(config.data.crop_size), 8)
     data = train.TrainData(jnp.asarray(images), jnp.asarray(targets))
 
     def one_step(state, data):
-        x, y = trainer.sample(state, data)
-        grads = jax.grad(trainer.loss_of)(state.params, state.masks, x, y)
+        x, y, rng = trainer.sample(state, data)
+        grads = jax.grad(trainer.loss_of)(state.params, state.masks, x, y, rng)
         return trainer.update(state, grads)
 
     cost = jax.jit(one_step).lower(state, data).compile().cost_analysis()
@@ -78,8 +84,7 @@ def step_flops(config) -> float:
 def measure(size, seeds, method, grad, steps, precision, eval_images=48) -> dict:
     """One benchmark row (see module doc)."""
     config = _config(size, precision, method, grad)
-    shapes = jax.eval_shape(lambda: models.init(jax.random.PRNGKey(0), config))
-    trainer = train.make_trainer(config, shapes)
+    trainer = make_trainer(config)
     engine = batching.make_engine(trainer, config.batch)
     images, targets = _data(size, 64)
     data = train.TrainData(jnp.asarray(images), jnp.asarray(targets))
@@ -87,7 +92,7 @@ def measure(size, seeds, method, grad, steps, precision, eval_images=48) -> dict
     eval_data = train.make_eval_data(
         train.TrainData(ev_images, ev_targets), int(config.train.eval_batch_size)
     )
-    states = train.create_train_states(range(seeds), config, trainer.tx)
+    states = train.create_train_states(range(seeds), trainer.model, trainer.tx)
     num_steps = jnp.full((seeds,), steps, jnp.int32)
 
     t0 = time.perf_counter()

@@ -47,8 +47,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
 
-from jaxshrink import batching, files, minimize, optim, pipeline, strategies
-from jaxshrink import config as config_lib
+from jaxshrink import batching, files, minimize, optim, pipeline, strategies, validate
+from jaxshrink import masks as masks_lib
 from jaxshrink import workdir as workdir_lib
 
 AGGREGATIONS = ("min", "max", "std", "mean", "median")  # Table 4.1's column order
@@ -65,13 +65,13 @@ def stat_columns() -> list[str]:
     return [c for how in AGGREGATIONS for c in (f"cos:{how}", f"|cos|:{how}")]
 
 
-def cosine_features(params: dict, masks: dict) -> dict[str, jax.Array]:
+def cosine_features(model_spec, params: dict, masks: dict) -> dict[str, jax.Array]:
     """Every column of `stat_columns()` for every candidate mask, as (candidates,) arrays."""
     out = {}
     for how in AGGREGATIONS:
         for absolute, name in ((False, f"cos:{how}"), (True, f"|cos|:{how}")):
-            per_layer = strategies.cosine_stats(params, masks, how, absolute)
-            out[name] = strategies.flatten(per_layer, masks)
+            per_layer = strategies.cosine_stats(model_spec, params, masks, how, absolute)
+            out[name] = masks_lib.flatten(model_spec, per_layer)
     return out
 
 
@@ -166,7 +166,8 @@ def plot_figure_4_1(rows: Sequence[Mapping[str, Any]], path: str) -> str:
 
 def run_correlation(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs the mask-correlation experiment of `config` in `workdir` (see module doc)."""
-    config_lib.validate(config)
+    validate.validate(config)
+    validate.check_workdir(workdir)
     with workdir_lib.claim(workdir, config) as workdir:
         return _run_correlation(config, workdir)
 
@@ -179,29 +180,26 @@ def _run_correlation(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ccfg = config.correlation
     reps = int(ccfg.repetitions)
     second, every = int(ccfg.second_steps), int(ccfg.eval_every)
-    if reps < 1 or second < 1 or every < 1:
-        raise ValueError(
-            "correlation.repetitions, second_steps and eval_every must be >= 1, got "
-            f"{reps}, {second}, {every}"
-        )
     seeds = [int(config.seed) + i for i in range(reps)]
     job = pipeline.Job(config, workdir, log)
     log(f"jaxshrink mask correlations ({config.task}): {reps} repetitions; workdir {workdir}")
     log(job.describe())
     trained = pipeline.train_stage(job, seeds)
 
-    template = batching.take(trained.masks, 0)
-    layout = strategies.candidate_layout(template)
+    model_spec = job.model.spec
+    layout = masks_lib.candidate_layout(model_spec)
     names = [f"{layer}/{u}" for layer, units in layout for u in range(units)]
     m = len(names)
     # Variant v of a repetition: v < m disables candidate v; v == m is the reference.
     rep_index = np.repeat(np.arange(reps), m + 1)
     onehot = np.tile(np.concatenate([np.eye(m, dtype=bool), np.zeros((1, m), bool)]), (reps, 1))
-    features = jax.vmap(cosine_features)(trained.params, trained.masks)
+    features = jax.vmap(lambda p, m: cosine_features(model_spec, p, m))(
+        trained.params, trained.masks
+    )
 
     def alter(run, flat):
-        hot = strategies.unflatten(flat, run.masks, fill=False)
-        run = minimize._alter(run, hot, config.minimize.mode, None)
+        hot = masks_lib.unflatten(model_spec, flat, fill=False)
+        run = minimize.alter(model_spec, run, hot, config.minimize.mode)
         return run.replace(opt_state=optim.reset(job.trainer.tx, run.params))
 
     states = jax.vmap(alter)(batching.take(trained, rep_index), jnp.asarray(onehot))
@@ -209,7 +207,7 @@ def _run_correlation(config: ml_collections.ConfigDict, workdir: str) -> dict:
     states = job.place(states)
     live = job.place(jnp.arange(batching.num_runs(states)) < n)
     ckpt = job.checkpointer("correlation")
-    scores = [job.evaluate(states)["f1"]]
+    scores = [job.evaluate(states)["score"]]
     done = 0
     latest, states, meta = ckpt.restore_latest(states)
     if latest is not None:
@@ -221,12 +219,12 @@ def _run_correlation(config: ml_collections.ConfigDict, workdir: str) -> dict:
         chunk = min(every, second - done)
         t0 = time.perf_counter()
         states, _ = job.train_fn(states, job.train_data, jnp.where(live, chunk, 0))
-        scores.append(job.evaluate(states)["f1"])
+        scores.append(job.evaluate(states)["score"])
         done += chunk
         rate = chunk * n / (time.perf_counter() - t0)
         log(
-            f"correlation: step {done:6d}/{second}  eval F1 {pipeline._spread(scores[-1])}  "
-            f"{rate:7.1f} seed-steps/s"
+            f"correlation: step {done:6d}/{second}  eval {job.score_label} "
+            f"{pipeline.spread(scores[-1])}  {rate:7.1f} seed-steps/s"
         )
         ckpt.save(done, states, {"stage": "correlation", "scores": [s.tolist() for s in scores]})
     ckpt.close()

@@ -1,10 +1,13 @@
-"""Helpers over the boolean per-unit mask pytree.
+"""Helpers over per-unit trees: ``{layer: (units,)}``, one entry per unit.
 
-A mask tree maps each maskable layer name to a boolean vector with one entry per
-output unit (a conv filter or a dense neuron). The same shape of tree is used for
-"disabled" masks (True = unit alive) and for "frozen" flags (True = unit receives no
-update). Output units are the last axis of every parameter leaf (Flax's layout for
-`Conv` and `Dense` kernels and for biases), which is what `expand` relies on.
+The same shape of tree holds "alive" masks (True = unit enabled), "frozen" flags
+(True = unit receives no update) and per-unit scores. Layers and their order come
+from the model's `spec.ModelSpec`.
+
+*Candidates* are the units that a minimization round may disable: the units of the
+candidate layers (every layer but the output layer, unless the model says
+otherwise), flattened in network order into one vector, so strategies score and
+select over one array and a flat index names a unit (`candidate_name`).
 """
 
 from __future__ import annotations
@@ -13,38 +16,60 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxshrink import spec as spec_lib
 
-def full(params: dict, value: bool = True) -> dict:
-    """A mask tree with every unit set to `value`, shaped after `params`' biases."""
-    return {name: jnp.full(layer["bias"].shape[-1:], value, bool) for name, layer in params.items()}
-
-
-def expand(unit_tree: dict, params: dict) -> dict:
-    """Broadcasts per-unit values onto every parameter leaf of the unit's layer.
-
-    Args:
-      unit_tree: ``{layer: (units,)}`` array of any dtype.
-      params: ``{layer: {leaf: (..., units)}}``.
-
-    Returns:
-      A tree shaped like `params` where ``out[layer][leaf][..., u] = unit_tree[layer][u]``.
-    """
-    return {
-        name: {leaf: jnp.broadcast_to(unit_tree[name], p.shape) for leaf, p in layer.items()}
-        for name, layer in params.items()
-    }
+full = spec_lib.full  # full(spec, value=True): every unit set to `value`
 
 
-def layer_names(mask_tree: dict) -> list[str]:
-    """Layer names in network order (``conv_0``, ``conv_1``, ... sorted numerically)."""
-    return sorted(mask_tree, key=lambda n: (n.rstrip("0123456789"), int(n.split("_")[-1])))
+def candidate_layout(spec: spec_lib.ModelSpec) -> list[tuple[str, int]]:
+    """(layer, units) of the candidate layers, in network order."""
+    return [(layer.name, layer.units) for layer in spec.candidates]
 
 
-def to_rows(mask_tree: dict) -> list[list[bool]]:
+def num_candidates(spec: spec_lib.ModelSpec) -> int:
+    return sum(units for _, units in candidate_layout(spec))
+
+
+def flatten(spec: spec_lib.ModelSpec, tree: dict) -> jax.Array:
+    """Concatenates the candidate layers' per-unit values into one vector."""
+    return jnp.concatenate([jnp.asarray(tree[name]) for name, _ in candidate_layout(spec)])
+
+
+def unflatten(spec: spec_lib.ModelSpec, vector: jax.Array, fill=False) -> dict:
+    """The inverse of `flatten`; layers that are not candidates get `fill`."""
+    out, start = {}, 0
+    for layer in spec.layers:
+        if layer.candidate:
+            out[layer.name] = vector[start : start + layer.units]
+            start += layer.units
+        else:
+            out[layer.name] = jnp.full((layer.units,), fill, vector.dtype)
+    return out
+
+
+def eligible(spec: spec_lib.ModelSpec, masks: dict) -> jax.Array:
+    """Candidates that may be disabled: alive, and not the last live unit of a layer."""
+    parts = []
+    for name, _ in candidate_layout(spec):
+        alive = masks[name]
+        parts.append(alive & (jnp.sum(alive) > 1))
+    return jnp.concatenate(parts)
+
+
+def candidate_name(spec: spec_lib.ModelSpec, index: int) -> str:
+    """'conv_1/3' for a flat candidate index."""
+    for name, units in candidate_layout(spec):
+        if index < units:
+            return f"{name}/{index}"
+        index -= units
+    raise IndexError(index)
+
+
+def to_rows(spec: spec_lib.ModelSpec, masks: dict) -> list[list[bool]]:
     """One list of booleans per layer, in network order (rows may differ in length)."""
-    return [np.asarray(mask_tree[n]).tolist() for n in layer_names(mask_tree)]
+    return [np.asarray(masks[name]).tolist() for name in spec.names]
 
 
-def count_alive(mask_tree: dict) -> jax.Array:
+def count_alive(masks: dict) -> jax.Array:
     """Number of enabled units over all layers."""
-    return sum(jnp.sum(m) for m in jax.tree.leaves(mask_tree))
+    return sum(jnp.sum(m) for m in jax.tree.leaves(masks))

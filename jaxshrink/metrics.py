@@ -48,6 +48,8 @@ __all__ = [
 # Reduction axes of an NHWC batch: everything but the batch axis.
 _IMAGE_AXES = (1, 2, 3)
 
+UIQI_WINDOW = 8  # Wang & Bovik's sliding window; images must be at least this large
+
 
 def _as_image_pair(output, target, name: str) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Validate and promote a pair of NHWC batches.
@@ -228,7 +230,7 @@ def _window_reduce(x: jnp.ndarray, window: int, op: str) -> jnp.ndarray:
 
 
 @functools.partial(jax.jit, static_argnames="window")
-def uiqi_per_image(output, target, window: int = 8) -> jnp.ndarray:
+def uiqi_per_image(output, target, window: int = UIQI_WINDOW) -> jnp.ndarray:
     """Universal Image Quality Index of every image (Wang & Bovik 2002; thesis 3.1).
 
     For every ``window x window`` window (stride 1, 'valid' positions only, as in
@@ -322,7 +324,7 @@ def uiqi_per_image(output, target, window: int = 8) -> jnp.ndarray:
 
 
 @functools.partial(jax.jit, static_argnames="window")
-def uiqi(output, target, window: int = 8) -> jnp.ndarray:
+def uiqi(output, target, window: int = UIQI_WINDOW) -> jnp.ndarray:
     """Universal Image Quality Index averaged over the batch.
 
     See :func:`uiqi_per_image` for the definition, the MATLAB special cases and

@@ -37,8 +37,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxshrink import batching, models, optim, strategies, train
+from jaxshrink import batching, optim, strategies, train
 from jaxshrink import masks as masks_lib
+from jaxshrink import spec as spec_lib
 
 MODES = ("disabled", "disabled_frozen", "disabled_others_frozen")
 REFERENCES = ("last_accepted", "baseline")
@@ -64,7 +65,7 @@ class RoundRecord(NamedTuple):
 
     active: jax.Array  # bool: the run was still going at the start of the round
     candidate: jax.Array  # int32 flat candidate index (-1: none eligible)
-    score: jax.Array  # eval F1 after retraining
+    score: jax.Array  # eval score after retraining (the task's, e.g. F1)
     reference: jax.Array  # the score it was compared with
     ratio: jax.Array  # score / reference
     accepted: jax.Array  # bool
@@ -72,9 +73,11 @@ class RoundRecord(NamedTuple):
     finite: jax.Array  # bool: loss, score and weights were all finite
 
 
-def init_state(run: train.TrainState, baseline: jax.Array, key: jax.Array) -> MinState:
+def init_state(
+    model_spec: spec_lib.ModelSpec, run: train.TrainState, baseline: jax.Array, key: jax.Array
+) -> MinState:
     """The minimizer's state right after the initial training."""
-    size = strategies.flatten(run.masks, run.masks).shape[0]
+    size = masks_lib.num_candidates(model_spec)
     return MinState(
         run=run,
         reference=jnp.asarray(baseline, jnp.float32),
@@ -92,21 +95,23 @@ def _tree_where(pred, new, old):
     return jax.tree.map(lambda n, o: jnp.where(pred, n, o), new, old)
 
 
-def _alter(run: train.TrainState, onehot: dict, mode: str, reinit_params):
-    """The run with the chosen unit gated off and the mode's freeze flags set."""
+def alter(model_spec, run: train.TrainState, onehot: dict, mode: str, reinit_params=None):
+    """The run with the units of `onehot` gated off and the mode's freeze flags set.
+
+    `reinit_params`: fresh parameters whose slices replace what those units own.
+    """
     masks = jax.tree.map(lambda m, h: m & ~h, run.masks, onehot)
     dead = jax.tree.map(jnp.logical_not, masks)
     if mode == "disabled":
         frozen = run.frozen
     elif mode == "disabled_frozen":
         frozen = dead  # every disabled unit stays exactly as it was
-    elif mode == "disabled_others_frozen":
+    else:  # "disabled_others_frozen"
         frozen = jax.tree.map(jnp.logical_not, onehot)
-    else:
-        raise ValueError(f"minimize.mode: unknown {mode!r}; allowed: {MODES}")
     params = run.params
     if reinit_params is not None:
-        params = jax.tree.map(jnp.where, masks_lib.expand(onehot, params), reinit_params, params)
+        owned = spec_lib.expand(model_spec, onehot, params)
+        params = jax.tree.map(jnp.where, owned, reinit_params, params)
     return run.replace(params=params, masks=masks, frozen=frozen)
 
 
@@ -114,7 +119,7 @@ class RunSpec(NamedTuple):
     """What distinguishes one minimization run from another of a batch (all traced)."""
 
     threshold: jax.Array  # float32: keep a change when new/old >= threshold
-    strategy: jax.Array  # int32 index into `strategies.STRATEGIES`
+    strategy: jax.Array  # int32 position in `strategies.STRATEGIES`
     max_rounds: jax.Array  # int32, 0 = no limit
     max_failures: jax.Array  # int32 consecutive failures that stop the run, 0 = no limit
     visit_once: jax.Array  # bool: never propose a candidate twice
@@ -126,19 +131,15 @@ def run_spec(minimize_cfg, strategy: str | None = None, threshold: float | None 
     The stopping rule is the strategy's (thesis 4.3) unless `max_rounds` /
     `max_failures` in the config override it (-1 keeps the thesis's).
     """
-    cfg = minimize_cfg.copy_and_resolve_references()
-    if strategy is not None:
-        cfg.strategy = strategy
-    rule = strategies.get_strategy(cfg)
-    threshold = cfg.threshold if threshold is None else threshold
-    if not 0.0 < float(threshold) <= 1.0:
-        raise ValueError(f"minimize.threshold: must be in (0, 1], got {threshold}")
+    strategy = strategy or minimize_cfg.strategy
+    max_rounds, max_failures, visit_once = strategies.stopping_rule(minimize_cfg, strategy)
+    threshold = minimize_cfg.threshold if threshold is None else threshold
     return RunSpec(
         threshold=np.float32(threshold),
-        strategy=np.int32(strategies.STRATEGIES.index(cfg.strategy)),
-        max_rounds=np.int32(rule.max_rounds),
-        max_failures=np.int32(rule.max_failures),
-        visit_once=np.bool_(rule.visit_once),
+        strategy=np.int32(strategies.index(strategy)),
+        max_rounds=np.int32(max_rounds),
+        max_failures=np.int32(max_failures),
+        visit_once=np.bool_(visit_once),
     )
 
 
@@ -157,11 +158,9 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
     the engine's batched programs. Jit the result (or `batching.distribute` it).
     """
     mcfg = config.minimize
-    score_fn = strategies.make_scorer(mcfg)
-    if mcfg.mode not in MODES:
-        raise ValueError(f"minimize.mode: unknown {mcfg.mode!r}; allowed: {MODES}")
-    if mcfg.reference not in REFERENCES:
-        raise ValueError(f"minimize.reference: unknown {mcfg.reference!r}; allowed: {REFERENCES}")
+    model = engine.trainer.model
+    model_spec = model.spec
+    score_fn = strategies.make_scorer(model_spec, mcfg)
     round_steps = int(mcfg.round_steps)
 
     def propose(ms: MinState, spec: RunSpec):
@@ -169,15 +168,15 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
         key, score_key, init_key = jax.random.split(ms.key, 3)
         run = ms.run
         scores = score_fn(spec.strategy, run.params, run.masks, score_key)
-        allowed = strategies.eligible(run.masks) & ~ms.failed
+        allowed = masks_lib.eligible(model_spec, run.masks) & ~ms.failed
         allowed = allowed & ~(spec.visit_once & ms.visited)
         choice, has_candidate = strategies.select(scores, allowed)
         # A run whose accepted network scores NaN/Inf has nothing to compare with.
         active = ~ms.done & has_candidate & jnp.isfinite(ms.reference)
         onehot_flat = jax.nn.one_hot(choice, scores.shape[0], dtype=bool) & active
-        onehot = strategies.unflatten(onehot_flat, run.masks, fill=False)
-        reinit = models.init(init_key, config) if mcfg.reinit else None
-        trial = _alter(run, onehot, mcfg.mode, reinit)
+        onehot = masks_lib.unflatten(model_spec, onehot_flat, fill=False)
+        reinit = model.init(init_key) if mcfg.reinit else None
+        trial = alter(model_spec, run, onehot, mcfg.mode, reinit)
         trial = trial.replace(opt_state=optim.reset(engine.trainer.tx, trial.params))
         return trial, _Proposal(active, choice, onehot_flat, key)
 
@@ -230,16 +229,7 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
     def round_fn(ms: MinState, spec: RunSpec, data: train.TrainData, eval_data: train.EvalData):
         trial, prop = jax.vmap(propose)(ms, spec)
         trial, loss = engine.train(trial, data, jnp.where(prop.active, round_steps, 0))
-        score = engine.evaluate(trial.params, trial.masks, eval_data)["f1"]
+        score = engine.evaluate(trial.params, trial.masks, eval_data)["score"]
         return jax.vmap(decide)(ms, spec, prop, trial, loss, score)
 
     return round_fn
-
-
-def candidate_name(index: int, masks: dict) -> str:
-    """'conv_1/3' for a flat candidate index."""
-    for name, units in strategies.candidate_layout(masks):
-        if index < units:
-            return f"{name}/{index}"
-        index -= units
-    raise IndexError(index)

@@ -1,19 +1,29 @@
-"""Adam with per-unit freezing, and the thesis's optimizer reset.
+"""Optimizers with per-unit freezing, and the thesis's optimizer reset.
+
+`make_optimizer(optim_cfg, model_spec, params)` chains, in this order:
+
+1. L2 weight decay (`weight_decay` > 0): adds ``weight_decay * w`` to the gradient of
+   every kernel, which is the gradient of the loss term ``weight_decay / 2 * sum w²``
+   of thesis 004 (2.5.1, eq. 2.40; "the sum is over all weights", so biases are not
+   decayed);
+2. the optimizer named by `optim_cfg.name` (`OPTIMIZERS`): Adam (thesis 001 2.3.2,
+   004), Momentum (003's summation network), RMSProp (003's MNIST classifier), SGD;
+3. per-unit freezing (`freeze_units`);
+4. static whole-layer freezing (`frozen_layers`, with `optax.masked`).
 
 Freezing comes in two kinds, because `optax.masked` takes one *static* Python bool
-per leaf (a per-element or traced mask fails, see DESIGN.md):
+per leaf (a per-element or traced mask fails):
 
-* A whole leaf frozen for the entire run (e.g. a layer that is not to be trained,
-  `config.optim.frozen_layers`) is static structure, so it uses `optax.masked` with
-  `optax.set_to_zero()`.
+* A whole leaf frozen for the entire run (a layer that is not to be trained) is
+  static structure, so it uses `optax.masked` with `optax.set_to_zero()`.
 * Individual units frozen during minimization change from round to round and from
-  seed to seed in a batch. They are carried as a traced boolean tree (`frozen`, one
-  bool per unit, see `masks`) and passed to `update` as an extra argument, so a new
-  freeze pattern never recompiles. `freeze_units` zeroes those units' updates.
+  run to run in a batch. They are carried as a traced boolean per-unit tree
+  (`frozen`, see `masks`) and passed to `update` as an extra argument, so a new
+  freeze pattern never recompiles. `freeze_units` zeroes the updates of exactly what
+  those units own (`spec.expand`).
 
-`reset(tx, params)` is the thesis's Adam reset (section 2.4: accumulators, step
-count and bias-correction powers back to their initial values): it simply re-runs
-`tx.init`.
+`reset(tx, params)` is the thesis's Adam reset (001 section 2.4: accumulators, step
+count and bias-correction powers back to their initial values): it re-runs `tx.init`.
 """
 
 from __future__ import annotations
@@ -25,20 +35,47 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxshrink import masks as masks_lib
+from jaxshrink import spec as spec_lib
+
+
+def _adam(c):
+    return optax.adam(c.learning_rate, b1=c.b1, b2=c.b2, eps=c.eps)
+
+
+def _momentum(c):
+    return optax.sgd(c.learning_rate, momentum=c.momentum)
+
+
+def _rmsprop(c):
+    # TensorFlow 1's RMSPropOptimizer (what thesis 003 used) starts its mean square
+    # at 1, not 0 (optax's `initial_scale`), and adds eps inside the square root.
+    return optax.rmsprop(
+        c.learning_rate,
+        decay=c.decay,
+        eps=c.eps,
+        initial_scale=1.0,
+        momentum=c.momentum or None,
+    )
+
+
+def _sgd(c):
+    return optax.sgd(c.learning_rate)
+
+
+OPTIMIZERS = {"adam": _adam, "momentum": _momentum, "rmsprop": _rmsprop, "sgd": _sgd}
 
 
 class FreezeUnitsState(NamedTuple):
     """Stateless."""
 
 
-def freeze_units() -> optax.GradientTransformationExtraArgs:
+def freeze_units(model_spec: spec_lib.ModelSpec) -> optax.GradientTransformationExtraArgs:
     """Zeroes the updates of frozen units.
 
     `update(updates, state, params, *, frozen)` takes `frozen`, a per-unit boolean
-    tree (True = frozen) shaped like a mask tree. Placed after Adam in the chain, the
-    frozen units' parameters stay bit-for-bit unchanged, whatever Adam's moments
-    hold. `frozen=None` freezes nothing.
+    tree (True = frozen). Placed after the optimizer in the chain, the frozen units'
+    parameters stay bit-for-bit unchanged, whatever its moments hold. `frozen=None`
+    freezes nothing.
     """
 
     def init_fn(params):
@@ -49,44 +86,41 @@ def freeze_units() -> optax.GradientTransformationExtraArgs:
         del params, extra_args
         if frozen is None:
             return updates, state
-        keep = masks_lib.expand(jax.tree.map(jnp.logical_not, frozen), updates)
-        updates = jax.tree.map(lambda u, k: jnp.where(k, u, jnp.zeros_like(u)), updates, keep)
+        stop = spec_lib.expand(model_spec, frozen, updates, fill=False)
+        updates = jax.tree.map(lambda u, s: jnp.where(s, jnp.zeros_like(u), u), updates, stop)
         return updates, state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _static_leaf_mask(params: dict, frozen_layers) -> dict:
-    """True for the leaves of the layers to train (`optax.masked` convention)."""
-    return {
-        name: {leaf: name not in frozen_layers for leaf in layer} for name, layer in params.items()
-    }
+def _kernels(params: dict) -> dict:
+    """True for weight matrices and kernels (rank >= 2), False for biases."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
 def make_optimizer(
-    optim_cfg: ml_collections.ConfigDict, params: dict
+    optim_cfg: ml_collections.ConfigDict, model_spec: spec_lib.ModelSpec, params: dict
 ) -> optax.GradientTransformationExtraArgs:
-    """Adam (thesis 2.3.2) followed by per-unit freezing and static layer freezing.
+    """The configured optimizer with weight decay and freezing (see the module doc).
 
     Args:
-      optim_cfg: `config.optim` with `learning_rate`, `b1`, `b2`, `eps` and
-        `frozen_layers` (names of layers never trained).
-      params: a params tree, used only for its structure when layers are frozen.
+      optim_cfg: `config.optim`: `name`, `learning_rate` and that optimizer's
+        fields, `weight_decay`, `frozen_layers` (layers never trained).
+      model_spec: the model's spec (what each unit owns).
+      params: a params tree (or its shapes), for the optimizer's structure.
     """
-    parts = [
-        optax.adam(optim_cfg.learning_rate, b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps),
-        freeze_units(),
-    ]
+    parts = []
+    decay = float(optim_cfg.get("weight_decay", 0.0))
+    if decay > 0:
+        parts.append(optax.masked(optax.add_decayed_weights(decay), _kernels(params)))
+    parts += [OPTIMIZERS[optim_cfg.get("name", "adam")](optim_cfg), freeze_units(model_spec)]
     frozen_layers = tuple(optim_cfg.get("frozen_layers", ()))
     if frozen_layers:
-        unknown = sorted(set(frozen_layers) - set(params))
-        if unknown:
-            raise ValueError(
-                f"optim.frozen_layers: unknown layers {unknown}; allowed: {sorted(params)}"
-            )
-        leaf_mask = _static_leaf_mask(params, frozen_layers)
-        frozen_mask = jax.tree.map(lambda train: not train, leaf_mask)
-        parts.append(optax.masked(optax.set_to_zero(), frozen_mask))
+        frozen = {
+            name: jax.tree.map(lambda _, n=name: n in frozen_layers, layer)
+            for name, layer in params.items()
+        }
+        parts.append(optax.masked(optax.set_to_zero(), frozen))
     return optax.chain(*parts)
 
 

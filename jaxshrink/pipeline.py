@@ -7,7 +7,12 @@ Called by `python -m jaxshrink.main` and importable from a notebook. Stages:
    checkpointing every `config.train.eval_every` steps;
 3. minimize (if `config.minimize.enabled`): rounds of select / disable / retrain /
    accept-or-roll-back (`minimize`), checkpointed after every round;
-4. report: the compact exported network, `results.json`, pictures and a summary.
+4. report (`report`): the compact exported network, `results.json`, pictures and a
+   summary.
+
+Nothing here knows the network or the task: `Job` builds them from the registries
+(`models`, `tasks`, `data`), and every stage reads `job.model.spec` and the task's
+score.
 
 Every stage resumes from its newest checkpoint, so rerunning the same command on the
 same workdir continues where an interrupted run stopped.
@@ -15,6 +20,7 @@ same workdir continues where an interrupted run stopped.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -31,11 +37,10 @@ from jaxshrink import (
     files,
     minimize,
     models,
+    report,
+    tasks,
     train,
-    visualize,
-)
-from jaxshrink import (
-    config as config_lib,
+    validate,
 )
 from jaxshrink import masks as masks_lib
 from jaxshrink import workdir as workdir_lib
@@ -66,7 +71,11 @@ class Job:
     def __init__(self, config: ml_collections.ConfigDict, workdir: str, log: Logger):
         self.config, self.workdir, self.log = config, workdir, log
         self.curve: dict | None = None  # training curves, set by `train_stage`
-        self.dataset = data.load_dataset(config.data, config.task)
+        self.dataset = data.load_dataset(config.data)
+        log(f"data: {self.dataset.info['description']}")
+        example_shape = self.dataset.train.inputs.shape[1:]
+        self.model = models.get_model(config.model, example_shape)
+        self.task = tasks.get_task(config.task, config.train.loss or None)
         self.device_list = batching.devices(int(config.batch.devices))
         self.devices = len(self.device_list)
         self.train_data = batching.replicate(
@@ -76,8 +85,7 @@ class Job:
             train.make_eval_data(self.dataset.eval, int(config.train.eval_batch_size)),
             self.device_list,
         )
-        shapes = jax.eval_shape(lambda: models.init(jax.random.PRNGKey(0), config))
-        self.trainer = train.make_trainer(config, shapes)
+        self.trainer = train.make_trainer(config, self.model, self.task)
         self.engine = batching.make_engine(self.trainer, config.batch)
         self.train_fn = batching.distribute(
             self.engine.train, (True, False, True), self.device_list
@@ -112,16 +120,30 @@ class Job:
     def checkpointer(self, stage: str) -> checkpoint.RunCheckpointer:
         return checkpoint.RunCheckpointer(os.path.join(self.workdir, "checkpoints", stage))
 
+    @property
+    def score_label(self) -> str:
+        return self.task.score_label
+
+    def predict(self, run: train.TrainState, x) -> np.ndarray:
+        """One (unbatched) run's outputs for `x`, in eval-sized batches."""
+        size = int(self.config.train.eval_batch_size)
+        parts = [
+            np.asarray(self.trainer.predict(run.params, run.masks, x[i : i + size]))
+            for i in range(0, len(x), size)
+        ]
+        return np.concatenate(parts)
+
     def picture(self, name: str, run: train.TrainState, title: str) -> str:
-        """Input / target / output triptychs of one (unbatched) run."""
-        n = min(int(self.config.output.num_examples), self.dataset.eval.images.shape[0])
-        x = self.dataset.eval.images[:n]
-        out = np.asarray(self.trainer.predict(run.params, run.masks, x))
+        """The task's picture of a few eval examples and one (unbatched) run's outputs."""
+        n = min(int(self.config.output.num_examples), len(self.dataset.eval))
+        x = self.dataset.eval.inputs[:n]
+        out = self.predict(run, x)
         path = os.path.join(self.workdir, name)
-        return visualize.save_triptychs(path, x, self.dataset.eval.targets[:n], out, title)
+        return self.task.picture(path, x, self.dataset.eval.targets[:n], out, title)
 
 
-def _spread(values: np.ndarray, fmt: str = ".4f") -> str:
+def spread(values: np.ndarray, fmt: str = ".4f") -> str:
+    """'0.5' for one run; 'mean (min, max)' for several."""
     if values.size == 1:
         return format(float(values[0]), fmt)
     return (
@@ -137,11 +159,11 @@ def train_stage(job: Job, seeds) -> train.TrainState:
     """
     config, log = job.config, job.log
     n = len(seeds)
-    states = job.place(train.create_train_states(seeds, config, job.trainer.tx))
+    states = job.place(train.create_train_states(seeds, job.model, job.trainer.tx))
     live = job.place(jnp.arange(batching.num_runs(states)) < n)
     ckpt = job.checkpointer("train")
     # Training curves, per run: what `visualize.save_training_curve` draws.
-    curve: dict[str, list] = {"step": [], "loss": [], "eval_step": [], "eval_f1": []}
+    curve: dict[str, list] = {"step": [], "loss": [], "eval_step": [], "eval_score": []}
     latest, states, meta = ckpt.restore_latest(states)
     if latest is not None:
         states = job.place(states)
@@ -164,14 +186,14 @@ def train_stage(job: Job, seeds) -> train.TrainState:
         rate = chunk * n / (time.perf_counter() - t0)
         step = int(states.step[0])
         unit = "steps/s" if n == 1 else "seed-steps/s"
-        line = f"train: step {step:6d}/{total}  loss {_spread(loss, '.5f')}  {rate:7.1f} {unit}"
+        line = f"train: step {step:6d}/{total}  loss {spread(loss, '.5f')}  {rate:7.1f} {unit}"
         curve["step"].append(step)
         curve["loss"].append(loss.tolist())
         if step % eval_every == 0 or step == total:
-            f1 = job.evaluate(states)["f1"][:n]
-            line += f"  eval F1 {_spread(f1)}"
+            score = job.evaluate(states)["score"][:n]
+            line += f"  eval {job.score_label} {spread(score)}"
             curve["eval_step"].append(step)
-            curve["eval_f1"].append(f1.tolist())
+            curve["eval_score"].append(score.tolist())
             ckpt.save(step, states, {"stage": "train", "step": step, "curve": curve})
         log(line)
     ckpt.close()
@@ -179,13 +201,14 @@ def train_stage(job: Job, seeds) -> train.TrainState:
     return batching.take(states, slice(0, n))
 
 
-def init_minimize(trained: train.TrainState, baselines, seeds) -> minimize.MinState:
+def init_minimize(job: Job, trained: train.TrainState, baselines, seeds) -> minimize.MinState:
     """The minimizer's batched start: run i continues `trained[i]` with the key of `seeds[i]`."""
     keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(int(s)), 1) for s in seeds])
-    return jax.vmap(minimize.init_state)(trained, jnp.asarray(baselines, jnp.float32), keys)
+    start = functools.partial(minimize.init_state, job.model.spec)
+    return jax.vmap(start)(trained, jnp.asarray(baselines, jnp.float32), keys)
 
 
-def round_entries(history: list[dict], run: int, masks: dict) -> list[dict]:
+def round_entries(history: list[dict], run: int, model_spec) -> list[dict]:
     """The rounds in which run `run` tested a unit, as readable records."""
     out = []
     for rec in history:
@@ -194,7 +217,7 @@ def round_entries(history: list[dict], run: int, masks: dict) -> list[dict]:
             continue
         out.append(
             {
-                "candidate": minimize.candidate_name(candidate, masks),
+                "candidate": masks_lib.candidate_name(model_spec, candidate),
                 "candidate_index": candidate,
                 "score": float(rec["score"][run]),
                 "reference": float(rec["reference"][run]),
@@ -230,14 +253,13 @@ def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, des
         log(describe)
     while not bool(np.all(np.asarray(ms.done))):
         t0 = time.perf_counter()
-        masks_before = batching.take(ms.run.masks, 0)
         ms, record = job.round_fn(ms, specs, job.train_data, job.eval_data)
         rec = {k: np.asarray(v)[:n].tolist() for k, v in record._asdict().items()}
         history.append(rec)
         calls += 1
         seconds = time.perf_counter() - t0
         if n == 1:
-            entries = round_entries([rec], 0, masks_before)
+            entries = round_entries([rec], 0, job.model.spec)
             if entries:
                 e = entries[0]
                 verdict = "kept" if e["accepted"] else "rolled back"
@@ -246,7 +268,7 @@ def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, des
                 alive = int(masks_lib.count_alive(batching.take(ms.run.masks, 0)))
                 log(
                     f"minimize: round {calls:2d}  disable {e['candidate']:9s} "
-                    f"F1 {e['score']:.4f}  ratio {e['ratio']:.3f}  {verdict:11s} "
+                    f"{job.score_label} {e['score']:.4f}  ratio {e['ratio']:.3f}  {verdict:11s} "
                     f"alive {alive}  ({seconds:.1f}s)"
                 )
         else:
@@ -281,77 +303,6 @@ def _failed(config, workdir: str, log: Logger, reason: str, trained: dict) -> di
     return results
 
 
-def draw_run(job: Job, trained, final, rounds: list[dict], baseline: float) -> list[str]:
-    """The thesis's pictures (3.2) of one run, written into the workdir; returns names."""
-    config, out = job.config, job.workdir
-    image = job.dataset.eval.images[0]
-    names = []
-
-    def path(name):
-        names.append(name)
-        return os.path.join(out, name)
-
-    visualize.save_masks(path("masks_trained.png"), trained.params, trained.masks, "trained")
-    visualize.save_masks(path("masks_minimized.png"), final.params, final.masks, "minimized")
-    # "After a few steps": the same run's first steps, recomputed (same seed, batches).
-    few = min(100, int(config.train.initial_steps))
-    start = job.place(train.create_train_states([int(config.seed)], config, job.trainer.tx))
-    early, _ = job.train_fn(start, job.train_data, job.place(jnp.full((1,), few, jnp.int32)))
-    early = batching.take(early, 0)
-    visualize.save_filter_outputs_pair(
-        path("filter_outputs.png"),
-        (early.params, early.masks),
-        (final.params, final.masks),
-        image,
-        titles=(f"after {few} steps", f"after training and minimization ({int(final.step)})"),
-    )
-    if job.curve and job.curve["step"]:
-        c = job.curve
-        visualize.save_training_curve(
-            path("training_curve.png"),
-            c["step"],
-            [v[0] for v in c["loss"]],
-            c["eval_step"],
-            [v[0] for v in c["eval_f1"]],
-            title=f"initial training ({config.train.loss} loss)",
-        )
-    if config.minimize.enabled:
-        visualize.save_timeline(
-            path("timeline.png"), rounds, baseline, threshold=float(config.minimize.threshold)
-        )
-    visualize.save_kept_matrix(
-        path("kept.png"), masks_lib.to_rows(final.masks), masks_lib.layer_names(final.masks)
-    )
-    return names
-
-
-def _ratio_text(ratio: float | None) -> str:
-    return "n/a" if ratio is None else f"{ratio:.1%}"
-
-
-def _summary(results: dict) -> str:
-    t, f, e = results["trained"], results["final"], results["export"]
-    kept = "\n".join(
-        f"    {name}: " + " ".join("#" if k else "." for k in row)
-        for name, row in zip(results["layers"], results["kept"])
-    )
-    accepted = sum(r["accepted"] for r in results["rounds"])
-    return (
-        f"\n== jaxshrink {results['config']['task']} ==\n"
-        f"  trained {t['steps']} steps: eval F1 {t['eval']['f1']:.4f}\n"
-        f"  minimized ({results['config']['minimize']['strategy']}, threshold "
-        f"{results['config']['minimize']['threshold']}): {len(results['rounds'])} rounds, "
-        f"{accepted} kept, F1 {f['eval']['f1']:.4f} "
-        f"({_ratio_text(results['reference_ratio'])} of trained)\n"
-        f"  filters removed: {results['removed_units']}; kept (# = kept):\n{kept}\n"
-        f"  parameters {e['full_params']} -> {e['params']}, "
-        f"FLOPs/image {results['flops']['before']:,} -> {results['flops']['after']:,}\n"
-        f"  inference {e['full_inference_seconds'] * 1e3:.2f} ms -> "
-        f"{e['inference_seconds'] * 1e3:.2f} ms per batch of {e['timing_batch'][0]}\n"
-        f"  workdir: {results['workdir']}\n"
-    )
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs the configured job in `workdir` and returns its results.
 
@@ -368,7 +319,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         workdir was started with.
       errors.WorkdirBusy: another live process holds the workdir.
     """
-    config_lib.validate(config)
+    validate.validate(config)
+    validate.check_workdir(workdir)
     with workdir_lib.claim(workdir, config) as workdir:
         return _run(config, workdir)
 
@@ -377,15 +329,16 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     log = Logger()
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
-    log(f"jaxshrink {config.task}: workdir {workdir}")
+    log(f"jaxshrink {config.task} ({config.data.dataset}): workdir {workdir}")
     job = Job(config, workdir, log)
     log(job.describe())
+    label = job.score_label
 
     seeds = [int(config.seed)]
     trained_batch = train_stage(job, seeds)
     trained = batching.take(trained_batch, 0)
     trained_scores = _floats(batching.take(job.evaluate(trained_batch), 0))
-    if not all_finite(trained.params) or not np.isfinite(trained_scores["f1"]):
+    if not all_finite(trained.params) or not np.isfinite(trained_scores["score"]):
         return _failed(
             config,
             workdir,
@@ -397,71 +350,38 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     job.picture(
         "samples_trained.png",
         trained,
-        f"trained {int(trained.step)} steps: eval F1 {trained_scores['f1']:.4f}",
+        f"trained {int(trained.step)} steps: eval {label} {trained_scores['score']:.4f}",
     )
 
     if config.minimize.enabled:
         mcfg = config.minimize
         spec = batching.stack([minimize.run_spec(mcfg)])
-        ms = init_minimize(trained_batch, [trained_scores["f1"]], seeds)
+        ms = init_minimize(job, trained_batch, [trained_scores["score"]], seeds)
         describe = (
             f"minimize: strategy {mcfg.strategy}, mode {mcfg.mode}, threshold "
-            f"{mcfg.threshold}, {mcfg.round_steps} steps per round, baseline F1 "
-            f"{trained_scores['f1']:.4f}"
+            f"{mcfg.threshold}, {mcfg.round_steps} steps per round, baseline {label} "
+            f"{trained_scores['score']:.4f}"
         )
         ms, history = minimize_stage(job, ms, spec, describe)
         final_batch = ms.run
-        rounds = round_entries(history, 0, trained.masks)
+        rounds = round_entries(history, 0, job.model.spec)
     else:
         rounds, final_batch = [], trained_batch
     final = batching.take(final_batch, 0)
     final_scores = _floats(batching.take(job.evaluate(final_batch), 0))
-    job.picture("samples_minimized.png", final, f"minimized: eval F1 {final_scores['f1']:.4f}")
-    pictures = draw_run(job, trained, final, rounds, trained_scores["f1"])
-
-    crop = int(config.data.crop_size)
-    k, c_in = int(config.model.kernel_size), int(config.model.in_channels)
-    report = export.export(
+    job.picture(
+        "samples_minimized.png", final, f"minimized: eval {label} {final_scores['score']:.4f}"
+    )
+    exported = export.export(
         os.path.join(workdir, "export"),
-        config.model,
+        job.model,
         final.params,
         final.masks,
-        job.trainer.apply,
-        jnp.asarray(job.dataset.eval.images[: int(config.train.batch_size)]),
+        jnp.asarray(job.dataset.eval.inputs[: int(config.train.batch_size)]),
     )
-    full_masks = masks_lib.full(final.params, True)
-    results = {
-        "status": "ok",
-        "config": config.to_dict(),
-        "workdir": workdir,
-        "device": jax.devices()[0].device_kind,
-        "trained": {"steps": int(trained.step), "eval": trained_scores},
-        "final": {"steps": int(final.step), "eval": final_scores},
-        # None when the trained network scores 0 (e.g. targets without any edge).
-        "reference_ratio": (
-            final_scores["f1"] / trained_scores["f1"] if trained_scores["f1"] > 0 else None
-        ),
-        "layers": masks_lib.layer_names(final.masks),
-        "kept": masks_lib.to_rows(final.masks),
-        "removed_units": int(
-            masks_lib.count_alive(full_masks) - masks_lib.count_alive(final.masks)
-        ),
-        "params": {"before": report["full_params"], "after": report["params"]},
-        "flops": {
-            "before": export.count_flops(full_masks, k, crop, crop, c_in),
-            "after": export.count_flops(final.masks, k, crop, crop, c_in),
-            "unit": f"forward FLOPs per {crop}x{crop} image",
-        },
-        "rounds": rounds,
-        "export": report,
-    }
+    pictures = report.draw_run(job, trained, final, rounds, trained_scores["score"])
+    results = report.results(job, trained, final, trained_scores, final_scores, rounds, exported)
     results["pictures"] = pictures
-    results["curve"] = job.curve and {
-        "step": job.curve["step"],
-        "loss": [v[0] for v in job.curve["loss"]],
-        "eval_step": job.curve["eval_step"],
-        "eval_f1": [v[0] for v in job.curve["eval_f1"]],
-    }
     files.write_json(os.path.join(workdir, "results.json"), results)
-    print(_summary(results), flush=True)
+    print(report.summary(results), flush=True)
     return results

@@ -1,14 +1,16 @@
 """Selection strategies (thesis 2.4.3, 4.3) as jit-compatible scoring functions.
 
-A strategy maps the current network to one score per *candidate* unit; the shared
-`select` step then takes the highest-scoring eligible candidate. Candidates are the
-units of every layer but the output layer, flattened in layer order (see
-`candidate_layout`). Adding a strategy is a scoring function plus a registry entry:
+A strategy maps the current network to one score per *candidate* unit (see
+`masks.candidate_layout`); the shared `select` step then takes the highest-scoring
+eligible candidate. `STRATEGIES` is the one registry: adding a strategy is a scoring
+function with the `register` decorator, which also states its stopping rule:
 
-    def score(params, masks, key) -> (num_candidates,) float
+    @register("name", max_rounds=0, max_failures=0, visit_once=False)
+    def score(model_spec, params, masks, key, minimize_cfg) -> (num_candidates,) float
 
-Each strategy also carries the thesis's stopping rule (section 4.3), overridable in
-`config.minimize`:
+`minimize_cfg` is the static `config.minimize` (options such as the cosine
+aggregation are read from it while tracing). The thesis's stopping rules (4.3),
+overridable in `config.minimize`:
 
 * ``cosine`` (the thesis's CosMax): the unit most similar to the others of its layer;
   after a failed round the next-most similar one (the n-th max); stops when
@@ -20,7 +22,6 @@ Each strategy also carries the thesis's stopping rule (section 4.3), overridable
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -28,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxshrink import masks as masks_lib
+from jaxshrink import spec as spec_lib
 
 AGGREGATIONS = ("max", "mean", "min", "std", "median")
 
@@ -35,41 +37,23 @@ AGGREGATIONS = ("max", "mean", "min", "std", "median")
 class Strategy(NamedTuple):
     """A scoring function and its stopping rule."""
 
-    score: Callable  # (params, masks, key) -> (num_candidates,) float32
+    score: Callable  # (model_spec, params, masks, key, minimize_cfg) -> (candidates,)
     max_rounds: int  # 0 = no limit
     max_failures: int  # consecutive failed rounds that stop the run; 0 = no limit
     visit_once: bool  # True: a candidate is never proposed twice (sequential)
 
 
-def candidate_layout(masks: dict) -> list[tuple[str, int]]:
-    """(layer, units) of the candidate layers: all but the output layer, in order."""
-    names = masks_lib.layer_names(masks)
-    return [(name, int(masks[name].shape[0])) for name in names[:-1]]
+STRATEGIES: dict[str, Strategy] = {}  # in registration order: a sweep's strategy index
 
 
-def flatten(tree: dict, masks: dict) -> jax.Array:
-    """Concatenates per-unit values of the candidate layers into one vector."""
-    return jnp.concatenate([tree[name] for name, _ in candidate_layout(masks)])
+def register(name: str, *, max_rounds: int = 0, max_failures: int = 0, visit_once=False):
+    """Adds the decorated scoring function to `STRATEGIES` under `name`."""
 
+    def add(score: Callable) -> Callable:
+        STRATEGIES[name] = Strategy(score, max_rounds, max_failures, visit_once)
+        return score
 
-def unflatten(vector: jax.Array, masks: dict, fill=False) -> dict:
-    """The inverse of `flatten`; the output layer gets `fill`."""
-    out, start = {}, 0
-    for name, units in candidate_layout(masks):
-        out[name] = vector[start : start + units]
-        start += units
-    last = masks_lib.layer_names(masks)[-1]
-    out[last] = jnp.full(masks[last].shape, fill, vector.dtype)
-    return out
-
-
-def eligible(masks: dict) -> jax.Array:
-    """Candidates that may be disabled: alive, and not the last live unit of a layer."""
-    parts = []
-    for name, _ in candidate_layout(masks):
-        alive = masks[name]
-        parts.append(alive & (jnp.sum(alive) > 1))
-    return jnp.concatenate(parts)
+    return add
 
 
 def select(scores: jax.Array, allowed: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -79,22 +63,6 @@ def select(scores: jax.Array, allowed: jax.Array) -> tuple[jax.Array, jax.Array]
     """
     masked = jnp.where(allowed, scores, -jnp.inf)
     return jnp.argmax(masked), jnp.any(allowed)
-
-
-def unit_vectors(params: dict, masks: dict, name: str) -> jax.Array:
-    """(units, k*k*C_in + 1) rows: each unit's kernel flattened, its bias appended.
-
-    Input channels fed by disabled units of the previous layer are zeroed: those
-    weights read a constant zero and do not shape what the unit computes.
-    """
-    kernel, bias = params[name]["kernel"], params[name]["bias"]
-    names = masks_lib.layer_names(masks)
-    index = names.index(name)
-    if index > 0:
-        kernel = kernel * masks[names[index - 1]].astype(kernel.dtype)[:, None]
-    units = kernel.shape[-1]
-    flat = jnp.moveaxis(kernel, -1, 0).reshape(units, -1)
-    return jnp.concatenate([flat, bias[:, None]], axis=1)
 
 
 def cosine_matrix(vectors: jax.Array) -> jax.Array:
@@ -124,15 +92,15 @@ def aggregate(values: jax.Array, valid: jax.Array, how: str) -> jax.Array:
     elif how == "median":
         out = jnp.nanmedian(jnp.where(valid, values, jnp.nan), axis=1)
     else:
-        raise ValueError(f"minimize.aggregation: unknown {how!r}; allowed: {AGGREGATIONS}")
+        raise ValueError(f"unknown aggregation {how!r}; allowed: {AGGREGATIONS}")
     return jnp.where(count > 0, out, -jnp.inf)
 
 
-def cosine_stats(params: dict, masks: dict, how: str, absolute: bool) -> dict:
+def cosine_stats(model_spec: spec_lib.ModelSpec, params, masks, how: str, absolute: bool):
     """Per unit, `how` of its cosine similarities to the other live units of its layer."""
     out = {}
-    for name, _ in candidate_layout(masks):
-        sims = cosine_matrix(unit_vectors(params, masks, name))
+    for name, _ in masks_lib.candidate_layout(model_spec):
+        sims = cosine_matrix(spec_lib.unit_vectors(model_spec, params, masks, name))
         if absolute:
             sims = jnp.abs(sims)
         alive = masks[name]
@@ -141,68 +109,60 @@ def cosine_stats(params: dict, masks: dict, how: str, absolute: bool) -> dict:
     return out
 
 
-def cosine_score(params, masks, key, *, how: str = "max", absolute: bool = False):
+@register("cosine", max_failures=2)
+def cosine_score(model_spec, params, masks, key, minimize_cfg):
     """CosMax and its variants: the most similar unit scores highest."""
     del key
-    return flatten(cosine_stats(params, masks, how, absolute), masks)
+    how, absolute = minimize_cfg.aggregation, bool(minimize_cfg.absolute)
+    stats = cosine_stats(model_spec, params, masks, how, absolute)
+    return masks_lib.flatten(model_spec, stats)
 
 
-def random_score(params, masks, key):
+@register("random", max_rounds=10)
+def random_score(model_spec, params, masks, key, minimize_cfg):
     """Uniform random scores: a random eligible unit is chosen."""
-    del params
-    size = sum(units for _, units in candidate_layout(masks))
-    return jax.random.uniform(key, (size,))
+    del params, masks, minimize_cfg
+    return jax.random.uniform(key, (masks_lib.num_candidates(model_spec),))
 
 
-def sequential_score(params, masks, key):
+@register("sequential", visit_once=True)
+def sequential_score(model_spec, params, masks, key, minimize_cfg):
     """Earlier units score higher, so they are visited in network order."""
-    del params, key
-    size = sum(units for _, units in candidate_layout(masks))
-    return -jnp.arange(size, dtype=jnp.float32)
+    del params, masks, key, minimize_cfg
+    return -jnp.arange(masks_lib.num_candidates(model_spec), dtype=jnp.float32)
 
 
-STRATEGIES = ("cosine", "random", "sequential")  # the order of `make_scorer`'s branches
+def index(name: str) -> int:
+    """The position of strategy `name` in `STRATEGIES` (a traced `RunSpec.strategy`)."""
+    return list(STRATEGIES).index(name)
 
 
-def get_strategy(minimize_cfg) -> Strategy:
-    """The strategy named by `minimize_cfg.strategy`, with its stopping rule.
+def stopping_rule(minimize_cfg, name: str | None = None) -> tuple[int, int, bool]:
+    """(max_rounds, max_failures, visit_once) of strategy `name` (default: the config's).
 
     `minimize_cfg.max_rounds` / `max_failures` of -1 keep the thesis's rule.
     """
-    name = minimize_cfg.strategy
-    if name == "cosine":
-        score = functools.partial(
-            cosine_score, how=minimize_cfg.aggregation, absolute=bool(minimize_cfg.absolute)
-        )
-        how = minimize_cfg.aggregation
-        if how not in AGGREGATIONS:
-            raise ValueError(f"minimize.aggregation: unknown {how!r}; allowed: {AGGREGATIONS}")
-        rule = (0, 2, False)
-    elif name == "random":
-        score, rule = random_score, (10, 0, False)
-    elif name == "sequential":
-        score, rule = sequential_score, (0, 0, True)
-    else:
-        raise ValueError(f"minimize.strategy: unknown {name!r}; allowed: {STRATEGIES}")
-    max_rounds = rule[0] if minimize_cfg.max_rounds < 0 else int(minimize_cfg.max_rounds)
-    max_failures = rule[1] if minimize_cfg.max_failures < 0 else int(minimize_cfg.max_failures)
-    return Strategy(score, max_rounds, max_failures, rule[2])
+    rule = STRATEGIES[name or minimize_cfg.strategy]
+    max_rounds = rule.max_rounds if minimize_cfg.max_rounds < 0 else int(minimize_cfg.max_rounds)
+    max_failures = (
+        rule.max_failures if minimize_cfg.max_failures < 0 else int(minimize_cfg.max_failures)
+    )
+    return max_rounds, max_failures, rule.visit_once
 
 
-def make_scorer(minimize_cfg) -> Callable:
-    """`score(kind, params, masks, key)`: the scores of strategy `STRATEGIES[kind]`.
+def make_scorer(model_spec: spec_lib.ModelSpec, minimize_cfg) -> Callable:
+    """`score(kind, params, masks, key)`: the scores of strategy number `kind`.
 
     `kind` is traced, so one compiled program serves every strategy of a sweep (under
-    `vmap` all three are computed and one is picked per run: they cost microseconds
-    next to a round's training). The cosine aggregation is the config's.
+    `vmap` all of them are computed and one is picked per run: they cost microseconds
+    next to a round's training).
     """
-    how = minimize_cfg.aggregation
-    if how not in AGGREGATIONS:
-        raise ValueError(f"minimize.aggregation: unknown {how!r}; allowed: {AGGREGATIONS}")
-    cosine = functools.partial(cosine_score, how=how, absolute=bool(minimize_cfg.absolute))
-    branches = {"cosine": cosine, "random": random_score, "sequential": sequential_score}
+    branches = [
+        lambda p, m, k, fn=s.score: fn(model_spec, p, m, k, minimize_cfg)
+        for s in STRATEGIES.values()
+    ]
 
     def score(kind, params, masks, key):
-        return jax.lax.switch(kind, [branches[name] for name in STRATEGIES], params, masks, key)
+        return jax.lax.switch(kind, branches, params, masks, key)
 
     return score

@@ -27,8 +27,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxshrink import analysis, batching, files, minimize, pipeline, strategies
-from jaxshrink import config as config_lib
+from jaxshrink import analysis, batching, files, minimize, pipeline, validate
 from jaxshrink import masks as masks_lib
 from jaxshrink import workdir as workdir_lib
 
@@ -36,16 +35,6 @@ from jaxshrink import workdir as workdir_lib
 def sweep_runs(config: ml_collections.ConfigDict) -> list[tuple[int, str, float]]:
     """(seed, strategy, threshold) of every run, seed-major."""
     scfg = config.sweep
-    if int(scfg.num_seeds) < 1:
-        raise ValueError(f"sweep.num_seeds: must be >= 1, got {scfg.num_seeds}")
-    for name in scfg.strategies:
-        if name not in strategies.STRATEGIES:
-            raise ValueError(
-                f"sweep.strategies: unknown {name!r}; allowed: {strategies.STRATEGIES}"
-            )
-    for t in scfg.thresholds:
-        if not 0.0 < float(t) <= 1.0:
-            raise ValueError(f"sweep.thresholds: each must be in (0, 1], got {t}")
     seeds = [int(config.seed) + i for i in range(int(scfg.num_seeds))]
     return list(
         itertools.product(seeds, list(scfg.strategies), [float(t) for t in scfg.thresholds])
@@ -57,7 +46,8 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     Returns the results dictionary also written to `workdir/results.json`.
     """
-    config_lib.validate(config)
+    validate.validate(config)
+    validate.check_workdir(workdir)
     with workdir_lib.claim(workdir, config) as workdir:
         return _run_sweep(config, workdir)
 
@@ -70,7 +60,7 @@ def _run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
     runs = sweep_runs(config)
     seeds = sorted({s for s, _, _ in runs})
     log(
-        f"jaxshrink sweep ({config.task}): {len(seeds)} seeds x "
+        f"jaxshrink sweep ({config.task}, {config.data.dataset}): {len(seeds)} seeds x "
         f"{len(config.sweep.strategies)} strategies x {len(config.sweep.thresholds)} "
         f"thresholds = {len(runs)} runs; workdir {workdir}"
     )
@@ -80,15 +70,15 @@ def _run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
     t0 = time.perf_counter()
     trained = pipeline.train_stage(job, seeds)
     train_seconds = time.perf_counter() - t0
-    baselines = job.evaluate(trained)["f1"]
-    log(f"trained: eval F1 per seed {np.round(baselines, 4).tolist()}")
+    baselines = job.evaluate(trained)["score"]
+    log(f"trained: eval {job.score_label} per seed {np.round(baselines, 4).tolist()}")
 
     seed_index = np.asarray([seeds.index(s) for s, _, _ in runs])
     start_states = batching.take(trained, seed_index)
     specs = batching.stack(
         [minimize.run_spec(config.minimize, strategy=k, threshold=t) for _, k, t in runs]
     )
-    ms = pipeline.init_minimize(start_states, baselines[seed_index], [s for s, _, _ in runs])
+    ms = pipeline.init_minimize(job, start_states, baselines[seed_index], [s for s, _, _ in runs])
     t0 = time.perf_counter()
     ms, history = pipeline.minimize_stage(
         job,
@@ -98,7 +88,7 @@ def _run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f"{config.minimize.round_steps} steps per round",
     )
     minimize_seconds = time.perf_counter() - t0
-    final = job.evaluate(ms.run)["f1"]
+    final = job.evaluate(ms.run)["score"]
 
     template = batching.take(trained.masks, 0)
     full = int(masks_lib.count_alive(template))
@@ -106,7 +96,7 @@ def _run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for r, (seed, strategy, threshold) in enumerate(runs):
         kept = batching.take(ms.run.masks, r)
         baseline = float(baselines[seeds.index(seed)])
-        rounds = pipeline.round_entries(history, r, template)
+        rounds = pipeline.round_entries(history, r, job.model.spec)
         if not np.isfinite(baseline):
             status = "failed: trained network not finite"
         elif not np.isfinite(final[r]) or not pipeline.all_finite(batching.take(ms.run.params, r)):
@@ -126,7 +116,8 @@ def _run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 "rounds": len(rounds),
                 "accepted": sum(e["accepted"] for e in rounds),
                 "kept": " ".join(
-                    "".join("#" if k else "." for k in row) for row in masks_lib.to_rows(kept)
+                    "".join("#" if k else "." for k in row)
+                    for row in masks_lib.to_rows(job.model.spec, kept)
                 ),
             }
         )

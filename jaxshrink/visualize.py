@@ -27,7 +27,6 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -35,14 +34,16 @@ from matplotlib.figure import Figure, SubFigure
 from matplotlib.patches import Rectangle
 
 from jaxshrink import files
-from jaxshrink import masks as masks_lib
+from jaxshrink import spec as spec_lib
 
 __all__ = [
     "layer_outputs",
     "save_filter_outputs",
     "save_filter_outputs_pair",
     "save_kept_matrix",
+    "save_labelled",
     "save_masks",
+    "save_regression",
     "save_timeline",
     "save_training_curve",
     "save_triptychs",
@@ -125,44 +126,53 @@ def signed_rgb(values, scale: float | None = None) -> np.ndarray:
 # ------------------------------------------------------------------ the forward pass
 
 
-def layer_outputs(params: dict, masks: dict | None, x, precision: str | None = "highest"):
-    """Every layer's output for one image, computed as `models.FCN` does.
+def layer_outputs(model, params: dict, masks: dict | None, x) -> list[tuple[str, np.ndarray]]:
+    """Every maskable layer's signed output before its activation, for one example.
 
-    Each layer is a 'SAME', stride-1 convolution (NHWC / HWIO) plus bias, then ReLU,
-    then times the layer's mask, so the last element equals ``apply(params, masks,
-    x[None])[0]``.
+    Read with Flax's `capture_intermediates` (the output of each layer's `__call__`),
+    so it works for any `models.Model` and needs no second implementation of the
+    forward pass. A disabled unit's values are zeroed, since that is what it passes
+    on. The thesis draws these values (3.2, Figure 3.4), "the final output before
+    activation" included.
 
     Args:
-      params: ``{'conv_i': {'kernel': (k, k, c_in, c_out), 'bias': (c_out,)}}``.
-      masks: ``{'conv_i': bool (c_out,)}``, True = enabled; None enables all.
-      x: one image, (H, W, C) or (H, W).
-      precision: convolution precision; the model's default, 'highest', keeps true
-        float32 on GPUs that would otherwise use TF32.
+      model: the `models.Model`.
+      params, masks: the network (masks None = all enabled).
+      x: one example, e.g. (H, W, C) (an (H, W) image gets a channel axis).
 
     Returns:
-      A list with one (H, W, c_out) NumPy array per layer, in network order.
+      ``[(layer name, (..., units) array)]`` in network order.
     """
     h = jnp.asarray(x, jnp.float32)
-    if h.ndim == 2:
+    if h.ndim == len(model.spec.input_shape) - 1:
         h = h[..., None]
-    if h.ndim != 3:
-        raise ValueError(f"x: expected one (H, W, C) image, got shape {h.shape}")
-    h = h[None]
-    outputs = []
-    for name in masks_lib.layer_names(params):
-        kernel = jnp.asarray(params[name]["kernel"], jnp.float32)
-        bias = jnp.asarray(params[name]["bias"], jnp.float32)
-        y = jax.lax.conv_general_dilated(
-            h,
-            kernel,
-            window_strides=(1, 1),
-            padding="SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            precision=precision,
+    if h.shape != model.spec.input_shape:
+        raise ValueError(
+            f"x: expected one example of shape {model.spec.input_shape}, got {h.shape}"
         )
-        mask = _mask_of(masks, name, kernel.shape[-1])
-        h = jax.nn.relu(y + bias) * jnp.asarray(mask, y.dtype)
-        outputs.append(np.asarray(h[0]))
+    masks = (
+        masks
+        if masks is not None
+        else {layer.name: np.ones(layer.units, bool) for layer in model.spec.layers}
+    )
+    names = set(model.spec.names)
+    _, state = model.module.apply(
+        {"params": params},
+        h[None],
+        masks,
+        train=False,
+        capture_intermediates=lambda mdl, method: (
+            method == "__call__" and "/".join(mdl.path) in names
+        ),
+        mutable=["intermediates"],
+    )
+    outputs = []
+    for layer in model.spec.layers:
+        node = state["intermediates"]
+        for key in layer.name.split("/"):
+            node = node[key]
+        value = np.asarray(node["__call__"][0][0], np.float32)
+        outputs.append((layer.name, value * _mask_of(masks, layer.name, layer.units)))
     return outputs
 
 
@@ -227,7 +237,9 @@ def _grey_out(rgb: np.ndarray) -> np.ndarray:
     return 0.65 + 0.3 * rgb.mean(axis=-1, keepdims=True) * np.ones(3)
 
 
-def save_masks(path: str, params: dict, masks: dict | None = None, title: str | None = None):
+def save_masks(
+    path: str, model_spec, params: dict, masks: dict | None = None, title: str | None = None
+):
     """Draws every kernel of the network (thesis Figure 3.1).
 
     One row per layer, one cell per filter (output unit). A cell shows the filter's
@@ -242,22 +254,26 @@ def save_masks(path: str, params: dict, masks: dict | None = None, title: str | 
 
     Args:
       path: the image file to write (PNG unless the suffix says otherwise).
-      params: ``{'conv_i': {'kernel': (k, k, c_in, c_out), 'bias': (c_out,)}}``.
-      masks: ``{'conv_i': bool (c_out,)}``; None = all enabled.
+      model_spec: the model's `spec.ModelSpec`; its convolutions with square
+        kernels are drawn, other layers are left out.
+      params: the params tree.
+      masks: ``{layer: bool (units,)}``; None = all enabled.
       title: figure title.
 
     Returns:
       `path`.
     """
-    names = masks_lib.layer_names(params)
     rows = []
-    for name in names:
-        kernel = np.asarray(params[name]["kernel"], np.float64)
-        if kernel.ndim != 4 or kernel.shape[0] != kernel.shape[1]:
-            raise ValueError(f"{name}: kernel shape {kernel.shape}, expected (k, k, c_in, c_out)")
+    for layer in model_spec.layers:
+        name = layer.name
+        kernel = np.asarray(spec_lib.get(params, layer.kernel), np.float64)
+        if layer.kind != "conv" or kernel.ndim != 4 or kernel.shape[0] != kernel.shape[1]:
+            continue
         scale = float(np.max(np.abs(kernel))) if kernel.size else 0.0
         cells = [_mask_cell(kernel[..., j], scale) for j in range(kernel.shape[-1])]
         rows.append((name, scale, cells, _mask_of(masks, name, kernel.shape[-1])))
+    if not rows:
+        raise ValueError("save_masks: the model has no square 2-D convolution to draw")
 
     # Manual layout in inches: one kernel pixel has the same size everywhere.
     left, right, label_h, pad = 1.1, 0.2, 0.22, 0.12
@@ -312,14 +328,13 @@ def save_masks(path: str, params: dict, masks: dict | None = None, title: str | 
 # ------------------------------------------------------------------- filter outputs
 
 
-def _draw_filter_outputs(fig: Figure | SubFigure, params, masks, image, title) -> None:
+def _draw_filter_outputs(fig: Figure | SubFigure, model, params, masks, image, title) -> None:
     """Rows: the input, then one row per layer; columns: that layer's filters."""
     image = np.asarray(image, np.float32)
     if image.ndim == 2:
         image = image[..., None]
-    outputs = layer_outputs(params, masks, image)
-    names = masks_lib.layer_names(params)
-    cols = max(out.shape[-1] for out in outputs)
+    outputs = layer_outputs(model, params, masks, image)
+    cols = max(out.shape[-1] for _, out in outputs)
     axes = fig.subplots(len(outputs) + 1, cols, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
@@ -329,17 +344,17 @@ def _draw_filter_outputs(fig: Figure | SubFigure, params, masks, image, title) -
     ax.imshow(image.mean(axis=-1), cmap="gray", interpolation="nearest")
     _bare(ax)
     ax.set_ylabel("input", fontsize=9)
-    for row, (name, out) in enumerate(zip(names, outputs, strict=True), start=1):
+    for row, (name, out) in enumerate(outputs, start=1):
         mask = _mask_of(masks, name, out.shape[-1])
         for j in range(out.shape[-1]):
             ax = axes[row, j]
             ax.set_axis_on()
             _bare(ax)
             panel = out[..., j]
-            peak = float(panel.max())
-            ax.imshow(panel, cmap="gray", vmin=0.0, vmax=peak if peak > 0 else 1.0)
+            peak = float(np.max(np.abs(panel)))
+            ax.imshow(signed_rgb(panel, peak if peak > 0 else 1.0), interpolation="nearest")
             if mask[j]:
-                ax.set_title(f"{j}: max {peak:.2g}", fontsize=7, pad=2)
+                ax.set_title(f"{j}: max |v| {peak:.2g}", fontsize=7, pad=2)
             else:
                 _cross(ax)
                 ax.set_title(f"{j} off", fontsize=7, pad=2, color=_OFF_COLOR)
@@ -349,25 +364,25 @@ def _draw_filter_outputs(fig: Figure | SubFigure, params, masks, image, title) -
         fig.suptitle(title)
 
 
-def _outputs_size(params) -> tuple[float, float]:
-    names = masks_lib.layer_names(params)
-    cols = max(int(np.shape(params[n]["bias"])[-1]) for n in names)
-    return 1.25 * cols + 0.3, 1.3 * (len(names) + 1) + 0.4
+def _outputs_size(model) -> tuple[float, float]:
+    cols = max(layer.units for layer in model.spec.layers)
+    return 1.25 * cols + 0.3, 1.3 * (len(model.spec.layers) + 1) + 0.4
 
 
 def save_filter_outputs(
-    path: str, params: dict, masks: dict | None, image, title: str | None = None
+    path: str, model, params: dict, masks: dict | None, image, title: str | None = None
 ) -> str:
     """Draws what every filter of every layer outputs for one image (thesis Fig. 3.4).
 
     The first row holds the input; then one row per layer, one panel per filter:
-    its output after ReLU and mask, in gray from 0 (black) to the panel's own
-    maximum (white; printed above the panel), so weak filters stay visible. The
-    last row is the network's output. Disabled filters, whose output is zero, are
-    crossed and labelled "off".
+    its signed output before the activation (`layer_outputs`), negative red and
+    positive green, scaled by the panel's own largest magnitude (printed above the
+    panel), so weak filters stay visible. The last row is the network's output
+    before its activation. Disabled filters are crossed and labelled "off".
 
     Args:
       path: the image file to write.
+      model: the `models.Model` (a network of 2-D convolutions).
       params, masks: the network (masks None = all enabled).
       image: one (H, W, 1) or (H, W) input.
       title: figure title.
@@ -375,13 +390,14 @@ def save_filter_outputs(
     Returns:
       `path`.
     """
-    fig = _new_figure(*_outputs_size(params), layout="constrained")
-    _draw_filter_outputs(fig, params, masks, image, title)
+    fig = _new_figure(*_outputs_size(model), layout="constrained")
+    _draw_filter_outputs(fig, model, params, masks, image, title)
     return _save(fig, path)
 
 
 def save_filter_outputs_pair(
     path: str,
+    model,
     early: tuple[dict, dict | None],
     late: tuple[dict, dict | None],
     image,
@@ -391,6 +407,7 @@ def save_filter_outputs_pair(
 
     Args:
       path: the image file to write.
+      model: the `models.Model` both networks are instances of.
       early, late: ``(params, masks)`` of the left and the right network.
       image: one (H, W, 1) or (H, W) input, fed to both.
       titles: the two halves' titles.
@@ -398,12 +415,62 @@ def save_filter_outputs_pair(
     Returns:
       `path`.
     """
-    w1, h1 = _outputs_size(early[0])
-    w2, h2 = _outputs_size(late[0])
-    fig = _new_figure(w1 + w2 + 0.2, max(h1, h2) + 0.2, layout="constrained")
-    halves = fig.subfigures(1, 2, width_ratios=(w1, w2), wspace=0.02)
+    w, h = _outputs_size(model)
+    fig = _new_figure(2 * w + 0.2, h + 0.2, layout="constrained")
+    halves = fig.subfigures(1, 2, wspace=0.02)
     for half, (params, masks), title in zip(halves, (early, late), titles, strict=True):
-        _draw_filter_outputs(half, params, masks, image, title)
+        _draw_filter_outputs(half, model, params, masks, image, title)
+    return _save(fig, path)
+
+
+def save_labelled(path: str, inputs, labels, logits, title: str = "") -> str:
+    """A row of input images, each titled with its true and predicted class.
+
+    Args:
+      path: the image file to write.
+      inputs: (N, H, W, C) images (any scale: each is stretched to its own range).
+      labels: (N,) integer classes; logits: (N, classes).
+      title: figure title.
+    """
+    inputs, labels = np.asarray(inputs, np.float32), np.asarray(labels)
+    predicted = np.argmax(np.asarray(logits), axis=-1)
+    n = inputs.shape[0]
+    fig = _new_figure(1.6 * n + 0.2, 2.2, layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, image, true, pred in zip(axes, inputs, labels, predicted, strict=True):
+        shown = image.mean(axis=-1) if image.shape[-1] != 3 else image
+        lo, hi = float(shown.min()), float(shown.max())
+        ax.imshow((shown - lo) / (hi - lo if hi > lo else 1.0), cmap="gray")
+        _bare(ax)
+        color = "black" if true == pred else "tab:red"
+        ax.set_title(f"true {int(true)}\npredicted {int(pred)}", fontsize=9, color=color)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def save_regression(path: str, inputs, targets, outputs, title: str = "") -> str:
+    """Predicted against expected values, one point per example, with the diagonal.
+
+    Args:
+      path: the image file to write.
+      inputs: unused (kept for the tasks' common picture signature).
+      targets, outputs: (N, ...) arrays of the same shape.
+      title: figure title.
+    """
+    del inputs
+    y = np.asarray(targets, np.float64).ravel()
+    out = np.asarray(outputs, np.float64).ravel()
+    fig = _new_figure(4.2, 4.0, layout="constrained")
+    ax = fig.subplots()
+    ax.scatter(y, out, s=8, alpha=0.6)
+    lo, hi = float(min(y.min(), out.min())), float(max(y.max(), out.max()))
+    ax.plot((lo, hi), (lo, hi), color="0.4", lw=1, ls="--", label="perfect")
+    ax.set_xlabel("expected")
+    ax.set_ylabel("predicted")
+    ax.legend(loc="upper left", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
     return _save(fig, path)
 
 
@@ -417,6 +484,7 @@ def save_training_curve(
     eval_steps=None,
     eval_f1=None,
     title: str | None = None,
+    score_label: str = "F1",
 ) -> str:
     """Plots the training loss (left axis) and the eval F1 (right axis) against step.
 
@@ -428,6 +496,7 @@ def save_training_curve(
       steps, losses: equally long sequences.
       eval_steps, eval_f1: equally long sequences, or both None.
       title: figure title.
+      score_label: what the eval score is (the task's, e.g. 'F1' or 'accuracy').
 
     Returns:
       `path`.
@@ -450,8 +519,10 @@ def save_training_curve(
         if eval_steps.shape != eval_f1.shape or eval_steps.ndim != 1:
             raise ValueError(f"eval_steps {eval_steps.shape} and eval_f1 {eval_f1.shape}")
         ax2 = ax.twinx()
-        lines += ax2.plot(eval_steps, eval_f1, "o-", color="tab:orange", ms=4, label="eval F1")
-        ax2.set_ylabel("eval F1", color="tab:orange")
+        lines += ax2.plot(
+            eval_steps, eval_f1, "o-", color="tab:orange", ms=4, label=f"eval {score_label}"
+        )
+        ax2.set_ylabel(f"eval {score_label}", color="tab:orange")
     ax.legend(lines, [line.get_label() for line in lines], loc="best", fontsize=9)
     if title:
         ax.set_title(title)
@@ -464,6 +535,7 @@ def save_timeline(
     baseline: float,
     threshold: float | None = None,
     title: str | None = None,
+    score_label: str = "F1",
 ) -> str:
     """Plots the minimization rounds: each tested filter's score, kept or rolled back.
 
@@ -531,7 +603,7 @@ def save_timeline(
     ax.set_xlim(-0.5, n + 0.8)
     ax.set_xticks(np.arange(n + 1) if n <= 30 else np.linspace(0, n, 11).round())
     ax.set_xlabel("round")
-    ax.set_ylabel("eval F1")
+    ax.set_ylabel(f"eval {score_label}")
     ax.grid(True, alpha=0.3)
     ax.legend(handles=handles, loc="best", fontsize=8)
     ax.set_title(title or f"minimization: {int(accepted.sum())} of {n} rounds kept")

@@ -1,4 +1,5 @@
-"""Tests for jaxshrink.data: grayscale conversion, edge targets, the three sources and the cache."""
+"""Tests for the sobel/canny datasets (jaxshrink.data.edges): grayscale conversion, edge targets,
+the three sources and the cache."""
 
 import hashlib
 import math
@@ -12,11 +13,12 @@ import scipy.ndimage as ndi
 from PIL import Image
 
 from jaxshrink import data, errors
+from jaxshrink.data import cache, edges
 
 
 def _config(tmp_path, **overrides):
-    """A small builtin config whose cache lives under tmp_path, never in the home directory."""
-    cfg = data.default_data_config()
+    """A small builtin sobel config whose cache lives under tmp_path, never in the home folder."""
+    cfg = data.default_config("sobel")
     cfg.update(
         {"crop_size": 32, "train_size": 20, "eval_size": 8, "cache_dir": str(tmp_path / "cache")}
     )
@@ -25,10 +27,10 @@ def _config(tmp_path, **overrides):
 
 
 def _assert_split_ok(split, n, crop, task):
-    assert split.images.shape == split.targets.shape == (n, crop, crop, 1)
-    assert split.images.dtype == split.targets.dtype == np.float32
+    assert split.inputs.shape == split.targets.shape == (n, crop, crop, 1)
+    assert split.inputs.dtype == split.targets.dtype == np.float32
     assert len(split.sources) == n
-    assert 0 <= split.images.min() and split.images.max() <= 1
+    assert 0 <= split.inputs.min() and split.inputs.max() <= 1
     if task == "canny":
         assert set(np.unique(split.targets)) <= {0.0, 1.0}
     else:
@@ -62,7 +64,7 @@ _RGB_GRAY = [[0.299, 0.587], [0.114, 1.0]]
     ],
 )
 def test_to_grayscale_float_values(img, expected):
-    gray = data.to_grayscale_float(img)
+    gray = edges.to_grayscale_float(img)
     assert gray.dtype == np.float32
     np.testing.assert_allclose(gray, np.asarray(expected, np.float32), rtol=0, atol=1e-7)
 
@@ -77,15 +79,15 @@ def test_to_grayscale_float_values(img, expected):
 )
 def test_to_grayscale_float_rejects_bad_input(img, error):
     with pytest.raises(error):
-        data.to_grayscale_float(img)
+        edges.to_grayscale_float(img)
 
 
 def test_center_crop_takes_the_middle():
     img = np.arange(5 * 6).reshape(5, 6)
-    np.testing.assert_array_equal(data.center_crop(img, 3), img[1:4, 1:4])
-    np.testing.assert_array_equal(data.center_crop(img[..., None], 4)[..., 0], img[0:4, 1:5])
+    np.testing.assert_array_equal(edges.center_crop(img, 3), img[1:4, 1:4])
+    np.testing.assert_array_equal(edges.center_crop(img[..., None], 4)[..., 0], img[0:4, 1:5])
     with pytest.raises(ValueError, match="smaller"):
-        data.center_crop(img, 6)
+        edges.center_crop(img, 6)
 
 
 # --------------------------------------------------------------------------------- targets
@@ -96,96 +98,104 @@ def test_sobel_target_step_edge_hand_values():
     step[:, 4:] = 1.0
     expected = np.zeros((8, 8), np.float32)
     expected[:, 3:5] = 1 / math.sqrt(2)  # The two pixels beside the step; zero elsewhere.
-    target = data.sobel_target(step)
+    target = edges.sobel_target(step)
     assert target.dtype == np.float32
     np.testing.assert_allclose(target, expected, rtol=0, atol=1e-7)
 
 
 def test_sobel_target_constant_is_zero():
     # Zero up to round-off: the kernel's taps cancel in floating point, not exactly.
-    np.testing.assert_allclose(data.sobel_target(np.full((6, 7), 0.6)), 0.0, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(edges.sobel_target(np.full((6, 7), 0.6)), 0.0, rtol=0, atol=1e-12)
 
 
 def test_sobel_target_matches_scipy_with_documented_scaling():
     image = np.random.default_rng(0).random((20, 24))
     # scipy's unnormalised kernels sum |w| = 4 per axis; skimage divides by 4 and by sqrt(2).
     expected = np.hypot(ndi.sobel(image, 0), ndi.sobel(image, 1)) / (4 * math.sqrt(2))
-    np.testing.assert_allclose(data.sobel_target(image), expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(edges.sobel_target(image), expected, rtol=1e-5, atol=1e-7)
     checkerboard = np.indices((16, 16)).sum(0) % 2.0  # The steepest input in [0, 1].
-    assert 0 <= data.sobel_target(checkerboard).min() <= data.sobel_target(checkerboard).max() <= 1
+    assert (
+        0 <= edges.sobel_target(checkerboard).min() <= edges.sobel_target(checkerboard).max() <= 1
+    )
 
 
 def test_canny_target_finds_the_edges_of_a_square():
     image = np.zeros((32, 32))
     image[8:24, 8:24] = 1.0
-    edges = data.canny_target(image, sigma=math.sqrt(2))
-    assert edges.dtype == np.float32
-    assert set(np.unique(edges)) == {0.0, 1.0}
+    found = edges.canny_target(image, sigma=math.sqrt(2))
+    assert found.dtype == np.float32
+    assert set(np.unique(found)) == {0.0, 1.0}
     perimeter = np.zeros((32, 32), bool)
     perimeter[8:24, 8:24] = True
     perimeter[9:23, 9:23] = False
-    assert edges[perimeter].all()
+    assert found[perimeter].all()
     near = ndi.binary_dilation(perimeter, structure=np.ones((3, 3)))
-    assert not edges[~near].any()
+    assert not found[~near].any()
 
 
 def test_make_targets_shapes_and_canny_config(tmp_path):
     images = np.random.default_rng(1).random((2, 16, 16, 1)).astype(np.float32)
     cfg = _config(tmp_path)
-    sobel = data.make_targets(images, "sobel", cfg)
+    sobel = edges.make_targets(images, cfg)
     assert sobel.shape == images.shape and sobel.dtype == np.float32
-    np.testing.assert_array_equal(sobel[1, ..., 0], data.sobel_target(images[1, ..., 0]))
+    np.testing.assert_array_equal(sobel[1, ..., 0], edges.sobel_target(images[1, ..., 0]))
     cfg.canny_low_threshold, cfg.canny_high_threshold = 100.0, 200.0  # Above any gradient.
-    np.testing.assert_array_equal(data.make_targets(images, "canny", cfg), 0.0)
-    with pytest.raises(ValueError, match="task"):
-        data.make_targets(images, "laplace", cfg)
+    cfg.dataset = "canny"
+    np.testing.assert_array_equal(edges.make_targets(images, cfg), 0.0)
+    cfg.dataset = "laplace"
+    with pytest.raises(ValueError, match="data.dataset"):
+        edges.make_targets(images, cfg)
 
 
 # --------------------------------------------------------------------------------- builtin
 
 
 def test_default_config_fields():
-    cfg = data.default_data_config()
+    for name in ("sobel", "canny"):
+        assert data.default_config(name).dataset == name
+        assert data.default_config(name).to_dict() == edges.default_config(name).to_dict()
+    cfg = data.default_config("sobel")
     assert cfg.crop_size == 256 and cfg.source == "builtin" and cfg.seed == 0
     assert (cfg.train_size, cfg.eval_size, cfg.eval_fraction) == (600, 60, 0.3)
     assert cfg.canny_sigma == math.sqrt(2)
     assert cfg.canny_low_threshold is None and cfg.canny_high_threshold is None
     assert cfg.cache_dir == "" and cfg.tfds_image_key == "image"
-    assert tuple(cfg.eval_images) == data.DEFAULT_EVAL_IMAGES
-    assert set(data.DEFAULT_EVAL_IMAGES) < set(data.BUILTIN_IMAGES)
-    assert 0.2 <= len(data.DEFAULT_EVAL_IMAGES) / len(data.BUILTIN_IMAGES) <= 0.35
+    assert tuple(cfg.eval_images) == edges.DEFAULT_EVAL_IMAGES
+    assert set(edges.DEFAULT_EVAL_IMAGES) < set(edges.BUILTIN_IMAGES)
+    assert 0.2 <= len(edges.DEFAULT_EVAL_IMAGES) / len(edges.BUILTIN_IMAGES) <= 0.35
 
 
 @pytest.mark.parametrize("task", ["sobel", "canny"])
 def test_builtin_splits_share_no_source_image(tmp_path, task):
-    dataset = data.load_dataset(_config(tmp_path), task)
+    dataset = data.load_dataset(_config(tmp_path, dataset=task))
     _assert_split_ok(dataset.train, 20, 32, task)
     _assert_split_ok(dataset.eval, 8, 32, task)
     assert not set(dataset.train.sources) & set(dataset.eval.sources)
-    assert set(dataset.eval.sources) <= set(data.DEFAULT_EVAL_IMAGES)
+    assert set(dataset.eval.sources) <= set(edges.DEFAULT_EVAL_IMAGES)
     # 20 crops cycle through all 15 train images, so every builtin image loads offline.
-    assert set(dataset.train.sources) == set(data.BUILTIN_IMAGES) - set(data.DEFAULT_EVAL_IMAGES)
+    assert set(dataset.train.sources) == set(edges.BUILTIN_IMAGES) - set(edges.DEFAULT_EVAL_IMAGES)
     np.testing.assert_array_equal(
-        dataset.train.targets, data.make_targets(dataset.train.images, task, _config(tmp_path))
+        dataset.train.targets,
+        edges.make_targets(dataset.train.inputs, _config(tmp_path, dataset=task)),
     )
 
 
 def test_builtin_is_deterministic_per_seed(tmp_path):
-    first = data.build_dataset(_config(tmp_path), "sobel")
-    again = data.build_dataset(_config(tmp_path), "sobel")
-    other = data.build_dataset(_config(tmp_path, seed=1), "sobel")
-    np.testing.assert_array_equal(first.train.images, again.train.images)
+    first = edges.build_dataset(_config(tmp_path))
+    again = edges.build_dataset(_config(tmp_path))
+    other = edges.build_dataset(_config(tmp_path, seed=1))
+    np.testing.assert_array_equal(first.train.inputs, again.train.inputs)
     assert first.eval.sources == again.eval.sources
-    assert not np.array_equal(first.train.images, other.train.images)
+    assert not np.array_equal(first.train.inputs, other.train.inputs)
 
 
 def test_builtin_errors(tmp_path):
     with pytest.raises(ValueError, match="eval_images"):
-        data.build_dataset(_config(tmp_path, eval_images=("camera", "lena")), "sobel")
+        edges.build_dataset(_config(tmp_path, eval_images=("camera", "lena")))
     with pytest.raises(ValueError, match="crop_size"):
-        data.build_dataset(_config(tmp_path, crop_size=5000), "sobel")
+        edges.build_dataset(_config(tmp_path, crop_size=5000))
     with pytest.raises(ValueError, match="No builtin train image"):
-        data.build_dataset(_config(tmp_path, eval_images=data.BUILTIN_IMAGES), "sobel")
+        edges.build_dataset(_config(tmp_path, eval_images=edges.BUILTIN_IMAGES))
 
 
 # ---------------------------------------------------------------------------------- folder
@@ -232,7 +242,7 @@ def test_folder_source(tmp_path):
     cfg = _folder_config(tmp_path, folder, train_size=0, eval_size=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        dataset = data.load_dataset(cfg, "sobel")
+        dataset = data.load_dataset(cfg)
     assert _snapshot(folder) == before
     messages = [str(w.message) for w in caught if "jaxshrink.data" in str(w.message)]
     assert len(messages) == 1
@@ -248,15 +258,15 @@ def test_folder_source(tmp_path):
     images = {
         s: im[..., 0]
         for split in (dataset.train, dataset.eval)
-        for s, im in zip(split.sources, split.images, strict=True)
+        for s, im in zip(split.sources, split.inputs, strict=True)
     }
     np.testing.assert_allclose(
-        images["sub/c16.png"], data.center_crop(written["c16"], 32) / 65535, rtol=1e-6
+        images["sub/c16.png"], edges.center_crop(written["c16"], 32) / 65535, rtol=1e-6
     )
     np.testing.assert_allclose(
         images["d.png"], (0.299 * 200 + 0.587 * 100 + 0.114 * 50) / 255, rtol=1e-6
     )
-    indices = data.center_crop(np.asarray(written["palette"]), 32)
+    indices = edges.center_crop(np.asarray(written["palette"]), 32)
     np.testing.assert_allclose(
         images["e.png"], _PALETTE_COLORS[indices] @ [0.299, 0.587, 0.114] / 255, rtol=1e-6
     )
@@ -266,11 +276,11 @@ def test_folder_source(tmp_path):
 def test_folder_limits_and_deterministic_file_split(tmp_path):
     folder = tmp_path / "images"
     _write_image_folder(folder)
-    cfg = _folder_config(tmp_path, folder, train_size=2, eval_size=1)
+    cfg = _folder_config(tmp_path, folder, train_size=2, eval_size=1, dataset="canny")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        first = data.build_dataset(cfg, "canny")
-        again = data.build_dataset(cfg, "canny")
+        first = edges.build_dataset(cfg)
+        again = edges.build_dataset(cfg)
     assert (len(first.train), len(first.eval)) == (2, 1)
     assert first.train.sources == again.train.sources
     assert first.eval.sources == again.eval.sources
@@ -280,17 +290,17 @@ def test_folder_errors(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="data.folder"):
-        data.load_dataset(_folder_config(tmp_path, empty), "sobel")
+        data.load_dataset(_folder_config(tmp_path, empty))
     with pytest.raises(ValueError, match="data.folder"):
-        data.load_dataset(_folder_config(tmp_path, tmp_path / "missing"), "sobel")
+        data.load_dataset(_folder_config(tmp_path, tmp_path / "missing"))
     bad = tmp_path / "bad"
     bad.mkdir()
     Image.fromarray(np.zeros((10, 12), np.uint8)).save(bad / "tiny.png")
     (bad / "x.jpg").write_text("not an image")
     with pytest.warns(UserWarning, match="skipped 2"), pytest.raises(ValueError, match="usable"):
-        data.build_dataset(_folder_config(tmp_path, bad), "sobel")
+        edges.build_dataset(_folder_config(tmp_path, bad))
     with pytest.raises(ValueError, match="eval_fraction"):
-        data.build_dataset(_folder_config(tmp_path, bad, eval_fraction=1.0), "sobel")
+        edges.build_dataset(_folder_config(tmp_path, bad, eval_fraction=1.0))
 
 
 # ---------------------------------------------------------------------------- messy folder
@@ -404,7 +414,7 @@ def _load_recording_warnings(cfg):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        dataset = data.load_dataset(cfg, "sobel")
+        dataset = data.load_dataset(cfg)
     return dataset, [w for w in caught if issubclass(w.category, UserWarning)]
 
 
@@ -435,7 +445,7 @@ def test_messy_folder_uses_every_readable_image_and_names_the_rest(tmp_path, mon
     images = {}
     for split in (dataset.train, dataset.eval):
         _assert_split_ok(split, len(split), 32, "sobel")
-        images.update(zip(split.sources, split.images[..., 0], strict=True))
+        images.update(zip(split.sources, split.inputs[..., 0], strict=True))
     assert len(dataset.train) + len(dataset.eval) == len(images) == 14
     assert set(images) == set(expected)
     assert (len(dataset.train), len(dataset.eval)) == (10, 4)  # eval_fraction 0.3 of 14.
@@ -458,7 +468,7 @@ def _assert_data_error(cfg, *fragments, warns=None):
     """Asserts a one-line DataError with `fragments`, after one warning matching `warns`."""
     with warnings.catch_warnings(record=True) as caught, pytest.raises(errors.DataError) as info:
         warnings.simplefilter("always")
-        data.load_dataset(cfg, "sobel")
+        data.load_dataset(cfg)
     skips = [str(w.message) for w in caught if issubclass(w.category, data.SkippedImagesWarning)]
     if warns is None:
         assert not skips
@@ -529,7 +539,7 @@ def test_one_usable_image_is_too_few_and_two_are_enough(tmp_path):
     for fraction in (0.01, 0.99):  # Two usable images always make both splits.
         with pytest.warns(data.SkippedImagesWarning):
             cfg = _messy_config(tmp_path, folder, eval_fraction=fraction)
-            dataset = data.build_dataset(cfg, "sobel")
+            dataset = edges.build_dataset(cfg)
         assert (len(dataset.train), len(dataset.eval)) == (1, 1)
 
 
@@ -538,9 +548,9 @@ def test_folder_split_follows_fraction_and_limits_do_not_move_images(tmp_path):
     folder.mkdir()
     for i in range(10):
         Image.fromarray(np.full((32, 32), i, np.uint8)).save(folder / f"{i}.png")
-    full = data.build_dataset(_messy_config(tmp_path, folder), "sobel")
+    full = edges.build_dataset(_messy_config(tmp_path, folder))
     assert (len(full.train), len(full.eval)) == (7, 3)
-    limited = data.build_dataset(_messy_config(tmp_path, folder, eval_size=1), "sobel")
+    limited = edges.build_dataset(_messy_config(tmp_path, folder, eval_size=1))
     assert limited.train.sources == full.train.sources
     assert limited.eval.sources == full.eval.sources[:1]
 
@@ -573,19 +583,21 @@ def test_bad_config_values_are_config_errors(tmp_path, overrides, fragment):
     fields = {"source": "folder", "folder": str(folder), **sizes, **overrides}
     cfg = _config(tmp_path, **fields)
     with pytest.raises(errors.ConfigError) as info:
-        data.load_dataset(cfg, "sobel")
+        data.load_dataset(cfg)
     assert fragment in str(info.value) and "\n" not in str(info.value)
     assert sorted(p.name for p in folder.iterdir()) == ["0.png", "1.png"]
 
 
 def test_unknown_task_and_missing_folder(tmp_path):
-    with pytest.raises(errors.ConfigError, match=r"^task: got 'laplace'; allowed: \('sobel'"):
-        data.load_dataset(_config(tmp_path), "laplace")
+    with pytest.raises(
+        errors.ConfigError, match=r"^data.dataset: got 'laplace'; allowed: \('sobel'"
+    ):
+        data.load_dataset(_config(tmp_path, dataset="laplace"))
     with pytest.raises(errors.DataError, match="does not exist"):
-        data.load_dataset(_folder_config(tmp_path, tmp_path / "missing"), "sobel")
+        data.load_dataset(_folder_config(tmp_path, tmp_path / "missing"))
     (tmp_path / "file.png").write_bytes(b"")
     with pytest.raises(errors.DataError, match="is a file, not a folder"):
-        data.load_dataset(_folder_config(tmp_path, tmp_path / "file.png"), "sobel")
+        data.load_dataset(_folder_config(tmp_path, tmp_path / "file.png"))
 
 
 # ------------------------------------------------------------------------------------ tfds
@@ -609,21 +621,21 @@ def test_tfds_source_reads_mocked_records(tmp_path):
     import tensorflow_datasets as tfds
 
     with tfds.testing.mock_data(num_examples=6):
-        dataset = data.load_dataset(_tfds_config(tmp_path), "canny")
+        dataset = data.load_dataset(_tfds_config(tmp_path, dataset="canny"))
         records = tfds.data_source("mnist", split="train")
-        expected = [data.center_crop(records[i]["image"][..., 0], 16) / 255 for i in range(4)]
+        expected = [edges.center_crop(records[i]["image"][..., 0], 16) / 255 for i in range(4)]
     assert dataset.train.sources == tuple(f"mnist/train[{i}]" for i in range(4))
     assert dataset.eval.sources == tuple(f"mnist/test[{i}]" for i in range(6))
     _assert_split_ok(dataset.train, 4, 16, "canny")
     _assert_split_ok(dataset.eval, 6, 16, "canny")
-    np.testing.assert_allclose(dataset.train.images[..., 0], expected, rtol=1e-6)
+    np.testing.assert_allclose(dataset.train.inputs[..., 0], expected, rtol=1e-6)
 
 
 def test_tfds_unknown_image_key(tmp_path):
     import tensorflow_datasets as tfds
 
     with tfds.testing.mock_data(num_examples=2), pytest.raises(ValueError, match="tfds_image_key"):
-        data.build_dataset(_tfds_config(tmp_path, tfds_image_key="picture"), "sobel")
+        edges.build_dataset(_tfds_config(tmp_path, tfds_image_key="picture"))
 
 
 # ----------------------------------------------------------------------------------- cache
@@ -631,46 +643,46 @@ def test_tfds_unknown_image_key(tmp_path):
 
 def _count_builds(monkeypatch):
     calls = []
-    build = data.build_dataset
+    build = edges.build_dataset
 
-    def counting_build(data_cfg, task):
-        calls.append(task)
-        return build(data_cfg, task)
+    def counting_build(data_cfg):
+        calls.append(data_cfg.dataset)
+        return build(data_cfg)
 
-    monkeypatch.setattr(data, "build_dataset", counting_build)
+    monkeypatch.setattr(edges, "build_dataset", counting_build)
     return calls
 
 
 def test_second_load_comes_from_cache(tmp_path, monkeypatch, capsys):
     calls = _count_builds(monkeypatch)
     cfg = _config(tmp_path)
-    first = data.load_dataset(cfg, "sobel")
+    first = data.load_dataset(cfg)
     assert "built" in capsys.readouterr().out
-    second = data.load_dataset(cfg, "sobel")
+    second = data.load_dataset(cfg)
     out = capsys.readouterr().out
     assert "from cache" in out and "20 train / 8 eval" in out
     assert calls == ["sobel"]
     for split in ("train", "eval"):
         a, b = getattr(first, split), getattr(second, split)
-        np.testing.assert_array_equal(a.images, b.images)
+        np.testing.assert_array_equal(a.inputs, b.inputs)
         np.testing.assert_array_equal(a.targets, b.targets)
-        assert a.sources == b.sources and b.images.dtype == np.float32
+        assert a.sources == b.sources and b.inputs.dtype == np.float32
     assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".npz"]  # No temp file left.
-    data.load_dataset(_config(tmp_path, seed=1), "sobel")
-    data.load_dataset(cfg, "canny")
+    data.load_dataset(_config(tmp_path, seed=1))
+    data.load_dataset(_config(tmp_path, dataset="canny"))
     assert calls == ["sobel", "sobel", "canny"]
 
 
 def test_corrupt_cache_is_rebuilt(tmp_path, monkeypatch):
     calls = _count_builds(monkeypatch)
     cfg = _config(tmp_path)
-    first = data.load_dataset(cfg, "sobel")
+    first = data.load_dataset(cfg)
     (cache_file,) = (tmp_path / "cache").iterdir()
     cache_file.write_bytes(b"truncated")
     with pytest.warns(UserWarning, match="unreadable cache"):
-        second = data.load_dataset(cfg, "sobel")
+        second = data.load_dataset(cfg)
     assert len(calls) == 2
-    np.testing.assert_array_equal(first.eval.images, second.eval.images)
+    np.testing.assert_array_equal(first.eval.inputs, second.eval.inputs)
 
 
 def test_cache_key_tracks_folder_files_not_cache_dir(tmp_path):
@@ -678,19 +690,19 @@ def test_cache_key_tracks_folder_files_not_cache_dir(tmp_path):
     folder.mkdir()
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(folder / "a.png")
     cfg = _folder_config(tmp_path, folder)
-    key = data.cache_key(cfg, "sobel")
-    assert data.cache_key(_folder_config(tmp_path / "elsewhere", folder), "sobel") == key
-    assert data.cache_key(cfg, "canny") != key
+    key = edges.cache_key(cfg)
+    assert edges.cache_key(_folder_config(tmp_path / "elsewhere", folder)) == key
+    assert edges.cache_key(_folder_config(tmp_path, folder, dataset="canny")) != key
     Image.fromarray(np.ones((40, 40), np.uint8)).save(folder / "b.png")
-    assert data.cache_key(cfg, "sobel") != key
+    assert edges.cache_key(cfg) != key
 
 
 def test_resolve_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("JAXSHRINK_CACHE", str(tmp_path / "env"))
-    assert data.resolve_cache_dir("") == tmp_path / "env"
-    assert data.resolve_cache_dir(str(tmp_path / "cfg")) == tmp_path / "cfg"
+    assert cache.resolve_cache_dir("") == tmp_path / "env"
+    assert cache.resolve_cache_dir(str(tmp_path / "cfg")) == tmp_path / "cfg"
     monkeypatch.delenv("JAXSHRINK_CACHE")
-    assert data.resolve_cache_dir("").parts[-2:] == (".cache", "jaxshrink")
+    assert cache.resolve_cache_dir("").parts[-2:] == (".cache", "jaxshrink")
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -698,7 +710,7 @@ def test_resolve_cache_dir(tmp_path, monkeypatch):
 
 def test_unknown_source_and_task(tmp_path):
     with pytest.raises(ValueError, match=r"data\.source.*builtin"):
-        data.load_dataset(_config(tmp_path, source="ftp"), "sobel")
-    with pytest.raises(ValueError, match=r"task.*sobel"):
-        data.load_dataset(_config(tmp_path), "laplace")
+        data.load_dataset(_config(tmp_path, source="ftp"))
+    with pytest.raises(ValueError, match=r"data\.dataset.*sobel"):
+        data.load_dataset(_config(tmp_path, dataset="laplace"))
     assert not (tmp_path / "cache").exists()

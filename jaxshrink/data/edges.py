@@ -1,9 +1,10 @@
-"""Grayscale image crops and the Sobel / Canny edge maps the network learns to mimic.
+"""The 'sobel' and 'canny' datasets: grayscale image crops and the edge maps to mimic.
 
 The thesis trains on 256x256 grayscale centre crops of PASCAL VOC2012 photographs, with targets
-made by the Sobel operator (continuous) or the Canny detector (binary). This module turns one of
-three image sources into a `Dataset` of float32 NHWC arrays with one channel, and caches the
-result on disk. It runs on the host with numpy only; nothing here touches JAX.
+made by the Sobel operator (continuous) or the Canny detector (binary); ``data_cfg.dataset``
+names which. This module turns one of three image sources into a `Dataset` whose inputs and
+targets are float32 NHWC arrays with one channel, and caches the result on disk (see
+`jaxshrink.data.cache`). It runs on the host with numpy only; nothing here touches JAX.
 
 Sources:
   * ``builtin``: natural photographs that ship inside scikit-image and scikit-learn, so it works
@@ -17,7 +18,8 @@ Sources:
     than the crop are skipped and named in one `SkippedImagesWarning`, repeated on cached loads;
     fewer than two usable images is a `jaxshrink.errors.DataError`. The folder is only read.
   * ``tfds``: a TensorFlow Datasets dataset read with ``tfds.data_source``, which needs no
-    TensorFlow. The dataset must already be prepared in the ArrayRecord format.
+    TensorFlow. The dataset must already be prepared in the ArrayRecord format; this module
+    never downloads (see `jaxshrink.data.tfds_source`).
 
 Targets are computed on each crop, not on the full image, so a target depends only on the pixels
 the network sees.
@@ -32,7 +34,8 @@ Errors: a config field with a value this module cannot use raises `jaxshrink.err
 naming the field and the allowed values; data that yields no usable image raises
 `jaxshrink.errors.DataError`. Both are one line and subclass `ValueError`.
 
-Fields of ``data_cfg`` (an ``ml_collections.ConfigDict``; `default_data_config` has them all):
+Fields of ``data_cfg`` (an ``ml_collections.ConfigDict``; `default_config` has them all):
+  dataset: 'sobel' or 'canny', the target.
   source: 'builtin', 'folder' or 'tfds'.
   crop_size: side of the square crops in pixels (thesis: 256).
   seed: seeds the builtin crop positions and augmentations and the folder train/eval split.
@@ -58,16 +61,11 @@ Fields of ``data_cfg`` (an ``ml_collections.ConfigDict``; `default_data_config` 
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import hashlib
 import json
 import math
-import os
 import struct
-import tempfile
 import warnings
-import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -81,10 +79,13 @@ from ml_collections import config_dict
 from PIL import Image, ImageOps
 
 from jaxshrink import errors
+from jaxshrink.data import cache, tfds_source
+from jaxshrink.data.split import Dataset, Split, make_info
 
 # Bump whenever a change here alters the arrays a config produces, so stale caches are ignored.
 FORMAT_VERSION = 2
 
+# The dataset names this module serves: the target each one computes.
 TASKS = ("sobel", "canny")
 SOURCES = ("builtin", "folder", "tfds")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
@@ -137,44 +138,15 @@ _READ_ERRORS = (
 )
 
 
-@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: `==` on arrays has no single truth.
-class Split:
-    """Images and targets of one split.
+def default_config(name: str) -> ml_collections.ConfigDict:
+    """Returns the config of dataset `name` ('sobel' or 'canny') with every field at its default.
 
-    Attributes:
-      images: (N, H, W, 1) float32 grayscale images in [0, 1].
-      targets: (N, H, W, 1) float32 Sobel magnitudes in [0, 1] or Canny edges in {0, 1}.
-      sources: per image, the id of the image it was cut from: a builtin image name, a file path
-        relative to the folder, or 'name/split[index]' for tfds.
+    See the module docstring for the fields.
     """
-
-    images: np.ndarray
-    targets: np.ndarray
-    sources: tuple[str, ...]
-
-    def __post_init__(self):
-        if self.images.shape != self.targets.shape or len(self.sources) != len(self.images):
-            raise ValueError(
-                f"Split mismatch: images {self.images.shape}, targets {self.targets.shape}, "
-                f"{len(self.sources)} sources."
-            )
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Dataset:
-    """A train and an eval split that share no source image."""
-
-    train: Split
-    eval: Split
-
-
-def default_data_config() -> ml_collections.ConfigDict:
-    """Returns a data config with every field at its default; see the module docstring."""
+    _check_task(name)
     return ml_collections.ConfigDict(
         {
+            "dataset": name,
             "source": "builtin",
             "crop_size": 256,
             "seed": 0,
@@ -195,6 +167,11 @@ def default_data_config() -> ml_collections.ConfigDict:
             "cache_dir": "",
         }
     )
+
+
+def input_shape(data_cfg) -> tuple[int, ...]:
+    """One example's shape: a square grayscale crop."""
+    return (int(data_cfg.crop_size), int(data_cfg.crop_size), 1)
 
 
 # ----------------------------------------------------------------------------------- images
@@ -337,19 +314,19 @@ def canny_target(
     return edges.astype(np.float32)
 
 
-def make_targets(images: np.ndarray, task: str, data_cfg) -> np.ndarray:
-    """Computes the task's target for each image.
+def make_targets(images: np.ndarray, data_cfg) -> np.ndarray:
+    """Computes the target of ``data_cfg.dataset`` for each image.
 
     Args:
       images: (N, H, W, 1) float images in [0, 1].
-      task: 'sobel' or 'canny'.
-      data_cfg: data config; 'canny' reads its `canny_*` fields.
+      data_cfg: data config; its `dataset` ('sobel' or 'canny') picks the target, and 'canny'
+        reads its `canny_*` fields.
 
     Returns:
       (N, H, W, 1) float32 targets.
     """
-    _check_task(task)
-    if task == "sobel":
+    _check_task(data_cfg.dataset)
+    if data_cfg.dataset == "sobel":
         target_fn = sobel_target
     else:
         target_fn = functools.partial(
@@ -367,22 +344,22 @@ def make_targets(images: np.ndarray, task: str, data_cfg) -> np.ndarray:
 # ---------------------------------------------------------------------------------- sources
 
 
-def build_dataset(data_cfg, task: str) -> Dataset:
-    """Builds the dataset from its source, without the cache; see `load_dataset`."""
-    _check_task(task)
+def build_dataset(data_cfg) -> Dataset:
+    """Builds the dataset from its source, without the cache and without info; see `load`."""
+    _check_task(data_cfg.dataset)
     _check_source(data_cfg.source)
     _check_crop_size(data_cfg.crop_size)
     builders = {"builtin": _builtin_splits, "folder": _folder_splits, "tfds": _tfds_splits}
     (train_images, train_sources), (eval_images, eval_sources) = builders[data_cfg.source](data_cfg)
     return Dataset(
-        train=_make_split(train_images, train_sources, task, data_cfg),
-        eval=_make_split(eval_images, eval_sources, task, data_cfg),
+        train=_make_split(train_images, train_sources, data_cfg),
+        eval=_make_split(eval_images, eval_sources, data_cfg),
     )
 
 
-def _make_split(crops: list[np.ndarray], sources: list[str], task: str, data_cfg) -> Split:
+def _make_split(crops: list[np.ndarray], sources: list[str], data_cfg) -> Split:
     images = np.stack(crops)[..., None].astype(np.float32)
-    return Split(images, make_targets(images, task, data_cfg), tuple(sources))
+    return Split(images, make_targets(images, data_cfg), tuple(sources))
 
 
 def _builtin_splits(data_cfg):
@@ -626,22 +603,12 @@ def _is_broken_link(path: Path) -> bool:
 
 
 def _tfds_splits(data_cfg):
-    import tensorflow_datasets as tfds  # Lazy: a slow import, and only this source needs it.
-
     skipped: list[_Skip] = []
     splits = []
     for split in ("train", "eval"):
         tfds_split = data_cfg[f"tfds_{split}_split"]
         limit = _check_size(data_cfg, split, minimum=0)
-        try:
-            source = tfds.data_source(
-                data_cfg.tfds_name, split=tfds_split, data_dir=data_cfg.tfds_data_dir or None
-            )
-        except tfds.core.registered.DatasetNotFoundError as err:
-            raise errors.ConfigError(
-                f"data.tfds_name: got {data_cfg.tfds_name!r}; allowed: a tfds dataset name "
-                f"({str(err).splitlines()[0]})"
-            ) from err
+        source = tfds_source.open_split(data_cfg, split)
         named = _tfds_records(source, f"{data_cfg.tfds_name}/{tfds_split}", data_cfg.tfds_image_key)
         splits.append(_center_crops(named, data_cfg.crop_size, limit, skipped))
     read = len(skipped) + sum(len(names) for _, names in splits)
@@ -724,7 +691,7 @@ def _check_nonempty(splits, where: str, crop_size: int) -> None:
 
 def _check_task(task: str) -> None:
     if task not in TASKS:
-        raise errors.ConfigError(f"task: got {task!r}; allowed: {TASKS}")
+        raise errors.ConfigError(f"data.dataset: got {task!r}; allowed for edges: {TASKS}")
 
 
 def _check_source(source: str) -> None:
@@ -735,54 +702,80 @@ def _check_source(source: str) -> None:
 # ------------------------------------------------------------------------------------ cache
 
 
-def load_dataset(data_cfg, task: str) -> Dataset:
-    """Returns the dataset for `task`, built once per config and then read from the cache.
+def load(data_cfg) -> Dataset:
+    """Returns the dataset, built once per config and then read from the cache, with its info.
 
     Args:
       data_cfg: data config; see the module docstring for its fields.
-      task: 'sobel' or 'canny'.
+
+    Returns:
+      The dataset; besides the common keys its `info` holds ``cache_file`` (where the arrays
+      are cached) and ``from_cache`` (whether this load read them from there).
 
     Warns:
       SkippedImagesWarning: naming the images skipped as unreadable or smaller than the crop,
         again on every load from the cache, until the source changes.
 
     Raises:
-      errors.ConfigError: on an unknown task or source or another bad field of `data_cfg`.
+      errors.ConfigError: on an unknown dataset or source or another bad field of `data_cfg`.
       errors.DataError: when the data yields no usable image for a split.
     """
-    _check_task(task)
+    _check_task(data_cfg.dataset)
     _check_source(data_cfg.source)
-    cache_dir = resolve_cache_dir(data_cfg.cache_dir)
+    cache_dir = cache.resolve_cache_dir(data_cfg.cache_dir)
     if data_cfg.source == "folder":
         _check_cache_outside(cache_dir, _folder_path(data_cfg))
-    path = cache_dir / f"{task}-{data_cfg.source}-{cache_key(data_cfg, task)}.npz"
-    cached = _read_cache(path)
-    how = "loaded from cache"
+    path = cache_dir / f"{data_cfg.dataset}-{data_cfg.source}-{cache_key(data_cfg)}.npz"
+    cached = cache.read(path)
     if cached is None:
-        dataset, notes = _build_noting_skips(data_cfg, task)
-        _write_cache(path, dataset, notes)
-        how = "built and cached"
+        dataset, notes = _build_noting_skips(data_cfg)
+        cache.write(path, dataset, notes)
     else:
         dataset, notes = cached
         for note in notes:
-            warnings.warn(note, SkippedImagesWarning, stacklevel=2)
-    print(
-        f"jaxshrink.data: {how} {task} data, {len(dataset.train)} train / "
-        f"{len(dataset.eval)} eval images ({path})"
+            warnings.warn(note, SkippedImagesWarning, stacklevel=3)  # The caller of load_dataset.
+    info = make_info(
+        data_cfg,
+        dataset.train,
+        dataset.eval,
+        _describe(data_cfg, dataset),
+        crop_size=data_cfg.crop_size,
+        cache_file=str(path),
+        from_cache=cached is not None,
     )
-    return dataset
+    return Dataset(dataset.train, dataset.eval, info)
 
 
-def _build_noting_skips(data_cfg, task: str) -> tuple[Dataset, tuple[str, ...]]:
+def _describe(data_cfg, dataset: Dataset) -> str:
+    """One sentence: which edges of what crops of which images."""
+    target = {"sobel": "Sobel edge magnitudes", "canny": "Canny edges"}[data_cfg.dataset]
+    counts = f"{len(dataset.train)} train / {len(dataset.eval)} eval"
+    crop = f"{data_cfg.crop_size}x{data_cfg.crop_size}"
+    if data_cfg.source == "builtin":
+        images = len(set(dataset.train.sources)), len(set(dataset.eval.sources))
+        return (
+            f"{target} of {counts} random {crop} grayscale crops (rotated and flipped) of "
+            f"{images[0]} / {images[1]} builtin scikit-image and scikit-learn photographs"
+        )
+    if data_cfg.source == "folder":
+        folder = data_cfg.folder
+        return f"{target} of {counts} {crop} grayscale centre crops of the images in {folder}"
+    return (
+        f"{target} of {counts} {crop} grayscale centre crops of tfds {data_cfg.tfds_name!r} "
+        f"splits {data_cfg.tfds_train_split} / {data_cfg.tfds_eval_split}"
+    )
+
+
+def _build_noting_skips(data_cfg) -> tuple[Dataset, tuple[str, ...]]:
     """Calls `build_dataset`, passing its warnings on; returns the skipped-image ones to cache."""
     caught = []
     try:
         with warnings.catch_warnings(record=True) as caught:
-            dataset = build_dataset(data_cfg, task)
+            dataset = build_dataset(data_cfg)
     finally:  # Also when it raises: the warning names the files its error counts.
         for w in caught:
             if issubclass(w.category, SkippedImagesWarning):  # At the caller, as from the cache.
-                warnings.warn(w.message, stacklevel=3)
+                warnings.warn(w.message, stacklevel=4)
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
     notes = tuple(str(w.message) for w in caught if issubclass(w.category, SkippedImagesWarning))
@@ -797,16 +790,13 @@ def _check_cache_outside(cache_dir: Path, folder: Path) -> None:
         )
 
 
-def resolve_cache_dir(cache_dir: str) -> Path:
-    """Returns `cache_dir`, or ``$JAXSHRINK_CACHE``, or ``~/.cache/jaxshrink``, first set wins."""
-    chosen = cache_dir or os.environ.get("JAXSHRINK_CACHE") or "~/.cache/jaxshrink"
-    return Path(chosen).expanduser()
-
-
-def cache_key(data_cfg, task: str) -> str:
+def cache_key(data_cfg) -> str:
     """Returns a hash of everything that determines the prepared arrays."""
     config = json.loads(data_cfg.to_json())
     config.pop("cache_dir", None)  # Where the cache lives does not change what is in it.
+    # The dataset name goes in as "task", where it was before it joined the config, so the
+    # key of a config is what it was then and existing caches stay valid.
+    task = config.pop("dataset")
     content = {
         "format": FORMAT_VERSION,
         "skimage": skimage.__version__,
@@ -816,8 +806,7 @@ def cache_key(data_cfg, task: str) -> str:
     }
     if data_cfg.source == "folder":
         content["files"] = _folder_fingerprint(_folder_path(data_cfg))
-    text = json.dumps(content, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    return cache.hash_key(content)
 
 
 def _folder_fingerprint(folder: Path) -> dict:
@@ -830,44 +819,3 @@ def _folder_fingerprint(folder: Path) -> dict:
         name = path.relative_to(folder).as_posix()
         files.append([name, stat.st_size, stat.st_mtime_ns] if stat else [name, None, None])
     return {"folder": str(folder.resolve()), "files": files}
-
-
-def _read_cache(path: Path) -> tuple[Dataset, tuple[str, ...]] | None:
-    """Returns the cached dataset and its skipped-image warnings, or None if there is none."""
-    if not path.exists():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as arrays:
-            dataset = Dataset(
-                train=_split_from_arrays(arrays, "train"), eval=_split_from_arrays(arrays, "eval")
-            )
-            return dataset, tuple(str(note) for note in arrays["notes"])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
-        warnings.warn(
-            f"jaxshrink.data: ignoring unreadable cache {path} ({err}); rebuilding.", stacklevel=2
-        )
-        return None
-
-
-def _split_from_arrays(arrays, split: str) -> Split:
-    sources = tuple(str(source) for source in arrays[f"{split}_sources"])
-    return Split(arrays[f"{split}_images"], arrays[f"{split}_targets"], sources)
-
-
-def _write_cache(path: Path, dataset: Dataset, notes: tuple[str, ...]) -> None:
-    arrays = {"notes": np.asarray(notes, dtype=str)}
-    for split in ("train", "eval"):
-        part = getattr(dataset, split)
-        arrays[f"{split}_images"] = part.images
-        arrays[f"{split}_targets"] = part.targets
-        arrays[f"{split}_sources"] = np.asarray(part.sources, dtype=str)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target and rename, so a reader never sees a half-written file.
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp_name, path)
-    except BaseException:
-        os.unlink(tmp_name)
-        raise

@@ -1,0 +1,63 @@
+"""Shrink the 2-1000-1 summation network (thesis 003, section 2.7.1).
+
+    python -m jaxshrink.main --config=configs/summation.py          # thesis sizes
+    python -m jaxshrink.main --config=configs/summation.py:quick    # a CPU-sized run
+    python -m jaxshrink.main --config=configs/summation.py:momentum # 003's optimizer
+
+Two inputs, one dense layer of 1000 ReLU units, one linear output; y = i1 + i2 with
+inputs drawn uniformly from [0, 1]; MSE loss; batch 1000; 10000 steps (003: 10
+epochs of 1,000,000 samples). The known optimum is one hidden unit (weights 1, bias
+0), so the self-scaling rounds have a known target. The score is 1 / MSE: a round is
+kept when the eval MSE grows by at most a factor 1 / threshold (`tasks`).
+
+Optimizer: 003 used Momentum (learning rate 0.01, momentum 0.3) and reports that
+the loss "didn't converge to 0"; that is the `momentum` preset. The default is Adam
+(1e-3), which converges (the closing note of the issue that added this config gives
+the measured MSE).
+
+`quick`: 20000 samples, batch 100, 1500 steps, 200-step rounds; well under two
+minutes on a 2-core CPU. One unit per round cannot empty a 1000-unit layer; many
+units per round come with the strategy issue.
+"""
+
+import ml_collections
+
+from jaxshrink import config as config_lib
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = config_lib.common_config("regression", "summation")
+    c.model.name = "mlp"
+    c.model.hidden = (1000,)
+    c.model.out_features = 1
+    c.model.init_std = 0.0  # Flax's defaults (LeCun normal); 003 names none
+    c.model.precision = "highest"
+    c.data.train_size = 1_000_000
+    c.train.batch_size = 1000
+    c.train.initial_steps = 10000
+    c.train.eval_every = 1000
+    c.train.eval_batch_size = 1000
+    c.output.num_examples = 200
+    return config_lib.apply_presets(c, PRESETS, arg)
+
+
+def momentum(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """003's optimizer, which it reports did not converge."""
+    c.optim.name = "momentum"
+    c.optim.learning_rate = 0.01
+    c.optim.momentum = 0.3
+    return c
+
+
+def quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    c.data.train_size = 20000
+    c.data.eval_size = 1000
+    c.train.batch_size = 100
+    c.train.initial_steps = 1500
+    c.train.log_every = 250
+    c.train.eval_every = 500
+    c.minimize.round_steps = 200
+    return c
+
+
+PRESETS = {"momentum": momentum, "quick": quick}

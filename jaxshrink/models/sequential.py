@@ -1,0 +1,124 @@
+"""`Sequential`: a stack of masked layers described by short strings.
+
+Every network of the three theses is a chain of convolutions, pooling and dense
+layers, so one module covers them all (the FCN, the summation MLP, the MNIST
+classifiers). A network is a tuple of layer strings:
+
+* ``conv:F:K`` a K x K convolution with F filters, stride 1, 'SAME' padding; add
+  ``:valid`` for 'VALID' padding and ``:sN`` for stride N;
+* ``dense:N`` a dense layer with N units (inputs of rank > 2 are flattened first, in
+  NHWC order);
+* ``maxpool:W`` max pooling over W x W windows with stride W ('VALID');
+* ``dropout:R`` dropout with rate R (active only when called with ``train=True``).
+
+Convolutions and dense layers are the maskable layers, named ``conv_i`` and
+``dense_i`` (i counts per kind). Each is followed by a ReLU (the last one only when
+`final_activation`), then multiplied by its mask, so a disabled unit's output is
+exactly zero whatever its weights: the network computes the same function as the one
+with the unit physically removed, and the unit's weights get exactly zero gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+MASKABLE = ("conv", "dense")
+OTHERS = ("maxpool", "dropout")
+
+
+def parse(token: str) -> tuple[str, list[str]]:
+    """('conv', ['32', '5']) for 'conv:32:5'; raises ValueError naming the token."""
+    kind, *args = token.split(":")
+    if kind not in MASKABLE + OTHERS:
+        raise ValueError(f"layer {token!r}: unknown kind {kind!r}; allowed: {MASKABLE + OTHERS}")
+    return kind, args
+
+
+def layer_names(layers: Sequence[str]) -> list[str]:
+    """The maskable layers' names, in order: conv_0, conv_1, dense_0, ..."""
+    counts: dict[str, int] = {}
+    names = []
+    for token in layers:
+        kind, _ = parse(token)
+        if kind in MASKABLE:
+            names.append(f"{kind}_{counts.get(kind, 0)}")
+            counts[kind] = counts.get(kind, 0) + 1
+    return names
+
+
+class Sequential(nn.Module):
+    """A chain of masked layers (see the module docstring).
+
+    Attributes:
+      layers: the layer strings.
+      init_std: > 0: kernels and biases drawn from a normal truncated at 2 std (the
+        thesis FCN's "predefined distribution", std 0.05); 0: Flax's defaults
+        (LeCun normal kernels, zero biases).
+      final_activation: apply the ReLU after the last layer too (the edge FCN does:
+        its targets are non-negative).
+      precision: convolution and matmul precision; 'highest' keeps true float32 on
+        GPUs that would otherwise use TF32.
+      widths: units per maskable layer name, overriding the strings (the compact
+        network of `export`).
+    """
+
+    layers: Sequence[str]
+    init_std: float = 0.0
+    final_activation: bool = False
+    precision: str | None = "highest"
+    widths: Mapping[str, int] | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, masks: Mapping[str, jax.Array], train: bool = False):
+        if self.init_std > 0:
+            kernel_init = bias_init = nn.initializers.truncated_normal(self.init_std)
+        else:
+            kernel_init, bias_init = nn.initializers.lecun_normal(), nn.initializers.zeros
+        names = iter(layer_names(self.layers))
+        last = layer_names(self.layers)[-1]
+        for token in self.layers:
+            kind, args = parse(token)
+            if kind == "maxpool":
+                w = int(args[0])
+                x = nn.max_pool(x, (w, w), strides=(w, w), padding="VALID")
+                continue
+            if kind == "dropout":
+                x = nn.Dropout(float(args[0]), deterministic=not train)(x)
+                continue
+            name = next(names)
+            units = int(args[0])
+            if self.widths is not None:
+                units = int(self.widths[name])
+            if kind == "conv":
+                k = int(args[1])
+                options = args[2:]
+                stride = next((int(o[1:]) for o in options if o.startswith("s")), 1)
+                x = nn.Conv(
+                    units,
+                    (k, k),
+                    strides=stride,
+                    padding="VALID" if "valid" in options else "SAME",
+                    kernel_init=kernel_init,
+                    bias_init=bias_init,
+                    precision=self.precision,
+                    name=name,
+                )(x)
+            else:
+                if x.ndim > 2:
+                    x = x.reshape(x.shape[0], -1)  # NHWC flatten: unit c feeds c, c+C, ...
+                x = nn.Dense(
+                    units,
+                    kernel_init=kernel_init,
+                    bias_init=bias_init,
+                    precision=self.precision,
+                    name=name,
+                )(x)
+            if name != last or self.final_activation:
+                x = nn.relu(x)
+            # Masking after the activation makes a disabled unit's output exactly zero.
+            x = x * jnp.asarray(masks[name]).astype(x.dtype)
+        return x

@@ -1,0 +1,174 @@
+"""Config validation, in one place, before any work starts.
+
+`validate(config)` checks every field a run reads against the registries that define
+the allowed values (`tasks.TASKS`, `data.DATASETS`, `models.FAMILIES`,
+`optim.OPTIMIZERS`, `strategies.STRATEGIES`, ...) and builds the model once, without
+allocating it, so sizes that cannot work (a crop smaller than a kernel, a pooling or
+the UIQI window) are caught here and not after minutes of compute. Every problem is
+one `errors.ConfigError` line naming the field, its value and what is allowed; the
+command line prints it and exits with status 2. `check_workdir` does the same for
+the output folder. The modules that use the values trust them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import ml_collections
+
+from jaxshrink import batching, data, errors, metrics, minimize, models, optim, strategies, tasks
+from jaxshrink.models import sequential
+
+
+def _check(ok: bool, field: str, value, allowed: str) -> None:
+    if not ok:
+        raise errors.ConfigError(f"{field}: got {value!r}; allowed: {allowed}")
+
+
+def _is_int(value, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _int(c, field: str, minimum: int = 1) -> None:
+    section, name = field.split(".")
+    value = c[section][name]
+    _check(_is_int(value, minimum), field, value, f"an integer >= {minimum}")
+
+
+def _one_of(value, field: str, allowed) -> None:
+    _check(value in allowed, field, value, str(tuple(allowed)))
+
+
+def _finite_positive(value, field: str) -> None:
+    ok = isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+    _check(ok, field, value, "a finite number > 0")
+
+
+def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Checks `c` (see the module docstring); returns it unchanged."""
+    _one_of(c.get("task"), "task", tasks.TASKS)
+    task = tasks.TASKS[c.task]
+    _one_of(c.data.get("dataset"), "data.dataset", data.DATASETS)
+    _one_of(c.data.get("source"), "data.source", data.DATASETS[c.data.dataset].SOURCES)
+    _check_model(c)
+    _check_optim(c)
+    _one_of(c.train.loss or task.losses[0], "train.loss", task.losses)
+    for field in ("train.batch_size", "train.log_every", "train.eval_every"):
+        _int(c, field)
+    _int(c, "train.eval_batch_size")
+    _int(c, "train.initial_steps", 0)
+    _check_minimize(c)
+    b = c.batch
+    _one_of(b.method, "batch.method", batching.METHODS)
+    _one_of(b.grad, "batch.grad", batching.GRADS)
+    _int(c, "batch.group_size", 0)
+    _int(c, "batch.devices", 0)
+    if "sweep" in c:
+        _int(c, "sweep.num_seeds")
+        for name in c.sweep.strategies:
+            _one_of(name, "sweep.strategies", strategies.STRATEGIES)
+        for t in c.sweep.thresholds:
+            _check(0.0 < t <= 1.0, "sweep.thresholds", t, "ratios in (0, 1]")
+    if "correlation" in c:
+        for field in ("correlation.repetitions", "correlation.second_steps"):
+            _int(c, field)
+        _int(c, "correlation.eval_every")
+    _check_shapes(c)
+    return c
+
+
+def _check_model(c) -> None:
+    m = c.model
+    _one_of(m.get("name"), "model.name", models.FAMILIES)
+    _check(m.init_std >= 0, "model.init_std", m.init_std, "a number >= 0 (0 = Flax's defaults)")
+    precisions = ("highest", "high", "default")
+    _one_of(m.get("precision", "highest"), "model.precision", precisions)
+    if m.name == "fcn":
+        for field in ("model.num_filters", "model.out_channels"):
+            _int(c, field)
+        _int(c, "model.num_layers", 2)
+        k = m.kernel_size
+        _check(
+            _is_int(k, 1) and k % 2 == 1,
+            "model.kernel_size",
+            k,
+            "an odd integer >= 1 (SAME padding needs a centre)",
+        )
+    elif m.name == "mlp":
+        for h in m.hidden:
+            _check(_is_int(h, 1), "model.hidden", h, "integers >= 1")
+        _int(c, "model.out_features")
+    layers, _ = models.layer_strings(m)
+    for token in layers:
+        try:
+            kind, args = sequential.parse(token)
+            if kind in sequential.MASKABLE:
+                _check(_is_int(int(args[0]), 1), "model.layers", token, "units >= 1")
+        except (ValueError, IndexError) as e:
+            raise errors.ConfigError(
+                f"model.layers: got {token!r}; allowed: 'conv:F:K[:valid][:sN]', 'dense:N', "
+                f"'maxpool:W', 'dropout:R' ({e})"
+            ) from None
+    _check(
+        len(sequential.layer_names(layers)) >= 2,
+        "model.layers",
+        tuple(layers),
+        "at least two maskable layers (a hidden one and the output)",
+    )
+
+
+def _check_optim(c) -> None:
+    o = c.optim
+    _one_of(o.get("name", "adam"), "optim.name", optim.OPTIMIZERS)
+    _finite_positive(o.learning_rate, "optim.learning_rate")
+    wd = o.get("weight_decay", 0.0)
+    _check(wd >= 0 and math.isfinite(wd), "optim.weight_decay", wd, "a finite number >= 0")
+
+
+def _check_minimize(c) -> None:
+    m = c.minimize
+    _one_of(m.strategy, "minimize.strategy", strategies.STRATEGIES)
+    _one_of(m.aggregation, "minimize.aggregation", strategies.AGGREGATIONS)
+    _one_of(m.mode, "minimize.mode", minimize.MODES)
+    _one_of(m.reference, "minimize.reference", minimize.REFERENCES)
+    _check(0.0 < m.threshold <= 1.0, "minimize.threshold", m.threshold, "a ratio in (0, 1]")
+    _int(c, "minimize.round_steps")
+    _int(c, "minimize.max_rounds", -1)
+    _int(c, "minimize.max_failures", -1)
+
+
+def _check_shapes(c) -> None:
+    """Builds the model for the data's input shape (traced, nothing allocated)."""
+    shape = data.input_shape(c.data)
+    if c.task == "edges":
+        side = min(shape[:2])
+        _check(
+            side >= metrics.UIQI_WINDOW,
+            "data.crop_size",
+            c.data.crop_size,
+            f"at least {metrics.UIQI_WINDOW} (the UIQI window)",
+        )
+    try:
+        models.get_model(c.model, shape)
+    except (ValueError, TypeError, ZeroDivisionError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise errors.ConfigError(
+            f"model: cannot be built for inputs of shape {tuple(shape)} ({first}); "
+            "allowed: layers whose kernels and poolings fit the input (see data.crop_size)"
+        ) from None
+
+
+def check_workdir(workdir: str) -> None:
+    """The output folder exists as a folder or can be created; raises ConfigError."""
+    path = os.path.abspath(workdir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise errors.ConfigError(f"workdir: {path} is a file; allowed: a folder or a new path")
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise errors.ConfigError(
+            f"workdir: cannot create {path} ({parent} is not a writable folder); "
+            "allowed: a path inside a writable folder"
+        )
