@@ -176,7 +176,8 @@ def train_stage(job: Job, seeds) -> train.TrainState:
     runs = "" if n == 1 else f", {n} seeds at once"
     if step < total:
         log(
-            f"train: {total} steps, batch {config.train.batch_size}, loss {config.train.loss}{runs}"
+            f"train: {total} steps, batch {config.train.batch_size}, "
+            f"loss {config.train.loss or job.task.losses[0]}{runs}"
         )
     while step < total:
         chunk = min(log_every - step % log_every, total - step)
