@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxshrink import batching, files, models, tasks, train
+from jaxshrink import batching, files, train
 from jaxshrink import config as config_lib
 
 GPU_DEFAULTS = {"sizes": "128,256", "seeds": "1,8,64,256", "steps": 50}
@@ -60,8 +60,7 @@ def _data(size: int, n: int, seed: int = 0):
 def make_trainer(config) -> train.Trainer:
     """The edge FCN's trainer at the config's crop size."""
     size = int(config.data.crop_size)
-    model = models.get_model(config.model, (size, size, 1))
-    return train.make_trainer(config, model, tasks.get_task(config.task, config.train.loss))
+    return train.from_config(config, (size, size, 1))
 
 
 def step_flops(config) -> float:

@@ -245,7 +245,9 @@ def _fed_dead(model_spec: spec_lib.ModelSpec, masks, params) -> dict:
         shape = spec_lib.get(params, spec_lib.Leaf(path, axis)).shape
         dead = np.logical_not(np.asarray(keep))
         ax = axis % len(shape)
-        dead = np.broadcast_to(dead.reshape((1,) * ax + (-1,) + (1,) * (len(shape) - ax - 1)), shape)
+        dead = np.broadcast_to(
+            dead.reshape((1,) * ax + (-1,) + (1,) * (len(shape) - ax - 1)), shape
+        )
         old = spec_lib.get(out, spec_lib.Leaf(path, axis))
         out = spec_lib.set_path(out, path, old | dead)
     return out
@@ -270,12 +272,14 @@ def _sample(eligible: np.ndarray, sizes: list[int], num: int, gen) -> np.ndarray
 def _names(params) -> list[tuple[str, int]]:
     """(leaf path, size) in `ravel_pytree` order."""
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    return [("/".join(str(getattr(k, "key", k)) for k in path), int(np.size(v))) for path, v in flat]
+    return [
+        ("/".join(str(getattr(k, "key", k)) for k in path), int(np.size(v))) for path, v in flat
+    ]
 
 
 def _to64(x):
-    x = jnp.asarray(x)
-    return x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x
+    x = np.asarray(x)
+    return jnp.asarray(x, jnp.float64) if np.issubdtype(x.dtype, np.floating) else jnp.asarray(x)
 
 
 def check_gradients(
@@ -307,146 +311,76 @@ def check_gradients(
       delta: the largest central-difference step Δ (004: 1e-4).
       num_coordinates: sampled coordinates (live units' entries, unowned leaves).
       num_directions: random unit directions (0: none).
-      rng: seeds the sampling (a key or an int; None: 0).
+      rng: seeds the sampling and the directions (a key or an int; None: 0).
       dropout_rng: a fixed dropout key; given, the model runs with ``train=True``.
 
     Returns:
       A `GradCheck`; ``.passed(tol)`` is the verdict.
+
+    Cost: one gradient, then two forward passes per probe: `num_coordinates` +
+    `num_directions` + every entry owned by a disabled unit, and 4 more per sampled
+    coordinate or direction that crosses a kink. All probes share one compiled
+    function (vmapped over CHUNK probes), so the check compiles three programs.
     """
     if (frozen is None) != (optimizer is None):
         raise ValueError("give both `frozen` and `optimizer` to check freezing, or neither")
-    if rng is None:
-        rng = 0
-    if isinstance(rng, int):
-        rng = jax.random.PRNGKey(rng)
-    seed = np.asarray(jax.random.key_data(rng), np.uint32).ravel()
-    gen = np.random.default_rng(seed)
-    with jax.enable_x64(True):
-        return _check(
-            model, loss_fn, params, masks, x, y, frozen, optimizer, delta,
-            num_coordinates, num_directions, gen, dropout_rng,
-        )  # fmt: skip
-
-
-def _check(
-    model, loss_fn, params, masks, x, y, frozen, optimizer, delta, num, num_dirs, gen, drop
-):
-    params = jax.tree.map(_to64, params)
-    x, y = _to64(x), _to64(y)
-    masks = {k: jnp.asarray(v, bool) for k, v in masks.items()}
-    train = drop is not None
+    rng = jax.random.PRNGKey(0 if rng is None else rng) if not hasattr(rng, "shape") else rng
+    gen = np.random.default_rng(np.asarray(jax.random.key_data(rng), np.uint32).ravel())
     model_spec = model.spec
+    masks = {k: np.asarray(v, bool) for k, v in masks.items()}
 
-    def loss(p):
-        return loss_fn(model.apply(p, masks, x, train=train, rng=drop), y)
-
-    flat, unravel = ravel_pytree(params)
-
-    def loss_flat(v):
-        return loss(unravel(v))
-
-    grads = jax.jit(jax.grad(loss))(params)
-    g_flat = np.asarray(ravel_pytree(grads)[0])
-    loss_decisions = with_decisions(loss_flat)
-    base = jax.jit(loss_decisions)(flat)[1]
-
-    def flips(decisions):
-        return sum(jnp.sum(a != b) for a, b in zip(decisions, base))
-
-    def probe_coordinate(args):
-        i, h = args
-        up, down = flat[i] + h, flat[i] - h
-        lp, dp = loss_decisions(flat.at[i].set(up))
-        lm, dm = loss_decisions(flat.at[i].set(down))
-        return (lp - lm) / (up - down), flips(dp) + flips(dm)
-
-    def probe_direction(args):
-        v, h = args
-        lp, dp = loss_decisions(flat + h * v)
-        lm, dm = loss_decisions(flat - h * v)
-        return (lp - lm) / (2 * h), flips(dp) + flips(dm)
-
-    def plain_coordinate(i):
-        up, down = flat[i] + delta, flat[i] - delta
-        return (loss_flat(flat.at[i].set(up)) - loss_flat(flat.at[i].set(down))) / (up - down)
-
-    def run(fn, xs):
-        return jax.jit(lambda xs: jax.lax.map(fn, xs, batch_size=CHUNK))(xs)
-
-    steps = delta * 10.0 ** -np.arange(SHRINK)
-    names = _names(params)
-
-    # Which entries are owned by disabled units, read them, or are fair game.
+    # Bookkeeping in numpy, before float64 mode: which entries disabled units own or
+    # read, and which are fair game for sampling.
     dead = {k: ~v for k, v in masks.items()}
     owned_dead = _flat_mask(spec_lib.expand(model_spec, dead, params, fill=False))
     fed_dead = _flat_mask(_fed_dead(model_spec, masks, params))
     live = _flat_mask(spec_lib.expand(model_spec, masks, params, fill=True))
     eligible = live & ~fed_dead & ~owned_dead
+    names = _names(params)
+    idx = _sample(eligible, [size for _, size in names], num_coordinates, gen)
+    dead_idx = np.flatnonzero(owned_dead)
+    total = sum(size for _, size in names)
+    directions = gen.standard_normal((num_directions, total))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    is_frozen = is_trained = None
+    if frozen is not None:
+        frozen = {k: np.asarray(v, bool) for k, v in frozen.items()}
+        trained = {k: masks[k] & ~frozen[k] for k in masks}
+        is_frozen = _flat_mask(spec_lib.expand(model_spec, frozen, params, fill=False))
+        is_trained = _flat_mask(spec_lib.expand(model_spec, trained, params, fill=False))
 
-    # (a) sampled coordinates, each at every step; keep the largest kink-free step.
-    idx = _sample(eligible, [s for _, s in names], num, gen)
-    n = idx.size
-    if n:
-        fd, kinks = run(
-            probe_coordinate,
-            (jnp.asarray(np.repeat(idx, SHRINK)), jnp.asarray(np.tile(steps, n))),
-        )
-        fd = np.asarray(fd).reshape(n, SHRINK)
-        smooth = np.asarray(kinks).reshape(n, SHRINK) == 0
-    else:
-        fd, smooth = np.zeros((0, SHRINK)), np.zeros((0, SHRINK), bool)
-    kinked = ~smooth.any(axis=1)
-    pick = np.argmax(smooth, axis=1)  # first (largest) kink-free step; 0 if none
-    numeric = fd[np.arange(n), pick]
-    analytic = g_flat[idx]
+    with jax.enable_x64(True):
+        slopes, grads, updates = _measure(
+            model, loss_fn, params, masks, x, y, frozen, optimizer, delta,
+            idx, dead_idx, directions, dropout_rng,
+        )  # fmt: skip
+
+    # (a) sampled coordinates at their largest kink-free step.
+    numeric, step, kinked = slopes["coordinates"]
+    analytic = grads[idx]
     errors = relative_error(analytic, numeric)
     ok = errors[~kinked]
     worst = ""
-    if n:
+    if idx.size:
         w = int(np.argmax(np.where(kinked, -1.0, errors)))
-        leaf = int(np.searchsorted(np.cumsum([s for _, s in names]), idx[w], side="right"))
-        offset = int(idx[w] - sum(s for _, s in names[:leaf]))
+        ends = np.cumsum([size for _, size in names])
+        leaf = int(np.searchsorted(ends, idx[w], side="right"))
+        offset = int(idx[w] - (ends[leaf - 1] if leaf else 0))
         worst = (
             f"{names[leaf][0]}[{offset}]: autodiff {analytic[w]:.12e}, "
-            f"difference {numeric[w]:.12e} (step {steps[pick[w]]:.0e}), "
+            f"difference {numeric[w]:.12e} (step {step[w]:.0e}), "
             f"relative error {errors[w]:.3e}" + (" (kink)" if kinked[w] else "")
         )
-
-    # (b) every entry owned by a disabled unit; inputs reading one: gradient only.
-    dead_idx = np.flatnonzero(owned_dead)
-    masked_grad = float(np.max(np.abs(g_flat[dead_idx]), initial=0.0))
-    fed_grad = float(np.max(np.abs(g_flat[fed_dead]), initial=0.0))
-    masked_fd = 0.0
-    if dead_idx.size:
-        masked_fd = float(np.max(np.abs(np.asarray(run(plain_coordinate, dead_idx)))))
-
-    # (c) random unit directions, at the largest kink-free step.
-    dir_errors = []
-    if num_dirs:
-        v = gen.standard_normal((num_dirs, flat.size))
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        dd, kinks = run(
-            probe_direction,
-            (jnp.asarray(np.repeat(v, SHRINK, axis=0)), jnp.asarray(np.tile(steps, num_dirs))),
-        )
-        dd = np.asarray(dd).reshape(num_dirs, SHRINK)
-        smooth_d = np.asarray(kinks).reshape(num_dirs, SHRINK) == 0
-        for k in range(num_dirs):
-            if smooth_d[k].any():
-                s = int(np.argmax(smooth_d[k]))
-                dir_errors.append(float(relative_error(g_flat @ v[k], dd[k, s])))
-
-    # (d) one optimizer update with frozen units.
+    # (b) disabled units: every owned entry probed; the inputs reading them, gradient only.
+    masked_fd = float(np.max(np.abs(slopes["masked"]), initial=0.0))
+    # (c) directions.
+    dir_numeric, _, dir_kinked = slopes["directions"]
+    dir_errors = relative_error(directions @ grads, dir_numeric)[~dir_kinked]
+    # (d) one optimizer step with frozen units.
     frozen_max = live_max = None
-    if optimizer is not None:
-        frozen = {k: jnp.asarray(v, bool) for k, v in frozen.items()}
-        updates, _ = optimizer.update(grads, optimizer.init(params), params, frozen=frozen)
-        u = np.abs(np.asarray(ravel_pytree(updates)[0]))
-        is_frozen = _flat_mask(spec_lib.expand(model_spec, frozen, params, fill=False))
-        trained = {k: masks[k] & ~frozen[k] for k in masks}
-        is_trained = _flat_mask(spec_lib.expand(model_spec, trained, params, fill=False))
-        frozen_max = float(np.max(u[is_frozen], initial=0.0))
-        live_max = float(np.max(u[is_trained], initial=0.0))
+    if updates is not None:
+        frozen_max = float(np.max(np.abs(updates[is_frozen]), initial=0.0))
+        live_max = float(np.max(np.abs(updates[is_trained]), initial=0.0))
 
     return GradCheck(
         max_relative_error=float(np.max(ok, initial=0.0)),
@@ -454,16 +388,104 @@ def _check(
         sum_relative_error=float(np.sum(ok)),
         quantile_relative_error=float(np.quantile(ok, QUANTILE)) if ok.size else 0.0,
         max_relative_error_all=float(np.max(errors, initial=0.0)),
-        max_directional_error=max(dir_errors) if dir_errors else None,
-        masked_grad_max_abs=masked_grad,
-        fed_grad_max_abs=fed_grad,
+        max_directional_error=float(np.max(dir_errors)) if dir_errors.size else None,
+        masked_grad_max_abs=float(np.max(np.abs(grads[dead_idx]), initial=0.0)),
+        fed_grad_max_abs=float(np.max(np.abs(grads[fed_dead]), initial=0.0)),
         masked_fd_max_abs=masked_fd,
         frozen_update_max_abs=frozen_max,
         live_update_max_abs=live_max,
-        coordinates_checked=int(n),
+        coordinates_checked=int(idx.size),
         kink_coordinates=int(kinked.sum()),
         masked_coordinates=int(dead_idx.size),
-        directions_checked=len(dir_errors),
+        directions_checked=int(dir_errors.size),
         delta=float(delta),
         worst=worst,
     )
+
+
+def _measure(
+    model, loss_fn, params, masks, x, y, frozen, optimizer, delta, idx, dead_idx, dirs, drop
+):
+    """The float64 part: gradient, probes and the optimizer update, as numpy arrays.
+
+    Returns ``(slopes, grads, updates)``: `slopes` maps 'coordinates' and
+    'directions' to (difference, step, kinked) arrays and 'masked' to the
+    differences at the disabled units' entries; `grads` and `updates` are flat.
+    """
+    params = jax.tree.map(_to64, params)
+    x, y = _to64(x), _to64(y)
+    masks = {k: jnp.asarray(v) for k, v in masks.items()}
+    train = drop is not None
+
+    def loss(p):
+        return loss_fn(model.apply(p, masks, x, train=train, rng=drop), y)
+
+    flat, unravel = ravel_pytree(params)
+    loss_decisions = with_decisions(lambda v: loss(unravel(v)))
+
+    @jax.jit
+    def start(params):
+        return ravel_pytree(jax.grad(loss)(params))[0], loss_decisions(ravel_pytree(params)[0])[1]
+
+    grads, base = start(params)
+    table = jnp.asarray(dirs) if len(dirs) else jnp.zeros((1, flat.size))
+
+    def probe(i, d, h):
+        """Slope along coordinate i (d < 0) or direction d at step h; kinks crossed."""
+        along = jnp.where(d < 0, jax.nn.one_hot(i, flat.size, dtype=flat.dtype), table[d])
+        up, down = flat + h * along, flat - h * along
+        lp, dp = loss_decisions(up)
+        lm, dm = loss_decisions(down)
+        width = jnp.where(d < 0, up[i] - down[i], 2 * h)
+        flips = sum(jnp.sum(a != b) + jnp.sum(c != b) for a, c, b in zip(dp, dm, base))
+        return (lp - lm) / width, flips
+
+    chunk = jax.jit(jax.vmap(probe))
+
+    def run(i, d, h):
+        n = len(i)
+        pad = -n % CHUNK
+        i, d, h = (np.concatenate([a, np.full(pad, a[0] if n else 0, a.dtype)]) for a in (i, d, h))
+        out = [chunk(*(a[k : k + CHUNK] for a in (i, d, h))) for k in range(0, len(i), CHUNK)]
+        if not out:
+            return np.zeros(0), np.zeros(0, bool)
+        slope, flips = (np.concatenate([np.asarray(o[j]) for o in out])[:n] for j in (0, 1))
+        return slope, flips == 0
+
+    def at_smooth_step(i, d):
+        """Each probe at the largest of delta, delta / 10, ... that crosses no kink."""
+        n = len(i)
+        numeric, step, kinked = np.zeros(n), np.full(n, delta), np.ones(n, bool)
+        todo = np.arange(n)
+        for s in range(SHRINK):
+            h = np.full(todo.size, delta * 10.0**-s)
+            slope, smooth = run(i[todo], d[todo], h)
+            first = s == 0
+            numeric[todo] = np.where(smooth | first, slope, numeric[todo])
+            step[todo[smooth]] = h[smooth]
+            kinked[todo[smooth]] = False
+            todo = todo[~smooth]
+        return numeric, step, kinked
+
+    k = len(dirs)
+    slopes = {
+        "coordinates": at_smooth_step(idx.astype(np.int32), np.full(idx.size, -1, np.int32)),
+        "directions": at_smooth_step(np.zeros(k, np.int32), np.arange(k, dtype=np.int32)),
+        "masked": run(
+            dead_idx.astype(np.int32), np.full(dead_idx.size, -1, np.int32),
+            np.full(dead_idx.size, delta),
+        )[0],
+    }  # fmt: skip
+
+    updates = None
+    if optimizer is not None:
+        frozen = {key: jnp.asarray(v) for key, v in frozen.items()}
+
+        @jax.jit
+        def step(params, grads, frozen):
+            grads = unravel(grads)
+            out, _ = optimizer.update(grads, optimizer.init(params), params, frozen=frozen)
+            return ravel_pytree(out)[0]
+
+        updates = np.asarray(step(params, grads, frozen))
+    return slopes, np.asarray(grads), updates

@@ -124,6 +124,13 @@ def create_train_states(seeds, model: models.Model, tx) -> TrainState:
     return jax.vmap(lambda k: create_train_state(k, model, tx))(keys)
 
 
+def from_config(config: ml_collections.ConfigDict, input_shape) -> Trainer:
+    """The trainer of the configured model and task for examples of `input_shape`."""
+    model = models.get_model(config.model, input_shape)
+    task = tasks.get_task(config.task, config.train.loss or None)
+    return make_trainer(config, model, task)
+
+
 def make_trainer(
     config: ml_collections.ConfigDict, model: models.Model, task: tasks.Task
 ) -> Trainer:

@@ -8,11 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxshrink import data, models, optim, tasks
-from jaxshrink import gradcheck as gc
 from configs import mnist as mnist_config
 from configs import sobel as sobel_config
 from configs import summation as summation_config
+from jaxshrink import data, models, optim, tasks
+from jaxshrink import gradcheck as gc
 
 TOL = 1e-6
 
@@ -71,9 +71,7 @@ def _setup(config, input_shape, dropout, seed=0, batch=3):
 
 @pytest.mark.parametrize("name,config,input_shape,dropout", CASES, ids=[c[0] for c in CASES])
 def test_model_gradients(name, config, input_shape, dropout):
-    model, loss, params, masks, frozen, optimizer, x, y, drop = _setup(
-        config, input_shape, dropout
-    )
+    model, loss, params, masks, frozen, optimizer, x, y, drop = _setup(config, input_shape, dropout)
     r = gc.check_gradients(
         model, loss, params, masks, x, y, frozen=frozen, optimizer=optimizer, dropout_rng=drop
     )

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from jaxshrink import batching, data, minimize, models, strategies, train
+from jaxshrink import batching, data, errors, minimize, strategies, train, validate
+from jaxshrink import masks as masks_lib
 
 
 def _one(tree):
@@ -34,22 +35,22 @@ class _SingleRound:
 @pytest.fixture(scope="module")
 def setup():
     c = tiny_config("canny")  # the soft F1 loss never collapses to an all-zero output
-    dataset = data.load_dataset(c.data, c.task)
+    dataset = data.load_dataset(c.data)
     rng = jax.random.PRNGKey(0)
-    trainer = train.make_trainer(c, jax.eval_shape(lambda: models.init(rng, c)))
+    trainer = train.from_config(c, data.input_shape(c.data))
     engine = batching.make_engine(trainer, c.batch)
-    state = train.create_train_state(rng, c, trainer.tx)
+    state = train.create_train_state(rng, trainer.model, trainer.tx)
     d = train.make_train_data(dataset.train)
     ev = train.make_eval_data(dataset.eval, 4)
     states, _ = jax.jit(engine.train)(_one(state), d, jnp.array([30]))
     state = batching.take(states, 0)
-    baseline = trainer.evaluate(state.params, state.masks, ev)["f1"]
+    baseline = trainer.evaluate(state.params, state.masks, ev)["score"]
     return c, engine, state, d, ev, baseline
 
 
 def _run_rounds(c, engine, state, d, ev, baseline, threshold, limit=30):
     round_fn = _SingleRound(c, engine)
-    ms = minimize.init_state(state, baseline, jax.random.PRNGKey(1))
+    ms = minimize.init_state(engine.trainer.model.spec, state, baseline, jax.random.PRNGKey(1))
     records = []
     while not bool(ms.done) and len(records) < limit:
         ms, rec = round_fn(ms, threshold, d, ev)
@@ -67,7 +68,7 @@ def _assert_trees_equal(a, b):
 def test_rollback_restores_params_masks_and_adam_bit_for_bit(setup):
     c, engine, state, d, ev, baseline = setup
     round_fn = _SingleRound(c, engine)
-    ms = minimize.init_state(state, baseline, jax.random.PRNGKey(1))
+    ms = minimize.init_state(engine.trainer.model.spec, state, baseline, jax.random.PRNGKey(1))
     new, rec = round_fn(ms, 10.0, d, ev)  # no score can clear 10x
     assert bool(rec.active) and not bool(rec.accepted)
     _assert_trees_equal(new.run.params, state.params)
@@ -82,10 +83,10 @@ def test_rollback_restores_params_masks_and_adam_bit_for_bit(setup):
 def test_accepted_round_disables_and_freezes_the_unit(setup):
     c, engine, state, d, ev, baseline = setup
     round_fn = _SingleRound(c, engine)
-    ms = minimize.init_state(state, baseline, jax.random.PRNGKey(1))
+    ms = minimize.init_state(engine.trainer.model.spec, state, baseline, jax.random.PRNGKey(1))
     new, rec = round_fn(ms, 0.0, d, ev)
     assert bool(rec.accepted)
-    name, unit = minimize.candidate_name(int(rec.candidate), state.masks).split("/")
+    name, unit = masks_lib.candidate_name(engine.trainer.model.spec, int(rec.candidate)).split("/")
     assert not bool(new.run.masks[name][int(unit)])
     assert bool(new.run.frozen[name][int(unit)])
     assert int(new.run.step) == int(state.step) + c.minimize.round_steps
@@ -101,7 +102,8 @@ def test_cosmax_stops_when_first_and_second_choice_fail(setup):
     ms, records, _ = _run_rounds(c, engine, state, d, ev, baseline, threshold=10.0)
     assert len(records) == 2 and bool(ms.done)
     first, second = (int(r.candidate) for r in records)
-    scores = strategies.cosine_score(state.params, state.masks, None)
+    spec = engine.trainer.model.spec
+    scores = strategies.cosine_score(spec, state.params, state.masks, None, c.minimize)
     order = np.argsort(-np.asarray(scores), kind="stable")
     assert (first, second) == (order[0], order[1])  # max, then the second max
 
@@ -134,7 +136,12 @@ def test_always_accepting_keeps_one_unit_per_layer_and_never_recompiles(setup):
     assert [int(np.sum(ms.run.masks[n])) for n in ("conv_0", "conv_1", "conv_2")] == [1, 1, 1]
     assert len(records) == 8
     # Masks changed every round and the threshold changes below: still one compilation.
-    ms2, _ = round_fn(minimize.init_state(state, baseline, jax.random.PRNGKey(2)), 0.5, d, ev)
+    ms2, _ = round_fn(
+        minimize.init_state(engine.trainer.model.spec, state, baseline, jax.random.PRNGKey(2)),
+        0.5,
+        d,
+        ev,
+    )
     assert round_fn._cache_size() == 1
 
 
@@ -153,15 +160,16 @@ def test_modes_set_the_documented_freeze_flags(setup):
         "conv_1": jnp.zeros(5, bool),
         "conv_2": jnp.zeros(1, bool),
     }
-    frozen_only_it = minimize._alter(state, onehot, "disabled_frozen", None).frozen
+    spec = engine.trainer.model.spec
+    frozen_only_it = minimize.alter(spec, state, onehot, "disabled_frozen", None).frozen
     assert np.asarray(frozen_only_it["conv_0"]).tolist() == [False, True, False, False, False]
-    others = minimize._alter(state, onehot, "disabled_others_frozen", None).frozen
+    others = minimize.alter(spec, state, onehot, "disabled_others_frozen", None).frozen
     assert np.asarray(others["conv_0"]).tolist() == [True, False, True, True, True]
     assert bool(np.all(others["conv_1"]))
-    plain = minimize._alter(state, onehot, "disabled", None)
+    plain = minimize.alter(spec, state, onehot, "disabled", None)
     assert not bool(plain.masks["conv_0"][1]) and not bool(np.any(plain.frozen["conv_0"]))
-    fresh = models.init(jax.random.PRNGKey(7), c)
-    reinit = minimize._alter(state, onehot, "disabled_frozen", fresh).params
+    fresh = engine.trainer.model.init(jax.random.PRNGKey(7))
+    reinit = minimize.alter(spec, state, onehot, "disabled_frozen", fresh).params
     np.testing.assert_array_equal(
         reinit["conv_0"]["kernel"][..., 1], fresh["conv_0"]["kernel"][..., 1]
     )
@@ -175,5 +183,5 @@ def test_unknown_mode_and_reference_are_clear_errors(setup):
     for field, value in (("mode", "nope"), ("reference", "nope")):
         bad = c.copy_and_resolve_references()
         bad.minimize[field] = value
-        with pytest.raises(ValueError, match=f"minimize.{field}"):
-            minimize.make_round(bad, engine)
+        with pytest.raises(errors.ConfigError, match=f"minimize.{field}"):
+            validate.validate(bad)

@@ -20,7 +20,7 @@ def _config():
 def _split(n, seed, size=12):
     rng = np.random.default_rng(seed)
     images = rng.uniform(size=(n, size, size, 1)).astype(np.float32)
-    targets = np.stack([data.sobel_target(im[..., 0]) for im in images])[..., None]
+    targets = np.stack([data.edges.sobel_target(im[..., 0]) for im in images])[..., None]
     return data.Split(images, targets.astype(np.float32), tuple(f"s{seed}-{i}" for i in range(n)))
 
 
@@ -28,11 +28,7 @@ class _One:
     """The batched engine driven as a single run (the batch of one)."""
 
     def __init__(self, c, method="loop"):
-        from jaxshrink import models
-
-        self.trainer = train.make_trainer(
-            c, jax.eval_shape(lambda: models.init(jax.random.PRNGKey(0), c))
-        )
+        self.trainer = train.from_config(c, (12, 12, 1))
         c = c.copy_and_resolve_references()
         c.batch.method = method
         self.engine = batching.make_engine(self.trainer, c.batch)
@@ -53,7 +49,9 @@ class _One:
 def _setup():
     c = _config()
     trainer = _One(c)
-    state = train.create_train_state(jax.random.PRNGKey(0), c, trainer.trainer.tx)
+    state = train.create_train_state(
+        jax.random.PRNGKey(0), trainer.trainer.model, trainer.trainer.tx
+    )
     return c, trainer, state
 
 
@@ -71,7 +69,7 @@ def test_batched_runs_match_single_runs_and_zero_steps_change_nothing():
     c = _config()
     d = train.make_train_data(_split(8, 6))
     one = _One(c)
-    states = train.create_train_states([3, 4, 5], c, one.trainer.tx)
+    states = train.create_train_states([3, 4, 5], one.trainer.model, one.trainer.tx)
     for method in ("loop", "vmap"):
         for grad in ("sum", "vmap"):
             cfg = c.copy_and_resolve_references()
@@ -89,14 +87,14 @@ def test_batched_runs_match_single_runs_and_zero_steps_change_nothing():
                         np.testing.assert_allclose(x, y, rtol=2e-4, atol=1e-6)
                 np.testing.assert_allclose(loss[r], single_loss, rtol=1e-5)
             scores = engine.evaluate(out.params, out.masks, train.make_eval_data(_split(5, 7), 2))
-            assert scores["f1"].shape == (3,)
+            assert scores["score"].shape == (3,)
 
 
 def test_run_created_in_a_batch_equals_the_single_one():
     c = _config()
     one = _One(c)
-    batch = train.create_train_states([0, 11], c, one.trainer.tx)
-    single = train.create_train_state(jax.random.PRNGKey(11), c, one.trainer.tx)
+    batch = train.create_train_states([0, 11], one.trainer.model, one.trainer.tx)
+    single = train.create_train_state(jax.random.PRNGKey(11), one.trainer.model, one.trainer.tx)
     for x, y in zip(jax.tree.leaves(batching.take(batch, 1)), jax.tree.leaves(single)):
         np.testing.assert_array_equal(x, y)
 
@@ -141,9 +139,9 @@ def test_evaluate_is_the_mean_over_the_whole_eval_split():
     c, trainer, state = _setup()
     split = _split(7, 4)  # 7 images in batches of 3: padding must not count
     ev = train.make_eval_data(split, 3)
-    assert ev.images.shape[:2] == (3, 3)
+    assert ev.inputs.shape[:2] == (3, 3)
     got = jax.jit(trainer.evaluate)(state.params, state.masks, ev)
-    out = trainer.predict(state.params, state.masks, split.images)
+    out = trainer.predict(state.params, state.masks, split.inputs)
     want_f1 = np.mean(np.asarray(metrics.f1_score_per_image(out, split.targets)))
     np.testing.assert_allclose(float(got["f1"]), want_f1, rtol=1e-5)
     np.testing.assert_allclose(float(got["mae"]), float(metrics.mae(out, split.targets)), rtol=1e-5)
@@ -155,7 +153,9 @@ def test_checkpoint_roundtrip_is_exact(tmp_path):
     ckpt = checkpoint.RunCheckpointer(str(tmp_path / "ckpt"))
     ckpt.save(3, state, {"stage": "train", "step": 3})
     assert ckpt.latest_step() == 3
-    fresh = train.create_train_state(jax.random.PRNGKey(9), c, trainer.trainer.tx)
+    fresh = train.create_train_state(
+        jax.random.PRNGKey(9), trainer.trainer.model, trainer.trainer.tx
+    )
     restored, meta = ckpt.restore(3, fresh)
     assert meta == {"stage": "train", "step": 3}
     assert jax.tree.structure(restored) == jax.tree.structure(state)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxshrink import config as config_lib
-from jaxshrink import models, visualize
+from jaxshrink import models, spec, visualize
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -25,10 +25,10 @@ def _assert_empty(folder):
 @pytest.fixture(scope="module")
 def net():
     config = config_lib.base_config("sobel")
-    config.data.crop_size = 16
-    params = models.init(jax.random.PRNGKey(0), config)
+    model = models.get_model(config.model, (16, 16, 1))
+    params = model.init(jax.random.PRNGKey(0))
     image = np.random.default_rng(0).random((16, 16, 1), np.float32)
-    return config, params, models.init_masks(params), image
+    return model, params, spec.full(model.spec), image
 
 
 def _disable(masks, name, unit):
@@ -45,31 +45,49 @@ def test_signed_rgb_colours():
     np.testing.assert_array_equal(visualize.signed_rgb(np.zeros((2, 2))), np.zeros((2, 2, 3)))
 
 
-def test_layer_outputs_match_apply(net):
-    config, params, masks, image = net
-    apply = models.make_apply(config)
+def test_layer_outputs_are_the_signed_values_before_activation(net):
+    model, params, masks, image = net
     masks = _disable(masks, "conv_1", 2)
-    outs = visualize.layer_outputs(params, masks, image)
-    assert [o.shape for o in outs] == [(16, 16, 5), (16, 16, 5), (16, 16, 1)]
-    expected = np.asarray(apply(params, masks, image[None]))[0]
-    np.testing.assert_allclose(outs[-1], expected, atol=1e-5, rtol=1e-5)
-    assert np.all(outs[1][..., 2] == 0.0)
-    assert np.any(outs[1][..., 1] != 0.0)
+    outs = visualize.layer_outputs(model, params, masks, image)
+    assert [name for name, _ in outs] == ["conv_0", "conv_1", "conv_2"]
+    assert [o.shape for _, o in outs] == [(16, 16, 5), (16, 16, 5), (16, 16, 1)]
+    # The FCN applies ReLU after every layer: relu(last) is the network's output.
+    expected = np.asarray(model.apply(params, masks, image[None]))[0]
+    np.testing.assert_allclose(np.maximum(outs[-1][1], 0), expected, atol=1e-5, rtol=1e-5)
+    assert np.any(outs[0][1] < 0)  # signed: before the ReLU
+    assert np.all(outs[1][1][..., 2] == 0.0)  # a disabled unit passes nothing on
+    assert np.any(outs[1][1][..., 1] != 0.0)
+    # The first layer's values are the plain convolution plus bias.
+    p = params["conv_0"]
+    want = (
+        jax.lax.conv_general_dilated(
+            image[None],
+            p["kernel"],
+            (1, 1),
+            "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision="highest",
+        )[0]
+        + p["bias"]
+    )
+    np.testing.assert_allclose(outs[0][1], want, atol=1e-5, rtol=1e-5)
 
 
 def test_save_masks_and_outputs(tmp_path, net):
-    _, params, masks, image = net
+    model, params, masks, image = net
     off = _disable(_disable(masks, "conv_0", 0), "conv_1", 4)
     for name, m in (("on", masks), ("off", off)):
-        _assert_png(visualize.save_masks(str(tmp_path / f"masks_{name}.png"), params, m, "t"))
-        _assert_png(
-            visualize.save_filter_outputs(str(tmp_path / f"out_{name}.png"), params, m, image)
-        )
+        path = str(tmp_path / f"masks_{name}.png")
+        _assert_png(visualize.save_masks(path, model.spec, params, m, "t"))
+        path = str(tmp_path / f"out_{name}.png")
+        _assert_png(visualize.save_filter_outputs(path, model, params, m, image))
     pair = tmp_path / "pair.png"
-    assert visualize.save_filter_outputs_pair(str(pair), (params, masks), (params, off), image)
+    assert visualize.save_filter_outputs_pair(
+        str(pair), model, (params, masks), (params, off), image
+    )
     _assert_png(pair)
     # Deterministic: the same drawing gives the same bytes.
-    again = visualize.save_masks(str(tmp_path / "again.png"), params, off, "t")
+    again = visualize.save_masks(str(tmp_path / "again.png"), model.spec, params, off, "t")
     assert open(again, "rb").read() == open(tmp_path / "masks_off.png", "rb").read()
 
 
@@ -99,14 +117,25 @@ def test_save_triptychs(tmp_path):
     _assert_png(path)
 
 
+def test_labelled_and_regression_pictures(tmp_path):
+    images = np.random.default_rng(2).random((3, 8, 8, 1))
+    logits = np.eye(4)[[1, 2, 0]]
+    path = visualize.save_labelled(str(tmp_path / "l.png"), images, np.array([1, 3, 0]), logits)
+    _assert_png(path)
+    y = np.linspace(0, 2, 20)[:, None]
+    _assert_png(visualize.save_regression(str(tmp_path / "r.png"), None, y, y + 0.01, "t"))
+
+
 def test_failing_draw_leaves_nothing(tmp_path, net):
-    _, params, masks, image = net
-    bad = dict(params, conv_1={"kernel": np.zeros((5, 5, 5)), "bias": np.zeros(5)})
+    model, params, masks, image = net
+    dense = models.sequential_model(["dense:3", "dense:1"], (4,))
+    dense_params = dense.init(jax.random.PRNGKey(0))
     pics = np.zeros((2, 8, 8, 1))
-    with pytest.raises(ValueError):
-        visualize.save_masks(str(tmp_path / "m.png"), bad, None)
-    with pytest.raises(Exception):  # noqa: B017 - the convolution's own shape error
-        visualize.save_filter_outputs(str(tmp_path / "o.png"), params, masks, np.zeros((8, 8, 3)))
+    with pytest.raises(ValueError, match="no square 2-D convolution"):
+        visualize.save_masks(str(tmp_path / "m.png"), dense.spec, dense_params, None)
+    with pytest.raises(ValueError, match="expected one example"):
+        path = str(tmp_path / "o.png")
+        visualize.save_filter_outputs(path, model, params, masks, np.zeros((8, 8, 3)))
     with pytest.raises(ValueError):
         visualize.save_kept_matrix(str(tmp_path / "k.png"), [[True]], ["a", "b"])
     with pytest.raises(ValueError):
