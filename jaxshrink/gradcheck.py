@@ -440,7 +440,7 @@ def _measure(
         flips = sum(jnp.sum(a != b) + jnp.sum(c != b) for a, c, b in zip(dp, dm, base))
         return (lp - lm) / width, flips
 
-    chunk = jax.jit(jax.vmap(probe))
+    chunk = jax.jit(lambda *args: jax.lax.map(lambda a: probe(*a), args))
 
     def run(i, d, h):
         n = len(i)

@@ -33,6 +33,7 @@ from jaxshrink import (
     batching,
     checkpoint,
     data,
+    errors,
     export,
     files,
     minimize,
@@ -68,13 +69,24 @@ class Job:
     padded runs take no steps and are dropped from every result.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str, log: Logger):
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        workdir: str,
+        log: Logger,
+        model: models.Model | None = None,
+    ):
         self.config, self.workdir, self.log = config, workdir, log
         self.curve: dict | None = None  # training curves, set by `train_stage`
         self.dataset = data.load_dataset(config.data)
         log(f"data: {self.dataset.info['description']}")
         example_shape = self.dataset.train.inputs.shape[1:]
-        self.model = models.get_model(config.model, example_shape)
+        self.model = model or models.get_model(config.model, example_shape)
+        if tuple(self.model.spec.input_shape) != tuple(example_shape):
+            raise errors.ConfigError(
+                f"model: built for inputs of shape {self.model.spec.input_shape}, but the data's "
+                f"examples are {tuple(example_shape)}; allowed: a model for the data's shape"
+            )
         self.task = tasks.get_task(config.task, config.train.loss or None)
         self.device_list = batching.devices(int(config.batch.devices))
         self.devices = len(self.device_list)
@@ -202,10 +214,10 @@ def train_stage(job: Job, seeds) -> train.TrainState:
     return batching.take(states, slice(0, n))
 
 
-def init_minimize(job: Job, trained: train.TrainState, baselines, seeds) -> minimize.MinState:
+def init_minimize(model_spec, trained: train.TrainState, baselines, seeds) -> minimize.MinState:
     """The minimizer's batched start: run i continues `trained[i]` with the key of `seeds[i]`."""
     keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(int(s)), 1) for s in seeds])
-    start = functools.partial(minimize.init_state, job.model.spec)
+    start = functools.partial(minimize.init_state, model_spec)
     return jax.vmap(start)(trained, jnp.asarray(baselines, jnp.float32), keys)
 
 
@@ -304,13 +316,14 @@ def _failed(config, workdir: str, log: Logger, reason: str, trained: dict) -> di
     return results
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def run(config: ml_collections.ConfigDict, workdir: str, model: models.Model | None = None) -> dict:
     """Runs the configured job in `workdir` and returns its results.
 
     Args:
       config: a config from `configs/` (see `jaxshrink.config.base_config`).
       workdir: folder for checkpoints, `results.json`, pictures and the exported
         network; created if missing. Rerunning with the same workdir resumes.
+      model: your own network (`models.Model.create`) instead of `config.model`'s.
 
     Returns:
       The results dictionary that is also written to `workdir/results.json`.
@@ -320,18 +333,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         workdir was started with.
       errors.WorkdirBusy: another live process holds the workdir.
     """
-    validate.validate(config)
+    validate.validate(config, model)
     validate.check_workdir(workdir)
     with workdir_lib.claim(workdir, config) as workdir:
-        return _run(config, workdir)
+        return _run(config, workdir, model)
 
 
-def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def _run(config: ml_collections.ConfigDict, workdir: str, model=None) -> dict:
     log = Logger()
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     log(f"jaxshrink {config.task} ({config.data.dataset}): workdir {workdir}")
-    job = Job(config, workdir, log)
+    job = Job(config, workdir, log, model)
     log(job.describe())
     label = job.score_label
 
@@ -357,7 +370,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if config.minimize.enabled:
         mcfg = config.minimize
         spec = batching.stack([minimize.run_spec(mcfg)])
-        ms = init_minimize(job, trained_batch, [trained_scores["score"]], seeds)
+        ms = init_minimize(job.model.spec, trained_batch, [trained_scores["score"]], seeds)
         describe = (
             f"minimize: strategy {mcfg.strategy}, mode {mcfg.mode}, threshold "
             f"{mcfg.threshold}, {mcfg.round_steps} steps per round, baseline {label} "

@@ -78,7 +78,9 @@ def _run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
     specs = batching.stack(
         [minimize.run_spec(config.minimize, strategy=k, threshold=t) for _, k, t in runs]
     )
-    ms = pipeline.init_minimize(job, start_states, baselines[seed_index], [s for s, _, _ in runs])
+    ms = pipeline.init_minimize(
+        job.model.spec, start_states, baselines[seed_index], [s for s, _, _ in runs]
+    )
     t0 = time.perf_counter()
     ms, history = pipeline.minimize_stage(
         job,

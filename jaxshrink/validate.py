@@ -45,13 +45,18 @@ def _finite_positive(value, field: str) -> None:
     _check(ok, field, value, "a finite number > 0")
 
 
-def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Checks `c` (see the module docstring); returns it unchanged."""
+def validate(c: ml_collections.ConfigDict, model=None) -> ml_collections.ConfigDict:
+    """Checks `c` (see the module docstring); returns it unchanged.
+
+    With `model` (a researcher's own `models.Model`), `c.model` is not read; the
+    model's input shape must be the data's.
+    """
     _one_of(c.get("task"), "task", tasks.TASKS)
     task = tasks.TASKS[c.task]
     _one_of(c.data.get("dataset"), "data.dataset", data.DATASETS)
     _one_of(c.data.get("source"), "data.source", data.DATASETS[c.data.dataset].SOURCES)
-    _check_model(c)
+    if model is None:
+        _check_model(c)
     _check_optim(c)
     _one_of(c.train.loss or task.losses[0], "train.loss", task.losses)
     for field in ("train.batch_size", "train.log_every", "train.eval_every"):
@@ -74,7 +79,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         for field in ("correlation.repetitions", "correlation.second_steps"):
             _int(c, field)
         _int(c, "correlation.eval_every")
-    _check_shapes(c)
+    _check_shapes(c, model)
     return c
 
 
@@ -138,7 +143,7 @@ def _check_minimize(c) -> None:
     _int(c, "minimize.max_failures", -1)
 
 
-def _check_shapes(c) -> None:
+def _check_shapes(c, model=None) -> None:
     """Builds the model for the data's input shape (traced, nothing allocated)."""
     shape = data.input_shape(c.data)
     if c.task == "edges":
@@ -149,6 +154,14 @@ def _check_shapes(c) -> None:
             c.data.crop_size,
             f"at least {metrics.UIQI_WINDOW} (the UIQI window)",
         )
+    if model is not None:
+        _check(
+            tuple(model.spec.input_shape) == tuple(shape),
+            "model",
+            f"a model for inputs of shape {tuple(model.spec.input_shape)}",
+            f"a model for the data's examples of shape {tuple(shape)}",
+        )
+        return
     try:
         models.get_model(c.model, shape)
     except (ValueError, TypeError, ZeroDivisionError) as e:

@@ -52,3 +52,14 @@ def die_after_saves(monkeypatch, stage: str, saves: int):
 
     monkeypatch.setattr(checkpoint.RunCheckpointer, "save", save_then_die)
     return lambda: monkeypatch.setattr(checkpoint.RunCheckpointer, "save", real_save)
+
+
+def load_config(name: str, arg: str | None = None):
+    """`configs/<name>.py` loaded as `--config=configs/<name>.py:<arg>` would."""
+    import importlib.util
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(f"{name}_config", f"{root}/configs/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)

@@ -277,19 +277,26 @@ def _load_config(name: str):
     return module.get_config("quick")
 
 
+# family -> (config file loaded with :quick, model overrides, input shape or None for
+# the data's): the test-sized member of every registered family.
+FAMILY_CASES = {
+    "fcn": ("sobel", {}, (12, 12, 1)),
+    "cnn": ("mnist", {}, None),
+    "mlp": ("summation", {"hidden": (16,)}, None),
+}
+
+
+def test_every_family_has_a_case():
+    assert set(FAMILY_CASES) == set(models.FAMILIES)
+
+
 @functools.cache
 def _family(name):
     """(model, params, x) of one registered family at a test-sized input."""
-    if name == "fcn":
-        c = _load_config("sobel")
-        shape = (12, 12, 1)
-    elif name == "cnn":
-        c = _load_config("mnist")
-        shape = data.input_shape(c.data)
-    else:
-        c = _load_config("summation")
-        c.model.hidden = (16,)
-        shape = data.input_shape(c.data)
+    config_name, overrides, shape = FAMILY_CASES[name]
+    c = _load_config(config_name)
+    c.model.update(overrides)
+    shape = shape or data.input_shape(c.data)
     assert c.model.name == name
     model = models.get_model(c.model, shape)
     # LeCun-scaled kernels and positive biases keep most ReLUs active; the output
@@ -312,7 +319,7 @@ def _family(name):
 
 
 @pytest.mark.parametrize("name", sorted(models.FAMILIES))
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=6, deadline=None)  # ~0.5 s per example: a new compact shape each
 @given(st.data())
 def test_every_family_masked_equals_compact(name, draw):
     model, params, x = _family(name)

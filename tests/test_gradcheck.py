@@ -37,7 +37,7 @@ def _cases():
 CASES = _cases()
 
 
-def _setup(config, input_shape, dropout, seed=0, batch=3):
+def _setup(config, input_shape, dropout, seed=0, batch=2):
     model = models.get_model(config.model, input_shape)
     keys = jax.random.split(jax.random.PRNGKey(seed), 6)
     params = model.init(keys[0])
@@ -51,7 +51,7 @@ def _setup(config, input_shape, dropout, seed=0, batch=3):
             # A quarter of the units, but only a few where each owns a large slice:
             # every entry a disabled unit owns is probed.
             fan_in = layer.in_features * layer.window
-            off = max(1, layer.units // 4 if fan_in < 100 else 2)
+            off = max(1, layer.units // 4 if fan_in < 100 else 1)
             keep[order[:off]] = False  # some units disabled in every candidate layer
             freeze[order[: off + 1]] = True  # disabled ones and one live unit frozen
         masks[layer.name], frozen[layer.name] = jnp.asarray(keep), jnp.asarray(freeze)

@@ -27,7 +27,7 @@ def test_canny_quick_config_is_the_canny_task_at_quick_sizes():
     # The quick Canny sizes run end to end in tests/test_sweep.py (quick sweep) and in
     # the thesis notebook; here only what distinguishes the config file.
     config = _load_config("canny")
-    assert config.task == "canny" and config.train.loss == "f1"
+    assert config.data.dataset == "canny" and config.train.loss == "f1"
     sobel = _load_config("sobel")
     assert (config.data.crop_size, config.train.initial_steps) == (
         sobel.data.crop_size,
@@ -50,7 +50,8 @@ def test_quick_config_shrinks_and_keeps_the_score(tmp_path):
     for name in ("samples_trained.png", "samples_minimized.png", "export/params.npz"):
         assert (tmp_path / name).stat().st_size > 0
     small = export.load(str(tmp_path / "export"))
-    assert list(export.widths(small)) == [sum(row) for row in results["kept"]]
+    widths = [int(small[name]["bias"].shape[0]) for name in results["layers"]]
+    assert widths == [sum(row) for row in results["kept"]] == results["widths"]["after"]
 
 
 def _comparable(results):
@@ -99,5 +100,5 @@ def test_command_line_runs_and_defaults_the_workdir(tmp_path):
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "== jaxshrink canny ==" in proc.stdout
+    assert "== jaxshrink edges (canny) ==" in proc.stdout
     assert (tmp_path / "runs" / "canny-quick" / "results.json").exists()

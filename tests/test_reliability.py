@@ -24,9 +24,10 @@ from jaxshrink import (
     minimize,
     models,
     pipeline,
-    strategies,
+    spec,
     sweep,
     train,
+    validate,
 )
 from jaxshrink import config as config_lib
 from jaxshrink import masks as masks_lib
@@ -209,7 +210,7 @@ def test_validate_names_the_field_and_the_allowed_values(field, value, allowed):
     section, name = field.split(".")
     c[section][name] = value
     with pytest.raises(errors.ConfigError) as info:
-        config_lib.validate(c)
+        validate.validate(c)
     message = str(info.value)
     assert message.startswith(field) and allowed in message and "\n" not in message
 
@@ -232,7 +233,7 @@ def test_a_config_changed_on_resume_is_refused(tmp_path):
 def test_nan_in_one_seed_of_a_batch_fails_only_that_seed(tmp_path, monkeypatch):
     def small():
         c = tiny_config("canny")
-        c.sweep = config_lib.sweep_config("canny").sweep
+        config_lib.add_sweep(c)
         c.sweep.num_seeds, c.sweep.thresholds = 2, (0.9,)
         return c
 
@@ -259,15 +260,15 @@ def test_nan_in_one_seed_of_a_batch_fails_only_that_seed(tmp_path, monkeypatch):
 
 def test_a_round_with_nan_rolls_back_exactly():
     c = tiny_config("canny")
-    dataset = data.load_dataset(c.data, c.task)
-    trainer = train.make_trainer(c, jax.eval_shape(lambda: models.init(jax.random.PRNGKey(0), c)))
+    dataset = data.load_dataset(c.data)
+    trainer = train.from_config(c, data.input_shape(c.data))
     engine = batching.make_engine(trainer, c.batch)
-    state = train.create_train_states([0], c, trainer.tx)
+    state = train.create_train_states([0], trainer.model, trainer.tx)
     ev = train.make_eval_data(dataset.eval, 4)
     baseline = jax.vmap(trainer.evaluate, in_axes=(0, 0, None))(state.params, state.masks, ev)
-    ms = pipeline.init_minimize(state, baseline["f1"], [0])
+    ms = pipeline.init_minimize(trainer.model.spec, state, baseline["score"], [0])
     bad = train.TrainData(
-        jnp.full_like(jnp.asarray(dataset.train.images), jnp.nan),
+        jnp.full_like(jnp.asarray(dataset.train.inputs), jnp.nan),
         jnp.asarray(dataset.train.targets),
     )
     spec = batching.stack([minimize.run_spec(c.minimize, threshold=0.5)])
@@ -308,37 +309,40 @@ def test_outputs_are_written_atomically(tmp_path, monkeypatch):
 _unit_rows = st.lists(st.lists(st.booleans(), min_size=1, max_size=6), min_size=2, max_size=4)
 
 
-def _tree(rows):
-    return {f"conv_{i}": jnp.asarray(r, bool) for i, r in enumerate(rows)}
+def _spec_and_tree(rows):
+    """A conv chain with one layer per row (units = the row's length) and its mask tree."""
+    model = models.sequential_model([f"conv:{len(r)}:3" for r in rows], (4, 4, 2))
+    return model.spec, {f"conv_{i}": jnp.asarray(r, bool) for i, r in enumerate(rows)}
 
 
 @settings(max_examples=40, deadline=None)
 @given(_unit_rows)
 def test_mask_helpers_agree_with_plain_python(rows):
-    tree = _tree(rows)
-    assert masks_lib.to_rows(tree) == rows
+    model_spec, tree = _spec_and_tree(rows)
+    assert masks_lib.to_rows(model_spec, tree) == rows
     assert int(masks_lib.count_alive(tree)) == sum(map(sum, rows))
     params = {
         name: {"kernel": jnp.zeros((3, 3, 2, len(r))), "bias": jnp.zeros(len(r))}
         for name, r in zip(tree, rows)
     }
-    expanded = masks_lib.expand(tree, params)
+    expanded = spec.expand(model_spec, tree, params)
     for name, r in zip(tree, rows):
         k = np.asarray(expanded[name]["kernel"])
         assert k.shape == (3, 3, 2, len(r))
         assert all(bool(np.all(k[..., u] == r[u])) for u in range(len(r)))
+        assert np.asarray(expanded[name]["bias"]).tolist() == r
 
 
 @settings(max_examples=40, deadline=None)
 @given(_unit_rows)
 def test_candidates_flatten_round_trip_and_eligibility(rows):
-    tree = _tree(rows)
-    flat = strategies.flatten(tree, tree)
+    model_spec, tree = _spec_and_tree(rows)
+    flat = masks_lib.flatten(model_spec, tree)
     assert np.asarray(flat).tolist() == [u for r in rows[:-1] for u in r]  # output excluded
-    back = strategies.unflatten(flat, tree, fill=True)
-    assert masks_lib.to_rows(back)[:-1] == rows[:-1]
+    back = masks_lib.unflatten(model_spec, flat, fill=True)
+    assert masks_lib.to_rows(model_spec, back)[:-1] == rows[:-1]
     assert bool(np.all(back[f"conv_{len(rows) - 1}"]))
-    ok = np.asarray(strategies.eligible(tree))
+    ok = np.asarray(masks_lib.eligible(model_spec, tree))
     expected = [u and sum(r) > 1 for r in rows[:-1] for u in r]  # never a layer's last unit
     assert ok.tolist() == expected
 

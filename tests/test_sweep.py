@@ -194,5 +194,5 @@ def test_bad_sweep_settings_are_clear_errors():
     ):
         c = tiny_sweep()
         c.sweep[field] = value
-        with pytest.raises(ValueError, match=match):
-            sweep.sweep_runs(c)
+        with pytest.raises(errors.ConfigError, match=match):
+            validate.validate(c)
