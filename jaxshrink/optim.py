@@ -116,10 +116,18 @@ def make_optimizer(
     parts += [OPTIMIZERS[optim_cfg.get("name", "adam")](optim_cfg), freeze_units(model_spec)]
     frozen_layers = tuple(optim_cfg.get("frozen_layers", ()))
     if frozen_layers:
-        frozen = {
-            name: jax.tree.map(lambda _, n=name: n in frozen_layers, layer)
-            for name, layer in params.items()
-        }
+        unknown = sorted(set(frozen_layers) - set(model_spec.names))
+        if unknown:
+            raise ValueError(
+                f"optim.frozen_layers: unknown layers {unknown}; allowed: {model_spec.names}"
+            )
+        prefixes = [tuple(name.split("/")) for name in frozen_layers]
+
+        def is_frozen(path, _):
+            keys = tuple(getattr(k, "key", k) for k in path)
+            return any(keys[: len(p)] == p for p in prefixes)
+
+        frozen = jax.tree_util.tree_map_with_path(is_frozen, params)
         parts.append(optax.masked(optax.set_to_zero(), frozen))
     return optax.chain(*parts)
 

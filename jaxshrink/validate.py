@@ -161,15 +161,22 @@ def _check_shapes(c, model=None) -> None:
             f"a model for inputs of shape {tuple(model.spec.input_shape)}",
             f"a model for the data's examples of shape {tuple(shape)}",
         )
+        _check_frozen_layers(c, model)
         return
     try:
-        models.get_model(c.model, shape)
+        model = models.get_model(c.model, shape)
     except (ValueError, TypeError, ZeroDivisionError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise errors.ConfigError(
             f"model: cannot be built for inputs of shape {tuple(shape)} ({first}); "
             "allowed: layers whose kernels and poolings fit the input (see data.crop_size)"
         ) from None
+    _check_frozen_layers(c, model)
+
+
+def _check_frozen_layers(c, model) -> None:
+    for name in c.optim.get("frozen_layers", ()):
+        _one_of(name, "optim.frozen_layers", model.spec.names)
 
 
 def check_workdir(workdir: str) -> None:

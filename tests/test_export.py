@@ -1,7 +1,6 @@
 """The compact network: dropped units, same function, hand-counted params and FLOPs, files."""
 
 import functools
-import importlib.util
 import json
 import math
 import os
@@ -10,14 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import load_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxshrink import config as config_lib
 from jaxshrink import data, export, models
 from jaxshrink import spec as spec_lib
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CFG = config_lib.base_config("sobel")  # thesis net: 1 -> 5 -> 5 -> 1, kernel 5
 MODEL = models.get_model(CFG.model, (12, 12, 1))
@@ -269,14 +267,6 @@ def test_export_refuses_a_mismatch(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- every family
 
 
-def _load_config(name: str):
-    """Loads `configs/<name>.py:quick` as `--config` would."""
-    spec = importlib.util.spec_from_file_location(f"{name}_config", f"{ROOT}/configs/{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config("quick")
-
-
 # family -> (config file loaded with :quick, model overrides, input shape or None for
 # the data's): the test-sized member of every registered family.
 FAMILY_CASES = {
@@ -294,7 +284,7 @@ def test_every_family_has_a_case():
 def _family(name):
     """(model, params, x) of one registered family at a test-sized input."""
     config_name, overrides, shape = FAMILY_CASES[name]
-    c = _load_config(config_name)
+    c = load_config(config_name, "quick")
     c.model.update(overrides)
     shape = shape or data.input_shape(c.data)
     assert c.model.name == name
