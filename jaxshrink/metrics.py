@@ -26,7 +26,6 @@ before reducing, so that ``O * T`` cannot overflow and sums keep their precision
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -34,11 +33,10 @@ import numpy as np
 from jax import lax
 
 __all__ = [
-    "LOSSES",
+    "UIQI_WINDOW",
     "f1_loss",
     "f1_score",
     "f1_score_per_image",
-    "get_loss",
     "mae",
     "mse",
     "uiqi",
@@ -339,25 +337,3 @@ def uiqi(output, target, window: int = UIQI_WINDOW) -> jnp.ndarray:
         Scalar in ``[-1, 1]``.
     """
     return jnp.mean(uiqi_per_image(output, target, window))
-
-
-LOSSES: dict[str, Callable[..., jnp.ndarray]] = {"mae": mae, "mse": mse, "f1": f1_loss}
-
-
-def get_loss(name: str) -> Callable[..., jnp.ndarray]:
-    """Look up a training loss by its config name.
-
-    Args:
-        name: One of ``'mae'``, ``'mse'``, ``'f1'``.
-
-    Returns:
-        The loss function ``(output, target) -> scalar``.
-
-    Raises:
-        ValueError: If ``name`` is not a known loss; the message lists them.
-    """
-    try:
-        return LOSSES[name]
-    except (KeyError, TypeError):
-        allowed = ", ".join(repr(k) for k in LOSSES)
-        raise ValueError(f"unknown loss {name!r}; expected one of {allowed}") from None

@@ -14,11 +14,9 @@ from hypothesis import strategies as st
 
 from jaxshrink import metrics
 from jaxshrink.metrics import (
-    LOSSES,
     f1_loss,
     f1_score,
     f1_score_per_image,
-    get_loss,
     mae,
     mse,
     uiqi,
@@ -322,18 +320,6 @@ def test_vmap_over_extra_leading_axis(fn):
     o, t = _rand((2, 3, 9, 9, 1), 22), _rand((2, 3, 9, 9, 1), 23)
     expected = np.array([fn(o[k], t[k]) for k in range(2)])
     np.testing.assert_allclose(jax.vmap(fn)(o, t), expected, rtol=1e-6, atol=1e-7)
-
-
-def test_get_loss_and_registry():
-    assert set(LOSSES) == {"mae", "mse", "f1"}
-    assert get_loss("mae") is mae
-    assert get_loss("mse") is mse
-    assert get_loss("f1") is f1_loss
-    with pytest.raises(ValueError) as info:
-        get_loss("nope")
-    message = str(info.value)
-    for name in ("'mae'", "'mse'", "'f1'", "nope"):
-        assert name in message
 
 
 def test_input_validation():

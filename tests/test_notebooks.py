@@ -9,7 +9,7 @@ from nbclient import NotebookClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = ["quickstart", "thesis_figures"]
-PICTURES = {"quickstart": 7, "thesis_figures": 2}  # images each notebook shows
+PICTURES = {"quickstart": 8, "thesis_figures": 2}  # images each notebook shows
 
 
 def _sources(nb):
