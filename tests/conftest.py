@@ -63,3 +63,16 @@ def load_config(name: str, arg: str | None = None):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(arg)
+
+
+def tiny_mnist():
+    """The quick MNIST classifier on a few hundred digits with a few steps."""
+    c = load_config("mnist", "quick")
+    c.data.train_size, c.data.eval_size = 200, 60
+    c.train.initial_steps, c.train.log_every, c.train.eval_every = 40, 20, 20
+    c.train.batch_size = 8
+    c.minimize.round_steps = 4
+    c.minimize.max_rounds = 3
+    c.minimize.threshold = 0.5
+    c.output.num_examples = 3
+    return c

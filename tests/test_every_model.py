@@ -7,14 +7,11 @@ import os
 import subprocess
 import sys
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
-from conftest import die_after_saves, load_config
+from conftest import die_after_saves, load_config, tiny_mnist
 
-from jaxshrink import batching, data, minimize, pipeline, sweep, train
 from jaxshrink import config as config_lib
+from jaxshrink import pipeline, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,18 +38,6 @@ def tiny_summation():
     c.minimize.threshold = 0.5
     c.minimize.max_rounds = 4
     c.output.num_examples = 50
-    return c
-
-
-def tiny_mnist():
-    c = load_config("mnist", "quick")
-    c.data.train_size, c.data.eval_size = 200, 60
-    c.train.initial_steps, c.train.log_every, c.train.eval_every = 40, 20, 20
-    c.train.batch_size = 8
-    c.minimize.round_steps = 4
-    c.minimize.max_rounds = 3
-    c.minimize.threshold = 0.5
-    c.output.num_examples = 3
     return c
 
 
@@ -121,27 +106,6 @@ def test_an_interrupted_summation_run_resumes_to_the_same_result(tmp_path, monke
     got = pipeline.run(tiny_summation(), str(tmp_path / "resumed"))
     for key in ("kept", "rounds", "trained", "final", "params", "widths"):
         assert got[key] == want[key], key
-
-
-def test_a_round_with_nan_rolls_back_exactly_for_the_classifier():
-    c = tiny_mnist()
-    dataset = data.load_dataset(c.data)
-    trainer = train.from_config(c, data.input_shape(c.data))
-    engine = batching.make_engine(trainer, c.batch)
-    state = train.create_train_states([0], trainer.model, trainer.tx)
-    ev = train.make_eval_data(dataset.eval, 20)
-    baseline = jax.vmap(trainer.evaluate, in_axes=(0, 0, None))(state.params, state.masks, ev)
-    ms = pipeline.init_minimize(trainer.model.spec, state, baseline["score"], [0])
-    bad = train.TrainData(
-        jnp.full_like(jnp.asarray(dataset.train.inputs), jnp.nan),
-        jnp.asarray(dataset.train.targets),
-    )
-    spec = batching.stack([minimize.run_spec(c.minimize, threshold=0.1)])
-    new, rec = jax.jit(minimize.make_round(c, engine))(ms, spec, bad, ev)
-    assert bool(rec.active[0]) and not bool(rec.finite[0]) and not bool(rec.accepted[0])
-    for x, y in zip(jax.tree.leaves(new.run), jax.tree.leaves(ms.run)):
-        if x.dtype != jnp.int32:  # the step counter moves on
-            np.testing.assert_array_equal(x, y)
 
 
 @pytest.mark.parametrize(

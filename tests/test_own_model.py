@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import load_config
+from conftest import tiny_mnist
 
 from jaxshrink import errors, export, models, pipeline, spec
 
@@ -47,14 +47,11 @@ def test_the_spec_reads_the_flatten():
 
 
 def _config():
-    c = load_config("mnist", "quick")
+    c = tiny_mnist()
     c.data.train_size, c.data.eval_size = 300, 100
     c.train.initial_steps, c.train.log_every, c.train.eval_every = 60, 30, 30
     c.train.batch_size = 16
     c.minimize.round_steps = 5
-    c.minimize.max_rounds = 3
-    c.minimize.threshold = 0.5
-    c.output.num_examples = 3
     return c
 
 

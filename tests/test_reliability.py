@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import tiny_config, tiny_mnist
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -258,8 +258,9 @@ def test_nan_in_one_seed_of_a_batch_fails_only_that_seed(tmp_path, monkeypatch):
     assert all(row["n"] == 1 for row in csv)  # only seed 0 is in the figure
 
 
-def test_a_round_with_nan_rolls_back_exactly():
-    c = tiny_config("canny")
+@pytest.mark.parametrize("make", [lambda: tiny_config("canny"), tiny_mnist], ids=["fcn", "cnn"])
+def test_a_round_with_nan_rolls_back_exactly(make):
+    c = make()
     dataset = data.load_dataset(c.data)
     trainer = train.from_config(c, data.input_shape(c.data))
     engine = batching.make_engine(trainer, c.batch)
