@@ -119,7 +119,7 @@ class Job:
         return (
             f"device: {jax.devices()[0].device_kind} x{self.devices} ({jax.default_backend()}), "
             f"runs batched by {e.method} ({group}, grad {e.grad}), "
-            f"precision {self.config.model.precision}"
+            f"precision {self.config.model.get('precision', 'as the model sets it')}"
         )
 
     def evaluate(self, states: train.TrainState) -> dict[str, np.ndarray]:

@@ -34,7 +34,7 @@ def builtin_mnist():
 
 
 def test_registry_defaults():
-    assert set(data.DATASETS) == {"sobel", "canny", "mnist", "summation"}
+    assert set(data.DATASETS) == {"sobel", "canny", "mnist", "summation", "cifar10"}
     assert data.DATASETS["sobel"] is data.DATASETS["canny"] is data.edges
     for name, module in data.DATASETS.items():
         cfg = data.default_config(name)

@@ -343,8 +343,7 @@ def test_module_exports():
         "f1_score_per_image",
         "uiqi",
         "uiqi_per_image",
-        "LOSSES",
-        "get_loss",
+        "UIQI_WINDOW",
     }
 
 

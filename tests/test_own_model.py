@@ -5,8 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_mnist
 
+from jaxshrink import config as config_lib
 from jaxshrink import errors, export, models, pipeline, spec
 
 
@@ -47,11 +47,13 @@ def test_the_spec_reads_the_flatten():
 
 
 def _config():
-    c = tiny_mnist()
+    """The README's way: the common sections only, no `model` section at all."""
+    c = config_lib.common_config("classification", "mnist")
     c.data.train_size, c.data.eval_size = 300, 100
     c.train.initial_steps, c.train.log_every, c.train.eval_every = 60, 30, 30
     c.train.batch_size = 16
-    c.minimize.round_steps = 5
+    c.minimize.round_steps, c.minimize.max_rounds, c.minimize.threshold = 5, 3, 0.5
+    assert not c.model  # nothing of the package's models is configured
     return c
 
 

