@@ -11,7 +11,7 @@ import pytest
 from conftest import die_after_saves, load_config, tiny_mnist
 
 from jaxshrink import config as config_lib
-from jaxshrink import pipeline, sweep
+from jaxshrink import errors, pipeline, sweep, validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -109,33 +109,43 @@ def test_an_interrupted_summation_run_resumes_to_the_same_result(tmp_path, monke
 
 
 @pytest.mark.parametrize(
-    "config_arg, override, field",
+    "config_arg, field, value, message",
     [
-        (
-            "mnist.py:quick",
-            "--config.model.layers=('conv:8:5','avgpool:2','dense:10')",
-            "model.layers",
-        ),
-        ("mnist.py:quick", "--config.model.layers=('conv:8:29:valid','dense:10')", "model"),
-        ("sobel.py:quick", "--config.data.crop_size=6", "data.crop_size"),
-        ("summation.py:quick", "--config.train.loss=cross_entropy", "train.loss"),
-        ("summation.py:quick", "--config.data.dataset=cifar", "data.dataset"),
+        ("mnist.py:quick", "model.layers", ("conv:8:5", "avgpool:2", "dense:10"), "model.layers"),
+        ("mnist.py:quick", "model.layers", ("conv:8:29:valid", "dense:10"), "model: "),
+        ("sobel.py:quick", "data.crop_size", 6, "data.crop_size"),
+        ("summation.py:quick", "train.loss", "cross_entropy", "train.loss"),
+        ("summation.py:quick", "data.dataset", "cifar", "data.dataset"),
     ],
 )
-def test_bad_sizes_and_names_exit_2_with_one_line(tmp_path, config_arg, override, field):
-    proc = _cli(config_arg, tmp_path / "w", override, timeout=120)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"jaxshrink: error: {field}"), lines
-    assert not (tmp_path / "w").exists()  # nothing written
+def test_bad_sizes_and_names_are_one_line_config_errors(config_arg, field, value, message):
+    name, arg = config_arg.split(".py:")
+    c = load_config(name, arg)
+    section, key = field.split(".")
+    c[section][key] = value
+    with pytest.raises(errors.ConfigError) as info:
+        validate.validate(c)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
-def test_a_workdir_that_is_a_file_or_cannot_be_created_exits_2(tmp_path):
+def test_bad_input_from_the_command_line_exits_2_and_writes_nothing(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("not a folder")
-    for workdir in (afile, afile / "below"):
-        proc = _cli("summation.py:quick", workdir, timeout=120)
+    for workdir, override, field in (
+        (tmp_path / "w", "--config.model.layers=('conv:8:29:valid','dense:10')", "model: "),
+        (afile, "--config.seed=0", "workdir: "),
+    ):
+        proc = _cli("mnist.py:quick", workdir, override, timeout=120)
         assert proc.returncode == 2, proc.stderr[-2000:]
         lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("jaxshrink: error: workdir:"), lines
+        assert len(lines) == 1 and lines[0].startswith(f"jaxshrink: error: {field}"), lines
+    assert not (tmp_path / "w").exists()  # nothing written
     assert afile.read_text() == "not a folder"
+
+
+def test_a_workdir_below_a_file_cannot_be_created(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(errors.ConfigError, match="^workdir: cannot create"):
+        validate.check_workdir(str(afile / "below"))
+    validate.check_workdir(str(tmp_path / "new" / "deeper"))  # creatable: fine
