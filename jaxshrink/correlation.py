@@ -257,6 +257,7 @@ def _run_correlation(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results = {
         "config": config.to_dict(),
         "device": jax.devices()[0].device_kind,
+        "data": job.dataset.info,
         "seconds": time.perf_counter() - start,
         "pooled_pairs": len(rows),
         "table_4_1": table,

@@ -135,6 +135,7 @@ def _run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results = {
         "config": config.to_dict(),
         "device": jax.devices()[0].device_kind,
+        "data": job.dataset.info,
         "devices": job.devices,
         "batch": {
             "method": job.engine.method,

@@ -53,31 +53,6 @@ def test_summation_quick_config_from_the_command_line(tmp_path):
     assert (tmp_path / "unit_weights.png").stat().st_size > 0
 
 
-def test_mnist_quick_config_from_the_command_line(tmp_path):
-    # The quick config at test sizes (its full quick run is timed in the README).
-    proc = _cli(
-        "mnist.py:quick",
-        tmp_path,
-        "--config.train.initial_steps=60",
-        "--config.train.eval_every=30",
-        "--config.data.eval_size=200",
-        "--config.minimize.max_rounds=2",
-        "--config.minimize.round_steps=5",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "== jaxshrink classification (mnist) ==" in proc.stdout
-    assert "MNIST: 4000 train / 200 eval digits" in proc.stdout
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["removed_units"] >= 1
-    assert results["widths"]["before"] == [4, 8, 128, 10]
-    assert 0.0 <= results["final"]["eval"]["accuracy"] <= 1.0
-    assert results["final"]["eval"]["top1_error"] == pytest.approx(
-        1 - results["final"]["eval"]["accuracy"]
-    )
-    for name in ("confusion_matrix.png", "first_layer_filters.png", "loss_normalised.png"):
-        assert (tmp_path / name).stat().st_size > 0
-
-
 def test_a_sweep_of_the_mnist_classifier(tmp_path):
     c = tiny_mnist()
     config_lib.add_sweep(c)
