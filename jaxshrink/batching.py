@@ -70,7 +70,7 @@ def resolve(batch_cfg, backend: str | None = None) -> tuple[str, int, str]:
     if grad == "auto":
         # CPU (measured): vmap-of-grad is 1.0-1.5x faster than grad-of-sum under vmap.
         # GPU: grad-of-sum lowers the filter gradient to batch_group_count, which
-        # cuDNN's backward-filter routine takes (DESIGN.md); not yet measured.
+        # cuDNN's backward-filter routine takes; not yet measured.
         grad = "vmap" if backend == "cpu" else "sum"
     if method == "loop":
         group_size = 1
