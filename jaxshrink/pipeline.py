@@ -204,7 +204,7 @@ def train_stage(job: Job, seeds) -> train.TrainState:
         curve["loss"].append(loss.tolist())
         if step % eval_every == 0 or step == total:
             score = job.evaluate(states)["score"][:n]
-            line += f"  eval {job.score_label} {spread(score)}"
+            line += f"  eval {job.score_label} {spread(score, '.4g')}"
             curve["eval_step"].append(step)
             curve["eval_score"].append(score.tolist())
             ckpt.save(step, states, {"stage": "train", "step": step, "curve": curve})
@@ -281,7 +281,7 @@ def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, des
                 alive = int(masks_lib.count_alive(batching.take(ms.run.masks, 0)))
                 log(
                     f"minimize: round {calls:2d}  disable {e['candidate']:9s} "
-                    f"{job.score_label} {e['score']:.4f}  ratio {e['ratio']:.3f}  {verdict:11s} "
+                    f"{job.score_label} {e['score']:.4g}  ratio {e['ratio']:.3f}  {verdict:11s} "
                     f"alive {alive}  ({seconds:.1f}s)"
                 )
         else:
@@ -364,7 +364,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, model=None) -> dict:
     job.picture(
         "samples_trained.png",
         trained,
-        f"trained {int(trained.step)} steps: eval {label} {trained_scores['score']:.4f}",
+        f"trained {int(trained.step)} steps: eval {label} {trained_scores['score']:.4g}",
     )
 
     if config.minimize.enabled:
@@ -374,7 +374,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, model=None) -> dict:
         describe = (
             f"minimize: strategy {mcfg.strategy}, mode {mcfg.mode}, threshold "
             f"{mcfg.threshold}, {mcfg.round_steps} steps per round, baseline {label} "
-            f"{trained_scores['score']:.4f}"
+            f"{trained_scores['score']:.4g}"
         )
         ms, history = minimize_stage(job, ms, spec, describe)
         final_batch = ms.run
@@ -384,7 +384,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, model=None) -> dict:
     final = batching.take(final_batch, 0)
     final_scores = _floats(batching.take(job.evaluate(final_batch), 0))
     job.picture(
-        "samples_minimized.png", final, f"minimized: eval {label} {final_scores['score']:.4f}"
+        "samples_minimized.png", final, f"minimized: eval {label} {final_scores['score']:.4g}"
     )
     exported = export.export(
         os.path.join(workdir, "export"),

@@ -187,9 +187,9 @@ def summary(results: dict) -> str:
     return (
         f"\n== jaxshrink {results['config']['task']} ({results['config']['data']['dataset']}) ==\n"
         f"  data: {results['data']['description']}\n"
-        f"  trained {t['steps']} steps: eval {label} {t['eval']['score']:.4f}\n"
+        f"  trained {t['steps']} steps: eval {label} {t['eval']['score']:.4g}\n"
         f"  minimized ({m['strategy']}, threshold {m['threshold']}): "
-        f"{len(results['rounds'])} rounds, {accepted} kept, {label} {f['eval']['score']:.4f} "
+        f"{len(results['rounds'])} rounds, {accepted} kept, {label} {f['eval']['score']:.4g} "
         f"({_ratio_text(results['reference_ratio'])} of trained)\n"
         f"{extra}"
         f"  units removed: {results['removed_units']}; kept (# = kept):\n{kept}\n"

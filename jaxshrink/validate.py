@@ -112,8 +112,8 @@ def _check_model(c) -> None:
                 _check(_is_int(int(args[0]), 1), "model.layers", token, "units >= 1")
         except (ValueError, IndexError) as e:
             raise errors.ConfigError(
-                f"model.layers: got {token!r}; allowed: 'conv:F:K[:valid][:sN]', 'dense:N', "
-                f"'maxpool:W', 'dropout:R' ({e})"
+                f"model.layers: got {token!r}; allowed: 'conv:F:K[:valid][:sN]', "
+                f"'convT:F:K[:sN]', 'dense:N', 'maxpool:W', 'dropout:R' ({e})"
             ) from None
     _check(
         len(sequential.layer_names(layers)) >= 2,

@@ -6,16 +6,19 @@ classifiers). A network is a tuple of layer strings:
 
 * ``conv:F:K`` a K x K convolution with F filters, stride 1, 'SAME' padding; add
   ``:valid`` for 'VALID' padding and ``:sN`` for stride N;
+* ``convT:F:K`` a K x K transposed convolution with F filters ('SAME'; with ``:sN``
+  it multiplies height and width by N), Flax's kernel layout (K, K, in, F);
 * ``dense:N`` a dense layer with N units (inputs of rank > 2 are flattened first, in
   NHWC order);
 * ``maxpool:W`` max pooling over W x W windows with stride W ('VALID');
 * ``dropout:R`` dropout with rate R (active only when called with ``train=True``).
 
-Convolutions and dense layers are the maskable layers, named ``conv_i`` and
-``dense_i`` (i counts per kind). Each is followed by a ReLU (the last one only when
-`final_activation`), then multiplied by its mask, so a disabled unit's output is
-exactly zero whatever its weights: the network computes the same function as the one
-with the unit physically removed, and the unit's weights get exactly zero gradient.
+Convolutions, transposed convolutions and dense layers are the maskable layers, named
+``conv_i``, ``convT_i`` and ``dense_i`` (i counts per kind). Each is followed by a
+ReLU (the last one only when `final_activation`), then multiplied by its mask, so a
+disabled unit's output is exactly zero whatever its weights: the network computes the
+same function as the one with the unit physically removed, and the unit's weights get
+exactly zero gradient.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-MASKABLE = ("conv", "dense")
+MASKABLE = ("conv", "convT", "dense")
 OTHERS = ("maxpool", "dropout")
 
 
@@ -93,14 +96,15 @@ class Sequential(nn.Module):
             units = int(args[0])
             if self.widths is not None:
                 units = int(self.widths[name])
-            if kind == "conv":
+            if kind in ("conv", "convT"):
                 k = int(args[1])
                 options = args[2:]
                 stride = next((int(o[1:]) for o in options if o.startswith("s")), 1)
-                x = nn.Conv(
+                layer = nn.Conv if kind == "conv" else nn.ConvTranspose
+                x = layer(
                     units,
                     (k, k),
-                    strides=stride,
+                    strides=(stride, stride),
                     padding="VALID" if "valid" in options else "SAME",
                     kernel_init=kernel_init,
                     bias_init=bias_init,
