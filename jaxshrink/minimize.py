@@ -188,7 +188,9 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
         finite = jnp.isfinite(score) & jnp.isfinite(loss)
         for leaf in jax.tree.leaves(trial.params):
             finite &= jnp.all(jnp.isfinite(leaf))
-        accept = active & finite & (ratio >= spec.threshold)
+        # Written without the division, so that a reference of 0 (e.g. an accuracy of 0
+        # on a tiny eval split) accepts any finite score instead of comparing NaN.
+        accept = active & finite & (score >= spec.threshold * ms.reference)
         # Rolled back: params, masks, frozen flags and Adam state exactly as they were
         # (the next round resets Adam first, which is the thesis's reset after a
         # reversion). Only the step counter moves on, so the next round draws new

@@ -185,3 +185,13 @@ def test_unknown_mode_and_reference_are_clear_errors(setup):
         bad.minimize[field] = value
         with pytest.raises(errors.ConfigError, match=f"minimize.{field}"):
             validate.validate(bad)
+
+
+def test_a_reference_of_zero_accepts_any_finite_score(setup):
+    # e.g. an accuracy of 0 on a tiny eval split: score / 0 is not a ratio to compare.
+    c, engine, state, d, ev, _ = setup
+    round_fn = _SingleRound(c, engine)
+    spec = engine.trainer.model.spec
+    ms = minimize.init_state(spec, state, jnp.float32(0.0), jax.random.PRNGKey(1))
+    _, rec = round_fn(ms, 0.95, d, ev)
+    assert bool(rec.active) and bool(rec.accepted) and float(rec.score) >= 0.0
