@@ -67,7 +67,7 @@ def _model(name: str):
 
 def quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """An eighth of every width, 2000 / 500 images, 400 steps, at most 10 rounds."""
-    c.model.layers = tuple(_narrow(token) for token in c.model.layers)
+    c.model.layers = config_lib.narrow_layers(c.model.layers, 8)
     c.data.train_size, c.data.eval_size = 2000, 500
     c.train.batch_size = 32
     c.train.initial_steps = 400
@@ -76,13 +76,6 @@ def quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.minimize.round_steps = 50
     c.minimize.max_rounds = 10
     return c
-
-
-def _narrow(token: str) -> str:
-    kind, *args = token.split(":")
-    if kind in ("conv", "dense") and args[0] != "10":
-        args[0] = str(max(4, int(args[0]) // 8))
-    return ":".join([kind, *args])
 
 
 PRESETS = {"a": _model("a"), "b": _model("b"), "c": _model("c"), "quick": quick}

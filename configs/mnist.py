@@ -80,7 +80,7 @@ def quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     One unit per round cannot empty a 128-unit layer in a minute, so the quick run
     stops after 10 rounds (`minimize.max_rounds`); the full config has no such cap.
     """
-    c.model.layers = tuple(_narrow(token) for token in c.model.layers)
+    c.model.layers = config_lib.narrow_layers(c.model.layers, 8)
     c.train.batch_size = 32
     c.train.initial_steps = 600
     c.train.log_every = 150
@@ -90,13 +90,6 @@ def quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if c.optim.name == "rmsprop":  # 1e-4 needs thousands of steps
         c.optim.learning_rate = 1e-3
     return c
-
-
-def _narrow(token: str) -> str:
-    kind, *args = token.split(":")
-    if kind in ("conv", "dense") and args[0] != "10":
-        args[0] = str(max(4, int(args[0]) // 8))
-    return ":".join([kind, *args])
 
 
 PRESETS = {"t003": thesis_003, "quick": quick}

@@ -127,6 +127,21 @@ def make_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 PRESETS = {"quick": make_quick}
 
 
+def narrow_layers(layers, factor: int, minimum: int = 4) -> tuple[str, ...]:
+    """Layer strings with every maskable layer but the output `factor` times narrower.
+
+    A quick preset keeps a network's shape (kinds, kernels, poolings) at a CPU size.
+    """
+    maskable = [i for i, t in enumerate(layers) if t.split(":")[0] in ("conv", "convT", "dense")]
+    out = []
+    for i, token in enumerate(layers):
+        kind, *args = token.split(":")
+        if i in maskable[:-1]:
+            args[0] = str(max(minimum, int(args[0]) // factor))
+        out.append(":".join([kind, *args]))
+    return tuple(out)
+
+
 def apply_presets(config, presets: dict, arg: str | None) -> ml_collections.ConfigDict:
     """Applies the presets named in `arg` ('a,b': a then b; None: none) to `config`."""
     for name in (arg or "").split(","):
