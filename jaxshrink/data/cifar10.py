@@ -142,7 +142,7 @@ def load(data_cfg) -> Dataset:
         raise errors.ConfigError(
             f"data.normalize: got {data_cfg.normalize!r}; allowed: {NORMALIZATIONS}"
         )
-    sizes = [_check_size(data_cfg, split) for split in ("train", "eval")]
+    sizes = [tfds_source.check_size(data_cfg, split) for split in ("train", "eval")]
     if data_cfg.source == "tfds":
         train_part, eval_part = _tfds_splits(data_cfg, sizes)
         where = (
@@ -216,7 +216,7 @@ def _folder_splits(folder: Path, seed: int, sizes: Sequence[int]):
         pixels = np.concatenate([batch[0] for batch in batches])
         labels = np.concatenate([batch[1] for batch in batches])
         sources = [f"{name}[{row}]" for name, b in zip(names, batches) for row in range(len(b[1]))]
-        indices = _subset(len(labels), limit, seed, stream)
+        indices = tfds_source.subset(len(labels), limit, seed, stream)
         splits.append((pixels[indices], labels[indices], tuple(sources[i] for i in indices)))
     return splits
 
@@ -285,60 +285,17 @@ def _tfds_splits(data_cfg, sizes: Sequence[int]):
                 "(https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz) and set "
                 "--config.data.source=folder --config.data.folder=PATH"
             ) from err
-        indices = _subset(len(source), limit, data_cfg.seed, stream)
+        indices = tfds_source.subset(len(source), limit, data_cfg.seed, stream)
         prefix = f"{data_cfg.tfds_name}/{data_cfg[f'tfds_{split}_split']}"
-        splits.append(_read_records(source, indices, prefix, data_cfg))
+        splits.append(
+            tfds_source.read_labelled_images(
+                source, indices, prefix, data_cfg, IMAGE_SHAPE, NUM_CLASSES
+            )
+        )
     return splits
 
 
-def _read_records(source: Sequence, indices: np.ndarray, prefix: str, data_cfg):
-    """Reads the records at `indices` into (N, 32, 32, 3) uint8 pixels, int32 labels, names."""
-    if not len(indices):
-        raise errors.DataError(f"tfds {prefix} has no record")
-    keys = {"tfds_image_key": data_cfg.tfds_image_key, "tfds_label_key": data_cfg.tfds_label_key}
-    pixels = np.empty((len(indices), *IMAGE_SHAPE), np.uint8)
-    labels = np.empty(len(indices), np.int32)
-    for n, index in enumerate(indices):
-        record = source[int(index)]
-        for field, key in keys.items():
-            if key not in record:
-                raise errors.ConfigError(
-                    f"data.{field}: got {key!r}, not a feature of {prefix}; "
-                    f"allowed: {sorted(record)}"
-                )
-        image = np.asarray(record[keys["tfds_image_key"]])
-        if image.shape != IMAGE_SHAPE or image.dtype != np.uint8:
-            raise errors.DataError(
-                f"tfds {prefix}[{index}] has a {image.dtype} image of shape {image.shape}; "
-                "expected uint8 (32, 32, 3)"
-            )
-        pixels[n] = image
-        labels[n] = int(record[keys["tfds_label_key"]])
-    if labels.min() < 0 or labels.max() >= NUM_CLASSES:
-        raise errors.DataError(f"tfds {prefix} has labels outside 0..{NUM_CLASSES - 1}")
-    return pixels, labels, tuple(f"{prefix}[{index}]" for index in indices)
-
-
 # ------------------------------------------------------------------------------------ shared
-
-
-def _check_size(data_cfg, split: str) -> int:
-    size = data_cfg[f"{split}_size"]
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise errors.ConfigError(
-            f"data.{split}_size: got {size!r}; allowed: an integer >= 0 (0 = all)"
-        )
-    return size
-
-
-def _subset(count: int, limit: int, seed: int, stream: int) -> np.ndarray:
-    """Indices of `limit` of `count` examples chosen by (`seed`, `stream`); all if 0 or more."""
-    if not limit or limit >= count:
-        return np.arange(count)
-    # A seeded subset rather than the first examples, which may not be a fair sample; sorted so
-    # that records are read in file order.
-    rng = np.random.default_rng([seed, stream])
-    return np.sort(rng.choice(count, size=limit, replace=False))
 
 
 def _normalize(train: np.ndarray, eval_pixels: np.ndarray, method: str):

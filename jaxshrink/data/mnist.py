@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import gzip
 import importlib.resources
-from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
@@ -176,7 +175,7 @@ def read_builtin() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _builtin_splits(data_cfg):
-    train_size, eval_size = (_check_size(data_cfg, split) for split in ("train", "eval"))
+    train_size, eval_size = (tfds_source.check_size(data_cfg, split) for split in ("train", "eval"))
     if train_size == eval_size == 0 or train_size + eval_size > BUILTIN_ROWS:
         raise errors.ConfigError(
             f"data.train_size, data.eval_size: got {train_size}, {eval_size}; allowed for the "
@@ -202,59 +201,19 @@ def _builtin_splits(data_cfg):
 def _tfds_splits(data_cfg):
     splits = []
     for stream, split in enumerate(("train", "eval")):
-        limit = _check_size(data_cfg, split)
+        limit = tfds_source.check_size(data_cfg, split)
         source = tfds_source.open_split(data_cfg, split)
-        indices = np.arange(len(source))
-        if limit and limit < len(source):
-            # A seeded subset rather than the first records, which may not be a fair sample;
-            # sorted so that the records are read in file order.
-            rng = np.random.default_rng([data_cfg.seed, stream])
-            indices = np.sort(rng.choice(len(source), size=limit, replace=False))
+        indices = tfds_source.subset(len(source), limit, data_cfg.seed, stream)
         prefix = f"{data_cfg.tfds_name}/{data_cfg[f'tfds_{split}_split']}"
-        splits.append(_read_records(source, indices, prefix, data_cfg))
+        splits.append(
+            tfds_source.read_labelled_images(
+                source, indices, prefix, data_cfg, IMAGE_SHAPE, NUM_CLASSES
+            )
+        )
     return splits
 
 
-def _read_records(source: Sequence, indices: np.ndarray, prefix: str, data_cfg):
-    """Reads the records at `indices` into (N, 28, 28) uint8 pixels, int32 labels, names."""
-    if not len(indices):
-        raise errors.DataError(f"tfds {prefix} has no record")
-    keys = {"tfds_image_key": data_cfg.tfds_image_key, "tfds_label_key": data_cfg.tfds_label_key}
-    pixels, labels = [], []
-    for index in indices:
-        record = source[int(index)]
-        for field, key in keys.items():
-            if key not in record:
-                raise errors.ConfigError(
-                    f"data.{field}: got {key!r}, not a feature of {prefix}; "
-                    f"allowed: {sorted(record)}"
-                )
-        pixels.append(np.asarray(record[keys["tfds_image_key"]]))
-        labels.append(int(record[keys["tfds_label_key"]]))
-    shapes = {image.shape for image in pixels}
-    if shapes - {IMAGE_SHAPE, (*IMAGE_SHAPE, 1)}:
-        raise errors.DataError(
-            f"tfds {prefix} has images of shape {sorted(shapes)[0]}; expected 28x28 digits"
-        )
-    stacked = np.stack([image.reshape(IMAGE_SHAPE) for image in pixels])
-    if stacked.dtype != np.uint8:
-        raise errors.DataError(f"tfds {prefix} has {stacked.dtype} pixels; expected uint8")
-    labels = np.asarray(labels, np.int32)
-    if labels.min() < 0 or labels.max() >= NUM_CLASSES:
-        raise errors.DataError(f"tfds {prefix} has labels outside 0..{NUM_CLASSES - 1}")
-    return stacked, labels, tuple(f"{prefix}[{index}]" for index in indices)
-
-
 # ------------------------------------------------------------------------------------ shared
-
-
-def _check_size(data_cfg, split: str) -> int:
-    size = data_cfg[f"{split}_size"]
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise errors.ConfigError(
-            f"data.{split}_size: got {size!r}; allowed: an integer >= 0 (0 = all)"
-        )
-    return size
 
 
 def _normalize(train: np.ndarray, eval_pixels: np.ndarray, method: str):

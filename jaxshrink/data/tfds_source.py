@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from jaxshrink import errors
 
 
@@ -65,3 +67,59 @@ def _explain(tfds, data_cfg, split: str, err: Exception) -> errors.UserError:
         f"({type(err).__name__}: {first_line}); rebuild it with `tfds build {name} "
         "--file_format=array_record`"
     )
+
+
+def check_size(data_cfg, split: str) -> int:
+    """`data.<split>_size` as an integer >= 0 (0 = all); raises ConfigError otherwise."""
+    size = data_cfg[f"{split}_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise errors.ConfigError(
+            f"data.{split}_size: got {size!r}; allowed: an integer >= 0 (0 = all)"
+        )
+    return size
+
+
+def subset(count: int, limit: int, seed: int, stream: int) -> np.ndarray:
+    """Indices of `limit` of `count` examples chosen by (`seed`, `stream`); all if 0 or more."""
+    if not limit or limit >= count:
+        return np.arange(count)
+    # A seeded subset rather than the first examples, which may not be a fair sample; sorted so
+    # that records are read in file order.
+    rng = np.random.default_rng([seed, stream])
+    return np.sort(rng.choice(count, size=limit, replace=False))
+
+
+def read_labelled_images(source, indices, prefix: str, data_cfg, shape, num_classes: int):
+    """Reads the records at `indices` of a classification dataset.
+
+    Each record's image (feature `data.tfds_image_key`) must hold `prod(shape)` uint8
+    pixels (MNIST's (28, 28, 1) is read as (28, 28)); its label (`data.tfds_label_key`)
+    must be in 0..num_classes-1.
+
+    Returns:
+      (N, *shape) uint8 pixels, (N,) int32 labels, and the names 'prefix[index]'.
+    """
+    if not len(indices):
+        raise errors.DataError(f"tfds {prefix} has no record")
+    keys = {"tfds_image_key": data_cfg.tfds_image_key, "tfds_label_key": data_cfg.tfds_label_key}
+    pixels = np.empty((len(indices), *shape), np.uint8)
+    labels = np.empty(len(indices), np.int32)
+    for n, index in enumerate(indices):
+        record = source[int(index)]
+        for field, key in keys.items():
+            if key not in record:
+                raise errors.ConfigError(
+                    f"data.{field}: got {key!r}, not a feature of {prefix}; "
+                    f"allowed: {sorted(record)}"
+                )
+        image = np.asarray(record[keys["tfds_image_key"]])
+        if image.size != np.prod(shape) or image.dtype != np.uint8:
+            raise errors.DataError(
+                f"tfds {prefix}[{index}] has a {image.dtype} image of shape {image.shape}; "
+                f"expected uint8 {tuple(shape)}"
+            )
+        pixels[n] = image.reshape(shape)
+        labels[n] = int(record[keys["tfds_label_key"]])
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise errors.DataError(f"tfds {prefix} has labels outside 0..{num_classes - 1}")
+    return pixels, labels, tuple(f"{prefix}[{index}]" for index in indices)
