@@ -79,7 +79,6 @@ class Job:
         self.config, self.workdir, self.log = config, workdir, log
         self.curve: dict | None = None  # training curves, set by `train_stage`
         self.dataset = data.load_dataset(config.data)
-        log(f"data: {self.dataset.info['description']}")
         example_shape = self.dataset.train.inputs.shape[1:]
         self.model = model or models.get_model(config.model, example_shape)
         if tuple(self.model.spec.input_shape) != tuple(example_shape):
