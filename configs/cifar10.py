@@ -3,6 +3,7 @@
     python -m jaxshrink.main --config=configs/cifar10.py                 # Model A
     python -m jaxshrink.main --config=configs/cifar10.py:b               # Model B
     python -m jaxshrink.main --config=configs/cifar10.py:c               # Model C
+    python -m jaxshrink.main --config=configs/cifar10.py:t003            # thesis 003's
     python -m jaxshrink.main --config=configs/cifar10.py:quick \\
         --config.data.source=folder --config.data.folder=PATH/cifar-10-batches-py
 
@@ -21,15 +22,30 @@ of the successful MNIST trials", so they are `configs/mnist.py`'s):
   dropout, dense 10 (about 30 million parameters).
 * C (Table 3.5): B with a second convolution before each pooling.
 
-Thesis 003's CIFAR network (Table 2.4: batch norm, 3x3/2 pooling, on-device
-distortions) needs batch-norm state, which is not implemented yet.
+`t003` (thesis 003, 2.7.4 and Table 2.4): conv 64 + batch norm, max-pool 3 stride 2
+('SAME'), conv 64 + batch norm, pool, dense 384 + batch norm, dense 192 + batch norm,
+dense 10; every convolution and dense layer has a bias; truncated normal init (std
+0.1); Adam with its default settings. Inputs are pixels / 255, distorted on the device
+inside the compiled step (`augment`, section ``augment``): random 24x24 crop,
+left-right flip, brightness +-63/255, contrast in [0.2, 1.8], then per-image
+standardisation; evaluation takes the central 24x24 crop, standardised. 003 does not
+give its steps or batch ("N steps with batch size M"): ours are batch 128 (the
+TensorFlow CIFAR-10 tutorial's) and 10000 steps.
 
-`quick`: Model A at an eighth of its widths on 2000 / 500 images; about a minute on
-a 2-core CPU once the data is there.
+`quick`: the chosen model (A by default) at an eighth of its widths on 2000 / 500
+images; about a minute on a 2-core CPU once the data is there.
+
+Runs per vmapped group (`batch.group_size`) for B and C, about 30 million parameters
+each: one run holds params, Adam's two moments and the gradient (4 x 4 bytes per
+parameter, about 0.5 GB) plus its activations (batch 50: under 0.1 GB for B, about
+0.3 GB for C). The `b` and `c` presets set `group_size` 8, which is 5 GB of state
+per group: far inside an 80 GB GPU (which could hold about 100 runs of B) and inside
+this 24 GB CPU machine's memory.
 """
 
 import ml_collections
 
+from jaxshrink import augment
 from jaxshrink import config as config_lib
 
 MODELS = {
@@ -40,6 +56,12 @@ MODELS = {
     "c": ("conv:96:5", "conv:96:5", "maxpool:2", "conv:192:5", "conv:192:5", "maxpool:2",
           "dense:2048", "dropout:0.5", "dense:2048", "dropout:0.5", "dense:10"),
 }  # fmt: skip
+
+
+THESIS_003 = (
+    "conv:64:5:bn", "maxpool:3:s2:same", "conv:64:5:bn", "maxpool:3:s2:same",
+    "dense:384:bn", "dense:192:bn", "dense:10",
+)  # fmt: skip
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -60,9 +82,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def _model(name: str):
     def choose(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         c.model.layers = MODELS[name]
+        if name in ("b", "c"):
+            c.batch.group_size = 8  # about 30M parameters per run: see the docstring
         return c
 
     return choose
+
+
+def thesis_003(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Thesis 003's CIFAR-10 network (Table 2.4), its distortions and training."""
+    c.model.layers = THESIS_003
+    c.model.init_std = 0.1  # truncated normal, mean 0, std 0.1
+    c.optim.name = "adam"
+    c.optim.learning_rate = 1e-3  # Adam's defaults
+    c.optim.weight_decay = 0.0
+    c.data.normalize = "unit"  # the distortions work on [0, 1] pixels
+    c.augment = augment.thesis_003_cifar()
+    c.train.batch_size = 128
+    return c
 
 
 def quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -78,4 +115,10 @@ def quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
-PRESETS = {"a": _model("a"), "b": _model("b"), "c": _model("c"), "quick": quick}
+PRESETS = {
+    "a": _model("a"),
+    "b": _model("b"),
+    "c": _model("c"),
+    "t003": thesis_003,
+    "quick": quick,
+}

@@ -148,6 +148,19 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
+def enabled(aug_cfg: ml_collections.ConfigDict | None) -> bool:
+    """Whether `aug_cfg` changes any image (None or all off: False)."""
+    if aug_cfg is None:
+        return False
+    return bool(
+        int(aug_cfg.crop)
+        or aug_cfg.flip
+        or float(aug_cfg.brightness)
+        or tuple(aug_cfg.contrast)
+        or aug_cfg.standardize
+    )
+
+
 def thesis_003_cifar() -> ml_collections.ConfigDict:
     """Thesis 003 Table 2.4: the TensorFlow CIFAR-10 tutorial's distortions."""
     c = default_config()
@@ -184,6 +197,13 @@ def output_shape(aug_cfg: ml_collections.ConfigDict, input_shape: Sequence[int])
         return shape
     _check_crop(shape, crop)
     return shape[:-3] + (crop, crop, shape[-1])
+
+
+def output_shape_of(aug_cfg: ml_collections.ConfigDict | None, input_shape) -> tuple:
+    """`output_shape`, or `input_shape` unchanged when augmentation is off (any rank)."""
+    if not enabled(aug_cfg):
+        return tuple(int(d) for d in input_shape)
+    return output_shape(aug_cfg, input_shape)
 
 
 def make_augment(aug_cfg: ml_collections.ConfigDict) -> tuple[TrainFn, EvalFn]:

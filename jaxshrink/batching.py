@@ -6,7 +6,7 @@ strategies in a sweep; length 1 for a single run). `make_engine` composes a
 
 * `train(states, data, num_steps)`: each run takes its own number of Adam steps
   (`num_steps` has one entry per run; 0 leaves a run untouched, bit for bit);
-* `evaluate(params, masks, eval_data)`: each run's eval-split scores.
+* `evaluate(params, model_state, masks, eval_data)`: each run's eval-split scores.
 
 How the run axis is executed is a choice (`config.batch`), measured by
 `python -m jaxshrink.bench`:
@@ -130,15 +130,17 @@ def make_engine(trainer: train.Trainer, batch_cfg, backend: str | None = None) -
         if grad == "sum":
 
             def total(params):
-                losses = jax.vmap(trainer.loss_of)(params, states.masks, x, y, rng)
-                return jnp.sum(losses), losses
+                losses, new_state = jax.vmap(trainer.loss_of)(
+                    params, states.model_state, states.masks, x, y, rng
+                )
+                return jnp.sum(losses), (losses, new_state)
 
-            grads, losses = jax.grad(total, has_aux=True)(states.params)
+            grads, (losses, new_state) = jax.grad(total, has_aux=True)(states.params)
         else:
-            losses, grads = jax.vmap(jax.value_and_grad(trainer.loss_of))(
-                states.params, states.masks, x, y, rng
-            )
-        return jax.vmap(trainer.update)(states, grads), losses
+            (losses, new_state), grads = jax.vmap(
+                jax.value_and_grad(trainer.loss_of, has_aux=True)
+            )(states.params, states.model_state, states.masks, x, y, rng)
+        return jax.vmap(trainer.update)(states, grads, new_state), losses
 
     def group_train(states, num_steps, data):
         def body(i, carry):
@@ -151,15 +153,17 @@ def make_engine(trainer: train.Trainer, batch_cfg, backend: str | None = None) -
         states, total = jax.lax.fori_loop(0, jnp.max(num_steps), body, (states, zeros))
         return states, total / jnp.maximum(num_steps, 1)
 
-    def group_evaluate(params, masks, eval_data):
-        return jax.vmap(trainer.evaluate, in_axes=(0, 0, None))(params, masks, eval_data)
+    def group_evaluate(params, model_state, masks, eval_data):
+        return jax.vmap(trainer.evaluate, in_axes=(0, 0, 0, None))(
+            params, model_state, masks, eval_data
+        )
 
     def train_runs(states, data, num_steps):
         num_steps = jnp.asarray(num_steps, jnp.int32)
         return _grouped(group_train, group_size, (states, num_steps), (data,))
 
-    def evaluate_runs(params, masks, eval_data):
-        return _grouped(group_evaluate, group_size, (params, masks), (eval_data,))
+    def evaluate_runs(params, model_state, masks, eval_data):
+        return _grouped(group_evaluate, group_size, (params, model_state, masks), (eval_data,))
 
     return Engine(trainer, train_runs, evaluate_runs, method, group_size, grad)
 

@@ -72,8 +72,10 @@ def step_flops(config) -> float:
 
     def one_step(state, data):
         x, y, rng = trainer.sample(state, data)
-        grads = jax.grad(trainer.loss_of)(state.params, state.masks, x, y, rng)
-        return trainer.update(state, grads)
+        grads, model_state = jax.grad(trainer.loss_of, has_aux=True)(
+            state.params, state.model_state, state.masks, x, y, rng
+        )
+        return trainer.update(state, grads, model_state)
 
     cost = jax.jit(one_step).lower(state, data).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
@@ -98,16 +100,20 @@ def measure(size, seeds, method, grad, steps, precision, eval_images=48) -> dict
     train_fn = jax.jit(engine.train).lower(states, data, num_steps).compile()
     compile_train = time.perf_counter() - t0
     t0 = time.perf_counter()
-    eval_fn = jax.jit(engine.evaluate).lower(states.params, states.masks, eval_data).compile()
+    eval_fn = (
+        jax.jit(engine.evaluate)
+        .lower(states.params, states.model_state, states.masks, eval_data)
+        .compile()
+    )
     compile_eval = time.perf_counter() - t0
 
     jax.block_until_ready(train_fn(states, data, num_steps))  # warm-up
     t0 = time.perf_counter()
     out, _ = jax.block_until_ready(train_fn(states, data, num_steps))
     train_seconds = time.perf_counter() - t0
-    jax.block_until_ready(eval_fn(out.params, out.masks, eval_data))
+    jax.block_until_ready(eval_fn(out.params, out.model_state, out.masks, eval_data))
     t0 = time.perf_counter()
-    jax.block_until_ready(eval_fn(out.params, out.masks, eval_data))
+    jax.block_until_ready(eval_fn(out.params, out.model_state, out.masks, eval_data))
     eval_seconds = time.perf_counter() - t0
     rate = seeds * steps / train_seconds
     return {

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from jaxshrink import data, errors
+from jaxshrink import augment, data, errors
 
 EDGE_LOSSES = {
     # Sobel targets are continuous: the thesis trains them with L1/L2 losses and notes
@@ -87,6 +87,8 @@ def common_config(task: str, dataset: str) -> ml_collections.ConfigDict:
     c.train.eval_every = 2000  # eval-split score every this many steps (thesis: ~10x rarer)
     c.train.eval_batch_size = 16  # examples per compiled eval batch (memory only)
     c.minimize = _minimize()
+    # Distortions of the train images inside the compiled step (`augment`); all off.
+    c.augment = augment.default_config()
     c.batch = _batch()
     c.output = ml_collections.ConfigDict()
     c.output.num_examples = 3  # eval examples drawn with their predictions

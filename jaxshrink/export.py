@@ -1,8 +1,9 @@
 """The physically smaller network: "leaving out the said masks" (thesis 2.4).
 
 `compact(model_spec, params, masks)` drops what every disabled unit owns (its kernel
-slice, its bias, later its normalisation) and the inputs of later layers that read
-it (`spec.input_keep`: through a flatten, every pixel's copy). The result is the
+slice, its bias, its batch norm's scale and bias; `compact_state` drops its running
+statistics) and the inputs of later layers that read it (`spec.input_keep`: through
+a flatten, every pixel's copy). The result is the
 params of the same network built at the kept widths (`Model.at_widths`), run with
 all-true masks. Because a disabled unit outputs exactly zero, the weights that read
 it contribute nothing, so the compact network computes the same function as the
@@ -29,23 +30,31 @@ def _take(value: np.ndarray, keep: np.ndarray, axis: int) -> np.ndarray:
     return np.take(value, np.flatnonzero(keep), axis=axis)
 
 
-def compact(model_spec: spec_lib.ModelSpec, params: dict, masks: dict) -> dict:
-    """Params of the smaller network without the disabled units (numpy arrays)."""
+def compact(
+    model_spec: spec_lib.ModelSpec, params: dict, masks: dict, collection: str = "params"
+) -> dict:
+    """The variable collection `collection` of the smaller network without the
+    disabled units (numpy arrays): its params, or e.g. its 'batch_stats'."""
     out = jax.tree.map(np.asarray, params)
     keeps = spec_lib.input_keep(model_spec, masks)
     for layer in model_spec.layers:
         keep = np.asarray(masks[layer.name])
         for leaf in layer.owns:
-            if leaf.collection == "params":
+            if leaf.collection == collection:
                 value = _take(spec_lib.get(out, leaf), keep, leaf.axis)
                 out = spec_lib.set_path(out, leaf.path, value)
-    for (collection, path, axis), keep in keeps.items():
-        if collection == "params":
-            leaf = spec_lib.Leaf(path, axis)
+    for (fed_collection, path, axis), keep in keeps.items():
+        if fed_collection == collection:
+            leaf = spec_lib.Leaf(path, axis, collection)
             out = spec_lib.set_path(
                 out, path, _take(spec_lib.get(out, leaf), np.asarray(keep), axis)
             )
     return out
+
+
+def compact_state(model_spec: spec_lib.ModelSpec, state: dict, masks: dict) -> dict:
+    """The model state (batch-norm statistics) of the smaller network."""
+    return {name: compact(model_spec, tree, masks, name) for name, tree in state.items()}
 
 
 def time_inference(fn, x, repeats: int = 20) -> float:
@@ -70,14 +79,17 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
     return out
 
 
-def export(path: str, model, params: dict, masks: dict, x) -> dict:
+def export(path: str, model, params: dict, masks: dict, x, state: dict | None = None) -> dict:
     """Writes the compact network to `path` and checks it against the masked one.
 
     Args:
-      path: folder; gets `params.npz` ('/'-joined parameter paths) and `model.json`.
+      path: folder; gets `params.npz` ('/'-joined parameter paths), `state.npz` (the
+        other collections, '/'-joined from the collection name, when the model has
+        any) and `model.json`.
       model: the `models.Model` the params belong to.
       params, masks: the masked network.
       x: a batch of inputs for the check and the timing.
+      state: the model's state (`Model.init_variables`), e.g. batch-norm statistics.
 
     Returns:
       A report: widths, parameter and FLOP counts, max abs difference, timings.
@@ -86,16 +98,19 @@ def export(path: str, model, params: dict, masks: dict, x) -> dict:
       AssertionError: if the compact network's outputs differ from the masked one's.
     """
     model_spec = model.spec
+    state = dict(state or {})
     small = compact(model_spec, params, masks)
+    small_state = compact_state(model_spec, state, masks)
     widths = model_spec.widths(masks)
     small_model = model.at_widths(widths)
     ones = spec_lib.full(small_model.spec)
     full_masks = spec_lib.full(model_spec)
-    small_apply = jax.jit(lambda p, v: small_model.apply(p, ones, v))
-    full_apply = jax.jit(lambda p, m, v: model.apply(p, m, v))
+    small_apply = jax.jit(lambda p, s, v: small_model.apply(p, ones, v, state=s))
+    full_apply = jax.jit(lambda p, s, m, v: model.apply(p, m, v, state=s))
     small_dev = jax.tree.map(jnp.asarray, small)
-    want = np.asarray(full_apply(params, masks, x))
-    got = np.asarray(small_apply(small_dev, x))
+    small_state_dev = jax.tree.map(jnp.asarray, small_state)
+    want = np.asarray(full_apply(params, state, masks, x))
+    got = np.asarray(small_apply(small_dev, small_state_dev, x))
     max_diff = float(np.max(np.abs(want - got))) if want.size else 0.0
     if not np.allclose(got, want, rtol=1e-4, atol=1e-5):
         raise AssertionError(
@@ -105,6 +120,9 @@ def export(path: str, model, params: dict, masks: dict, x) -> dict:
     os.makedirs(path, exist_ok=True)
     with files.atomic_path(os.path.join(path, "params.npz")) as tmp:
         np.savez(tmp, **_flat(small))
+    if small_state:
+        with files.atomic_path(os.path.join(path, "state.npz")) as tmp:
+            np.savez(tmp, **_flat(small_state))
     report = {
         "layers": model_spec.names,
         "widths": [widths[n] for n in model_spec.names],
@@ -114,8 +132,12 @@ def export(path: str, model, params: dict, masks: dict, x) -> dict:
         "flops": spec_lib.count_flops(model_spec, masks),
         "full_flops": spec_lib.count_flops(model_spec, full_masks),
         "max_abs_diff": max_diff,
-        "inference_seconds": time_inference(lambda v: small_apply(small_dev, v), x),
-        "full_inference_seconds": time_inference(lambda v: full_apply(params, full_masks, v), x),
+        "inference_seconds": time_inference(
+            lambda v: small_apply(small_dev, small_state_dev, v), x
+        ),
+        "full_inference_seconds": time_inference(
+            lambda v: full_apply(params, state, full_masks, v), x
+        ),
         "timing_batch": list(x.shape),
     }
     files.write_json(
@@ -125,9 +147,12 @@ def export(path: str, model, params: dict, masks: dict, x) -> dict:
     return report
 
 
-def load(path: str) -> dict:
-    """Reads the params tree written by `export`."""
-    with np.load(os.path.join(path, "params.npz")) as z:
+def load(path: str, name: str = "params") -> dict:
+    """Reads the params tree written by `export` (``name='state'``: its state, {}
+    when the model has none)."""
+    if name == "state" and not os.path.exists(os.path.join(path, "state.npz")):
+        return {}
+    with np.load(os.path.join(path, f"{name}.npz")) as z:
         out: dict = {}
         for key in z.files:
             *parents, leaf = key.split("/")

@@ -95,10 +95,11 @@ def _tree_where(pred, new, old):
     return jax.tree.map(lambda n, o: jnp.where(pred, n, o), new, old)
 
 
-def alter(model_spec, run: train.TrainState, onehot: dict, mode: str, reinit_params=None):
+def alter(model_spec, run: train.TrainState, onehot: dict, mode: str, reinit=None):
     """The run with the units of `onehot` gated off and the mode's freeze flags set.
 
-    `reinit_params`: fresh parameters whose slices replace what those units own.
+    `reinit`: fresh ``(params, model_state)`` (`Model.init_variables`) whose slices
+    replace what those units own, batch-norm statistics included.
     """
     masks = jax.tree.map(lambda m, h: m & ~h, run.masks, onehot)
     dead = jax.tree.map(jnp.logical_not, masks)
@@ -108,11 +109,21 @@ def alter(model_spec, run: train.TrainState, onehot: dict, mode: str, reinit_par
         frozen = dead  # every disabled unit stays exactly as it was
     else:  # "disabled_others_frozen"
         frozen = jax.tree.map(jnp.logical_not, onehot)
-    params = run.params
-    if reinit_params is not None:
+    params, model_state = run.params, run.model_state
+    if reinit is not None:
+        fresh_params, fresh_state = reinit
         owned = spec_lib.expand(model_spec, onehot, params)
-        params = jax.tree.map(jnp.where, owned, reinit_params, params)
-    return run.replace(params=params, masks=masks, frozen=frozen)
+        params = jax.tree.map(jnp.where, owned, fresh_params, params)
+        model_state = {
+            name: jax.tree.map(
+                jnp.where,
+                spec_lib.expand(model_spec, onehot, tree, collection=name),
+                fresh_state[name],
+                tree,
+            )
+            for name, tree in model_state.items()
+        }
+    return run.replace(params=params, model_state=model_state, masks=masks, frozen=frozen)
 
 
 class RunSpec(NamedTuple):
@@ -175,7 +186,7 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
         active = ~ms.done & has_candidate & jnp.isfinite(ms.reference)
         onehot_flat = jax.nn.one_hot(choice, scores.shape[0], dtype=bool) & active
         onehot = masks_lib.unflatten(model_spec, onehot_flat, fill=False)
-        reinit = model.init(init_key) if mcfg.reinit else None
+        reinit = model.init_variables(init_key) if mcfg.reinit else None
         trial = alter(model_spec, run, onehot, mcfg.mode, reinit)
         trial = trial.replace(opt_state=optim.reset(engine.trainer.tx, trial.params))
         return trial, _Proposal(active, choice, onehot_flat, key)
@@ -231,7 +242,7 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
     def round_fn(ms: MinState, spec: RunSpec, data: train.TrainData, eval_data: train.EvalData):
         trial, prop = jax.vmap(propose)(ms, spec)
         trial, loss = engine.train(trial, data, jnp.where(prop.active, round_steps, 0))
-        score = engine.evaluate(trial.params, trial.masks, eval_data)["score"]
+        score = engine.evaluate(trial.params, trial.model_state, trial.masks, eval_data)["score"]
         return jax.vmap(decide)(ms, spec, prop, trial, loss, score)
 
     return round_fn

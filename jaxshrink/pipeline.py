@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 
 from jaxshrink import (
+    augment,
     batching,
     checkpoint,
     data,
@@ -79,7 +80,10 @@ class Job:
         self.config, self.workdir, self.log = config, workdir, log
         self.curve: dict | None = None  # training curves, set by `train_stage`
         self.dataset = data.load_dataset(config.data)
-        example_shape = self.dataset.train.inputs.shape[1:]
+        # What the model sees: the examples after augmentation (e.g. a 24x24 crop).
+        example_shape = augment.output_shape_of(
+            config.get("augment"), self.dataset.train.inputs.shape[1:]
+        )
         self.model = model or models.get_model(config.model, example_shape)
         if tuple(self.model.spec.input_shape) != tuple(example_shape):
             raise errors.ConfigError(
@@ -102,7 +106,7 @@ class Job:
             self.engine.train, (True, False, True), self.device_list
         )
         self.eval_fn = batching.distribute(
-            self.engine.evaluate, (True, True, False), self.device_list
+            self.engine.evaluate, (True, True, True, False), self.device_list
         )
         self.round_fn = batching.distribute(
             minimize.make_round(config, self.engine), (True, True, False, False), self.device_list
@@ -125,7 +129,7 @@ class Job:
         """Per-run eval scores of a batch of runs (numpy, one entry per run)."""
         n = batching.num_runs(states)
         padded = self.place(states)
-        scores = self.eval_fn(padded.params, padded.masks, self.eval_data)
+        scores = self.eval_fn(padded.params, padded.model_state, padded.masks, self.eval_data)
         return {k: np.asarray(v)[:n] for k, v in scores.items()}
 
     def checkpointer(self, stage: str) -> checkpoint.RunCheckpointer:
@@ -139,7 +143,9 @@ class Job:
         """One (unbatched) run's outputs for `x`, in eval-sized batches."""
         size = int(self.config.train.eval_batch_size)
         parts = [
-            np.asarray(self.trainer.predict(run.params, run.masks, x[i : i + size]))
+            np.asarray(
+                self.trainer.predict(run.params, run.model_state, run.masks, x[i : i + size])
+            )
             for i in range(0, len(x), size)
         ]
         return np.concatenate(parts)
@@ -390,7 +396,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str, model=None) -> dict:
         job.model,
         final.params,
         final.masks,
-        jnp.asarray(job.dataset.eval.inputs[: int(config.train.batch_size)]),
+        job.trainer.eval_transform(
+            jnp.asarray(job.dataset.eval.inputs[: int(config.train.batch_size)])
+        ),
+        state=final.model_state,
     )
     pictures = report.draw_run(job, trained, final, rounds, trained_scores["score"])
     results = report.results(job, trained, final, trained_scores, final_scores, rounds, exported)

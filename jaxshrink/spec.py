@@ -10,8 +10,10 @@ dense layer) with `units` outputs (filters or neurons). For each layer the spec 
 
 * `owns`: the array axes that belong to its units. Unit ``u`` owns the slice ``u``
   along `axis` of each listed leaf: the kernel's last axis and the bias in Flax's
-  layout, and later batch-norm scale, bias and statistics. Freezing a unit freezes
-  exactly these slices; export keeps only the kept units' slices.
+  layout, and the scale, bias (collection 'params') and running mean and variance
+  (collection 'batch_stats') of a batch norm that normalises the layer's output.
+  Freezing a unit freezes exactly its 'params' slices; export keeps only the kept
+  units' slices of every collection.
 * `feeds`: the input axes of the next layer that read this layer's units. Input ``i``
   of such an axis reads unit ``i % units``. That covers a convolution feeding a
   convolution (kernel axis -2, one input per unit) and a convolution feeding a dense
@@ -26,8 +28,10 @@ dense layer) with `units` outputs (filters or neurons). For each layer the spec 
 
 `trace(module, input_shape, layers)` builds the spec of a Flax module whose named
 sub-modules `layers` form a chain (each feeds the next), by tracing it once with
-`jax.eval_shape`: no FLOP is spent and no parameter is allocated. A model whose
-layers do not form a chain (skip connections) can state its `ModelSpec` by hand.
+`jax.eval_shape`: no FLOP is spent and no parameter is allocated. An `nn.BatchNorm`
+called after a layer (before the next one) over that layer's units belongs to it. A
+model whose layers do not form a chain (skip connections) can state its `ModelSpec` by
+hand.
 """
 
 from __future__ import annotations
@@ -134,14 +138,17 @@ def full(spec: ModelSpec, value: bool = True) -> dict[str, jax.Array]:
     return {layer.name: jnp.full((layer.units,), value, bool) for layer in spec.layers}
 
 
-def expand(spec: ModelSpec, unit_tree: Mapping, params: dict, fill=False) -> dict:
+def expand(
+    spec: ModelSpec, unit_tree: Mapping, params: dict, fill=False, collection: str = "params"
+) -> dict:
     """Per-unit values broadcast onto the leaves the units own.
 
     Args:
       spec: the model's spec.
       unit_tree: ``{layer: (units,)}`` values (e.g. frozen flags).
-      params: the params collection, for structure and shapes.
+      params: the variable collection `collection`, for structure and shapes.
       fill: the value for entries no unit owns (e.g. a layer that is not maskable).
+      collection: which collection `params` is ('params' or e.g. 'batch_stats').
 
     Returns:
       A tree shaped like `params`; ``out[leaf][..., u, ...] = unit_tree[layer][u]``
@@ -151,7 +158,7 @@ def expand(spec: ModelSpec, unit_tree: Mapping, params: dict, fill=False) -> dic
     for layer in spec.layers:
         values = jnp.asarray(unit_tree[layer.name])
         for leaf in layer.owns:
-            if leaf.collection != "params":
+            if leaf.collection != collection:
                 continue
             shape = get(params, leaf).shape
             spread = jnp.broadcast_to(_along(values, leaf.axis, len(shape)), shape)
@@ -235,6 +242,20 @@ def count_params(tree) -> int:
 # ------------------------------------------------------------------------- building
 
 
+def _norm_leaves(path: tuple[str, ...], params: Mapping, stats: Mapping) -> list[Leaf]:
+    """The per-unit leaves of the batch norm at `path`: scale, bias, mean, var."""
+    leaves = []
+    for collection, tree, names in (
+        ("params", params, ("scale", "bias")),
+        ("batch_stats", stats, ("mean", "var")),
+    ):
+        node = tree
+        for key in path:
+            node = node.get(key, {}) if isinstance(node, Mapping) else {}
+        leaves += [Leaf(path + (n,), 0, collection) for n in names if n in node]
+    return leaves
+
+
 def trace(
     module: nn.Module,
     input_shape: Sequence[int],
@@ -268,11 +289,21 @@ def trace(
     candidates = layers[:-1] if candidates is None else list(candidates)
     seen: dict[str, tuple] = {}
 
+    norms: dict[str, list[tuple[str, ...]]] = {}  # layer -> its batch norms' paths
+    last: list[str] = []  # the latest listed layer called
+
     def record(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
         name = "/".join(context.module.path)
-        if context.method_name == "__call__" and name in layers:
+        if context.method_name != "__call__":
+            return out
+        if name in layers:
             seen[name] = (type(context.module), tuple(args[0].shape), tuple(out.shape))
+            last[:] = [name]
+        elif isinstance(context.module, nn.BatchNorm) and last:
+            owner = last[0]
+            if out.shape[-1] == seen[owner][2][-1]:
+                norms.setdefault(owner, []).append(tuple(context.module.path))
         return out
 
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
@@ -285,6 +316,7 @@ def trace(
 
     variables = jax.eval_shape(init, x)
     params = variables["params"]
+    stats = variables.get("batch_stats", {})
     built = []
     for name in layers:
         if name not in seen:
@@ -303,6 +335,8 @@ def trace(
         owns = [Leaf(path + ("kernel",), -1)]
         if "bias" in node:
             owns.append(Leaf(path + ("bias",), 0))
+        for norm in norms.get(name, ()):
+            owns += _norm_leaves(norm, params, stats)
         pixels = in_shape[1:-1] if kind == "conv_transpose" else out_shape[1:-1]
         built.append(
             dict(

@@ -16,6 +16,9 @@ tasks are named:
   1e-2, ``1 / (1 + MSE)`` falls by 1%). With ``1 / MSE`` the rule reads "keep a change
   if the eval MSE grows by at most a factor 1 / threshold", whatever the targets'
   scale. (An MSE of exactly 0 gives an infinite score; it is clipped at 1e-30.)
+* ``reconstruction`` (thesis 003's MNIST autoencoder, 2.7.2): images -> the same
+  images. Loss, metrics and score as ``regression``; its picture shows input,
+  output and their difference.
 
 `score` is computed from the eval split's *mean* metrics (for regression the mean
 MSE, not a mean of per-example 1/MSE).
@@ -119,6 +122,15 @@ TASKS: dict[str, Task] = {
         picture=visualize.save_regression,
         losses=("mse", "mae"),
     ),
+    "reconstruction": Task(
+        name="reconstruction",
+        loss=mean_squared_error,
+        metrics=_regression_metrics,
+        score=inverse_mse,
+        score_label="1/MSE",
+        picture=visualize.save_reconstructions,
+        losses=("mse", "mae"),
+    ),
 }
 
 # (task, `train.loss`) -> loss function
@@ -129,6 +141,8 @@ LOSSES: dict[tuple[str, str], Callable] = {
     ("classification", "cross_entropy"): cross_entropy,
     ("regression", "mse"): mean_squared_error,
     ("regression", "mae"): mean_absolute_error,
+    ("reconstruction", "mse"): mean_squared_error,
+    ("reconstruction", "mae"): mean_absolute_error,
 }
 
 

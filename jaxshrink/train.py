@@ -5,16 +5,19 @@ the static parts of the config (network, task, optimizer, batch size); `batching
 composes them into compiled programs over a batch of runs:
 
 * `loss_of`, `sample` and `update`: one training step (batch, loss, optimizer);
-* `evaluate(params, masks, eval_data)` scores the whole eval split with `lax.map`
-  over fixed-size batches: the task's metrics averaged over the split, and
+* `evaluate(params, model_state, masks, eval_data)` scores the whole eval split with
+  `lax.map` over fixed-size batches: the task's metrics averaged over the split, and
   ``'score'``, the number the minimization rule compares (`tasks`).
 
-Everything that changes during a run (params, Adam state, masks, frozen flags, step,
-key) lives in `TrainState`, a pytree of arrays, so the same functions work for one
-run and, under `vmap`, for a batch of runs. Batches are drawn with replacement from
-the device-resident train split using a key folded with the step number: the draw is
-a pure function of (seed, step), which makes runs resumable and reproducible; so is
-the dropout key (the same key folded with 1).
+Everything that changes during a run (params, the model's state such as batch-norm
+statistics, Adam state, masks, frozen flags, step, key) lives in `TrainState`, a
+pytree of arrays, so the same functions work for one run and, under `vmap`, for a
+batch of runs. Batches are drawn with replacement from the device-resident train
+split using a key folded with the step number: the draw is a pure function of
+(seed, step), which makes runs resumable and reproducible; so are the dropout key
+(the same key folded with 1) and the augmentation key (folded with 2). Augmentation
+(`augment`, config section ``augment``) runs inside the compiled step; evaluation and
+prediction apply its deterministic eval transform (central crop, standardisation).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxshrink import models, optim, tasks
+from jaxshrink import augment, models, optim, tasks
 from jaxshrink import spec as spec_lib
 
 
@@ -39,6 +42,7 @@ class TrainState:
     """Everything one run changes while it trains."""
 
     params: dict
+    model_state: dict  # other variable collections (batch-norm statistics); {} if none
     opt_state: Any
     masks: dict  # True = unit enabled
     frozen: dict  # True = unit receives no update
@@ -70,13 +74,16 @@ class Trainer(NamedTuple):
 
     model: models.Model
     task: tasks.Task
-    apply: Callable  # (params, masks, x) -> y, inference mode
+    apply: Callable  # (params, model_state, masks, x) -> y, inference mode
     tx: optax.GradientTransformationExtraArgs
-    loss_of: Callable  # (params, masks, x, y, rng) -> scalar training loss
-    sample: Callable  # (state, data) -> (x, y, rng): the batch of step `state.step`
-    update: Callable  # (state, grads) -> state after one optimizer step
-    evaluate: Callable  # (params, masks, eval_data) -> {metric: mean, 'score': ...}
+    # (params, model_state, masks, x, y, rng) -> (scalar training loss, new model_state)
+    loss_of: Callable
+    sample: Callable  # (state, data) -> (x, y, rng): the (augmented) batch of `state.step`
+    update: Callable  # (state, grads, model_state) -> state after one optimizer step
+    # (params, model_state, masks, eval_data) -> {metric: mean, 'score': ...}
+    evaluate: Callable
     predict: Callable  # jitted apply
+    eval_transform: Callable  # x -> what the model sees at evaluation (augment's eval)
 
 
 def make_train_data(split) -> TrainData:
@@ -106,9 +113,10 @@ def make_eval_data(split, batch_size: int) -> EvalData:
 def create_train_state(rng: jax.Array, model: models.Model, tx) -> TrainState:
     """A freshly initialised run: all units enabled, none frozen, step 0."""
     init_rng, data_rng = jax.random.split(rng)
-    params = model.init(init_rng)
+    params, model_state = model.init_variables(init_rng)
     return TrainState(
         params=params,
+        model_state=model_state,
         opt_state=optim.reset(tx, params),
         masks=spec_lib.full(model.spec, True),
         frozen=spec_lib.full(model.spec, False),
@@ -144,27 +152,36 @@ def make_trainer(
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
     tx = optim.make_optimizer(config.optim, model.spec, shapes)
     batch_size = int(config.train.batch_size)
+    aug_cfg = config.get("augment")
+    if augment.enabled(aug_cfg):
+        augment_train, augment_eval = augment.make_augment(aug_cfg)
+    else:
+        augment_train, augment_eval = (lambda key, x: x), (lambda x: x)
 
-    def apply(params, masks, x):
-        return model.apply(params, masks, x, train=False)
+    def apply(params, model_state, masks, x):
+        return model.apply(params, masks, augment_eval(x), state=model_state)
 
-    def loss_of(params, masks, x, y, rng):
-        return task.loss(model.apply(params, masks, x, train=True, rng=rng), y)
+    def loss_of(params, model_state, masks, x, y, rng):
+        out, new_state = model.train_apply(params, model_state, masks, x, rng)
+        return task.loss(out, y), new_state
 
     def sample(state: TrainState, data: TrainData):
         key = jax.random.fold_in(state.rng, state.step)
         idx = jax.random.randint(key, (batch_size,), 0, data.inputs.shape[0])
-        return data.inputs[idx], data.targets[idx], jax.random.fold_in(key, 1)
+        x = augment_train(jax.random.fold_in(key, 2), data.inputs[idx])
+        return x, data.targets[idx], jax.random.fold_in(key, 1)
 
-    def update(state: TrainState, grads) -> TrainState:
+    def update(state: TrainState, grads, model_state) -> TrainState:
         updates, opt_state = tx.update(grads, state.opt_state, state.params, frozen=state.frozen)
         params = optax.apply_updates(state.params, updates)
-        return state.replace(params=params, opt_state=opt_state, step=state.step + 1)
+        return state.replace(
+            params=params, model_state=model_state, opt_state=opt_state, step=state.step + 1
+        )
 
-    def evaluate(params, masks, eval_data: EvalData) -> dict[str, jax.Array]:
+    def evaluate(params, model_state, masks, eval_data: EvalData) -> dict[str, jax.Array]:
         def one_batch(batch):
             x, y = batch
-            return task.metrics(apply(params, masks, x), y)
+            return task.metrics(apply(params, model_state, masks, x), y)
 
         per_example = jax.lax.map(one_batch, (eval_data.inputs, eval_data.targets))
         w = eval_data.weights
@@ -181,4 +198,5 @@ def make_trainer(
         update=update,
         evaluate=evaluate,
         predict=jax.jit(apply),
+        eval_transform=jax.jit(augment_eval),
     )

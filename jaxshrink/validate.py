@@ -17,7 +17,18 @@ import os
 
 import ml_collections
 
-from jaxshrink import batching, data, errors, metrics, minimize, models, optim, strategies, tasks
+from jaxshrink import (
+    augment,
+    batching,
+    data,
+    errors,
+    metrics,
+    minimize,
+    models,
+    optim,
+    strategies,
+    tasks,
+)
 from jaxshrink.models import sequential
 
 
@@ -145,7 +156,7 @@ def _check_minimize(c) -> None:
 
 def _check_shapes(c, model=None) -> None:
     """Builds the model for the data's input shape (traced, nothing allocated)."""
-    shape = data.input_shape(c.data)
+    shape = _augmented_shape(c, data.input_shape(c.data))
     if c.task == "edges":
         side = min(shape[:2])
         _check(
@@ -172,6 +183,21 @@ def _check_shapes(c, model=None) -> None:
             "allowed: layers whose kernels and poolings fit the input (see data.crop_size)"
         ) from None
     _check_frozen_layers(c, model)
+
+
+def _augmented_shape(c, shape) -> tuple:
+    """The examples' shape after the `augment` section; ConfigError if it cannot apply."""
+    aug = c.get("augment")
+    if not augment.enabled(aug):
+        return tuple(shape)
+    try:
+        augment.make_augment(aug)
+        return augment.output_shape_of(aug, shape)
+    except (ValueError, TypeError) as e:
+        raise errors.ConfigError(
+            f"augment: {e} (examples of shape {tuple(shape)}); allowed: a crop that fits, "
+            "brightness >= 0, contrast () or (lower, upper) with 0 <= lower <= upper"
+        ) from None
 
 
 def _check_frozen_layers(c, model) -> None:

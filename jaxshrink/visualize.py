@@ -126,7 +126,9 @@ def signed_rgb(values, scale: float | None = None) -> np.ndarray:
 # ------------------------------------------------------------------ the forward pass
 
 
-def layer_outputs(model, params: dict, masks: dict | None, x) -> list[tuple[str, np.ndarray]]:
+def layer_outputs(
+    model, params: dict, masks: dict | None, x, model_state: dict | None = None
+) -> list[tuple[str, np.ndarray]]:
     """Every maskable layer's signed output before its activation, for one example.
 
     Read with Flax's `capture_intermediates` (the output of each layer's `__call__`),
@@ -139,6 +141,7 @@ def layer_outputs(model, params: dict, masks: dict | None, x) -> list[tuple[str,
       model: the `models.Model`.
       params, masks: the network (masks None = all enabled).
       x: one example, e.g. (H, W, C) (an (H, W) image gets a channel axis).
+      model_state: the model's batch-norm statistics, if it has any.
 
     Returns:
       ``[(layer name, (..., units) array)]`` in network order.
@@ -157,7 +160,7 @@ def layer_outputs(model, params: dict, masks: dict | None, x) -> list[tuple[str,
     )
     names = set(model.spec.names)
     _, state = model.module.apply(
-        {"params": params},
+        {"params": params, **(model_state or {})},
         h[None],
         masks,
         train=False,
@@ -207,6 +210,46 @@ def save_triptychs(path: str, images, targets, outputs, title: str = "") -> str:
             _bare(ax)
             if row == 0:
                 ax.set_title(name)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def save_reconstructions(path: str, inputs, targets, outputs, title: str = "") -> str:
+    """One row per example: input, reconstruction, and their signed difference.
+
+    Args:
+      path: the PNG file to write.
+      inputs: unused (the targets are the images to reconstruct; kept for the
+        tasks' common picture signature).
+      targets, outputs: (N, H, W, 1) images, values in [0, 1].
+      title: figure title, e.g. the MSE.
+    """
+    del inputs
+    targets, outputs = (np.asarray(a, np.float32)[..., 0] for a in (targets, outputs))
+    n = targets.shape[0]
+    if outputs.shape != targets.shape:
+        raise ValueError(f"reconstructions: targets {targets.shape}, outputs {outputs.shape}")
+    diff = outputs - targets
+    scale = max(float(np.max(np.abs(diff))), 1e-12)
+    fig = _new_figure(7.5, 2.6 * n, layout="constrained")
+    axes = fig.subplots(n, 3, squeeze=False)
+    for row in range(n):
+        cells = (
+            ("input", targets[row], dict(cmap="gray", vmin=0.0, vmax=1.0)),
+            ("output", np.clip(outputs[row], 0.0, 1.0), dict(cmap="gray", vmin=0.0, vmax=1.0)),
+            (
+                f"output - input (±{scale:.2g})",
+                diff[row],
+                dict(cmap="RdBu_r", vmin=-scale, vmax=scale),
+            ),
+        )
+        for col, (name, pic, style) in enumerate(cells):
+            ax = axes[row, col]
+            ax.imshow(pic, **style)
+            _bare(ax)
+            if row == 0:
+                ax.set_title(name, fontsize=9)
     if title:
         fig.suptitle(title)
     return _save(fig, path)

@@ -44,7 +44,7 @@ def setup():
     ev = train.make_eval_data(dataset.eval, 4)
     states, _ = jax.jit(engine.train)(_one(state), d, jnp.array([30]))
     state = batching.take(states, 0)
-    baseline = trainer.evaluate(state.params, state.masks, ev)["score"]
+    baseline = trainer.evaluate(state.params, state.model_state, state.masks, ev)["score"]
     return c, engine, state, d, ev, baseline
 
 
@@ -168,8 +168,8 @@ def test_modes_set_the_documented_freeze_flags(setup):
     assert bool(np.all(others["conv_1"]))
     plain = minimize.alter(spec, state, onehot, "disabled", None)
     assert not bool(plain.masks["conv_0"][1]) and not bool(np.any(plain.frozen["conv_0"]))
-    fresh = engine.trainer.model.init(jax.random.PRNGKey(7))
-    reinit = minimize.alter(spec, state, onehot, "disabled_frozen", fresh).params
+    fresh, fresh_state = engine.trainer.model.init_variables(jax.random.PRNGKey(7))
+    reinit = minimize.alter(spec, state, onehot, "disabled_frozen", (fresh, fresh_state)).params
     np.testing.assert_array_equal(
         reinit["conv_0"]["kernel"][..., 1], fresh["conv_0"]["kernel"][..., 1]
     )

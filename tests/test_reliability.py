@@ -266,7 +266,9 @@ def test_a_round_with_nan_rolls_back_exactly(make):
     engine = batching.make_engine(trainer, c.batch)
     state = train.create_train_states([0], trainer.model, trainer.tx)
     ev = train.make_eval_data(dataset.eval, 4)
-    baseline = jax.vmap(trainer.evaluate, in_axes=(0, 0, None))(state.params, state.masks, ev)
+    baseline = jax.vmap(trainer.evaluate, in_axes=(0, 0, 0, None))(
+        state.params, state.model_state, state.masks, ev
+    )
     ms = pipeline.init_minimize(trainer.model.spec, state, baseline["score"], [0])
     bad = train.TrainData(
         jnp.full_like(jnp.asarray(dataset.train.inputs), jnp.nan),

@@ -40,10 +40,10 @@ class _One:
         return batching.take(out, 0), loss[0]
 
     def evaluate(self, params, masks, ev):
-        return self.trainer.evaluate(params, masks, ev)
+        return self.trainer.evaluate(params, {}, masks, ev)
 
     def predict(self, params, masks, x):
-        return self.trainer.predict(params, masks, x)
+        return self.trainer.predict(params, {}, masks, x)
 
 
 def _setup():
@@ -86,7 +86,9 @@ def test_batched_runs_match_single_runs_and_zero_steps_change_nothing():
                     else:
                         np.testing.assert_allclose(x, y, rtol=2e-4, atol=1e-6)
                 np.testing.assert_allclose(loss[r], single_loss, rtol=1e-5)
-            scores = engine.evaluate(out.params, out.masks, train.make_eval_data(_split(5, 7), 2))
+            scores = engine.evaluate(
+                out.params, out.model_state, out.masks, train.make_eval_data(_split(5, 7), 2)
+            )
             assert scores["score"].shape == (3,)
 
 

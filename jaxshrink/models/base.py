@@ -4,14 +4,20 @@ This is the whole interface between a network and the shrinking machinery. Any F
 module works if it
 
 1. is called as ``module(x, masks, train=False)`` and multiplies each maskable
-   layer's output (after its activation) by ``masks[name]``, one bool per unit, so
-   a disabled unit outputs exactly zero;
+   layer's output (after its normalisation and activation) by ``masks[name]``, one
+   bool per unit, so a disabled unit outputs exactly zero;
 2. can be built at other widths: ``build(widths)`` returns the same network with
    ``widths[name]`` units in layer `name` (``build(None)``: the full size). Export
    uses it to build the physically smaller network.
 
 `Model.create(build, input_shape, layers)` traces the module once (`spec.trace`) to
 describe its maskable layers; everything else reads `model.spec`.
+
+Variables other than 'params' (batch norm's running statistics, collection
+'batch_stats') are the model's *state*: `init_variables` returns it beside the params,
+`apply` reads it, `train_apply` returns its update. A run keeps it in
+`train.TrainState.model_state`, so rollback, batching over runs and checkpoints
+treat it exactly like the params.
 """
 
 from __future__ import annotations
@@ -66,16 +72,53 @@ class Model:
         spec = spec_lib.trace(module, input_shape, layers, candidates=candidates)
         return cls(module, spec, build, layers, candidates)
 
-    def init(self, rng: jax.Array) -> dict:
-        """Fresh parameters."""
+    def init_variables(self, rng: jax.Array) -> tuple[dict, dict]:
+        """Fresh ``(params, state)``: `state` holds the other variable collections
+        (batch norm's running statistics, ``{'batch_stats': ...}``); ``{}`` if none."""
         x = jax.numpy.zeros((1, *self.spec.input_shape), jax.numpy.float32)
         masks = spec_lib.full(self.spec)
-        return self.module.init(rng, x, masks, train=False)["params"]
+        variables = dict(self.module.init(rng, x, masks, train=False))
+        params = variables.pop("params")
+        return params, variables
 
-    def apply(self, params, masks, x, *, train: bool = False, rng: jax.Array | None = None):
-        """The pure forward pass; `rng` feeds dropout when `train`."""
+    def init(self, rng: jax.Array) -> dict:
+        """Fresh parameters (`init_variables` without the state)."""
+        return self.init_variables(rng)[0]
+
+    def apply(
+        self,
+        params,
+        masks,
+        x,
+        *,
+        state: Mapping | None = None,
+        train: bool = False,
+        rng: jax.Array | None = None,
+    ):
+        """The pure forward pass: the output only.
+
+        `state` is needed by a model with batch norm; with ``train=True`` its batch
+        statistics are used and the updated running ones dropped (`train_apply` keeps
+        them). `rng` feeds dropout when `train`.
+        """
+        if train:
+            return self.train_apply(params, state or {}, masks, x, rng)[0]
+        return self.module.apply({"params": params, **(state or {})}, x, masks, train=False)
+
+    def train_apply(self, params, state: Mapping, masks, x, rng: jax.Array | None = None):
+        """The training forward pass: ``(output, new state)``.
+
+        Batch norm normalises with the batch's statistics and moves its running ones;
+        ``new state`` has the structure of `state` (``{}`` for a model without).
+        """
         rngs = {"dropout": rng} if rng is not None else {}
-        return self.module.apply({"params": params}, x, masks, train=train, rngs=rngs)
+        variables = {"params": params, **state}
+        if not state:
+            return self.module.apply(variables, x, masks, train=True, rngs=rngs), {}
+        out, new = self.module.apply(
+            variables, x, masks, train=True, rngs=rngs, mutable=list(state)
+        )
+        return out, dict(new)
 
     def at_widths(self, widths: Mapping[str, int]) -> Model:
         """The same network with `widths[name]` units per layer (export's compact one)."""

@@ -10,14 +10,19 @@ classifiers). A network is a tuple of layer strings:
   it multiplies height and width by N), Flax's kernel layout (K, K, in, F);
 * ``dense:N`` a dense layer with N units (inputs of rank > 2 are flattened first, in
   NHWC order);
-* ``maxpool:W`` max pooling over W x W windows with stride W ('VALID');
+* ``maxpool:W`` max pooling over W x W windows with stride W ('VALID'); ``:sN`` sets
+  the stride, ``:same`` 'SAME' padding (thesis 003's CIFAR-10 pools are
+  ``maxpool:3:s2:same``);
 * ``dropout:R`` dropout with rate R (active only when called with ``train=True``).
 
 Convolutions, transposed convolutions and dense layers are the maskable layers, named
-``conv_i``, ``convT_i`` and ``dense_i`` (i counts per kind). Each is followed by a
-ReLU (the last one only when `final_activation`), then multiplied by its mask, so a
-disabled unit's output is exactly zero whatever its weights: the network computes the
-same function as the one with the unit physically removed, and the unit's weights get
+``conv_i``, ``convT_i`` and ``dense_i`` (i counts per kind). The option ``:bn`` adds a
+batch norm after the layer (its sub-module ``<name>_bn``; batch statistics when
+training, the running ones otherwise; TensorFlow's defaults, momentum 0.99 and epsilon
+1e-3, as the theses used). Each layer (and its batch norm) is followed by a ReLU (the
+last one only when `final_activation`), then multiplied by its mask, so a disabled
+unit's output is exactly zero whatever its weights: the network computes the same
+function as the one with the unit physically removed, and the unit's weights get
 exactly zero gradient.
 """
 
@@ -31,6 +36,20 @@ import jax.numpy as jnp
 
 MASKABLE = ("conv", "convT", "dense")
 OTHERS = ("maxpool", "dropout")
+_OPTIONS = {
+    "conv": ("valid", "sN", "bn"),
+    "convT": ("sN", "bn"),
+    "dense": ("bn",),
+    "maxpool": ("sN", "same"),
+    "dropout": (),
+}
+BN_MOMENTUM = 0.99  # TensorFlow's batch-norm defaults
+BN_EPSILON = 1e-3
+
+
+def _stride(options: Sequence[str], default: int) -> int:
+    """N of an ``sN`` option (``same`` is not one), else `default`."""
+    return next((int(o[1:]) for o in options if o.startswith("s") and o[1:].isdigit()), default)
 
 
 def parse(token: str) -> tuple[str, list[str]]:
@@ -38,6 +57,12 @@ def parse(token: str) -> tuple[str, list[str]]:
     kind, *args = token.split(":")
     if kind not in MASKABLE + OTHERS:
         raise ValueError(f"layer {token!r}: unknown kind {kind!r}; allowed: {MASKABLE + OTHERS}")
+    numbers = 2 if kind in ("conv", "convT") else 1
+    for option in args[numbers:]:
+        allowed = _OPTIONS[kind]
+        stride = option.startswith("s") and option[1:].isdigit() and "sN" in allowed
+        if option not in allowed and not stride:
+            raise ValueError(f"layer {token!r}: unknown option {option!r}; allowed: {allowed}")
     return kind, args
 
 
@@ -87,7 +112,9 @@ class Sequential(nn.Module):
             kind, args = parse(token)
             if kind == "maxpool":
                 w = int(args[0])
-                x = nn.max_pool(x, (w, w), strides=(w, w), padding="VALID")
+                s = _stride(args[1:], w)
+                padding = "SAME" if "same" in args[1:] else "VALID"
+                x = nn.max_pool(x, (w, w), strides=(s, s), padding=padding)
                 continue
             if kind == "dropout":
                 x = nn.Dropout(float(args[0]), deterministic=not train)(x)
@@ -99,7 +126,7 @@ class Sequential(nn.Module):
             if kind in ("conv", "convT"):
                 k = int(args[1])
                 options = args[2:]
-                stride = next((int(o[1:]) for o in options if o.startswith("s")), 1)
+                stride = _stride(options, 1)
                 layer = nn.Conv if kind == "conv" else nn.ConvTranspose
                 x = layer(
                     units,
@@ -120,6 +147,13 @@ class Sequential(nn.Module):
                     bias_init=bias_init,
                     precision=self.precision,
                     name=name,
+                )(x)
+            if "bn" in args:
+                x = nn.BatchNorm(
+                    use_running_average=not train,
+                    momentum=BN_MOMENTUM,
+                    epsilon=BN_EPSILON,
+                    name=f"{name}_bn",
                 )(x)
             if name != last or self.final_activation:
                 x = nn.relu(x)
