@@ -61,3 +61,26 @@ def test_quick_model_a_on_a_fake_folder(tmp_path):
     assert results["widths"]["before"] == [4, 8, 128, 10]
     saved = json.loads((tmp_path / "w" / "results.json").read_text())
     assert saved["data"]["dataset"] == "cifar10" and saved["data"]["source"] == "folder"
+
+
+def test_thesis_003_network_and_its_distortions_on_a_fake_folder(tmp_path):
+    c = load_config("cifar10", "t003")
+    model = models.get_model(c.model, (24, 24, 3))  # the 24x24 crops
+    assert [layer.units for layer in model.spec.layers] == [64, 64, 384, 192, 10]
+    assert model.spec.layer("dense_0").in_features == 6 * 6 * 64  # two 3/2 'SAME' pools
+    assert [leaf.path[-1] for leaf in model.spec.layer("dense_1").owns] == [
+        "kernel", "bias", "scale", "bias", "mean", "var"
+    ]  # fmt: skip
+    assert c.augment.crop == 24 and c.augment.standardize and c.data.normalize == "unit"
+
+    _write_folder(tmp_path / "cifar-10-batches-py")
+    c = load_config("cifar10", "t003,quick")
+    c.data.source, c.data.folder = "folder", str(tmp_path / "cifar-10-batches-py")
+    c.data.train_size, c.data.eval_size = 0, 0
+    c.train.batch_size, c.train.initial_steps, c.train.eval_every = 4, 12, 6
+    c.minimize.round_steps, c.minimize.max_rounds, c.minimize.threshold = 2, 2, 0.01
+    c.output.num_examples = 3
+    results = pipeline.run(c, str(tmp_path / "w"))
+    assert results["status"] == "ok" and results["removed_units"] >= 1
+    assert results["widths"]["before"] == [8, 8, 48, 24, 10]
+    assert (tmp_path / "w" / "export" / "state.npz").stat().st_size > 0

@@ -12,11 +12,25 @@ The config fields read are shared by every dataset with a tfds source: ``tfds_na
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
 
 from jaxshrink import errors
+
+
+@contextlib.contextmanager
+def _quiet():
+    """tfds logs a warning per variant folder it probes; the error we raise says it all."""
+    from absl import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
 
 
 def open_split(data_cfg, split: str):
@@ -32,7 +46,8 @@ def open_split(data_cfg, split: str):
     name, data_dir = data_cfg.tfds_name, data_cfg.tfds_data_dir or None
     tfds_split = data_cfg[f"tfds_{split}_split"]
     try:
-        return tfds.data_source(name, split=tfds_split, data_dir=data_dir, download=False)
+        with _quiet():
+            return tfds.data_source(name, split=tfds_split, data_dir=data_dir, download=False)
     except tfds.core.registered.DatasetNotFoundError as err:
         raise errors.ConfigError(
             f"data.tfds_name: got {name!r}; allowed: a tfds dataset name "
@@ -43,7 +58,9 @@ def open_split(data_cfg, split: str):
     # empty list of splits; an unknown split is a ValueError. Tell them apart by asking the
     # builder, only on this error path.
     except (NotImplementedError, ValueError, KeyError, AssertionError, OSError) as err:
-        raise _explain(tfds, data_cfg, split, err) from err
+        with _quiet():
+            explained = _explain(tfds, data_cfg, split, err)
+        raise explained from err
 
 
 def _explain(tfds, data_cfg, split: str, err: Exception) -> errors.UserError:
