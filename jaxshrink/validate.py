@@ -190,6 +190,14 @@ def _augmented_shape(c, shape) -> tuple:
     aug = c.get("augment")
     if not augment.enabled(aug):
         return tuple(shape)
+    # The distortions change the inputs only: a target that is an image of the input
+    # (edges, reconstruction) would no longer match it.
+    _check(
+        c.task == "classification",
+        "augment",
+        f"on for task {c.task!r}",
+        "off unless the task is 'classification' (it distorts the inputs, not the targets)",
+    )
     try:
         augment.make_augment(aug)
         return augment.output_shape_of(aug, shape)

@@ -264,3 +264,21 @@ def test_layer_string_options_are_checked():
     with pytest.raises(ValueError, match="unknown option 'bn'"):
         sequential.parse("maxpool:2:bn")
     assert sequential.parse("maxpool:3:s2:same") == ("maxpool", ["3", "s2", "same"])
+
+
+@pytest.mark.parametrize(
+    "name, arg, field, value, fragment",
+    [
+        ("autoencoder", "quick", "flip", True, "unless the task is 'classification'"),
+        ("cifar10", "t003", "crop", 40, "does not fit"),
+        ("cifar10", "t003", "contrast", (1.8, 0.2), "lower <= upper"),
+    ],
+)
+def test_bad_augmentation_is_a_config_error(name, arg, field, value, fragment):
+    from jaxshrink import errors, validate
+
+    c = load_config(name, arg)
+    c.augment[field] = value
+    with pytest.raises(errors.ConfigError, match="augment") as info:
+        validate.validate(c)
+    assert fragment in str(info.value)

@@ -84,6 +84,40 @@ def test_an_interrupted_summation_run_resumes_to_the_same_result(tmp_path, monke
         assert got[key] == want[key], key
 
 
+def tiny_autoencoder():
+    """The quick autoencoder (batch norm, transposed convolutions) on a few digits."""
+    c = load_config("autoencoder", "quick")
+    c.data.train_size, c.data.eval_size = 300, 60
+    c.train.batch_size = 8
+    c.train.initial_steps, c.train.log_every, c.train.eval_every = 40, 20, 20
+    c.minimize.round_steps, c.minimize.max_rounds, c.minimize.threshold = 5, 4, 0.5
+    c.minimize.strategy = "random"
+    c.output.num_examples = 2
+    return c
+
+
+def test_an_interrupted_autoencoder_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    want = pipeline.run(tiny_autoencoder(), str(tmp_path / "straight"))
+    assert len(want["rounds"]) >= 2
+    undo = die_after_saves(monkeypatch, "minimize", 2)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(tiny_autoencoder(), str(tmp_path / "resumed"))
+    undo()
+    got = pipeline.run(tiny_autoencoder(), str(tmp_path / "resumed"))
+    for key in ("kept", "rounds", "trained", "final", "params", "widths"):
+        assert got[key] == want[key], key
+
+
+def test_a_sweep_of_the_autoencoder(tmp_path):
+    c = tiny_autoencoder()
+    config_lib.add_sweep(c)
+    c.sweep.num_seeds = 2
+    c.sweep.strategies = ("cosine", "sequential")
+    c.sweep.thresholds = (0.5,)
+    rows = sweep.run_sweep(c, str(tmp_path))["runs"]
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
+
+
 @pytest.mark.parametrize(
     "config_arg, field, value, message",
     [
