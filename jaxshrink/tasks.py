@@ -122,16 +122,10 @@ TASKS: dict[str, Task] = {
         picture=visualize.save_regression,
         losses=("mse", "mae"),
     ),
-    "reconstruction": Task(
-        name="reconstruction",
-        loss=mean_squared_error,
-        metrics=_regression_metrics,
-        score=inverse_mse,
-        score_label="1/MSE",
-        picture=visualize.save_reconstructions,
-        losses=("mse", "mae"),
-    ),
 }
+TASKS["reconstruction"] = TASKS["regression"]._replace(
+    name="reconstruction", picture=visualize.save_reconstructions
+)
 
 # (task, `train.loss`) -> loss function
 LOSSES: dict[tuple[str, str], Callable] = {

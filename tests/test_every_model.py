@@ -72,18 +72,6 @@ def test_a_sweep_of_the_mnist_classifier(tmp_path):
     assert all(r["disabled"] == r["accepted"] for r in rows)
 
 
-def test_an_interrupted_summation_run_resumes_to_the_same_result(tmp_path, monkeypatch):
-    want = pipeline.run(tiny_summation(), str(tmp_path / "straight"))
-    assert len(want["rounds"]) >= 2
-    undo = die_after_saves(monkeypatch, "minimize", 2)
-    with pytest.raises(KeyboardInterrupt):
-        pipeline.run(tiny_summation(), str(tmp_path / "resumed"))
-    undo()
-    got = pipeline.run(tiny_summation(), str(tmp_path / "resumed"))
-    for key in ("kept", "rounds", "trained", "final", "params", "widths"):
-        assert got[key] == want[key], key
-
-
 def tiny_autoencoder():
     """The quick autoencoder (batch norm, transposed convolutions) on a few digits."""
     c = load_config("autoencoder", "quick")
@@ -96,14 +84,15 @@ def tiny_autoencoder():
     return c
 
 
-def test_an_interrupted_autoencoder_run_resumes_to_the_same_result(tmp_path, monkeypatch):
-    want = pipeline.run(tiny_autoencoder(), str(tmp_path / "straight"))
+@pytest.mark.parametrize("make", [tiny_summation, tiny_autoencoder])
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, make):
+    want = pipeline.run(make(), str(tmp_path / "straight"))
     assert len(want["rounds"]) >= 2
     undo = die_after_saves(monkeypatch, "minimize", 2)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run(tiny_autoencoder(), str(tmp_path / "resumed"))
+        pipeline.run(make(), str(tmp_path / "resumed"))
     undo()
-    got = pipeline.run(tiny_autoencoder(), str(tmp_path / "resumed"))
+    got = pipeline.run(make(), str(tmp_path / "resumed"))
     for key in ("kept", "rounds", "trained", "final", "params", "widths"):
         assert got[key] == want[key], key
 
