@@ -50,7 +50,7 @@ class Engine(NamedTuple):
 
     trainer: train.Trainer  # the single-run pieces it is built from
     train: Callable  # (states, data, num_steps[R]) -> (states, mean loss[R])
-    evaluate: Callable  # (params[R], masks[R], eval_data) -> {metric: [R]}
+    evaluate: Callable  # (params[R], model_state[R], masks[R], eval_data) -> {metric: [R]}
     method: str  # 'loop' or 'vmap' (resolved)
     group_size: int  # runs per vmapped group; 0 = all runs of a device
     grad: str  # 'sum' or 'vmap' (resolved)

@@ -149,7 +149,8 @@ def _data(n=16, seed=0):
 def engine():
     c = _bn_config()
     trainer = train.from_config(c, SHAPE)
-    return c, batching.make_engine(trainer, c.batch)
+    eng = batching.make_engine(trainer, c.batch)
+    return c, eng._replace(train=jax.jit(eng.train))  # one compilation cache for all
 
 
 def test_runs_under_vmap_keep_their_own_statistics(engine):
@@ -157,10 +158,10 @@ def test_runs_under_vmap_keep_their_own_statistics(engine):
     d = _data()
     tx, model = eng.trainer.tx, eng.trainer.model
     states = train.create_train_states([0, 1], model, tx)
-    out, _ = jax.jit(eng.train)(states, d, jnp.array([5, 5]))
+    out, _ = eng.train(states, d, jnp.array([5, 5]))
     for r in range(2):
         single = train.create_train_states([r], model, tx)
-        alone, _ = jax.jit(eng.train)(single, d, jnp.array([5]))
+        alone, _ = eng.train(single, d, jnp.array([5]))
         for a, b in zip(
             jax.tree.leaves(batching.take(out, r).model_state),
             jax.tree.leaves(batching.take(alone, 0).model_state),
@@ -171,7 +172,7 @@ def test_runs_under_vmap_keep_their_own_statistics(engine):
         first["batch_stats"]["dense_0_bn"]["mean"], second["batch_stats"]["dense_0_bn"]["mean"]
     )
     # A run that takes no step keeps its initial statistics exactly.
-    idle, _ = jax.jit(eng.train)(states, d, jnp.array([5, 0]))
+    idle, _ = eng.train(states, d, jnp.array([5, 0]))
     for a, b in zip(
         jax.tree.leaves(batching.take(idle, 1).model_state),
         jax.tree.leaves(batching.take(states, 1).model_state),
@@ -185,7 +186,7 @@ def test_rollback_restores_the_statistics_bit_for_bit(engine, threshold, restore
     d, ev = _data(), train.make_eval_data(_data(8, seed=1), 4)
     model = eng.trainer.model
     states = train.create_train_states([0], model, eng.trainer.tx)
-    states, _ = jax.jit(eng.train)(states, d, jnp.array([4]))
+    states, _ = eng.train(states, d, jnp.array([4]))
     run = batching.take(states, 0)
     # Reference accuracy 1: no score clears 10x it, any clears 0x.
     ms = minimize.init_state(model.spec, run, jnp.float32(1.0), jax.random.PRNGKey(1))
@@ -204,7 +205,7 @@ def test_rollback_restores_the_statistics_bit_for_bit(engine, threshold, restore
 def test_checkpoints_hold_the_statistics(engine, tmp_path):
     _, eng = engine
     states = train.create_train_states([0, 1], eng.trainer.model, eng.trainer.tx)
-    states, _ = jax.jit(eng.train)(states, _data(), jnp.array([3, 3]))
+    states, _ = eng.train(states, _data(), jnp.array([3, 3]))
     ckpt = checkpoint.RunCheckpointer(str(tmp_path / "c"))
     ckpt.save(3, states, {"stage": "train"})
     ckpt.close()
@@ -250,7 +251,7 @@ def test_an_augmented_run_resumes_to_the_same_bits():
     eng = batching.make_engine(trainer, _bn_config().batch)
     d = _data()
     states = train.create_train_states([0], trainer.model, trainer.tx)
-    run = jax.jit(eng.train)
+    run = eng.train
     straight, _ = run(states, d, jnp.array([6]))
     half, _ = run(states, d, jnp.array([2]))
     resumed, _ = run(half, d, jnp.array([4]))

@@ -97,16 +97,6 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, ma
         assert got[key] == want[key], key
 
 
-def test_a_sweep_of_the_autoencoder(tmp_path):
-    c = tiny_autoencoder()
-    config_lib.add_sweep(c)
-    c.sweep.num_seeds = 2
-    c.sweep.strategies = ("cosine", "sequential")
-    c.sweep.thresholds = (0.5,)
-    rows = sweep.run_sweep(c, str(tmp_path))["runs"]
-    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
-
-
 @pytest.mark.parametrize(
     "config_arg, field, value, message",
     [

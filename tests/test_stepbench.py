@@ -8,7 +8,9 @@ from jaxshrink import stepbench
 
 
 def test_reports_time_and_memory_per_group_size(tmp_path):
-    c = load_config("autoencoder", "quick")
+    c = load_config("summation", "quick")
+    c.model.hidden = (8,)
+    c.data.train_size = 100
     c.train.batch_size = 4
     out = tmp_path / "s.json"
     report = stepbench.run(c, [1, 2], steps=1, repeats=1, out=str(out))
