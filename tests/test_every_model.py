@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from conftest import die_after_saves, load_config, tiny_mnist
 
@@ -72,19 +71,7 @@ def test_a_sweep_of_the_mnist_classifier(tmp_path):
     assert all(r["disabled"] == r["accepted"] for r in rows)
 
 
-def tiny_autoencoder():
-    """The quick autoencoder (batch norm, transposed convolutions) on a few digits."""
-    c = load_config("autoencoder", "quick")
-    c.data.train_size, c.data.eval_size = 300, 60
-    c.train.batch_size = 8
-    c.train.initial_steps, c.train.log_every, c.train.eval_every = 40, 20, 20
-    c.minimize.round_steps, c.minimize.max_rounds, c.minimize.threshold = 5, 4, 0.5
-    c.minimize.strategy = "random"
-    c.output.num_examples = 2
-    return c
-
-
-@pytest.mark.parametrize("make", [tiny_summation, tiny_autoencoder])
+@pytest.mark.parametrize("make", [tiny_summation])
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, make):
     want = pipeline.run(make(), str(tmp_path / "straight"))
     assert len(want["rounds"]) >= 2
@@ -138,32 +125,6 @@ def test_a_workdir_below_a_file_cannot_be_created(tmp_path):
     with pytest.raises(errors.ConfigError, match="^workdir: cannot create"):
         validate.check_workdir(str(afile / "below"))
     validate.check_workdir(str(tmp_path / "new" / "deeper"))  # creatable: fine
-
-
-def test_autoencoder_quick_config_from_the_command_line(tmp_path):
-    proc = _cli(
-        "autoencoder.py:quick",
-        tmp_path,
-        "--config.data.train_size=600",
-        "--config.data.eval_size=100",
-        "--config.train.initial_steps=150",
-        "--config.train.eval_every=150",
-        "--config.minimize.round_steps=20",
-        "--config.minimize.max_rounds=3",
-        "--config.minimize.threshold=0.5",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "== jaxshrink reconstruction (mnist) ==" in proc.stdout
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["widths"]["before"] == [8, 16, 8, 1]
-    assert results["removed_units"] >= 1
-    assert results["final"]["eval"]["mse"] < 0.1
-    for name in ("samples_trained.png", "samples_minimized.png"):
-        assert (tmp_path / name).stat().st_size > 0
-    kept = results["widths"]["after"]
-    with np.load(tmp_path / "export" / "state.npz") as state:
-        assert state["batch_stats/conv_0_bn/mean"].shape == (kept[0],)
-        assert state["batch_stats/convT_0_bn/var"].shape == (kept[2],)
 
 
 def test_missing_cifar_from_the_command_line_exits_2_with_one_line(tmp_path):
