@@ -12,18 +12,33 @@ masks and Adam state bit for bit as they were. Every round starts by resetting A
 (the thesis resets "every time the network is altered or reverted"). Orbax only
 persists `MinState` between rounds so a run can resume.
 
-Modes (2.4.1), for the unit under test:
+Modes (2.4.1). The thesis has three switches for a unit: *disabling* gives it zero
+values (or, optionally, re-drawn initial ones: "reinitializing the masks instead of
+giving them zero values"), *freezing* gives it zero gradient, and an output switch
+makes a disabled unit "always produce an output of zeros". Its three ways to test the
+worth of a unit combine them:
 
-* ``disabled_frozen`` (the thesis's choice): its output is gated to zero and its
-  weights get no update; everything else trains and may compensate.
-* ``disabled``: gated to zero, not frozen. With an exact gate its gradient is zero
-  anyway, so this trains like ``disabled_frozen``; it differs only in what the
-  optimizer sees (kept for completeness and for re-enabling experiments).
-* ``disabled_others_frozen``: gated to zero and every other unit frozen, so the
-  round measures the loss of the unit without any compensation.
+* ``disabled_frozen`` (the thesis's choice, the default): the unit's output is gated
+  to exactly zero and its weights get no update; everything else trains and may
+  compensate. A round measures the network without the unit, so an accepted round
+  removes it, and the export leaves it out. With `reinit` its (unused) values are
+  re-drawn; the network computes the same function either way.
+* ``disabled``: the unit's values are set to zero (or re-drawn with `reinit`) and it
+  stays in the network, training with everything else ("observe what the optimizer
+  will train this mask the next time").
+* ``disabled_others_frozen``: as ``disabled``, but every other unit is frozen, so the
+  network cannot compensate "but lets the mask relearn".
 
-`reinit=True` redraws the tested unit's weights from the initial distribution (the
-thesis's "reinitializing" switch) instead of keeping them.
+The last two let the unit come back, so a round cannot remove it: they are
+measurements (`jaxshrink.relearn`, `configs/relearn.py`), not minimization modes, and
+`validate` refuses them for a minimization. Under ReLU a unit whose weights and bias
+are all zero outputs relu(0) = 0 and gets exactly zero gradient (JAX, like TensorFlow,
+takes relu'(0) = 0), so with zero values it never relearns; only re-drawn values can.
+
+``disabled_frozen_others_frozen`` (not in the thesis) gates the unit and freezes every
+unit: nothing trains, so a round measures the immediate loss of the unit with no
+compensation (its `round_steps` update nothing). It was this package's earlier
+``disabled_others_frozen`` and is kept as a cheap minimization mode.
 """
 
 from __future__ import annotations
@@ -41,7 +56,9 @@ from jaxshrink import batching, optim, strategies, train
 from jaxshrink import masks as masks_lib
 from jaxshrink import spec as spec_lib
 
-MODES = ("disabled", "disabled_frozen", "disabled_others_frozen")
+GATED_MODES = ("disabled_frozen", "disabled_frozen_others_frozen")  # may minimize
+RELEARN_MODES = ("disabled", "disabled_others_frozen")  # the unit may come back
+MODES = GATED_MODES + RELEARN_MODES
 REFERENCES = ("last_accepted", "baseline")
 
 
@@ -95,34 +112,48 @@ def _tree_where(pred, new, old):
     return jax.tree.map(lambda n, o: jnp.where(pred, n, o), new, old)
 
 
-def alter(model_spec, run: train.TrainState, onehot: dict, mode: str, reinit=None):
-    """The run with the units of `onehot` gated off and the mode's freeze flags set.
+def alter(model_spec, run: train.TrainState, onehot: dict, mode: str, values=None):
+    """The run with the units of `onehot` disabled in `mode` (see the module doc).
 
-    `reinit`: fresh ``(params, model_state)`` (`Model.init_variables`) whose slices
-    replace what those units own, batch-norm statistics included.
+    Args:
+      model_spec: the model's spec.
+      run: one run's state.
+      onehot: per-unit bool tree, True for the units to disable.
+      mode: one of `MODES`.
+      values: ``(params, model_state)`` whose slices replace what the disabled units
+        own (`Model.init_variables` for re-drawn values; `model_state` may be None to
+        keep the statistics). None keeps the values in a gated mode and sets the
+        params to zero in a relearning mode, the thesis's "zero values".
     """
-    masks = jax.tree.map(lambda m, h: m & ~h, run.masks, onehot)
-    dead = jax.tree.map(jnp.logical_not, masks)
-    if mode == "disabled":
-        frozen = run.frozen
-    elif mode == "disabled_frozen":
-        frozen = dead  # every disabled unit stays exactly as it was
-    else:  # "disabled_others_frozen"
-        frozen = jax.tree.map(jnp.logical_not, onehot)
     params, model_state = run.params, run.model_state
-    if reinit is not None:
-        fresh_params, fresh_state = reinit
+    if mode in RELEARN_MODES and values is None:
+        values = (jax.tree.map(jnp.zeros_like, params), None)
+    if values is not None:
+        new_params, new_state = values
         owned = spec_lib.expand(model_spec, onehot, params)
-        params = jax.tree.map(jnp.where, owned, fresh_params, params)
-        model_state = {
-            name: jax.tree.map(
-                jnp.where,
-                spec_lib.expand(model_spec, onehot, tree, collection=name),
-                fresh_state[name],
-                tree,
-            )
-            for name, tree in model_state.items()
-        }
+        params = jax.tree.map(jnp.where, owned, new_params, params)
+        if new_state is not None:
+            model_state = {
+                name: jax.tree.map(
+                    jnp.where,
+                    spec_lib.expand(model_spec, onehot, tree, collection=name),
+                    new_state[name],
+                    tree,
+                )
+                for name, tree in model_state.items()
+            }
+    others = jax.tree.map(jnp.logical_not, onehot)
+    if mode in GATED_MODES:
+        masks = jax.tree.map(lambda m, h: m & ~h, run.masks, onehot)
+        if mode == "disabled_frozen":
+            frozen = jax.tree.map(jnp.logical_not, masks)  # every disabled unit stays put
+        else:  # "disabled_frozen_others_frozen": nothing trains
+            frozen = jax.tree.map(jnp.ones_like, onehot)
+    elif mode in RELEARN_MODES:
+        masks = run.masks  # the unit stays in the network and may relearn
+        frozen = run.frozen if mode == "disabled" else others
+    else:
+        raise ValueError(f"minimize.mode {mode!r}; allowed: {MODES}")
     return run.replace(params=params, model_state=model_state, masks=masks, frozen=frozen)
 
 
@@ -186,8 +217,8 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
         active = ~ms.done & has_candidate & jnp.isfinite(ms.reference)
         onehot_flat = jax.nn.one_hot(choice, scores.shape[0], dtype=bool) & active
         onehot = masks_lib.unflatten(model_spec, onehot_flat, fill=False)
-        reinit = model.init_variables(init_key) if mcfg.reinit else None
-        trial = alter(model_spec, run, onehot, mcfg.mode, reinit)
+        values = model.init_variables(init_key) if mcfg.reinit else None
+        trial = alter(model_spec, run, onehot, mcfg.mode, values)
         trial = trial.replace(opt_state=optim.reset(engine.trainer.tx, trial.params))
         return trial, _Proposal(active, choice, onehot_flat, key)
 

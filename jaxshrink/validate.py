@@ -147,6 +147,15 @@ def _check_minimize(c) -> None:
     _one_of(m.strategy, "minimize.strategy", strategies.STRATEGIES)
     _one_of(m.aggregation, "minimize.aggregation", strategies.AGGREGATIONS)
     _one_of(m.mode, "minimize.mode", minimize.MODES)
+    if m.enabled or "sweep" in c:
+        _check(
+            m.mode in minimize.GATED_MODES,
+            "minimize.mode",
+            m.mode,
+            f"{minimize.GATED_MODES} for a minimization (in the relearning modes the "
+            "tested unit stays in the network, so a round cannot remove it; "
+            "configs/relearn.py measures them)",
+        )
     _one_of(m.reference, "minimize.reference", minimize.REFERENCES)
     _check(0.0 < m.threshold <= 1.0, "minimize.threshold", m.threshold, "a ratio in (0, 1]")
     _int(c, "minimize.round_steps")

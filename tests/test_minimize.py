@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from jaxshrink import batching, data, errors, minimize, strategies, train, validate
+from jaxshrink import batching, data, errors, minimize, optim, strategies, train, validate
 from jaxshrink import masks as masks_lib
+from jaxshrink import spec as spec_lib
 
 
 def _one(tree):
@@ -153,29 +154,109 @@ def test_a_stopped_run_does_not_change(setup):
     _assert_trees_equal(again, ms)
 
 
-def test_modes_set_the_documented_freeze_flags(setup):
-    c, engine, state, d, ev, baseline = setup
-    onehot = {
-        "conv_0": jnp.array([False, True, False, False, False]),
-        "conv_1": jnp.zeros(5, bool),
-        "conv_2": jnp.zeros(1, bool),
-    }
-    spec = engine.trainer.model.spec
-    frozen_only_it = minimize.alter(spec, state, onehot, "disabled_frozen", None).frozen
-    assert np.asarray(frozen_only_it["conv_0"]).tolist() == [False, True, False, False, False]
-    others = minimize.alter(spec, state, onehot, "disabled_others_frozen", None).frozen
-    assert np.asarray(others["conv_0"]).tolist() == [True, False, True, True, True]
-    assert bool(np.all(others["conv_1"]))
-    plain = minimize.alter(spec, state, onehot, "disabled", None)
-    assert not bool(plain.masks["conv_0"][1]) and not bool(np.any(plain.frozen["conv_0"]))
-    fresh, fresh_state = engine.trainer.model.init_variables(jax.random.PRNGKey(7))
-    reinit = minimize.alter(spec, state, onehot, "disabled_frozen", (fresh, fresh_state)).params
+_ONEHOT = {  # conv_0's unit 1
+    "conv_0": jnp.array([False, True, False, False, False]),
+    "conv_1": jnp.zeros(5, bool),
+    "conv_2": jnp.zeros(1, bool),
+}
+
+
+@pytest.fixture(scope="module")
+def modes(setup):
+    """Every mode, with kept/zero values and with re-drawn ones, after 5 steps."""
+    c, engine, state, d, *_ = setup
+    spec, model, tx = engine.trainer.model.spec, engine.trainer.model, engine.trainer.tx
+    fresh = model.init_variables(jax.random.PRNGKey(7))
+    variants = [(m, v) for m in minimize.MODES for v in (None, fresh)]
+    starts = []
+    for mode, values in variants:
+        run = minimize.alter(spec, state, _ONEHOT, mode, values)
+        starts.append(run.replace(opt_state=optim.reset(tx, run.params)))
+    ends, _ = jax.jit(engine.train)(batching.stack(starts), d, jnp.full(len(starts), 5))
+    out = {}
+    for i, (mode, values) in enumerate(variants):
+        out[mode, values is not None] = (starts[i], batching.take(ends, i))
+    owned = spec_lib.expand(spec, _ONEHOT, state.params)
+    return state, fresh[0], owned, out
+
+
+def _changed(a, b):
+    """Per leaf, a bool array: which entries differ."""
+    return jax.tree.map(lambda x, y: np.asarray(x) != np.asarray(y), a, b)
+
+
+def test_disabled_and_frozen_gates_the_unit_and_keeps_it_bit_identical(modes):
+    state, _, owned, out = modes
+    for redrawn in (False, True):
+        start, end = out["disabled_frozen", redrawn]
+        assert not bool(end.masks["conv_0"][1]) and bool(end.frozen["conv_0"][1])
+        moved = _changed(end.params, start.params)
+        assert not any(
+            np.any(m & o) for m, o in zip(jax.tree.leaves(moved), jax.tree.leaves(owned))
+        )
+        assert any(np.any(m & ~o) for m, o in zip(jax.tree.leaves(moved), jax.tree.leaves(owned)))
+    # Gated, the kept and the re-drawn unit compute the same function.
     np.testing.assert_array_equal(
-        reinit["conv_0"]["kernel"][..., 1], fresh["conv_0"]["kernel"][..., 1]
+        out["disabled_frozen", False][0].params["conv_2"]["kernel"],
+        out["disabled_frozen", True][0].params["conv_2"]["kernel"],
     )
-    np.testing.assert_array_equal(
-        reinit["conv_0"]["kernel"][..., 0], state.params["conv_0"]["kernel"][..., 0]
-    )
+
+
+def test_reinit_replaces_exactly_what_the_unit_owns(modes):
+    state, fresh, owned, out = modes
+    start, _ = out["disabled_frozen", True]
+    for got, new, old, own in zip(
+        *(jax.tree.leaves(t) for t in (start.params, fresh, state.params, owned))
+    ):
+        np.testing.assert_array_equal(got, np.where(own, new, old))
+    assert any(np.any(_c) for _c in jax.tree.leaves(_changed(start.params, state.params)))
+
+
+def test_disabled_others_frozen_with_redrawn_values_trains_only_that_unit(modes):
+    state, fresh, owned, out = modes
+    start, end = out["disabled_others_frozen", True]
+    assert bool(end.masks["conv_0"][1])  # it stays in the network
+    moved = _changed(end.params, start.params)
+    for m, o in zip(jax.tree.leaves(moved), jax.tree.leaves(owned)):
+        assert not np.any(m & ~o)  # nothing else moved
+    assert np.any(moved["conv_0"]["kernel"][..., 1]) and bool(moved["conv_0"]["bias"][1])
+
+
+def test_zero_values_under_relu_get_no_gradient_and_stay_zero(modes):
+    state, _, owned, out = modes
+    for mode in minimize.RELEARN_MODES:
+        start, end = out[mode, False]
+        assert not np.any(start.params["conv_0"]["kernel"][..., 1])
+        np.testing.assert_array_equal(end.params["conv_0"]["kernel"][..., 1], 0.0)
+        assert float(end.params["conv_0"]["bias"][1]) == 0.0
+    # In "disabled" the rest of the network trains; others frozen: nothing moves at all.
+    start, end = out["disabled", False]
+    assert np.any(_changed(end.params, start.params)["conv_1"]["kernel"])
+    start, end = out["disabled_others_frozen", False]
+    assert not any(np.any(m) for m in jax.tree.leaves(_changed(end.params, start.params)))
+
+
+def test_disabled_with_redrawn_values_trains_the_unit_and_the_rest(modes):
+    _, _, _, out = modes
+    start, end = out["disabled", True]
+    moved = _changed(end.params, start.params)
+    assert np.any(moved["conv_0"]["kernel"][..., 1]) and np.any(moved["conv_1"]["kernel"])
+
+
+def test_gated_others_frozen_trains_nothing(modes):
+    _, _, _, out = modes
+    start, end = out["disabled_frozen_others_frozen", False]
+    assert not bool(end.masks["conv_0"][1])
+    assert not any(np.any(m) for m in jax.tree.leaves(_changed(end.params, start.params)))
+
+
+def test_relearning_modes_cannot_minimize(setup):
+    c = setup[0].copy_and_resolve_references()
+    c.minimize.mode = "disabled"
+    with pytest.raises(errors.ConfigError, match="relearning modes"):
+        validate.validate(c)
+    c.minimize.enabled = False  # a measurement (correlation, relearn) may use them
+    validate.validate(c)
 
 
 def test_unknown_mode_and_reference_are_clear_errors(setup):
