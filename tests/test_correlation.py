@@ -44,6 +44,7 @@ def _rows(n=12):
         row["cos:mean"] = -x[i]  # perfectly decreasing
         row["|cos|:std"] = float(i % 2)  # unrelated pattern
         row["loss"], row["best"] = 2 * x[i] + 1, 5.0 if i % 2 else 1.0
+        row["drop"] = -3 * x[i]
         rows.append(row)
     return rows
 
@@ -56,12 +57,79 @@ def test_correlations_on_known_relations():
     assert table["loss(prs)"]["cos:min"] < 0.99
     assert table["loss(spr)"]["cos:mean"] == pytest.approx(-1.0)
     assert table["best(prs)"]["|cos|:std"] == pytest.approx(1.0)  # best = 1 + 4 * (i % 2)
+    assert table["drop(prs)"]["cos:max"] == pytest.approx(-1.0)
     assert np.isnan(table["loss(prs)"]["|cos|:max"])  # a constant column has no correlation
+    # "n. max" ranks the six loss and best rows, as the thesis's table: not drop's -1.
     assert table["1. max"]["cos:max"] == max(
         table[f"{t}({c})"]["cos:max"] for t in ("loss", "best") for c in ("prs", "knd", "spr")
     )
+    assert list(table)[-6:] == [f"{n}. max" for n in range(1, 7)] and len(table) == 15
+    assert np.isfinite(table["6. max"]["cos:max"])
     markdown = correlation.format_markdown(list(table.values()))
     assert markdown.splitlines()[0].count(" | ") == 10  # |cos| is escaped: 11 cells
+
+
+def _repetitions():
+    """4 repetitions of two masks, l/0 and l/1, whose selections are known.
+
+    cos:max is r for l/0 and 10 + r for l/1: its strategy selects l/1 every time.
+    cos:min is -r for l/0 and -5 for l/1: it selects l/0. Every other column is 0
+    for both: a tie, so l/0 (the first) is selected, and the column is constant.
+    """
+    rows = []
+    for r in range(4):
+        for c in (0, 1):
+            row = {col: 0.0 for col in correlation.stat_columns()}
+            row |= {"repetition": r, "candidate": f"l/{c}", "layer": "l"}
+            row["cos:max"] = float(10 * c + r)
+            row["cos:min"] = float(-r if c == 0 else -5)
+            if c == 0:
+                row["loss"], row["best"], row["drop"] = 100.0 + r, 1.0, 0.5
+            else:
+                row["loss"], row["best"], row["drop"] = float(r), 1 - r / 10, float(r * r)
+            rows.append(row)
+    return rows
+
+
+def test_both_readings_on_known_correlations():
+    rows = _repetitions()
+    chosen = correlation.select_per_repetition(rows)
+    assert [r["candidate"] for r in chosen["cos:max"]] == ["l/1"] * 4
+    assert [r["candidate"] for r in chosen["cos:min"]] == ["l/0"] * 4
+    assert [r["candidate"] for r in chosen["|cos|:mean"]] == ["l/0"] * 4  # ties: the first
+    per_rep = {t["row"]: t for t in correlation.table_4_1_per_repetition(rows)}
+    # cos:max over the 4 repetitions: x = 10..13 against l/1's loss 0..3, best
+    # 1, 0.9, 0.8, 0.7 and drop 0, 1, 4, 9 (Pearson of r and r^2: 15 / sqrt(5 * 49)).
+    for coef in ("prs", "knd", "spr"):
+        assert per_rep[f"loss({coef})"]["cos:max"] == pytest.approx(1.0)
+        assert per_rep[f"best({coef})"]["cos:max"] == pytest.approx(-1.0)
+        # cos:min: x = 0, -1, -2, -3 against l/0's loss 100..103.
+        assert per_rep[f"loss({coef})"]["cos:min"] == pytest.approx(-1.0)
+        assert np.isnan(per_rep[f"best({coef})"]["cos:min"])  # l/0's best is constant
+    assert per_rep["drop(prs)"]["cos:max"] == pytest.approx(15 / np.sqrt(245))
+    assert per_rep["drop(spr)"]["cos:max"] == pytest.approx(1.0)
+    assert np.isnan(per_rep["loss(prs)"]["|cos|:mean"])
+    # Pooled, cos:max has 8 points: x = 0..3 (loss 100..103) and 10..13 (loss 0..3).
+    # Kendall: 6 + 6 concordant pairs within the masks, 16 discordant across: -4/28.
+    # Spearman: rank differences -4 (x4) and +4 (x4): 1 - 6 * 128 / (8 * 63) = -11/21.
+    pooled = {t["row"]: t for t in correlation.table_4_1(rows)}
+    assert pooled["loss(knd)"]["cos:max"] == pytest.approx(-1 / 7)
+    assert pooled["loss(spr)"]["cos:max"] == pytest.approx(-11 / 21)
+    assert pooled["loss(prs)"]["cos:max"] < 0 < per_rep["loss(prs)"]["cos:max"]
+    selected = correlation.selected_rows(rows)
+    assert len(selected) == 4 * len(correlation.stat_columns())
+    assert selected[0] == {
+        "column": "cos:min", "repetition": 0, "candidate": "l/0", "value": 0.0,
+        "loss": 100.0, "best": 1.0, "drop": 0.5,
+    }  # fmt: skip
+    report = correlation.format_report(
+        {"per_repetition": per_rep.values(), "pooled": pooled.values()},
+        {"per_repetition": 4, "pooled": 8},
+    )
+    assert "`cos:<aggregation>` aggregate the signed" in report
+    assert "`|cos|:<aggregation>` aggregate their absolute values" in report
+    assert "### Table 4.1, per_repetition: one scalar per repetition" in report
+    assert "(8 points per column)" in report
 
 
 def test_experiment_end_to_end(tmp_path):
@@ -80,6 +148,8 @@ def test_experiment_end_to_end(tmp_path):
         assert r["|cos|:max"] >= abs(r["cos:max"]) - 1e-6
     table = files.read_csv(tmp_path / "table_4_1.csv")
     assert [t["row"] for t in table][:3] == ["loss(prs)", "loss(knd)", "loss(spr)"]
-    assert len(table) == 12
+    assert [t["sample"] for t in table] == ["per_repetition"] * 15 + ["pooled"] * 15
+    assert results["samples"]["per_repetition"]["points"] == 3
+    assert len(files.read_csv(tmp_path / "table_4_1_selected.csv")) == 3 * 10
     assert (tmp_path / "figure_4_1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "cos:max" in (tmp_path / "table_4_1.md").read_text()
