@@ -131,7 +131,11 @@ def paired_tests(rows: Iterable[Row]) -> list[dict[str, Any]]:
     seed minimizes the same trained network, so the difference between two
     strategies on one seed is free of the network-to-network variation, and a
     paired test on those differences is much more sensitive than comparing the two
-    groups as if independent. Only seeds that both strategies ran (with finite
+    groups as if independent. Pairs are formed within a threshold only, so this
+    holds for both sweep designs (`sweep.design`): in the thesis's, each threshold
+    minimizes networks of its own (seeds differ between thresholds); in the shared
+    one, a seed's network serves every threshold. Thresholds are never tested
+    against each other here. Only seeds that both strategies ran (with finite
     values) are used. The test is two-sided; pairs with a zero difference are
     dropped by the test (Wilcoxon's convention), and with ties or zeros among 13 or
     fewer pairs scipy computes the p-value by exhaustive permutation, which is exact.

@@ -162,12 +162,23 @@ def get_preset(dataset: str, arg: str | None = None) -> ml_collections.ConfigDic
     return apply_presets(base_config(dataset), PRESETS, arg)
 
 
+# How a sweep's runs get their trained networks (see `jaxshrink.sweep`): 'thesis' =
+# one network per (seed, threshold), shared by the strategies [4.3]; 'shared' = one
+# network per seed, shared by every strategy and threshold (fewer trainings, and
+# thresholds are paired too).
+SWEEP_DESIGNS = ("thesis", "shared")
+
+
 def add_sweep(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Adds the thesis's Figure 4.2 sweep (4.3) to any run config, in place."""
     c.sweep = ml_collections.ConfigDict()
-    c.sweep.num_seeds = 50  # runs per threshold [4.3]; seeds are seed, seed+1, ...
+    c.sweep.num_seeds = 50  # runs per threshold [4.3]
     c.sweep.thresholds = (0.85, 0.9, 0.95, 0.98, 1.0)  # [2.4.2, 4.3]
     c.sweep.strategies = ("cosine", "random", "sequential")  # CosMax, Random, Seq [4.3]
+    # 'thesis': each threshold trains its own num_seeds networks [4.3] (seeds seed +
+    # i + t * num_seeds for threshold index t); 'shared': seeds seed + i serve every
+    # threshold. See `SWEEP_DESIGNS`.
+    c.sweep.design = "thesis"
     return c
 
 

@@ -1,14 +1,29 @@
 """The thesis's strategy comparison (section 4.3, Figure 4.2) as one batched job.
 
-`run_sweep(config, workdir)` trains one network per seed (all seeds at once), then
-minimizes every (seed, strategy, threshold) combination as one batch of runs:
+`run_sweep(config, workdir)` trains the sweep's networks (all at once), then
+minimizes every (seed, strategy, threshold) combination as one batch of runs.
+`sweep.design` says which runs share a trained network:
 
-* paired design: the runs of a seed all start from that seed's trained network and
-  draw the same training batches, so strategies and thresholds are compared on the
-  same networks (and `analysis.paired_tests` pairs them by seed);
+* ``thesis`` (default): "For each threshold parameter ... 50 runs were carried out. A
+  single run consisted of training a network ..., and then performing the
+  minimization with three strategies" (4.3): each threshold trains its own
+  `num_seeds` networks -- 250 for the thesis's 5 thresholds -- and the three
+  strategies of a run minimize the same one. Run i of threshold index t has seed
+  ``seed + i + t * num_seeds``, so no two runs share a network across thresholds;
+* ``shared``: `num_seeds` networks (seeds ``seed + i``), each minimized by every
+  strategy at every threshold: a fifth of the trainings, and thresholds are paired
+  as well as strategies (differences between thresholds are free of
+  network-to-network variation).
+
+Either way:
+
+* the runs of one network all start from it and draw the same training batches, so
+  strategies are compared on the same networks (`analysis.paired_tests` pairs them by
+  seed within a threshold, which both designs share);
 * run (seed s, strategy k, threshold t) is exactly the single run of
   `python -m jaxshrink.main` with `seed=s`, `minimize.strategy=k`,
-  `minimize.threshold=t` (same keys, same batches, same program per run);
+  `minimize.threshold=t` (same keys, same batches, same program per run); a row's
+  ``seed`` is its network's seed;
 * every round is one compiled call over all runs; the batched state is checkpointed
   after each, so an interrupted sweep resumes.
 
@@ -32,13 +47,27 @@ from jaxshrink import masks as masks_lib
 from jaxshrink import workdir as workdir_lib
 
 
-def sweep_runs(config: ml_collections.ConfigDict) -> list[tuple[int, str, float]]:
-    """(seed, strategy, threshold) of every run, seed-major."""
+def run_seed(config: ml_collections.ConfigDict, index: int, threshold_index: int) -> int:
+    """The seed of the network run `index` of threshold `threshold_index` minimizes."""
     scfg = config.sweep
-    seeds = [int(config.seed) + i for i in range(int(scfg.num_seeds))]
-    return list(
-        itertools.product(seeds, list(scfg.strategies), [float(t) for t in scfg.thresholds])
-    )
+    shift = 0 if scfg.design == "shared" else threshold_index * int(scfg.num_seeds)
+    return int(config.seed) + index + shift
+
+
+def sweep_runs(config: ml_collections.ConfigDict) -> list[tuple[int, str, float]]:
+    """(seed, strategy, threshold) of every run: run index, then strategy, then threshold.
+
+    The seed follows `sweep.design` (`run_seed`); the trained networks are the
+    distinct seeds.
+    """
+    scfg = config.sweep
+    thresholds = [float(t) for t in scfg.thresholds]
+    return [
+        (run_seed(config, i, j), k, t)
+        for i, k, (j, t) in itertools.product(
+            range(int(scfg.num_seeds)), list(scfg.strategies), enumerate(thresholds)
+        )
+    ]
 
 
 def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -60,9 +89,10 @@ def _run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
     runs = sweep_runs(config)
     seeds = sorted({s for s, _, _ in runs})
     log(
-        f"jaxshrink sweep ({config.task}, {config.data.dataset}): {len(seeds)} seeds x "
-        f"{len(config.sweep.strategies)} strategies x {len(config.sweep.thresholds)} "
-        f"thresholds = {len(runs)} runs; workdir {workdir}"
+        f"jaxshrink sweep ({config.task}, {config.data.dataset}): {config.sweep.num_seeds} "
+        f"seeds x {len(config.sweep.strategies)} strategies x {len(config.sweep.thresholds)} "
+        f"thresholds = {len(runs)} runs on {len(seeds)} trained networks "
+        f"({config.sweep.design} design); workdir {workdir}"
     )
     job = pipeline.Job(config, workdir, log)
     log(job.describe())
@@ -136,6 +166,8 @@ def _run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "config": config.to_dict(),
         "device": jax.devices()[0].device_kind,
         "data": job.dataset.info,
+        "design": config.sweep.design,
+        "trained_networks": len(seeds),
         "devices": job.devices,
         "batch": {
             "method": job.engine.method,

@@ -29,6 +29,7 @@ from jaxshrink import (
     strategies,
     tasks,
 )
+from jaxshrink import config as config_lib
 from jaxshrink.models import sequential
 
 
@@ -86,6 +87,7 @@ def validate(c: ml_collections.ConfigDict, model=None) -> ml_collections.ConfigD
             _one_of(name, "sweep.strategies", strategies.STRATEGIES)
         for t in c.sweep.thresholds:
             _check(0.0 < t <= 1.0, "sweep.thresholds", t, "ratios in (0, 1]")
+        _one_of(c.sweep.get("design"), "sweep.design", config_lib.SWEEP_DESIGNS)
     if "correlation" in c:
         for field in ("correlation.repetitions", "correlation.second_steps"):
             _int(c, field)

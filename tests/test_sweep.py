@@ -1,4 +1,5 @@
-"""Batched sweeps: a sweep's run equals the single run, devices, resume, Figure 4.2."""
+"""Batched sweeps: both designs' networks, a sweep's run equals the single run, devices,
+resume, Figure 4.2."""
 
 import importlib.util
 import os
@@ -16,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_sweep(method="loop"):
-    """2 seeds x 3 strategies x 2 thresholds of the tiny Canny config."""
+    """2 seeds x 3 strategies x 2 thresholds of the tiny Canny config (thesis design)."""
     c = tiny_config("canny")
     c.sweep = config_lib.sweep_config("canny").sweep
     c.sweep.num_seeds = 2
@@ -48,18 +49,48 @@ def _key(row):
     return (row["seed"], row["strategy"], row["threshold"])
 
 
+def test_the_thesis_design_trains_one_network_per_seed_and_threshold():
+    c = tiny_sweep()
+    c.seed, c.sweep.num_seeds = 7, 2
+    c.sweep.strategies, c.sweep.thresholds = ("cosine", "random"), (0.9, 1.0)
+    # Threshold index t of run i: seed 7 + i + 2 t, shared by its two strategies.
+    assert c.sweep.design == "thesis"
+    thesis = sweep.sweep_runs(c)
+    assert thesis == [
+        (7, "cosine", 0.9), (9, "cosine", 1.0), (7, "random", 0.9), (9, "random", 1.0),
+        (8, "cosine", 0.9), (10, "cosine", 1.0), (8, "random", 0.9), (10, "random", 1.0),
+    ]  # fmt: skip
+    c.sweep.design = "shared"  # one network per seed, at every threshold
+    shared = sweep.sweep_runs(c)
+    assert [s for s, _, _ in shared] == [7, 7, 7, 7, 8, 8, 8, 8]
+    assert [run[1:] for run in shared] == [run[1:] for run in thesis]
+
+
 def test_every_combination_runs_and_figure_4_2_is_written(loop_sweep):
     results, workdir = loop_sweep
     rows = results["runs"]
+    # Thesis design: threshold 0.9 minimizes networks 0 and 1, threshold 1.0 2 and 3.
     assert sorted(_key(r) for r in rows) == sorted(
-        (s, k, t) for s in (0, 1) for k in ("cosine", "random", "sequential") for t in (0.9, 1.0)
+        (s + 2 * j, k, t)
+        for s in (0, 1)
+        for k in ("cosine", "random", "sequential")
+        for j, t in enumerate((0.9, 1.0))
     )
+    assert results["design"] == "thesis" and results["trained_networks"] == 4
     assert files.read_csv(workdir / "runs.csv") == rows
     for name in ("figure_4_2.png", "figure_4_2_summary.csv", "figure_4_2_tests.csv"):
         assert (workdir / name).stat().st_size > 0
-    # Paired design: every run of a seed starts from the same trained network.
-    for seed in (0, 1):
-        assert len({r["baseline"] for r in rows if r["seed"] == seed}) == 1
+    # Every run of a (seed, threshold) starts from the same trained network, and the
+    # four networks are distinct.
+    baselines = {}
+    for r in rows:
+        baselines.setdefault((r["seed"], r["threshold"]), set()).add(r["baseline"])
+    assert sorted(baselines) == [(0, 0.9), (1, 0.9), (2, 1.0), (3, 1.0)]
+    assert all(len(b) == 1 for b in baselines.values())
+    assert len(set.union(*baselines.values())) == 4
+    # The Wilcoxon tests pair the three strategies of each network: 2 pairs each.
+    tests = files.read_csv(workdir / "figure_4_2_tests.csv")
+    assert len(tests) == 2 * 2 * 3 and all(t["n_pairs"] == 2 for t in tests)
     # Stopping rules and thresholds hold per run.
     logs = dict(zip(map(_key, rows), results["round_logs"]))
     for (_, strategy, threshold), rounds in logs.items():
@@ -72,7 +103,7 @@ def test_every_combination_runs_and_figure_4_2_is_written(loop_sweep):
             assert visited == sorted(set(visited))  # in order, each at most once
 
 
-@pytest.mark.parametrize("run", [(1, "random", 0.9), (0, "cosine", 1.0)])
+@pytest.mark.parametrize("run", [(1, "random", 0.9), (2, "cosine", 1.0)])
 def test_a_sweep_run_equals_the_single_run(loop_sweep, run, tmp_path):
     results, _ = loop_sweep
     seed, strategy, threshold = run
@@ -112,7 +143,7 @@ def test_rounds_compile_once_for_the_whole_sweep(loop_sweep):
     # differ per run: still one compiled round program, one train and one eval program.
     assert job.round_fn._cache_size() == 1
     assert job.train_fn._cache_size() == 1
-    assert job.eval_fn._cache_size() == 2  # two batch shapes: the 2 seeds, the 12 runs
+    assert job.eval_fn._cache_size() == 2  # two batch shapes: the 4 networks, the 12 runs
 
 
 def test_interrupted_sweep_resumes_to_the_same_result(loop_sweep, tmp_path, monkeypatch):
@@ -169,14 +200,20 @@ def test_quick_sweep_config_and_figure_script(tmp_path):
     spec.loader.exec_module(module)
     config = module.get_config("quick")
     assert config.sweep.num_seeds == 3 and len(config.sweep.thresholds) == 5
-    # The quick config with 2 of its 3 seeds and shorter rounds, to keep the suite short.
-    config.sweep.num_seeds = 2
+    assert config.sweep.design == "thesis"
+    # The quick config with 2 of its 3 seeds and shorter rounds, to keep the suite short,
+    # in the shared design (2 networks, not 10; the thesis design runs in `loop_sweep`).
+    config.sweep.num_seeds, config.sweep.design = 2, "shared"
     config.train.initial_steps = config.train.eval_every = 300
     config.minimize.round_steps = 20
     results = sweep.run_sweep(config, str(tmp_path))
     rows = results["runs"]
     assert len(rows) == 30 and all(r["status"] == "ok" for r in rows)
     assert any(r["disabled"] > 0 for r in rows)
+    # Shared design: a seed's network serves every strategy and threshold.
+    assert results["trained_networks"] == 2 and {r["seed"] for r in rows} == {0, 1}
+    for seed in (0, 1):
+        assert len({r["baseline"] for r in rows if r["seed"] == seed}) == 1
     # Lower thresholds never keep fewer masks disabled on average than 100%.
     mean = {t: np.mean([r["disabled"] for r in rows if r["threshold"] == t]) for t in (0.85, 1.0)}
     assert mean[0.85] >= mean[1.0]
@@ -195,6 +232,7 @@ def test_bad_sweep_settings_are_clear_errors():
         ("strategies", ("cosine", "greedy"), "sweep.strategies"),
         ("thresholds", (0.9, 1.5), "sweep.thresholds"),
         ("num_seeds", 0, "sweep.num_seeds"),
+        ("design", "paired", "sweep.design"),
     ):
         c = tiny_sweep()
         c.sweep[field] = value
