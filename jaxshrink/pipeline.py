@@ -153,10 +153,10 @@ class Job:
     def picture(self, name: str, run: train.TrainState, title: str) -> str:
         """The task's picture of a few eval examples and one (unbatched) run's outputs."""
         n = min(int(self.config.output.num_examples), len(self.dataset.eval))
-        x = self.dataset.eval.inputs[:n]
+        x = data.decode(self.dataset.eval.inputs[:n])  # the splits may be stored compact
         out = self.predict(run, x)
         path = os.path.join(self.workdir, name)
-        return self.task.picture(path, x, self.dataset.eval.targets[:n], out, title)
+        return self.task.picture(path, x, data.decode(self.dataset.eval.targets[:n]), out, title)
 
 
 def spread(values: np.ndarray, fmt: str = ".4f") -> str:
@@ -397,7 +397,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, model=None) -> dict:
         final.params,
         final.masks,
         job.trainer.eval_transform(
-            jnp.asarray(job.dataset.eval.inputs[: int(config.train.batch_size)])
+            jnp.asarray(data.decode(job.dataset.eval.inputs[: int(config.train.batch_size)]))
         ),
         state=final.model_state,
     )

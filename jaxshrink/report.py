@@ -14,7 +14,7 @@ import os
 import jax
 import numpy as np
 
-from jaxshrink import batching, plots, train, visualize
+from jaxshrink import batching, data, plots, train, visualize
 from jaxshrink import masks as masks_lib
 from jaxshrink import spec as spec_lib
 
@@ -96,7 +96,7 @@ def draw_run(job, trained, final, rounds: list[dict], baseline: float) -> list[s
             model,
             (early.params, early.masks),
             (final.params, final.masks),
-            job.dataset.eval.inputs[0],
+            data.decode(job.dataset.eval.inputs[:1])[0],
             titles=(f"after {few} steps", f"after training and minimization ({int(final.step)})"),
         )
     first = model_spec.layers[0]

@@ -26,21 +26,35 @@ def _config(tmp_path, **overrides):
     return cfg
 
 
+# The 16-bit images of the test folders: a split holding one stores its inputs in float32.
+_16_BIT = {"sub/c16.png", "g16.png", "g16.tif"}
+
+
 def _assert_split_ok(split, n, crop, task):
     assert split.inputs.shape == split.targets.shape == (n, crop, crop, 1)
-    assert split.inputs.dtype == split.targets.dtype == np.float32
+    # Stored compactly: 8-bit gray values, Canny 0/255, Sobel float16.
+    assert split.inputs.dtype == (np.float32 if _16_BIT & set(split.sources) else np.uint8)
+    assert split.targets.dtype == (np.uint8 if task == "canny" else np.float16)
     assert len(split.sources) == n
-    assert 0 <= split.inputs.min() and split.inputs.max() <= 1
+    inputs, targets = data.decode(split.inputs), data.decode(split.targets)
+    assert inputs.dtype == targets.dtype == np.float32
+    assert 0 <= inputs.min() and inputs.max() <= 1
     if task == "canny":
-        assert set(np.unique(split.targets)) <= {0.0, 1.0}
+        assert set(np.unique(targets)) <= {0.0, 1.0}
     else:
-        assert 0 <= split.targets.min() and split.targets.max() <= 1
+        assert 0 <= targets.min() and targets.max() <= 1
+
+
+def _luma8(rgb):
+    """The 8-bit gray value of 8-bit RGB, rounded half up, as a float in [0, 1]."""
+    return np.floor(np.asarray(rgb, np.int64) @ [299, 587, 114] / 1000 + 0.5) / 255
 
 
 # ----------------------------------------------------------------------------- conversions
 
 _RGB = [[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [255, 255, 255]]]
-_RGB_GRAY = [[0.299, 0.587], [0.114, 1.0]]
+# 8-bit colour gives 8-bit gray: 0.299 * 255 = 76.2 -> 76, 149.7 -> 150, 29.1 -> 29.
+_RGB_GRAY = [[76 / 255, 150 / 255], [29 / 255, 1.0]]
 
 
 @pytest.mark.parametrize(
@@ -67,6 +81,23 @@ def test_to_grayscale_float_values(img, expected):
     gray = edges.to_grayscale_float(img)
     assert gray.dtype == np.float32
     np.testing.assert_allclose(gray, np.asarray(expected, np.float32), rtol=0, atol=1e-7)
+    compact = edges.to_grayscale(img)
+    assert compact.dtype == (np.uint8 if img.dtype in (np.uint8, bool) else np.float32)
+    np.testing.assert_array_equal(data.decode(compact), gray)
+
+
+def test_luma_of_8bit_colour_is_rounded_to_8_bits_half_up_in_integers():
+    # (0, 12, 4): 0.587 * 12 + 0.114 * 4 = 7.5 exactly, which float arithmetic may miss.
+    rgb = np.array([[[0, 12, 4], [0, 0, 0], [255, 255, 255], [10, 0, 15], [2, 0, 0]]], np.uint8)
+    np.testing.assert_array_equal(edges.to_grayscale(rgb), [[8, 0, 255, 5, 1]])
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
+    permille = pixels.astype(np.int64) @ [299, 587, 114]
+    np.testing.assert_array_equal(edges.to_grayscale(pixels), (permille + 500) // 1000)
+    # Alpha is dropped; gray and bilevel stay exact.
+    rgba = np.dstack([pixels, np.zeros((64, 64), np.uint8)])
+    np.testing.assert_array_equal(edges.to_grayscale(rgba), edges.to_grayscale(pixels))
+    np.testing.assert_array_equal(edges.to_grayscale(pixels[..., 0]), pixels[..., 0])
+    assert edges.to_grayscale(np.array([[True, False]])).tolist() == [[255, 0]]
 
 
 @pytest.mark.parametrize(
@@ -156,7 +187,9 @@ def test_default_config_fields():
         assert data.default_config(name).to_dict() == edges.default_config(name).to_dict()
     cfg = data.default_config("sobel")
     assert cfg.crop_size == 256 and cfg.source == "builtin" and cfg.seed == 0
-    assert (cfg.train_size, cfg.eval_size, cfg.eval_fraction) == (600, 60, 0.3)
+    # Unset sizes: 600 / 60 builtin crops; every usable image of a folder or tfds.
+    assert (cfg.train_size, cfg.eval_size, cfg.eval_fraction) == (None, None, 0.3)
+    assert edges.BUILTIN_SIZES == {"train": 600, "eval": 60}
     assert cfg.canny_sigma == math.sqrt(2)
     assert cfg.canny_low_threshold is None and cfg.canny_high_threshold is None
     assert cfg.cache_dir == "" and cfg.tfds_image_key == "image"
@@ -174,10 +207,8 @@ def test_builtin_splits_share_no_source_image(tmp_path, task):
     assert set(dataset.eval.sources) <= set(edges.DEFAULT_EVAL_IMAGES)
     # 20 crops cycle through all 15 train images, so every builtin image loads offline.
     assert set(dataset.train.sources) == set(edges.BUILTIN_IMAGES) - set(edges.DEFAULT_EVAL_IMAGES)
-    np.testing.assert_array_equal(
-        dataset.train.targets,
-        edges.make_targets(dataset.train.inputs, _config(tmp_path, dataset=task)),
-    )
+    exact = edges.make_targets(dataset.train.inputs, _config(tmp_path, dataset=task))
+    np.testing.assert_array_equal(dataset.train.targets, edges.encode_targets(exact, task))
 
 
 def test_builtin_is_deterministic_per_seed(tmp_path):
@@ -258,18 +289,14 @@ def test_folder_source(tmp_path):
     images = {
         s: im[..., 0]
         for split in (dataset.train, dataset.eval)
-        for s, im in zip(split.sources, split.inputs, strict=True)
+        for s, im in zip(split.sources, data.decode(split.inputs), strict=True)
     }
     np.testing.assert_allclose(
         images["sub/c16.png"], edges.center_crop(written["c16"], 32) / 65535, rtol=1e-6
     )
-    np.testing.assert_allclose(
-        images["d.png"], (0.299 * 200 + 0.587 * 100 + 0.114 * 50) / 255, rtol=1e-6
-    )
+    np.testing.assert_allclose(images["d.png"], _luma8([200, 100, 50]), rtol=1e-6)
     indices = edges.center_crop(np.asarray(written["palette"]), 32)
-    np.testing.assert_allclose(
-        images["e.png"], _PALETTE_COLORS[indices] @ [0.299, 0.587, 0.114] / 255, rtol=1e-6
-    )
+    np.testing.assert_allclose(images["e.png"], _luma8(_PALETTE_COLORS[indices]), rtol=1e-6)
     assert set(np.unique(images["h.png"])) == {0.0, 1.0}
 
 
@@ -305,7 +332,6 @@ def test_folder_errors(tmp_path):
 
 # ---------------------------------------------------------------------------- messy folder
 
-_LUMA = np.array([0.299, 0.587, 0.114])
 # Under the decompression bomb limit set below, GOOD_SIZE x GOOD_SIZE is fine, big.png only
 # warns (more than the limit) and bomb.png fails (more than twice the limit).
 _PIXEL_LIMIT = 5000
@@ -384,16 +410,16 @@ def _write_messy_folder(folder):
     crop = (slice(top, top + 32), slice(top, top + 32))
     g16_crop = g16[crop] / 65535
     return {
-        "good.png": noise[crop] @ _LUMA / 255,
+        "good.png": _luma8(noise[crop]),
         "sub/gray.jpg": None,
         "good.jpg": None,
         "g16.png": g16_crop,
         "g16.tif": g16_crop,
-        "rgba.png": np.full((32, 32), (200, 100, 50) @ _LUMA / 255),
+        "rgba.png": np.full((32, 32), _luma8([200, 100, 50])),
         "la.png": np.full((32, 32), 128 / 255),
-        "p.png": _PALETTE_COLORS[np.asarray(palette)[crop]] @ _LUMA / 255,
-        "p_alpha.png": _PALETTE_COLORS[np.asarray(palette_alpha)[crop]] @ _LUMA / 255,
-        "p_alpha.gif": _PALETTE_COLORS[np.asarray(palette_gif)[crop]] @ _LUMA / 255,
+        "p.png": _luma8(_PALETTE_COLORS[np.asarray(palette)[crop]]),
+        "p_alpha.png": _luma8(_PALETTE_COLORS[np.asarray(palette_alpha)[crop]]),
+        "p_alpha.gif": _luma8(_PALETTE_COLORS[np.asarray(palette_gif)[crop]]),
         "l.png": noise[crop][..., 1] / 255,
         "bilevel.png": (noise[crop][..., 2] > 127).astype(float),
         "cmyk.jpg": None,
@@ -445,7 +471,7 @@ def test_messy_folder_uses_every_readable_image_and_names_the_rest(tmp_path, mon
     images = {}
     for split in (dataset.train, dataset.eval):
         _assert_split_ok(split, len(split), 32, "sobel")
-        images.update(zip(split.sources, split.inputs[..., 0], strict=True))
+        images.update(zip(split.sources, data.decode(split.inputs)[..., 0], strict=True))
     assert len(dataset.train) + len(dataset.eval) == len(images) == 14
     assert set(images) == set(expected)
     assert (len(dataset.train), len(dataset.eval)) == (10, 4)  # eval_fraction 0.3 of 14.
@@ -628,7 +654,7 @@ def test_tfds_source_reads_mocked_records(tmp_path):
     assert dataset.eval.sources == tuple(f"mnist/test[{i}]" for i in range(6))
     _assert_split_ok(dataset.train, 4, 16, "canny")
     _assert_split_ok(dataset.eval, 6, 16, "canny")
-    np.testing.assert_allclose(dataset.train.inputs[..., 0], expected, rtol=1e-6)
+    np.testing.assert_allclose(data.decode(dataset.train.inputs)[..., 0], expected, rtol=1e-6)
 
 
 def test_tfds_unknown_image_key(tmp_path):
@@ -643,13 +669,13 @@ def test_tfds_unknown_image_key(tmp_path):
 
 def _count_builds(monkeypatch):
     calls = []
-    build = edges.build_dataset
+    write = edges._write_examples
 
-    def counting_build(data_cfg):
+    def counting_write(data_cfg, writer):
         calls.append(data_cfg.dataset)
-        return build(data_cfg)
+        return write(data_cfg, writer)
 
-    monkeypatch.setattr(edges, "build_dataset", counting_build)
+    monkeypatch.setattr(edges, "_write_examples", counting_write)
     return calls
 
 
@@ -666,8 +692,16 @@ def test_second_load_comes_from_cache(tmp_path, monkeypatch, capsys):
         a, b = getattr(first, split), getattr(second, split)
         np.testing.assert_array_equal(a.inputs, b.inputs)
         np.testing.assert_array_equal(a.targets, b.targets)
-        assert a.sources == b.sources and b.inputs.dtype == np.float32
-    assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".npz"]  # No temp file left.
+        assert a.sources == b.sources and b.inputs.dtype == np.uint8
+        assert isinstance(b.inputs, np.memmap) and not b.inputs.flags.writeable
+    (entry,) = (tmp_path / "cache").iterdir()  # No temporary folder left.
+    assert sorted(p.name for p in entry.iterdir()) == [
+        "eval_inputs.npy",
+        "eval_targets.npy",
+        "meta.json",
+        "train_inputs.npy",
+        "train_targets.npy",
+    ]
     data.load_dataset(_config(tmp_path, seed=1))
     data.load_dataset(_config(tmp_path, dataset="canny"))
     assert calls == ["sobel", "sobel", "canny"]
@@ -677,12 +711,19 @@ def test_corrupt_cache_is_rebuilt(tmp_path, monkeypatch):
     calls = _count_builds(monkeypatch)
     cfg = _config(tmp_path)
     first = data.load_dataset(cfg)
-    (cache_file,) = (tmp_path / "cache").iterdir()
-    cache_file.write_bytes(b"truncated")
+    # Copied out of the memory map: truncating a mapped file under it would crash the reader.
+    first_targets = np.array(first.eval.targets)
+    (entry,) = (tmp_path / "cache").iterdir()
+    whole = (entry / "eval_targets.npy").read_bytes()
+    (entry / "eval_targets.npy").write_bytes(whole[: len(whole) // 2])
     with pytest.warns(UserWarning, match="unreadable cache"):
         second = data.load_dataset(cfg)
     assert len(calls) == 2
-    np.testing.assert_array_equal(first.eval.inputs, second.eval.inputs)
+    np.testing.assert_array_equal(first_targets, second.eval.targets)
+    (entry / "meta.json").write_text("{not json")
+    with pytest.warns(UserWarning, match="unreadable cache"):
+        third = data.load_dataset(cfg)
+    assert len(calls) == 3 and third.eval.sources == first.eval.sources
 
 
 def test_cache_key_tracks_folder_files_not_cache_dir(tmp_path):

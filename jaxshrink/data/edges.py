@@ -3,8 +3,19 @@
 The thesis trains on 256x256 grayscale centre crops of PASCAL VOC2012 photographs, with targets
 made by the Sobel operator (continuous) or the Canny detector (binary); ``data_cfg.dataset``
 names which. This module turns one of three image sources into a `Dataset` whose inputs and
-targets are float32 NHWC arrays with one channel, and caches the result on disk (see
+targets are NHWC arrays with one channel, and caches the result on disk (see
 `jaxshrink.data.cache`). It runs on the host with numpy only; nothing here touches JAX.
+
+Storage: the arrays are kept compact (see `jaxshrink.data.split`), so that the thesis's 34000
+crops take 6.7 GB and not the 17.8 GB of float32, on disk, in memory and on the device:
+  * inputs: uint8 when every image of the split is 8-bit (the gray value k meaning k / 255,
+    exactly), float32 otherwise (16-bit and float images keep their precision);
+  * Canny targets: uint8 0 and 255 (0.0 and 1.0, exactly);
+  * Sobel targets: float16, within 2**-11 of the float32 magnitude relative to it (2**-12
+    absolute; a nonzero magnitude of an 8-bit image is at least 1 / (1020 sqrt(2)), far above
+    float16's subnormals). Targets are computed in float32 from the crop and then rounded once.
+The network still computes in float32: `jaxshrink.train` decodes each sampled batch inside the
+compiled step, exactly as `jaxshrink.data.split.decode` does on the host.
 
 Sources:
   * ``builtin``: natural photographs that ship inside scikit-image and scikit-learn, so it works
@@ -27,8 +38,12 @@ the network sees.
 Pixel formats: integers are scaled by their type's maximum (8-bit by 255, 16-bit PNG and TIFF by
 65535), bilevel images become 0 and 1, float images are taken as already in [0, 1] and clipped,
 colour is reduced with BT.601 luma, and palette images go through RGB (RGBA when the palette has
-transparency). Alpha is ignored, not composited: a pixel keeps the colour stored under it, as
-MATLAB's imread (which made the thesis's data) returns it.
+transparency). The luma of an 8-bit colour image is rounded to 8 bits (the nearest integer, half
+up), as MATLAB's rgb2gray (which made the thesis's targets) and Pillow's "L" mode do, so that
+8-bit images give 8-bit gray crops and are stored exactly in uint8; the rounding moves a gray
+value by at most 0.5 / 255. Luma of 16-bit and float images stays in float. Alpha is ignored,
+not composited: a pixel keeps the colour stored under it, as MATLAB's imread (which made the
+thesis's data) returns it.
 
 Errors: a config field with a value this module cannot use raises `jaxshrink.errors.ConfigError`
 naming the field and the allowed values; data that yields no usable image raises
@@ -39,8 +54,10 @@ Fields of ``data_cfg`` (an ``ml_collections.ConfigDict``; `default_config` has t
   source: 'builtin', 'folder' or 'tfds'.
   crop_size: side of the square crops in pixels (thesis: 256).
   seed: seeds the builtin crop positions and augmentations and the folder train/eval split.
-  train_size, eval_size: builtin: number of crops per split. folder and tfds: maximum number of
-    images per split, 0 meaning all of them; a folder is read only until both splits are full.
+  train_size, eval_size: builtin: number of crops per split; unset (None), 600 and 60.
+    folder and tfds: at most this many images per split (one centre crop each); unset or 0
+    means every usable image, as the thesis used. A folder is read only until both splits are
+    full.
   eval_images: builtin only; names from `BUILTIN_IMAGES` held out for eval. Every other name in
     `BUILTIN_IMAGES` is a train image.
   folder: folder only; the folder searched recursively for image files. It is never modified.
@@ -55,7 +72,8 @@ Fields of ``data_cfg`` (an ``ml_collections.ConfigDict``; `default_config` has t
   canny_low_threshold, canny_high_threshold: Canny hysteresis thresholds, on scikit-image's
     scale: the unnormalised Sobel magnitude (scipy.ndimage.sobel, up to 4 * sqrt(2)) of the
     smoothed image in [0, 1]. None selects scikit-image's defaults, 0.1 and 0.2.
-  cache_dir: where prepared arrays are cached; '' means ``$JAXSHRINK_CACHE`` if set, else
+  cache_dir: where prepared arrays are cached (one folder of .npy files per config, read as
+    memory maps); '' means ``$JAXSHRINK_CACHE`` if set, else
     ``~/.cache/jaxshrink``.
 """
 
@@ -65,6 +83,7 @@ import functools
 import json
 import math
 import struct
+import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -80,14 +99,18 @@ from PIL import Image, ImageOps
 
 from jaxshrink import errors
 from jaxshrink.data import cache, tfds_source
-from jaxshrink.data.split import Dataset, Split, make_info
+from jaxshrink.data.split import Dataset, decode, make_info
 
 # Bump whenever a change here alters the arrays a config produces, so stale caches are ignored.
-FORMAT_VERSION = 2
+# 3: compact storage (uint8 inputs and Canny targets, float16 Sobel targets), 8-bit rounded luma
+# of 8-bit colour images, a folder of .npy files per entry.
+FORMAT_VERSION = 3
 
 # The dataset names this module serves: the target each one computes.
 TASKS = ("sobel", "canny")
 SOURCES = ("builtin", "folder", "tfds")
+# Crops per split of the builtin source when train_size / eval_size are unset.
+BUILTIN_SIZES = {"train": 600, "eval": 60}
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
 
 # Photographs that load without network access (synthetic images such as checkerboard or logo
@@ -108,6 +131,8 @@ DEFAULT_EVAL_IMAGES = ("camera", "coffee", "china", "coins", "gravel")
 # ITU-R BT.601 luma, the weights of MATLAB's rgb2gray (which made the thesis's targets) and of
 # tf.image.rgb_to_grayscale, rounded so that they sum to exactly 1.
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
+# The same in thousandths, for the exact integer luma of 8-bit colour.
+_LUMA_PERMILLE = np.array([299, 587, 114], np.uint32)
 _PIL_DIRECT_MODES = frozenset({"1", "L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B", "F"})
 # Files named per reason in the skipped-images warning.
 _MAX_NAMES = 10
@@ -150,8 +175,9 @@ def default_config(name: str) -> ml_collections.ConfigDict:
             "source": "builtin",
             "crop_size": 256,
             "seed": 0,
-            "train_size": 600,
-            "eval_size": 60,
+            # Typed placeholders: unset means the source's default (see the module docstring).
+            "train_size": config_dict.placeholder(int),
+            "eval_size": config_dict.placeholder(int),
             "eval_images": DEFAULT_EVAL_IMAGES,
             "folder": "",
             "eval_fraction": 0.3,
@@ -177,12 +203,42 @@ def input_shape(data_cfg) -> tuple[int, ...]:
 # ----------------------------------------------------------------------------------- images
 
 
+def to_grayscale(img: np.ndarray) -> np.ndarray:
+    """Converts an image of any common layout and dtype to grayscale, compact where exact.
+
+    8-bit and bilevel images give uint8 gray values (k meaning k / 255, see
+    `jaxshrink.data.split.decode`): RGB is reduced with the BT.601 luma weights (0.299, 0.587,
+    0.114) in exact integer arithmetic and rounded to the nearest integer (half up); bools
+    become 0 and 255. Every other image gives float32 in [0, 1], as `to_grayscale_float`. An
+    alpha channel is dropped, as MATLAB's imread does.
+
+    Args:
+      img: (H, W) or channels-last (H, W, C) array with C in 1 (gray), 2 (gray and alpha),
+        3 (RGB) or 4 (RGBA).
+
+    Returns:
+      (H, W) uint8 or float32 array.
+    """
+    img = np.asarray(img)
+    if img.dtype not in (np.uint8, np.bool_):
+        return to_grayscale_float(img)
+    if img.ndim == 3 and img.shape[-1] in (3, 4):
+        luma = (img[..., :3].astype(np.uint32) @ _LUMA_PERMILLE + 500) // 1000
+        return luma.astype(np.uint8)
+    if img.ndim == 3 and img.shape[-1] in (1, 2):
+        img = img[..., 0]
+    if img.ndim != 2:
+        raise ValueError(f"Expected an (H, W) or (H, W, C) image, got shape {img.shape}.")
+    return img.astype(np.uint8) * np.uint8(255) if img.dtype == np.bool_ else img
+
+
 def to_grayscale_float(img: np.ndarray) -> np.ndarray:
     """Converts an image of any common layout and dtype to grayscale float32 in [0, 1].
 
-    Integers are divided by their dtype's maximum (uint8 by 255, uint16 by 65535), bools become
-    0 and 1, floats are taken as already in [0, 1]. RGB is reduced with BT.601 luma weights
-    (0.299, 0.587, 0.114); an alpha channel is dropped, as MATLAB's imread does.
+    8-bit and bilevel images go through `to_grayscale` (8-bit gray, then k / 255). Other
+    integers are divided by their dtype's maximum (uint16 by 65535), floats are taken as already
+    in [0, 1]. RGB is reduced with BT.601 luma weights (0.299, 0.587, 0.114); an alpha channel
+    is dropped, as MATLAB's imread does.
 
     Args:
       img: (H, W) or channels-last (H, W, C) array with C in 1 (gray), 2 (gray and alpha),
@@ -191,7 +247,10 @@ def to_grayscale_float(img: np.ndarray) -> np.ndarray:
     Returns:
       (H, W) float32 array, clipped to [0, 1].
     """
-    values = _to_unit_range(np.asarray(img))
+    img = np.asarray(img)
+    if img.dtype in (np.uint8, np.bool_):
+        return decode(to_grayscale(img))
+    values = _to_unit_range(img)
     if values.ndim == 3:
         values = _merge_channels(values)
     if values.ndim != 2:
@@ -200,8 +259,6 @@ def to_grayscale_float(img: np.ndarray) -> np.ndarray:
 
 
 def _to_unit_range(img: np.ndarray) -> np.ndarray:
-    if img.dtype == bool:
-        return img.astype(np.float64)
     if np.issubdtype(img.dtype, np.integer):
         return img / np.iinfo(img.dtype).max
     if np.issubdtype(img.dtype, np.floating):
@@ -234,7 +291,7 @@ def center_crop(img2d: np.ndarray, size: int) -> np.ndarray:
 
 
 def _pil_to_array(im: Image.Image) -> np.ndarray:
-    """Returns the pixels of a PIL image at their native depth, for `to_grayscale_float`."""
+    """Returns the pixels of a PIL image at their native depth, for `to_grayscale`."""
     # Cameras record rotation in EXIF; crop what a viewer shows.
     im = ImageOps.exif_transpose(im)
     if im.mode in ("P", "PA"):
@@ -259,7 +316,7 @@ class _TooSmall(Exception):
 
 
 def _read_image_file(path: Path, crop_size: int) -> np.ndarray:
-    """Returns the (crop_size, crop_size) grayscale centre crop of an image file.
+    """Returns the (crop_size, crop_size) grayscale centre crop of an image file (`to_grayscale`).
 
     Raises:
       _TooSmall: if the image is smaller than the crop (found from the header, before decoding).
@@ -277,7 +334,7 @@ def _read_image_file(path: Path, crop_size: int) -> np.ndarray:
             if min(height, width) < crop_size:
                 raise _TooSmall(height, width)
             array = _pil_to_array(im)
-    return to_grayscale_float(center_crop(array, crop_size))
+    return to_grayscale(center_crop(array, crop_size))
 
 
 # ---------------------------------------------------------------------------------- targets
@@ -315,54 +372,81 @@ def canny_target(
 
 
 def make_targets(images: np.ndarray, data_cfg) -> np.ndarray:
-    """Computes the target of ``data_cfg.dataset`` for each image.
+    """Computes the target of ``data_cfg.dataset`` for each image, in float32.
 
     Args:
-      images: (N, H, W, 1) float images in [0, 1].
+      images: (N, H, W, 1) images in [0, 1], float or compact (`jaxshrink.data.split.decode`).
       data_cfg: data config; its `dataset` ('sobel' or 'canny') picks the target, and 'canny'
         reads its `canny_*` fields.
 
     Returns:
-      (N, H, W, 1) float32 targets.
+      (N, H, W, 1) float32 targets (`encode_targets` gives what the cache stores).
     """
+    target_fn = _target_fn(data_cfg)
+    targets = [target_fn(decode(image[..., 0])) for image in images]
+    if not targets:
+        return np.zeros(np.shape(images), np.float32)
+    return np.stack(targets)[..., None]
+
+
+def encode_targets(targets: np.ndarray, task: str) -> np.ndarray:
+    """Returns float32 targets of `task` as stored: Canny uint8 0/255, Sobel float16."""
+    _check_task(task)
+    if task == "canny":
+        return (np.asarray(targets) * 255).astype(np.uint8)  # 0.0 and 1.0 exactly.
+    return np.asarray(targets).astype(np.float16)
+
+
+def _target_fn(data_cfg):
     _check_task(data_cfg.dataset)
     if data_cfg.dataset == "sobel":
-        target_fn = sobel_target
-    else:
-        target_fn = functools.partial(
-            canny_target,
-            sigma=data_cfg.canny_sigma,
-            low_threshold=data_cfg.canny_low_threshold,
-            high_threshold=data_cfg.canny_high_threshold,
-        )
-    targets = [target_fn(image[..., 0]) for image in images]
-    if not targets:
-        return np.zeros(images.shape, np.float32)
-    return np.stack(targets)[..., None]
+        return sobel_target
+    return functools.partial(
+        canny_target,
+        sigma=data_cfg.canny_sigma,
+        low_threshold=data_cfg.canny_low_threshold,
+        high_threshold=data_cfg.canny_high_threshold,
+    )
 
 
 # ---------------------------------------------------------------------------------- sources
 
 
 def build_dataset(data_cfg) -> Dataset:
-    """Builds the dataset from its source, without the cache and without info; see `load`."""
+    """Builds the dataset in memory, without the cache and without info; see `load`.
+
+    For small configs (tests, a look at the data): the arrays are compact as in the cache
+    (see the module docstring) but read into memory.
+    """
+    with tempfile.TemporaryDirectory(prefix="jaxshrink-build-") as tmp:
+        path = Path(tmp) / "dataset"
+        with cache.Writer(path) as writer:
+            facts = _write_examples(data_cfg, writer)
+            writer.commit((), facts)
+        dataset, _ = cache.read(path, mmap=False)
+    return dataset
+
+
+def _write_examples(data_cfg, writer: cache.Writer) -> dict:
+    """Adds every example of the source to `writer`, one at a time; returns facts for the meta.
+
+    One image's crop and target are all that is in memory at a time (the builtin source keeps
+    its few photographs), so a folder of any size is built in constant memory.
+    """
     _check_task(data_cfg.dataset)
     _check_source(data_cfg.source)
     _check_crop_size(data_cfg.crop_size)
-    builders = {"builtin": _builtin_splits, "folder": _folder_splits, "tfds": _tfds_splits}
-    (train_images, train_sources), (eval_images, eval_sources) = builders[data_cfg.source](data_cfg)
-    return Dataset(
-        train=_make_split(train_images, train_sources, data_cfg),
-        eval=_make_split(eval_images, eval_sources, data_cfg),
-    )
+    sources = {"builtin": _builtin_examples, "folder": _folder_examples, "tfds": _tfds_examples}
+    facts: dict = {}
+    target_fn = _target_fn(data_cfg)
+    for split, name, crop in sources[data_cfg.source](data_cfg, facts):
+        target = encode_targets(target_fn(decode(crop)), data_cfg.dataset)
+        writer.add(split, crop[..., None], target[..., None], name)
+    return facts
 
 
-def _make_split(crops: list[np.ndarray], sources: list[str], data_cfg) -> Split:
-    images = np.stack(crops)[..., None].astype(np.float32)
-    return Split(images, make_targets(images, data_cfg), tuple(sources))
-
-
-def _builtin_splits(data_cfg):
+def _builtin_examples(data_cfg, facts: dict) -> Iterator[tuple[str, str, np.ndarray]]:
+    """Yields (split, builtin image name, crop): the random crops of each split."""
     eval_names = _check_eval_images(data_cfg.eval_images)
     train_names = tuple(name for name in BUILTIN_IMAGES if name not in eval_names)
     if not train_names:
@@ -370,14 +454,14 @@ def _builtin_splits(data_cfg):
             f"No builtin train image is left: data.eval_images names all {len(BUILTIN_IMAGES)} "
             "builtin images; allowed: a subset that leaves at least one out"
         )
-    return [
-        _builtin_split(data_cfg, "train", train_names, stream=0),
-        _builtin_split(data_cfg, "eval", eval_names, stream=1),
-    ]
+    for stream, (split, names) in enumerate((("train", train_names), ("eval", eval_names))):
+        crops, picks = _builtin_split(data_cfg, split, names, stream)
+        for crop, name in zip(crops, picks, strict=True):
+            yield split, name, crop
 
 
 def _builtin_split(data_cfg, split: str, names: tuple[str, ...], stream: int):
-    size = _check_size(data_cfg, split, minimum=1)
+    size = _check_size(data_cfg, split)
     # One random stream per split, so changing eval_size leaves the train crops as they were.
     rng = np.random.default_rng([data_cfg.seed, stream])
     return _random_crops(names, size, data_cfg.crop_size, rng, split)
@@ -401,13 +485,13 @@ def _load_builtin_image(name: str) -> np.ndarray:
     if name in _SKLEARN_IMAGES:
         from sklearn.datasets import load_sample_image  # Lazy: only this source needs sklearn.
 
-        return to_grayscale_float(load_sample_image(f"{name}.jpg"))
+        return to_grayscale(load_sample_image(f"{name}.jpg"))
     import skimage.data
 
     image = getattr(skimage.data, name)()
     if name == "stereo_motorcycle":  # (left, right, disparity): keep the left photograph.
         image = image[0]
-    return to_grayscale_float(image)
+    return to_grayscale(image)
 
 
 def _random_crops(names, size, crop_size, rng, split):
@@ -443,22 +527,27 @@ class _Skip(NamedTuple):
     small_shape: tuple[int, int] | None = None
 
 
-def _folder_splits(data_cfg):
+def _folder_examples(data_cfg, facts: dict) -> Iterator[tuple[str, str, np.ndarray]]:
+    """Yields (split, path relative to the folder, centre crop) per usable image dealt.
+
+    Fills `facts` with ``image_files`` (found) and ``images_read`` (read, usable or not).
+    """
     folder = _folder_path(data_cfg)
     fraction = _check_eval_fraction(data_cfg.eval_fraction)
-    limits = {split: _check_size(data_cfg, split, minimum=0) for split in ("train", "eval")}
+    limits = {split: _check_size(data_cfg, split) for split in ("train", "eval")}
     files = _list_image_files(folder)
     order = np.random.default_rng(data_cfg.seed).permutation(len(files))
     skipped: list[_Skip] = []
+    counts = {"train": 0, "eval": 0}
     named_crops = _read_folder(folder, [files[i] for i in order], data_cfg.crop_size, skipped)
-    splits = _deal(named_crops, fraction, limits)
+    yield from _deal(named_crops, fraction, limits, counts)
     where = f"data.folder={str(folder)!r}"
-    read = len(skipped) + sum(len(names) for _, names in splits)
+    read = len(skipped) + sum(counts.values())
     _warn_skipped(skipped, read, where, data_cfg.crop_size)
-    if not all(crops for crops, _ in splits):
+    if not all(counts.values()):
         # Fewer than two usable images: with limits >= 1 the deal fills both splits otherwise.
         raise _no_usable_folder_error(folder, where, files, skipped, data_cfg.crop_size)
-    return splits
+    facts.update(image_files=len(files), images_read=read)
 
 
 def _read_folder(
@@ -497,27 +586,29 @@ def _eval_count(n: int, fraction: float) -> int:
 
 
 def _deal(
-    named_crops: Iterable[tuple[str, np.ndarray]], fraction: float, limits: dict[str, int]
-) -> list[tuple[list[np.ndarray], list[str]]]:
-    """Deals usable images to (train, eval) in turn, so that eval holds `fraction` of them.
+    named_crops: Iterable[tuple[str, np.ndarray]],
+    fraction: float,
+    limits: dict[str, int],
+    counts: dict[str, int],
+) -> Iterator[tuple[str, str, np.ndarray]]:
+    """Deals usable images to train and eval in turn, so that eval holds `fraction` of them.
 
-    An image's split depends only on its place among the usable images, so one split's limit
-    (0 = none) never changes which images the other split gets. Stops once both are full.
+    Yields (split, name, crop) and counts each split's images in `counts`. An image's split
+    depends only on its place among the usable images, so one split's limit (0 = none) never
+    changes which images the other split gets. Stops once both are full.
     """
-    splits = {"train": ([], []), "eval": ([], [])}
 
     def full(split: str) -> bool:
-        return bool(limits[split]) and len(splits[split][0]) >= limits[split]
+        return bool(limits[split]) and counts[split] >= limits[split]
 
     for index, (name, crop) in enumerate(named_crops):
         to_eval = _eval_count(index + 1, fraction) > _eval_count(index, fraction)
         split = "eval" if to_eval else "train"
         if not full(split):
-            splits[split][0].append(crop)
-            splits[split][1].append(name)
+            counts[split] += 1
+            yield split, name, crop
         if full("train") and full("eval"):
             break
-    return [splits["train"], splits["eval"]]
 
 
 def _no_usable_folder_error(
@@ -559,10 +650,19 @@ def _check_eval_fraction(eval_fraction) -> float:
     return float(eval_fraction)
 
 
-def _check_size(data_cfg, split: str, minimum: int) -> int:
+def _check_size(data_cfg, split: str) -> int:
+    """Returns ``data_cfg.<split>_size`` with unset resolved: builtin crops, or a cap (0 = all)."""
+    builtin = data_cfg.source == "builtin"
     size = data_cfg[f"{split}_size"]
+    if size is None:
+        return BUILTIN_SIZES[split] if builtin else 0
+    minimum = 1 if builtin else 0
     if isinstance(size, bool) or not isinstance(size, int) or size < minimum:
-        allowed = "an integer >= 1" if minimum else "an integer >= 0 (0 = all images)"
+        allowed = (
+            f"an integer >= 1, or unset for {BUILTIN_SIZES[split]}"
+            if builtin
+            else "an integer >= 0, or unset (0 and unset = every usable image)"
+        )
         raise errors.ConfigError(
             f"data.{split}_size: got {size!r}; allowed for the {data_cfg.source} source: {allowed}"
         )
@@ -602,19 +702,22 @@ def _is_broken_link(path: Path) -> bool:
     return path.is_symlink() and not path.exists()
 
 
-def _tfds_splits(data_cfg):
+def _tfds_examples(data_cfg, facts: dict) -> Iterator[tuple[str, str, np.ndarray]]:
+    """Yields (split, 'name/split[index]', centre crop) per usable record of each split."""
     skipped: list[_Skip] = []
-    splits = []
+    counts = {"train": 0, "eval": 0}
     for split in ("train", "eval"):
         tfds_split = data_cfg[f"tfds_{split}_split"]
-        limit = _check_size(data_cfg, split, minimum=0)
+        limit = _check_size(data_cfg, split)
         source = tfds_source.open_split(data_cfg, split)
         named = _tfds_records(source, f"{data_cfg.tfds_name}/{tfds_split}", data_cfg.tfds_image_key)
-        splits.append(_center_crops(named, data_cfg.crop_size, limit, skipped))
-    read = len(skipped) + sum(len(names) for _, names in splits)
+        for name, crop in _center_crops(named, data_cfg.crop_size, limit, skipped):
+            counts[split] += 1
+            yield split, name, crop
+    read = len(skipped) + sum(counts.values())
     _warn_skipped(skipped, read, f"tfds {data_cfg.tfds_name!r}", data_cfg.crop_size)
-    _check_nonempty(splits, f"data.tfds_name={data_cfg.tfds_name!r}", data_cfg.crop_size)
-    return splits
+    _check_nonempty(counts, f"data.tfds_name={data_cfg.tfds_name!r}", data_cfg.crop_size)
+    facts.update(images_read=read)
 
 
 def _tfds_records(source, prefix: str, image_key: str) -> Iterator[tuple[str, np.ndarray]]:
@@ -630,20 +733,19 @@ def _tfds_records(source, prefix: str, image_key: str) -> Iterator[tuple[str, np
 
 def _center_crops(
     named_arrays: Iterable[tuple[str, np.ndarray]], crop_size: int, limit: int, skipped: list[_Skip]
-) -> tuple[list[np.ndarray], list[str]]:
-    """Centre crops and converts up to `limit` images (0 = all), skipping small ones."""
-    crops, names = [], []
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Yields (name, crop): centre crops of up to `limit` images (0 = all), skipping small ones."""
+    used = 0
     for name, array in named_arrays:
         height, width = array.shape[:2]
         if min(height, width) < crop_size:
             skipped.append(_Skip(name, f"{height}x{width}", (height, width)))
             continue
         # Crop before converting so large images are converted only where they are used.
-        crops.append(to_grayscale_float(center_crop(array, crop_size)))
-        names.append(name)
-        if limit and len(crops) >= limit:
+        yield name, to_grayscale(center_crop(array, crop_size))
+        used += 1
+        if limit and used >= limit:
             break
-    return crops, names
 
 
 def _warn_skipped(skipped: list[_Skip], read: int, where: str, crop_size: int) -> None:
@@ -680,9 +782,9 @@ def _name_list(skipped: list[_Skip]) -> str:
     return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
-def _check_nonempty(splits, where: str, crop_size: int) -> None:
-    for split, (crops, _) in zip(("train", "eval"), splits, strict=True):
-        if not crops:
+def _check_nonempty(counts: dict[str, int], where: str, crop_size: int) -> None:
+    for split in ("train", "eval"):
+        if not counts[split]:
             raise errors.DataError(
                 f"No usable image for the {split} split in {where}: it is empty or every image "
                 f"was smaller than the {crop_size}x{crop_size} crop (named in the warning)"
@@ -705,12 +807,16 @@ def _check_source(source: str) -> None:
 def load(data_cfg) -> Dataset:
     """Returns the dataset, built once per config and then read from the cache, with its info.
 
+    The arrays are read-only memory maps of the cache files, in the compact dtypes of the
+    module docstring; decode slices with `jaxshrink.data.split.decode`.
+
     Args:
       data_cfg: data config; see the module docstring for its fields.
 
     Returns:
-      The dataset; besides the common keys its `info` holds ``cache_file`` (where the arrays
-      are cached) and ``from_cache`` (whether this load read them from there).
+      The dataset; besides the common keys its `info` holds ``cache_file`` (the cache entry, a
+      folder), ``from_cache`` (whether this load read it from there), ``stored`` (dtypes and
+      size on disk) and, for a folder, ``image_files`` and ``images_read``.
 
     Warns:
       SkippedImagesWarning: naming the images skipped as unreadable or smaller than the crop,
@@ -725,28 +831,45 @@ def load(data_cfg) -> Dataset:
     cache_dir = cache.resolve_cache_dir(data_cfg.cache_dir)
     if data_cfg.source == "folder":
         _check_cache_outside(cache_dir, _folder_path(data_cfg))
-    path = cache_dir / f"{data_cfg.dataset}-{data_cfg.source}-{cache_key(data_cfg)}.npz"
+    path = cache_dir / f"{data_cfg.dataset}-{data_cfg.source}-{cache_key(data_cfg)}"
     cached = cache.read(path)
+    from_cache = cached is not None
     if cached is None:
-        dataset, notes = _build_noting_skips(data_cfg)
-        cache.write(path, dataset, notes)
+        cache.discard(path)  # An unreadable entry, if any, so the new one can take its place.
+        _build_noting_skips(data_cfg, path)
+        cached = cache.read(path)
+        if cached is None:
+            raise errors.DataError(f"the cache entry {path} just written cannot be read back")
     else:
-        dataset, notes = cached
-        for note in notes:
+        for note in cached[1]["notes"]:
             warnings.warn(note, SkippedImagesWarning, stacklevel=3)  # The caller of load_dataset.
+    dataset, meta = cached
+    facts = {key: meta[key] for key in ("image_files", "images_read") if key in meta}
     info = make_info(
         data_cfg,
         dataset.train,
         dataset.eval,
-        _describe(data_cfg, dataset),
+        _describe(data_cfg, dataset, facts),
         crop_size=data_cfg.crop_size,
         cache_file=str(path),
-        from_cache=cached is not None,
+        from_cache=from_cache,
+        stored=_stored(dataset, path),
+        **facts,
     )
     return Dataset(dataset.train, dataset.eval, info)
 
 
-def _describe(data_cfg, dataset: Dataset) -> str:
+def _stored(dataset: Dataset, path: Path) -> str:
+    """E.g. 'uint8 inputs, float16 targets, 6.71 GB on disk'."""
+    inputs = {str(split.inputs.dtype) for split in (dataset.train, dataset.eval)}
+    targets = {str(split.targets.dtype) for split in (dataset.train, dataset.eval)}
+    size = cache.size_on_disk(path)
+    return f"{'/'.join(sorted(inputs))} inputs, {'/'.join(sorted(targets))} targets, " + (
+        f"{size / 1e9:.2f} GB on disk" if size >= 1e8 else f"{size / 1e6:.1f} MB on disk"
+    )
+
+
+def _describe(data_cfg, dataset: Dataset, facts: dict) -> str:
     """One sentence: which edges of what crops of which images."""
     target = {"sobel": "Sobel edge magnitudes", "canny": "Canny edges"}[data_cfg.dataset]
     counts = f"{len(dataset.train)} train / {len(dataset.eval)} eval"
@@ -758,28 +881,39 @@ def _describe(data_cfg, dataset: Dataset) -> str:
             f"{images[0]} / {images[1]} builtin scikit-image and scikit-learn photographs"
         )
     if data_cfg.source == "folder":
-        folder = data_cfg.folder
-        return f"{target} of {counts} {crop} grayscale centre crops of the images in {folder}"
+        used = len(dataset.train) + len(dataset.eval)
+        files = facts.get("image_files", used)
+        capped = any(_check_size(data_cfg, split) for split in ("train", "eval"))
+        every = "capped by data.train_size / data.eval_size" if capped else "every usable one"
+        return (
+            f"{target} of {counts} {crop} grayscale centre crops, one per image, of {used} of "
+            f"the {files} image files in {data_cfg.folder} ({every})"
+        )
     return (
         f"{target} of {counts} {crop} grayscale centre crops of tfds {data_cfg.tfds_name!r} "
         f"splits {data_cfg.tfds_train_split} / {data_cfg.tfds_eval_split}"
     )
 
 
-def _build_noting_skips(data_cfg) -> tuple[Dataset, tuple[str, ...]]:
-    """Calls `build_dataset`, passing its warnings on; returns the skipped-image ones to cache."""
+def _build_noting_skips(data_cfg, path: Path) -> None:
+    """Builds the cache entry at `path`, passing the build's warnings on.
+
+    The skipped-image warnings are also kept in the entry, to be repeated on every load.
+    """
     caught = []
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            dataset = build_dataset(data_cfg)
+        with warnings.catch_warnings(record=True) as caught, cache.Writer(path) as writer:
+            facts = _write_examples(data_cfg, writer)
+            notes = tuple(
+                str(w.message) for w in caught if issubclass(w.category, SkippedImagesWarning)
+            )
+            writer.commit(notes, facts)
     finally:  # Also when it raises: the warning names the files its error counts.
         for w in caught:
             if issubclass(w.category, SkippedImagesWarning):  # At the caller, as from the cache.
                 warnings.warn(w.message, stacklevel=4)
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
-    notes = tuple(str(w.message) for w in caught if issubclass(w.category, SkippedImagesWarning))
-    return dataset, notes
 
 
 def _check_cache_outside(cache_dir: Path, folder: Path) -> None:
@@ -794,6 +928,8 @@ def cache_key(data_cfg) -> str:
     """Returns a hash of everything that determines the prepared arrays."""
     config = json.loads(data_cfg.to_json())
     config.pop("cache_dir", None)  # Where the cache lives does not change what is in it.
+    for split in ("train", "eval"):  # Unset and its value are the same arrays.
+        config[f"{split}_size"] = _check_size(data_cfg, split)
     # The dataset name goes in as "task", where it was before it joined the config, so the
     # key of a config is what it was then and existing caches stay valid.
     task = config.pop("dataset")

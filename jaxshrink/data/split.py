@@ -2,6 +2,16 @@
 
 They live apart from the package's ``__init__`` so that the dataset modules, which the
 ``__init__`` imports to fill its registry, can import them without a cycle.
+
+Compact storage: a split's arrays may be stored narrower than the float32 the network computes
+in, so that a large dataset (the thesis's 34000 256x256 crops: 17.8 GB as float32) fits in
+memory, on disk and on the device. Two encodings are defined, both decoded by `decode` on the
+host and by `jaxshrink.train` per batch inside the compiled step:
+  * uint8: the value k stands for the float32 nearest to k / 255 (8-bit pixels, and binary
+    edge maps as 0 and 255). Decoding looks the value up in `UINT8_VALUES`, so it is exact and
+    the same on every backend.
+  * float16: the value itself, widened to float32 (exact).
+Every other dtype (float32 images, int32 labels) is used as it is.
 """
 
 from __future__ import annotations
@@ -10,15 +20,35 @@ import dataclasses
 
 import numpy as np
 
+# The float32 value each uint8 k stands for: k / 255 rounded once, as an 8-bit pixel converts.
+UINT8_VALUES = (np.arange(256) / 255).astype(np.float32)
+UINT8_VALUES.flags.writeable = False
+
+
+def decode(array: np.ndarray) -> np.ndarray:
+    """Returns the float32 values a compact array stands for; other arrays as they are.
+
+    uint8 k becomes ``UINT8_VALUES[k]`` (k / 255), float16 is widened; see the module docstring.
+    Decode slices, not whole large splits: ``decode(split.inputs[:8])``.
+    """
+    array = np.asarray(array)
+    if array.dtype == np.uint8:
+        return UINT8_VALUES[array]
+    if array.dtype == np.float16:
+        return array.astype(np.float32)
+    return array
+
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: `==` on arrays has no single truth.
 class Split:
     """Inputs and targets of one split, one example per leading index.
 
     Attributes:
-      inputs: (N, ...) float32 network inputs, e.g. (N, H, W, 1) grayscale images.
-      targets: (N, ...) what the network should output: (N, H, W, 1) edge maps, (N,) int32 class
-        labels or (N, 1) float32 sums.
+      inputs: (N, ...) network inputs, e.g. (N, H, W, 1) grayscale images: float32, or compact
+        (uint8 or float16, see the module docstring and `decode`); possibly a read-only memory
+        map of a cache file.
+      targets: (N, ...) what the network should output: (N, H, W, 1) edge maps (float32 or
+        compact), (N,) int32 class labels or (N, 1) float32 sums.
       sources: per example, where it came from: a builtin image name, a file path relative to
         the folder, 'name/split[index]' for tfds, ...
     """
