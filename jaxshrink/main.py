@@ -4,6 +4,7 @@
         [--config.train.initial_steps=500 ...]
     python -m jaxshrink.main --config=configs/sweep.py[:quick]    # Figure 4.2
     python -m jaxshrink.main --config=configs/correlation.py[:quick]    # Table 4.1, Fig 4.1
+    python -m jaxshrink.main --config=configs/relearn.py[:quick]    # thesis 2.4.1's modes
 
 Without `--workdir` the run goes to `runs/<config name>[-<preset>]` under the current
 folder, so rerunning the same command resumes the same run.
@@ -18,7 +19,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxshrink import correlation, errors, pipeline, sweep
+from jaxshrink import correlation, errors, pipeline, relearn, sweep
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/sobel.py:quick."
@@ -45,6 +46,8 @@ def main(argv):
             sweep.run_sweep(config, workdir)
         elif "correlation" in config:
             correlation.run_correlation(config, workdir)
+        elif "relearn" in config:
+            relearn.run_relearn(config, workdir)
         else:
             results = pipeline.run(config, workdir)
             if results.get("status", "ok") != "ok":

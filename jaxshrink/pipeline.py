@@ -219,6 +219,42 @@ def train_stage(job: Job, seeds) -> train.TrainState:
     return batching.take(states, slice(0, n))
 
 
+def train_variants(job: Job, states: train.TrainState, steps: int, every: int, stage: str):
+    """Trains a batch of variant runs `steps` more steps, evaluating every `every`.
+
+    The experiments that alter trained networks and retrain them (`correlation`,
+    `relearn`) share this loop: progress lines, and a checkpoint after every chunk so an
+    interrupted experiment resumes. Returns ``(states, scores)`` with `scores` the
+    per-run eval scores before training and after every chunk, shape (runs, evals).
+    """
+    log = job.log
+    n = batching.num_runs(states)
+    states = job.place(states)
+    live = job.place(jnp.arange(batching.num_runs(states)) < n)
+    ckpt = job.checkpointer(stage)
+    scores = [job.evaluate(states)["score"][:n]]
+    done = 0
+    latest, states, meta = ckpt.restore_latest(states)
+    if latest is not None:
+        states, done = job.place(states), latest
+        scores = [np.asarray(s) for s in meta["scores"]]
+        log(f"{stage}: resumed at step {done} of {steps}")
+    while done < steps:
+        chunk = min(every, steps - done)
+        t0 = time.perf_counter()
+        states, _ = job.train_fn(states, job.train_data, jnp.where(live, chunk, 0))
+        scores.append(job.evaluate(states)["score"][:n])
+        done += chunk
+        rate = chunk * n / (time.perf_counter() - t0)
+        log(
+            f"{stage}: step {done:6d}/{steps}  eval {job.score_label} "
+            f"{spread(scores[-1])}  {rate:7.1f} seed-steps/s"
+        )
+        ckpt.save(done, states, {"stage": stage, "scores": [s.tolist() for s in scores]})
+    ckpt.close()
+    return batching.take(states, slice(0, n)), np.stack(scores, axis=1)
+
+
 def init_minimize(model_spec, trained: train.TrainState, baselines, seeds) -> minimize.MinState:
     """The minimizer's batched start: run i continues `trained[i]` with the key of `seeds[i]`."""
     keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(int(s)), 1) for s in seeds])
