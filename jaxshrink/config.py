@@ -252,3 +252,35 @@ CORRELATION_PRESETS = {"quick": make_quick_correlation, "medium": make_medium_co
 def get_correlation_preset(dataset: str, arg: str | None = None) -> ml_collections.ConfigDict:
     """`correlation_config(dataset)` with the presets named by `arg` (or None)."""
     return apply_presets(correlation_config(dataset), CORRELATION_PRESETS, arg)
+
+
+def relearn_config(dataset: str = "canny") -> ml_collections.ConfigDict:
+    """Does a disabled unit relearn? Thesis 2.4.1's three modes measured (`relearn`)."""
+    c = base_config(dataset)
+    c.minimize.enabled = False
+    c.relearn = ml_collections.ConfigDict()
+    c.relearn.repetitions = 10  # trained networks (seeds seed, seed+1, ...)
+    c.relearn.modes = ("disabled", "disabled_others_frozen", "disabled_frozen")  # [2.4.1]
+    c.relearn.fills = ("zero", "reinit")  # [2.4: zero values, or reinitialized]
+    return c
+
+
+def make_quick_relearn(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks the relearning experiment in place to a few minutes on a 2-core CPU."""
+    c.data.crop_size = 32
+    c.data.train_size = 300
+    c.data.eval_size = 32
+    c.train.initial_steps = 600
+    c.train.log_every = 100
+    c.train.eval_every = 600
+    c.minimize.round_steps = 200
+    c.relearn.repetitions = 2
+    return c
+
+
+RELEARN_PRESETS = {"quick": make_quick_relearn}
+
+
+def get_relearn_preset(dataset: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    """`relearn_config(dataset)` with the presets named by `arg` ('quick', or None)."""
+    return apply_presets(relearn_config(dataset), RELEARN_PRESETS, arg)

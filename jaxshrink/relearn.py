@@ -35,6 +35,7 @@ Outputs in `workdir`: `relearn.csv` (one row per variant), `relearn_table.csv` a
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import time
@@ -106,35 +107,44 @@ def plan(config: ml_collections.ConfigDict, num_candidates: int) -> list[dict]:
 
 
 def start_states(job: pipeline.Job, trained, seeds, variants: list[dict]):
-    """The batch of altered runs (Adam reset) in `variants` order."""
+    """The batch of altered runs (Adam reset) in `variants` order, built by one program."""
     model, model_spec, tx = job.model, job.model.spec, job.trainer.tx
     m = masks_lib.num_candidates(model_spec)
+    groups = [
+        (key, len(list(members)))
+        for key, members in itertools.groupby(variants, lambda v: (v["mode"], v["values"]))
+    ]
 
-    def one(run, seed, candidate, mode, how):
-        flat = jax.nn.one_hot(candidate, m, dtype=bool)  # all False for candidate -1
-        onehot = masks_lib.unflatten(model_spec, flat, fill=False)
-        if mode != "none":
-            # The same re-drawn values for every mode of a (repetition, unit).
-            key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 7), candidate)
-            params, state = model.init_variables(key)
-            if how == "zero":
-                params, state = jax.tree.map(jnp.zeros_like, params), None
-            run = minimize.alter(model_spec, run, onehot, mode, (params, state))
-        return run.replace(opt_state=optim.reset(tx, run.params))
+    @jax.jit
+    def build(runs, seed, candidate):
+        # The same re-drawn values for every mode of a (repetition, unit).
+        keys = jax.vmap(
+            lambda s, c: jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(s), 7), c)
+        )(seed, candidate)
+        fresh = jax.vmap(model.init_variables)(keys)
+        onehot = jax.vmap(
+            lambda c: masks_lib.unflatten(model_spec, jax.nn.one_hot(c, m, dtype=bool), False)
+        )(candidate)  # all False for the references' candidate -1
+        parts, first = [], 0
+        for (mode, how), size in groups:
+            part = slice(first, first + size)
+            first += size
+            run, hot, (params, state) = batching.take((runs, onehot, fresh), part)
+            if mode != "none":
+                if how == "zero":
+                    params, state = jax.tree.map(jnp.zeros_like, params), None
+                alter = functools.partial(minimize.alter, model_spec, mode=mode)
+                run = jax.vmap(alter)(run, hot, values=(params, state))
+            parts.append(run)
+        runs = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+        return runs.replace(opt_state=jax.vmap(lambda p: optim.reset(tx, p))(runs.params))
 
-    groups = []
-    for (mode, how), members in itertools.groupby(variants, lambda v: (v["mode"], v["values"])):
-        members = list(members)
-        reps = np.asarray([v["repetition"] for v in members])
-        build = jax.jit(jax.vmap(lambda run, s, c, mode=mode, how=how: one(run, s, c, mode, how)))
-        groups.append(
-            build(
-                batching.take(trained, reps),
-                jnp.asarray([seeds[r] for r in reps], jnp.uint32),
-                jnp.asarray([v["candidate"] for v in members]),
-            )
-        )
-    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *groups)
+    reps = np.asarray([v["repetition"] for v in variants])
+    return build(
+        batching.take(trained, reps),
+        jnp.asarray([seeds[r] for r in reps], jnp.uint32),
+        jnp.asarray([v["candidate"] for v in variants], jnp.int32),
+    )
 
 
 def summarize(rows: list[dict]) -> list[dict]:

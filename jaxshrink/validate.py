@@ -92,6 +92,14 @@ def validate(c: ml_collections.ConfigDict, model=None) -> ml_collections.ConfigD
         for field in ("correlation.repetitions", "correlation.second_steps"):
             _int(c, field)
         _int(c, "correlation.eval_every")
+    if "relearn" in c:
+        _int(c, "relearn.repetitions")
+        _check(len(c.relearn.modes) > 0, "relearn.modes", c.relearn.modes, str(minimize.MODES))
+        for mode in c.relearn.modes:
+            _one_of(mode, "relearn.modes", minimize.MODES)
+        _check(len(c.relearn.fills) > 0, "relearn.fills", c.relearn.fills, "('zero', 'reinit')")
+        for how in c.relearn.fills:
+            _one_of(how, "relearn.fills", ("zero", "reinit"))
     _check_shapes(c, model)
     return c
 
