@@ -91,13 +91,15 @@ def draw_run(job, trained, final, rounds: list[dict], baseline: float) -> list[s
         start = job.place(train.create_train_states([int(config.seed)], model, job.trainer.tx))
         steps = job.place(np.full((1,), few, np.int32))
         early = batching.take(job.train_fn(start, job.train_data, steps)[0], 0)
-        visualize.save_filter_outputs_pair(
+        visualize.save_filter_outputs_stages(
             path("filter_outputs.png"),
             model,
-            (early.params, early.masks),
-            (final.params, final.masks),
+            [
+                (f"after {few} steps", early.params, early.masks),
+                (f"after training ({int(trained.step)} steps)", trained.params, trained.masks),
+                (f"minimized ({int(final.step)} steps)", final.params, final.masks),
+            ],
             data.decode(job.dataset.eval.inputs[:1])[0],
-            titles=(f"after {few} steps", f"after training and minimization ({int(final.step)})"),
         )
     first = model_spec.layers[0]
     if job.task.name == "classification":  # thesis 004, 3.6

@@ -7,7 +7,7 @@ This module draws those pictures and the plots that summarise a run:
 
 * `save_triptychs`: input / target / output per example (Figures 3.2 and 3.3).
 * `save_masks`: every kernel of every layer in the red/green code (Figure 3.1).
-* `save_filter_outputs`, `save_filter_outputs_pair`: what every filter outputs for
+* `save_filter_outputs`, `save_filter_outputs_stages`: what every filter outputs for
   one image, e.g. after a few steps and after convergence (Figure 3.4).
 * `save_training_curve`, `save_timeline`, `save_kept_matrix`: the training loss and
   eval F1, the minimization rounds (kept or rolled back), and which filters survive.
@@ -39,7 +39,7 @@ from jaxshrink import spec as spec_lib
 __all__ = [
     "layer_outputs",
     "save_filter_outputs",
-    "save_filter_outputs_pair",
+    "save_filter_outputs_stages",
     "save_kept_matrix",
     "save_labelled",
     "save_masks",
@@ -438,31 +438,26 @@ def save_filter_outputs(
     return _save(fig, path)
 
 
-def save_filter_outputs_pair(
-    path: str,
-    model,
-    early: tuple[dict, dict | None],
-    late: tuple[dict, dict | None],
-    image,
-    titles: tuple[str, str] = ("after a few steps", "after convergence"),
-) -> str:
-    """`save_filter_outputs` for two networks side by side, e.g. early and converged.
+def save_filter_outputs_stages(path: str, model, stages, image) -> str:
+    """`save_filter_outputs` for several networks side by side (thesis Figure 3.4).
+
+    The thesis shows the signed outputs "after a few steps" and "after convergence";
+    a run draws those two and its minimized network.
 
     Args:
       path: the image file to write.
-      model: the `models.Model` both networks are instances of.
-      early, late: ``(params, masks)`` of the left and the right network.
-      image: one (H, W, 1) or (H, W) input, fed to both.
-      titles: the two halves' titles.
+      model: the `models.Model` every network is an instance of.
+      stages: ``[(title, params, masks)]``, left to right.
+      image: one (H, W, 1) or (H, W) input, fed to every network.
 
     Returns:
       `path`.
     """
     w, h = _outputs_size(model)
-    fig = _new_figure(2 * w + 0.2, h + 0.2, layout="constrained")
-    halves = fig.subfigures(1, 2, wspace=0.02)
-    for half, (params, masks), title in zip(halves, (early, late), titles, strict=True):
-        _draw_filter_outputs(half, model, params, masks, image, title)
+    fig = _new_figure(len(stages) * w + 0.2, h + 0.2, layout="constrained")
+    parts = fig.subfigures(1, len(stages), wspace=0.02, squeeze=False)[0]
+    for part, (title, params, masks) in zip(parts, stages, strict=True):
+        _draw_filter_outputs(part, model, params, masks, image, title)
     return _save(fig, path)
 
 

@@ -81,11 +81,11 @@ def test_save_masks_and_outputs(tmp_path, net):
         _assert_png(visualize.save_masks(path, model.spec, params, m, "t"))
         path = str(tmp_path / f"out_{name}.png")
         _assert_png(visualize.save_filter_outputs(path, model, params, m, image))
-    pair = tmp_path / "pair.png"
-    assert visualize.save_filter_outputs_pair(
-        str(pair), model, (params, masks), (params, off), image
+    stages = tmp_path / "stages.png"
+    assert visualize.save_filter_outputs_stages(
+        str(stages), model, [("early", params, masks), ("late", params, off)], image
     )
-    _assert_png(pair)
+    _assert_png(stages)
     # Deterministic: the same drawing gives the same bytes.
     again = visualize.save_masks(str(tmp_path / "again.png"), model.spec, params, off, "t")
     assert open(again, "rb").read() == open(tmp_path / "masks_off.png", "rb").read()
