@@ -13,7 +13,7 @@ one stage's memory does not count in the next:
 It records wall times, the cache's size on disk and the peak resident memory of each process,
 and writes them as JSON:
 
-    python experiments/data_full_size.py --folder=/tmp/voc_like --cache=/tmp/voc_like_cache \\
+    python experiments/data_full_size.py --folder=DIR/JPEGImages --cache=DIR/cache \\
         --out=experiments/results/data_full_size.json
 
 ``--images`` sets the folder's size (default 34000); an existing folder of that many JPEGs is
