@@ -303,32 +303,9 @@ def _run_correlation(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     states = jax.vmap(alter)(batching.take(trained, rep_index), jnp.asarray(onehot))
     n = batching.num_runs(states)
-    states = job.place(states)
-    live = job.place(jnp.arange(batching.num_runs(states)) < n)
-    ckpt = job.checkpointer("correlation")
-    scores = [job.evaluate(states)["score"]]
-    done = 0
-    latest, states, meta = ckpt.restore_latest(states)
-    if latest is not None:
-        states, done = job.place(states), latest
-        scores = [np.asarray(s) for s in meta["scores"]]
-        log(f"correlation: resumed at step {done} of the second phase")
     log(f"correlation: {n} variants ({reps} x ({m} masks + reference)), {second} steps each")
-    while done < second:
-        chunk = min(every, second - done)
-        t0 = time.perf_counter()
-        states, _ = job.train_fn(states, job.train_data, jnp.where(live, chunk, 0))
-        scores.append(job.evaluate(states)["score"])
-        done += chunk
-        rate = chunk * n / (time.perf_counter() - t0)
-        log(
-            f"correlation: step {done:6d}/{second}  eval {job.score_label} "
-            f"{pipeline.spread(scores[-1])}  {rate:7.1f} seed-steps/s"
-        )
-        ckpt.save(done, states, {"stage": "correlation", "scores": [s.tolist() for s in scores]})
-    ckpt.close()
-
-    traj = np.stack(scores, axis=1).reshape(reps, m + 1, -1)  # (rep, variant, eval)
+    _, scores = pipeline.train_variants(job, states, second, every, "correlation")
+    traj = scores.reshape(reps, m + 1, -1)  # (rep, variant, eval)
     ref = traj[:, m]
     rows = []
     for r in range(reps):
