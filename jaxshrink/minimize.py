@@ -202,14 +202,19 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
     mcfg = config.minimize
     model = engine.trainer.model
     model_spec = model.spec
-    score_fn = strategies.make_scorer(model_spec, mcfg)
+    trainer = engine.trainer
+
+    def scoring_loss(params, state, masks, x, y):
+        return trainer.task.loss(model.apply(params, masks, x, state=state), y)
+
+    score_fn = strategies.make_scorer(model, scoring_loss, mcfg)
     round_steps = int(mcfg.round_steps)
 
-    def propose(ms: MinState, spec: RunSpec):
+    def propose(ms: MinState, spec: RunSpec, x, y):
         """Selects a unit and builds the altered network (Adam reset) for one run."""
         key, score_key, init_key = jax.random.split(ms.key, 3)
         run = ms.run
-        scores = score_fn(spec.strategy, run.params, run.masks, score_key)
+        scores = score_fn(spec.strategy, run.params, run.model_state, run.masks, score_key, x, y)
         allowed = masks_lib.eligible(model_spec, run.masks) & ~ms.failed
         allowed = allowed & ~(spec.visit_once & ms.visited)
         choice, has_candidate = strategies.select(scores, allowed)
@@ -271,7 +276,10 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
         return new, record
 
     def round_fn(ms: MinState, spec: RunSpec, data: train.TrainData, eval_data: train.EvalData):
-        trial, prop = jax.vmap(propose)(ms, spec)
+        # The scoring batch: the first eval batch, as the model sees it.
+        x = trainer.eval_transform(train.decode(eval_data.inputs[0]))
+        y = train.decode(eval_data.targets[0])
+        trial, prop = jax.vmap(propose, in_axes=(0, 0, None, None))(ms, spec, x, y)
         trial, loss = engine.train(trial, data, jnp.where(prop.active, round_steps, 0))
         score = engine.evaluate(trial.params, trial.model_state, trial.masks, eval_data)["score"]
         return jax.vmap(decide)(ms, spec, prop, trial, loss, score)

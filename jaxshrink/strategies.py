@@ -6,10 +6,13 @@ eligible candidate. `STRATEGIES` is the one registry: adding a strategy is a sco
 function with the `register` decorator, which also states its stopping rule:
 
     @register("name", max_rounds=0, max_failures=0, visit_once=False)
-    def score(model_spec, params, masks, key, minimize_cfg) -> (num_candidates,) float
+    def score(net: Net, minimize_cfg) -> (num_candidates,) float
 
-`minimize_cfg` is the static `config.minimize` (options such as the cosine
-aggregation are read from it while tracing). The thesis's stopping rules (4.3),
+`net` holds one run's network (params, model state, masks), a PRNG key and a scoring
+batch of the evaluation split with the model and the task's loss, so a score may look
+at weights, activations or gradients. `minimize_cfg` is the static
+`config.minimize` (options such as the cosine aggregation are read from it while
+tracing). The thesis's stopping rules (4.3),
 overridable in `config.minimize`:
 
 * ``cosine`` (the thesis's CosMax): the unit most similar to the others of its layer;
@@ -23,7 +26,7 @@ overridable in `config.minimize`:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,10 +37,28 @@ from jaxshrink import spec as spec_lib
 AGGREGATIONS = ("max", "mean", "min", "std", "median")
 
 
+class Net(NamedTuple):
+    """What a scoring function sees of one run: arrays are traced, `model` and `loss`
+    are static."""
+
+    model: Any  # models.Model: `model.spec`, `model.apply(params, masks, x, state=)`
+    loss: Callable  # (params, state, masks, x, y) -> scalar: the task's loss, eval mode
+    params: Any
+    state: Any  # batch-norm statistics ({} for a model without)
+    masks: Any  # per-unit bool trees (True = alive)
+    key: jax.Array
+    x: jax.Array  # a scoring batch of the eval split, as the model sees it
+    y: jax.Array
+
+    @property
+    def spec(self) -> spec_lib.ModelSpec:
+        return self.model.spec
+
+
 class Strategy(NamedTuple):
     """A scoring function and its stopping rule."""
 
-    score: Callable  # (model_spec, params, masks, key, minimize_cfg) -> (candidates,)
+    score: Callable  # (net, minimize_cfg) -> (candidates,)
     max_rounds: int  # 0 = no limit
     max_failures: int  # consecutive failed rounds that stop the run; 0 = no limit
     visit_once: bool  # True: a candidate is never proposed twice (sequential)
@@ -110,26 +131,25 @@ def cosine_stats(model_spec: spec_lib.ModelSpec, params, masks, how: str, absolu
 
 
 @register("cosine", max_failures=2)
-def cosine_score(model_spec, params, masks, key, minimize_cfg):
+def cosine_score(net: Net, minimize_cfg):
     """CosMax and its variants: the most similar unit scores highest."""
-    del key
     how, absolute = minimize_cfg.aggregation, bool(minimize_cfg.absolute)
-    stats = cosine_stats(model_spec, params, masks, how, absolute)
-    return masks_lib.flatten(model_spec, stats)
+    stats = cosine_stats(net.spec, net.params, net.masks, how, absolute)
+    return masks_lib.flatten(net.spec, stats)
 
 
 @register("random", max_rounds=10)
-def random_score(model_spec, params, masks, key, minimize_cfg):
+def random_score(net: Net, minimize_cfg):
     """Uniform random scores: a random eligible unit is chosen."""
-    del params, masks, minimize_cfg
-    return jax.random.uniform(key, (masks_lib.num_candidates(model_spec),))
+    del minimize_cfg
+    return jax.random.uniform(net.key, (masks_lib.num_candidates(net.spec),))
 
 
 @register("sequential", visit_once=True)
-def sequential_score(model_spec, params, masks, key, minimize_cfg):
+def sequential_score(net: Net, minimize_cfg):
     """Earlier units score higher, so they are visited in network order."""
-    del params, masks, key, minimize_cfg
-    return -jnp.arange(masks_lib.num_candidates(model_spec), dtype=jnp.float32)
+    del minimize_cfg
+    return -jnp.arange(masks_lib.num_candidates(net.spec), dtype=jnp.float32)
 
 
 def index(name: str) -> int:
@@ -150,19 +170,20 @@ def stopping_rule(minimize_cfg, name: str | None = None) -> tuple[int, int, bool
     return max_rounds, max_failures, rule.visit_once
 
 
-def make_scorer(model_spec: spec_lib.ModelSpec, minimize_cfg) -> Callable:
-    """`score(kind, params, masks, key)`: the scores of strategy number `kind`.
+def make_scorer(model, loss: Callable, minimize_cfg) -> Callable:
+    """`score(kind, params, state, masks, key, x, y)`: the scores of strategy number `kind`.
 
-    `kind` is traced, so one compiled program serves every strategy of a sweep (under
-    `vmap` all of them are computed and one is picked per run: they cost microseconds
-    next to a round's training).
+    `model` is the `models.Model`, `loss(params, state, masks, x, y)` the task's loss
+    in eval mode, `(x, y)` the scoring batch. `kind` is traced, so one compiled program
+    serves every strategy of a sweep (under `vmap` all of them are computed and one is
+    picked per run: they cost little next to a round's training).
     """
     branches = [
-        lambda p, m, k, fn=s.score: fn(model_spec, p, m, k, minimize_cfg)
-        for s in STRATEGIES.values()
+        lambda args, fn=strategy.score: fn(Net(model, loss, *args), minimize_cfg)
+        for strategy in STRATEGIES.values()
     ]
 
-    def score(kind, params, masks, key):
-        return jax.lax.switch(kind, branches, params, masks, key)
+    def score(kind, params, state, masks, key, x, y):
+        return jax.lax.switch(kind, branches, (params, state, masks, key, x, y))
 
     return score

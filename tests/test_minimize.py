@@ -103,8 +103,10 @@ def test_cosmax_stops_when_first_and_second_choice_fail(setup):
     ms, records, _ = _run_rounds(c, engine, state, d, ev, baseline, threshold=10.0)
     assert len(records) == 2 and bool(ms.done)
     first, second = (int(r.candidate) for r in records)
-    spec = engine.trainer.model.spec
-    scores = strategies.cosine_score(spec, state.params, state.masks, None, c.minimize)
+    net = strategies.Net(
+        engine.trainer.model, None, state.params, {}, state.masks, None, None, None
+    )
+    scores = strategies.cosine_score(net, c.minimize)
     order = np.argsort(-np.asarray(scores), kind="stable")
     assert (first, second) == (order[0], order[1])  # max, then the second max
 

@@ -9,6 +9,7 @@ layer (conv_2, 1 unit) is never a candidate.
 
 import functools
 import math
+import types
 
 import jax
 import jax.numpy as jnp
@@ -100,9 +101,16 @@ def _mcfg(**kw):
     return c
 
 
+def _net_of(spec, params, masks, key=None):
+    """A `strategies.Net` of a bare spec (for scores that read only weights and masks)."""
+    return strategies.Net(
+        types.SimpleNamespace(spec=spec), None, params, {}, masks, key, None, None
+    )
+
+
 def _cosine_score(params, masks, how="max", absolute=False):
     cfg = _mcfg(aggregation=how, absolute=absolute)
-    return strategies.cosine_score(_spec_of(masks, params), params, masks, None, cfg)
+    return strategies.cosine_score(_net_of(_spec_of(masks, params), params, masks), cfg)
 
 
 def _stats(params, masks, how, absolute):
@@ -456,7 +464,7 @@ def test_random_picks_only_and_all_allowed_units():
 
     def pick(key):
         return strategies.select(
-            strategies.random_score(SPEC, params, masks, key, _mcfg()), allowed
+            strategies.random_score(_net_of(SPEC, params, masks, key), _mcfg()), allowed
         )[0]
 
     picks = np.asarray(jax.jit(jax.vmap(pick))(jax.random.split(KEY, 300)))
@@ -470,7 +478,7 @@ def test_sequential_visits_in_network_order():
     visited = jnp.zeros(6, bool)
     order = []
     while True:
-        scores = strategies.sequential_score(SPEC, params, masks, KEY, _mcfg())
+        scores = strategies.sequential_score(_net_of(SPEC, params, masks, KEY), _mcfg())
         choice, ok = strategies.select(scores, _eligible(masks) & ~visited)
         if not ok:
             break
@@ -488,7 +496,7 @@ def test_sequential_skips_units_that_become_ineligible():
     order = []
     while True:
         masks = _masks(m[:3], m[3:])
-        scores = strategies.sequential_score(SPEC, params, masks, KEY, _mcfg())
+        scores = strategies.sequential_score(_net_of(SPEC, params, masks, KEY), _mcfg())
         choice, ok = strategies.select(scores, _eligible(masks) & ~visited)
         if not ok:
             break
@@ -541,8 +549,8 @@ def test_stopping_rule_overrides():
 def _scorer(**kw):
     """`score(params, masks, key)` of the strategy `kw` configures (default cosine)."""
     cfg = _mcfg(**kw)
-    score = strategies.make_scorer(SPEC, cfg)
-    return lambda p, m, k: score(strategies.index(cfg.strategy), p, m, k)
+    score = strategies.make_scorer(types.SimpleNamespace(spec=SPEC), None, cfg)
+    return lambda p, m, k: score(strategies.index(cfg.strategy), p, {}, m, k, None, None)
 
 
 def test_scorer_follows_config():
@@ -560,7 +568,7 @@ def test_scorer_follows_config():
     scores = np.asarray(_scorer(strategy="random")(params, masks, KEY))
     assert scores.shape == (6,) and np.all((scores >= 0) & (scores < 1))
     np.testing.assert_array_equal(
-        scores, strategies.random_score(SPEC, params, masks, KEY, _mcfg(strategy="random"))
+        scores, strategies.random_score(_net_of(SPEC, params, masks, KEY), _mcfg(strategy="random"))
     )
 
 
@@ -610,7 +618,7 @@ def test_jit_gives_the_same_choice():
         score = strategies.STRATEGIES[cfg.strategy].score
 
         def choose(p, m, failed, key, score=score, cfg=cfg):
-            scores = score(spec, p, m, key, cfg)
+            scores = score(_net_of(spec, p, m, key), cfg)
             return scores, *strategies.select(scores, masks_lib.eligible(spec, m) & ~failed)
 
         jitted = jax.jit(choose)
