@@ -57,6 +57,15 @@ def _minimize() -> ml_collections.ConfigDict:
     m.round_steps = 2000  # [2.4.2]
     m.max_rounds = -1  # -1: the strategy's rule (random: 10) [4.3]
     m.max_failures = -1  # -1: the strategy's rule (cosine: 2) [4.3]
+    # Units per round (not in the thesis, which disables one): 'auto' (the strategy's
+    # rule; 'one' for the thesis's three), 'one', 'fixed' (group_size), 'fraction'
+    # (group_fraction of the live candidates), 'threshold' (every candidate whose
+    # score >= group_threshold) or 'adaptive' (starts at group_size, doubles after an
+    # accepted round, halves after a rollback, down to one).
+    m.group = "auto"
+    m.group_size = 1
+    m.group_fraction = 0.1
+    m.group_threshold = ml_collections.config_dict.placeholder(float)  # None: the strategy's
     return m
 
 

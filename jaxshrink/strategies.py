@@ -55,23 +55,44 @@ class Net(NamedTuple):
         return self.model.spec
 
 
+# How many units a round proposes (`minimize.group`; see `minimize` for the rules):
+# one (the thesis), a fixed count, a fraction of the live candidates, every candidate
+# whose score reaches `group_threshold`, or an adaptive count that doubles after an
+# accepted round and halves after a rollback.
+GROUPS = ("one", "fixed", "fraction", "threshold", "adaptive")
+
+
 class Strategy(NamedTuple):
-    """A scoring function and its stopping rule."""
+    """A scoring function, its stopping rule and its default group rule."""
 
     score: Callable  # (net, minimize_cfg) -> (candidates,)
     max_rounds: int  # 0 = no limit
     max_failures: int  # consecutive failed rounds that stop the run; 0 = no limit
     visit_once: bool  # True: a candidate is never proposed twice (sequential)
+    group: str  # the `GROUPS` rule used when `minimize.group` is 'auto'
+    group_threshold: float  # its score threshold, when `group` is 'threshold'
 
 
 STRATEGIES: dict[str, Strategy] = {}  # in registration order: a sweep's strategy index
 
 
-def register(name: str, *, max_rounds: int = 0, max_failures: int = 0, visit_once=False):
+def register(
+    name: str,
+    *,
+    max_rounds: int = 0,
+    max_failures: int = 0,
+    visit_once: bool = False,
+    group: str = "one",
+    group_threshold: float = 0.0,
+):
     """Adds the decorated scoring function to `STRATEGIES` under `name`."""
+    if group not in GROUPS:
+        raise ValueError(f"strategy {name!r}: group {group!r}; allowed: {GROUPS}")
 
     def add(score: Callable) -> Callable:
-        STRATEGIES[name] = Strategy(score, max_rounds, max_failures, visit_once)
+        STRATEGIES[name] = Strategy(
+            score, max_rounds, max_failures, visit_once, group, float(group_threshold)
+        )
         return score
 
     return add
@@ -155,6 +176,18 @@ def sequential_score(net: Net, minimize_cfg):
 def index(name: str) -> int:
     """The position of strategy `name` in `STRATEGIES` (a traced `RunSpec.strategy`)."""
     return list(STRATEGIES).index(name)
+
+
+def group_rule(minimize_cfg, name: str | None = None) -> tuple[str, float]:
+    """(group, group_threshold) of strategy `name` (default: the config's).
+
+    `minimize_cfg.group` of 'auto' keeps the strategy's rule; `group_threshold` of None
+    keeps the strategy's threshold.
+    """
+    rule = STRATEGIES[name or minimize_cfg.strategy]
+    group = rule.group if minimize_cfg.group == "auto" else minimize_cfg.group
+    threshold = minimize_cfg.get("group_threshold")
+    return group, rule.group_threshold if threshold is None else float(threshold)
 
 
 def stopping_rule(minimize_cfg, name: str | None = None) -> tuple[int, int, bool]:
