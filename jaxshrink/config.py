@@ -220,6 +220,39 @@ def get_sweep_preset(dataset: str, arg: str | None = None) -> ml_collections.Con
     return apply_presets(sweep_config(dataset), SWEEP_PRESETS, arg)
 
 
+def comparison_strategies() -> tuple[str, ...]:
+    """Every registered strategy (`strategies.STRATEGIES`), in registration order.
+
+    Each runs under its own default rules (stopping rule and, with `minimize.group`
+    'auto', group rule), so one added with `strategies.register` joins the next
+    comparison without a config change; a config that sets `minimize.group` puts
+    every strategy under that rule instead.
+    """
+    from jaxshrink import strategies  # jax-heavy; only a comparison needs it
+
+    return tuple(strategies.STRATEGIES)
+
+
+def add_comparison(
+    c: ml_collections.ConfigDict, num_seeds: int = 10, threshold: float = 0.95
+) -> ml_collections.ConfigDict:
+    """Makes `c` one comparison of strategies (issue 13), in place: a sweep in the
+    shared design (every strategy minimizes the same `num_seeds` trained networks,
+    so runs pair by seed) at one threshold, over `comparison_strategies()`.
+
+    10 seeds by default: with n paired seeds the smallest two-sided exact Wilcoxon p
+    is 2 / 2^n (0.002 for 10), so a Holm correction over up to 25 strategies
+    against random can still reach 0.05; 6 seeds (0.031) could not survive even two.
+    """
+    if "sweep" not in c:
+        add_sweep(c)
+    c.sweep.design = "shared"
+    c.sweep.num_seeds = num_seeds
+    c.sweep.thresholds = (threshold,)
+    c.sweep.strategies = comparison_strategies()
+    return c
+
+
 def correlation_config(dataset: str = "canny") -> ml_collections.ConfigDict:
     """The thesis's mask-correlation experiment (4.1, 4.2): Table 4.1 and Figure 4.1."""
     c = base_config(dataset)

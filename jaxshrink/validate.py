@@ -87,6 +87,11 @@ def validate(c: ml_collections.ConfigDict, model=None) -> ml_collections.ConfigD
             _one_of(name, "sweep.strategies", strategies.STRATEGIES)
         for t in c.sweep.thresholds:
             _check(0.0 < t <= 1.0, "sweep.thresholds", t, "ratios in (0, 1]")
+        # A repeated name would pair a seed with itself in the tests, after the compute.
+        for field in ("strategies", "thresholds"):
+            values = tuple(c.sweep[field])
+            ok = 0 < len(values) == len(set(values))
+            _check(ok, f"sweep.{field}", values, "a non-empty list without repeats")
         _one_of(c.sweep.get("design"), "sweep.design", config_lib.SWEEP_DESIGNS)
     if "correlation" in c:
         for field in ("correlation.repetitions", "correlation.second_steps"):

@@ -1,0 +1,75 @@
+"""One comparison of every strategy on the same trained networks (issue 13, item 4).
+
+    python -m jaxshrink.main --config=configs/compare.py:fcn         # edge FCN (Canny)
+    python -m jaxshrink.main --config=configs/compare.py:mnist       # MNIST classifier
+    python -m jaxshrink.main --config=configs/compare.py:summation   # 2-1000-1 network
+    python -m jaxshrink.main --config=configs/compare.py:fcn --config.sweep.strategies=cosine,random
+
+A sweep (`jaxshrink.sweep`) in the shared design: `sweep.num_seeds` = 10 networks are
+trained once, and every strategy of `sweep.strategies` minimizes each of them at one
+threshold (0.95), so runs pair by seed. The default strategy list is every strategy in
+`strategies.STRATEGIES` (`config.comparison_strategies`), each with its own stopping
+and group rules unless the preset sets `minimize.group`; a newly registered strategy
+joins without a change here. Besides the sweep's `runs.csv`, `results.json` and Figure
+4.2, the workdir gets `comparison.md` / `.csv` (per strategy: score ratio, units and
+FLOPs removed, rounds, training steps, estimated seconds), `comparison_tests.csv`
+(paired Wilcoxon tests, Holm-corrected against random and over all pairs) and
+`comparison.png`.
+
+Each preset is the model's CPU-sized ("quick") config; a few minutes on 2 CPU cores:
+
+* `fcn`: the edge FCN at `configs/sweep.py:quick`'s size (32x32 Canny crops, 600
+  initial steps, 40-step rounds), the thesis's stopping rules;
+* `mnist`: `configs/mnist.py:quick` (conv 4, conv 8, dense 128; 600 steps; at most
+  10 rounds of 50 steps);
+* `summation`: `configs/summation.py:quick` with many units per round
+  (`minimize.group='adaptive'`: starts at `group_size`, doubles after an accepted
+  round, halves after a rollback) and at most 20 rounds, so 1000 hidden units can
+  shrink in bounded rounds.
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+from jaxshrink import config as config_lib
+from jaxshrink import errors
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _model_config(name: str, arg: str | None) -> ml_collections.ConfigDict:
+    """`configs/<name>.py`'s `get_config(arg)` (config files are not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_compare_{name}", f"{HERE}/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def fcn() -> ml_collections.ConfigDict:
+    return config_lib.get_sweep_preset("canny", "quick")
+
+
+def mnist() -> ml_collections.ConfigDict:
+    return _model_config("mnist", "quick")
+
+
+def summation() -> ml_collections.ConfigDict:
+    c = _model_config("summation", "quick")
+    c.minimize.group = "adaptive"
+    c.minimize.group_size = 4
+    c.minimize.max_rounds = 20
+    return c
+
+
+MODELS = {"fcn": fcn, "mnist": mnist, "summation": summation}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    if arg not in MODELS:
+        raise errors.ConfigError(
+            f"config argument: got {arg!r}; allowed: one of {sorted(MODELS)} "
+            "(e.g. configs/compare.py:fcn)"
+        )
+    return config_lib.add_comparison(MODELS[arg]())
