@@ -220,3 +220,215 @@ def make_scorer(model, loss: Callable, minimize_cfg) -> Callable:
         return jax.lax.switch(kind, branches, (params, state, masks, key, x, y))
 
     return score
+
+
+# ------------------------------------------------------------------ more scores (issue 13)
+#
+# Every score below is registered after the thesis's three, so their sweep indices do
+# not move. All are pure functions of the traced `Net` (jit- and vmap-compatible) and
+# read the model only through its `spec` and its Flax module, so they work for every
+# `models.Model`. Dead units get whatever their formula gives: `select` and the group
+# rules only look at eligible (live) candidates, and layer statistics (outliers) are
+# taken over the live units only.
+#
+# Activation scores assume a ReLU after every maskable layer (every network of the
+# theses uses one), so a unit's output is zero exactly where the value its ReLU sees
+# is <= 0. That value is read with Flax's `capture_intermediates`: the layer's own
+# output or, when the spec says a batch norm belongs to the layer, the batch norm's.
+# They are measured on the scoring batch (the first eval batch), not on the whole
+# training set as thesis 003 counts.
+
+
+def _preactivation_path(layer: spec_lib.Layer) -> tuple[str, ...]:
+    """The module whose output the layer's ReLU sees: its batch norm's if it has one."""
+    own = tuple(layer.name.split("/"))
+    norms = [leaf.path[:-1] for leaf in layer.owns if leaf.path[:-1] != own]
+    return norms[-1] if norms else own
+
+
+def _preactivations(module, spec: spec_lib.ModelSpec, params, state, masks, x) -> dict:
+    """``{candidate layer: (examples * positions, units)}``: what each ReLU sees."""
+    paths = {_preactivation_path(layer): layer.name for layer in spec.candidates}
+    _, captured = module.apply(
+        {"params": params, **state},
+        x,
+        masks,
+        train=False,
+        capture_intermediates=lambda mdl, method: method == "__call__" and mdl.path in paths,
+        mutable=["intermediates"],
+    )
+    out = {}
+    for path, name in paths.items():
+        node = captured["intermediates"]
+        for key in path:
+            node = node[key]
+        value = node["__call__"][0]
+        out[name] = value.reshape(-1, value.shape[-1])
+    return out
+
+
+def activity(net: Net) -> dict:
+    """``{candidate layer: (examples * positions, units) bool}``: where a unit is active.
+
+    Active = the unit outputs a non-zero value: its pre-activation is > 0 (ReLU) and the
+    unit is alive. A convolution's unit is counted at every output position, as thesis
+    003 counts "the output feature activations of a convolution operation" (2.2.3).
+    """
+    pre = _preactivations(net.model.module, net.spec, net.params, net.state, net.masks, net.x)
+    return {name: (value > 0) & net.masks[name][None, :] for name, value in pre.items()}
+
+
+@register("apoz", max_failures=2)
+def apoz_score(net: Net, minimize_cfg):
+    """APoZ (Hu et al. 2016, "Network Trimming"): the fraction of a unit's outputs over
+    the scoring batch (examples x positions) that are zero. A unit that never fires
+    scores 1, the highest possible."""
+    del minimize_cfg
+    act = activity(net)
+    return masks_lib.flatten(
+        net.spec, {name: 1.0 - jnp.mean(a.astype(jnp.float32), axis=0) for name, a in act.items()}
+    )
+
+
+@register("activation_count", max_failures=1, group="threshold", group_threshold=0.0)
+def activation_count_score(net: Net, minimize_cfg):
+    """Thesis 003's vanilla pruning (2.8.1): minus the number of activations.
+
+    003 counts each unit's activations over the data and prunes every unit whose count
+    is at or below an activation threshold t (0 in its experiments), repeating while a
+    cycle prunes something. The score is ``-count`` (count over the examples and
+    positions of the scoring batch), so the threshold group rule with
+    ``group_threshold = -t`` (the default, -0) is exactly that rule: score >= -t
+    <=> count <= t. It stops after one failed round (003 stops when a cycle prunes
+    nothing). With `minimize.group` 'one' the least active unit goes first.
+    """
+    del minimize_cfg
+    act = activity(net)
+    return masks_lib.flatten(
+        net.spec, {name: -jnp.sum(a, axis=0).astype(jnp.float32) for name, a in act.items()}
+    )
+
+
+OUTLIER_SLACK = 1e-6  # in activation frequency: the "outliers" boundary counts
+
+
+@register("outliers", max_failures=1, group="threshold", group_threshold=0.0)
+def outliers_score(net: Net, minimize_cfg):
+    """Thesis 003's "outliers" (2.8.2): units far less active than their layer.
+
+    With f the fraction of a unit's outputs that are non-zero (1 - APoZ) and the mean
+    and (population) standard deviation of f over the live units of its layer, the
+    score is ``(mean - 2 std) - f``: the threshold group rule with its default
+    threshold 0 disables every unit with f below mean - 2 std at once. A unit on the
+    boundary (to within `OUTLIER_SLACK`) counts as an outlier, so that the plausible
+    tie of one silent unit among four equally active ones (f = 0, 1, 1, 1, 1: mean -
+    2 std = 0 exactly) does not hang on float rounding. Note that n live units put
+    none more than sqrt(n - 1) std below their mean: a layer needs at least 5 live
+    units (6 for a strict outlier) before the rule can fire.
+    """
+    del minimize_cfg
+    act = activity(net)
+    out = {}
+    for name, a in act.items():
+        freq = jnp.mean(a.astype(jnp.float32), axis=0)
+        alive = net.masks[name]
+        n = jnp.maximum(jnp.sum(alive), 1)
+        mean = jnp.sum(jnp.where(alive, freq, 0.0)) / n
+        std = jnp.sqrt(jnp.sum(jnp.where(alive, (freq - mean) ** 2, 0.0)) / n)
+        out[name] = (mean - 2.0 * std + OUTLIER_SLACK) - freq
+    return masks_lib.flatten(net.spec, out)
+
+
+def _norm_score(net: Net, order: int):
+    rows = {
+        name: spec_lib.unit_vectors(net.spec, net.params, net.masks, name)
+        for name, _ in masks_lib.candidate_layout(net.spec)
+    }
+    if order == 1:
+        norms = {name: jnp.sum(jnp.abs(r), axis=1) for name, r in rows.items()}
+    else:
+        norms = {name: jnp.sqrt(jnp.sum(r * r, axis=1)) for name, r in rows.items()}
+    return masks_lib.flatten(net.spec, {name: -v for name, v in norms.items()})
+
+
+@register("l1_norm", max_failures=2)
+def l1_norm_score(net: Net, minimize_cfg):
+    """Weight magnitude: minus the L1 norm of what the unit owns (`spec.unit_vectors`:
+    kernel, bias and batch-norm scale and bias; inputs from dead units read 0), so the
+    smallest unit goes first (Li et al. 2017 rank filters by this sum)."""
+    del minimize_cfg
+    return _norm_score(net, 1)
+
+
+@register("l2_norm", max_failures=2)
+def l2_norm_score(net: Net, minimize_cfg):
+    """Weight magnitude: minus the L2 norm of what the unit owns (see `l1_norm`)."""
+    del minimize_cfg
+    return _norm_score(net, 2)
+
+
+def taylor_terms(net: Net) -> dict:
+    """``{candidate layer: (units,)}``: first-order Taylor importance (Molchanov et al.
+    2016), ``mean over examples of |1/M sum over the M positions of z * dL/dz|`` for
+    each unit's output z.
+
+    The model multiplies each unit's output by its mask, so with float masks m the
+    gradient dL/dm_u at m = 1 is exactly ``sum over positions of z * dL/dz``: one
+    backward pass per example (vmapped) gives every unit's term, whatever the model.
+    Dead units score 0 (they output nothing).
+    """
+    spec = net.spec
+    float_masks = jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), net.masks)
+
+    def per_example(x, y):
+        grad = jax.grad(lambda m: net.loss(net.params, net.state, m, x[None], y[None]))
+        return grad(float_masks)
+
+    grads = jax.vmap(per_example)(net.x, net.y)
+    shapes = jax.eval_shape(
+        lambda p, s, m, x: _preactivations(net.model.module, spec, p, s, m, x),
+        net.params,
+        net.state,
+        net.masks,
+        net.x[:1],
+    )
+    out = {}
+    for name, _ in masks_lib.candidate_layout(spec):
+        positions = shapes[name].shape[0]  # one example: positions x units
+        term = jnp.mean(jnp.abs(grads[name] / positions), axis=0)
+        out[name] = jnp.where(net.masks[name], term, 0.0)
+    return out
+
+
+@register("taylor", max_failures=2)
+def taylor_score(net: Net, minimize_cfg):
+    """First-order Taylor (Molchanov et al. 2016): the least important unit (the
+    smallest estimated change of the loss when it is removed) goes first."""
+    del minimize_cfg
+    return -masks_lib.flatten(net.spec, taylor_terms(net))
+
+
+def _cosine_variant(how: str, absolute: bool) -> Callable:
+    def score(net: Net, minimize_cfg):
+        del minimize_cfg
+        return masks_lib.flatten(
+            net.spec, cosine_stats(net.spec, net.params, net.masks, how, absolute)
+        )
+
+    score.__name__ = f"cosine_{'abs_' if absolute else ''}{how}_score"
+    score.__doc__ = (
+        f"CosMax's family with the aggregation fixed: the {how} of each unit's "
+        f"{'|cos|' if absolute else 'cos'} to the other live units of its layer."
+    )
+    return score
+
+
+# One strategy per cosine aggregation, signed and absolute ("cos:max", "|cos|:mean",
+# ...), so that one sweep compares them side by side; "cosine" stays the one that
+# follows `minimize.aggregation` / `minimize.absolute`. Same stopping rule as CosMax.
+for _absolute in (False, True):
+    for _how in AGGREGATIONS:
+        register(f"{'|cos|' if _absolute else 'cos'}:{_how}", max_failures=2)(
+            _cosine_variant(_how, _absolute)
+        )
+del _absolute, _how
