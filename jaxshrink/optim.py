@@ -6,6 +6,10 @@
    every kernel, which is the gradient of the loss term ``weight_decay / 2 * sum w²``
    of thesis 004 (2.5.1, eq. 2.40; "the sum is over all weights", so biases are not
    decayed);
+   L1 (`l1` > 0): adds ``l1 * sign(w)`` to the gradient of every parameter, the
+   (sub)gradient of the loss term ``l1 * sum |w|`` of thesis 003's "regularized"
+   pruning (2.8.1: an L1 regularizer added to the loss "to push the high bias and w2
+   values closer to 0", so biases included);
 2. the optimizer named by `optim_cfg.name` (`OPTIMIZERS`): Adam (thesis 001 2.3.2,
    004), Momentum (003's summation network), RMSProp (003's MNIST classifier), SGD;
 3. per-unit freezing (`freeze_units`);
@@ -98,6 +102,20 @@ def _kernels(params: dict) -> dict:
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
+def add_l1(strength: float) -> optax.GradientTransformation:
+    """Adds ``strength * sign(p)`` to the gradient: the loss term strength * sum |p|."""
+
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        updates = jax.tree.map(lambda u, p: u + strength * jnp.sign(p), updates, params)
+        return updates, state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 def make_optimizer(
     optim_cfg: ml_collections.ConfigDict, model_spec: spec_lib.ModelSpec, params: dict
 ) -> optax.GradientTransformationExtraArgs:
@@ -105,7 +123,7 @@ def make_optimizer(
 
     Args:
       optim_cfg: `config.optim`: `name`, `learning_rate` and that optimizer's
-        fields, `weight_decay`, `frozen_layers` (layers never trained).
+        fields, `weight_decay`, `l1`, `frozen_layers` (layers never trained).
       model_spec: the model's spec (what each unit owns).
       params: a params tree (or its shapes), for the optimizer's structure.
     """
@@ -113,6 +131,9 @@ def make_optimizer(
     decay = float(optim_cfg.get("weight_decay", 0.0))
     if decay > 0:
         parts.append(optax.masked(optax.add_decayed_weights(decay), _kernels(params)))
+    l1 = float(optim_cfg.get("l1", 0.0))
+    if l1 > 0:
+        parts.append(add_l1(l1))
     parts += [OPTIMIZERS[optim_cfg.get("name", "adam")](optim_cfg), freeze_units(model_spec)]
     frozen_layers = tuple(optim_cfg.get("frozen_layers", ()))
     if frozen_layers:

@@ -432,3 +432,36 @@ for _absolute in (False, True):
             _cosine_variant(_how, _absolute)
         )
 del _absolute, _how
+
+
+# ----------------------------------------------------------- thesis 003's variants
+#
+# Thesis 003 (2.8.1) runs its activation-count and outlier rules in three more ways;
+# none changes a score, so they are options of training, not strategies:
+#
+# * "Distorted" pruning: the gradients pointed mostly one way, a sign of a feature
+#   representation shared by all hidden units, so 003 adds random values to the
+#   weights ("currently rand(weights.shape)*(1-var(weights))", values between -1 and
+#   1), which "allowed some weights to become unused". `distort` is that step; the
+#   option `minimize.distort` (its scale, 0 = off) is meant for a round's trial
+#   before retraining, so that a rolled-back round also undoes its distortion. The
+#   round (`minimize`) does not call it yet, so `validate` refuses a non-zero value.
+# * "Regularized" pruning: an L1 term on the loss (`optim.l1`, see `optim.add_l1`).
+# * Both together ("regularized and distorted").
+
+
+def distort(params, key: jax.Array, scale: float):
+    """Thesis 003's distortion: every kernel w (rank >= 2) gets
+    ``scale * U(-1, 1) * (1 - var(w))`` added, elementwise; biases and batch-norm
+    parameters are kept. `scale` 0 returns `params` unchanged."""
+    if scale == 0:
+        return params
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    out = []
+    for k, w in zip(keys, leaves):
+        if w.ndim >= 2:
+            noise = jax.random.uniform(k, w.shape, w.dtype, minval=-1.0, maxval=1.0)
+            w = w + scale * noise * (1.0 - jnp.var(w))
+        out.append(w)
+    return jax.tree.unflatten(tree, out)

@@ -155,6 +155,8 @@ def _check_optim(c) -> None:
     _finite_positive(o.learning_rate, "optim.learning_rate")
     wd = o.get("weight_decay", 0.0)
     _check(wd >= 0 and math.isfinite(wd), "optim.weight_decay", wd, "a finite number >= 0")
+    l1 = o.get("l1", 0.0)
+    _check(l1 >= 0 and math.isfinite(l1), "optim.l1", l1, "a finite number >= 0")
 
 
 def _check_minimize(c) -> None:
@@ -176,6 +178,10 @@ def _check_minimize(c) -> None:
     _int(c, "minimize.round_steps")
     _int(c, "minimize.max_rounds", -1)
     _int(c, "minimize.max_failures", -1)
+    distort = m.get("distort", 0.0)
+    _check(distort >= 0 and math.isfinite(distort), "minimize.distort", distort, "a number >= 0")
+    # Until the round applies `strategies.distort` to its trial (minimize), refuse it.
+    _check(distort == 0, "minimize.distort", distort, "0 (rounds do not distort yet)")
 
 
 def _check_shapes(c, model=None) -> None:

@@ -229,3 +229,43 @@ def test_per_run_cosine_aggregations_equal_the_config_driven_cosine():
 def test_informed_scores_propose_one_unit_and_stop_after_two_failures(name):
     rule = strategies.STRATEGIES[name]
     assert (rule.group, rule.max_rounds, rule.max_failures, rule.visit_once) == ("one", 0, 2, False)
+
+
+def test_distortion_adds_scaled_uniform_noise_to_kernels_only():
+    params = {"dense_0": _dense([[1.0, -1.0], [1.0, -1.0]], [5.0, 5.0])}  # var(kernel) = 1
+    assert strategies.distort(params, KEY, 0.0) is params
+    same = strategies.distort(params, KEY, 2.0)  # 1 - var = 0: nothing moves
+    np.testing.assert_array_equal(same["dense_0"]["kernel"], params["dense_0"]["kernel"])
+    params = {"dense_0": _dense([[0.0, 0.0], [0.0, 0.0]], [5.0, 5.0])}  # var 0: noise * scale
+    out = strategies.distort(params, KEY, 0.5)
+    kernel = np.asarray(out["dense_0"]["kernel"])
+    assert np.all(np.abs(kernel) <= 0.5) and np.all(kernel != 0)
+    np.testing.assert_array_equal(out["dense_0"]["bias"], [5.0, 5.0])
+
+
+def test_l1_option_adds_l1_times_sign_to_the_gradient_and_validates():
+    import ml_collections
+
+    from jaxshrink import errors, optim, validate
+
+    params = {
+        "dense_0": _dense([[2.0, -3.0], [0.0, 1.0]], [-1.0, 0.0]),
+        "dense_1": MLP_PARAMS["dense_1"],
+    }
+    cfg = ml_collections.ConfigDict(
+        {"name": "sgd", "learning_rate": 1.0, "weight_decay": 0.0, "l1": 0.5, "frozen_layers": ()}
+    )
+    tx = optim.make_optimizer(cfg, MLP.spec, params)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zeros, tx.init(params), params)
+    # SGD with learning rate 1: update = -(grad + 0.5 sign(w)), biases included.
+    np.testing.assert_array_equal(updates["dense_0"]["kernel"], [[-0.5, 0.5], [0.0, -0.5]])
+    np.testing.assert_array_equal(updates["dense_0"]["bias"], [0.5, 0.0])
+    c = config_lib.base_config("sobel")
+    c.optim.l1 = -1.0
+    with pytest.raises(errors.ConfigError, match="optim.l1"):
+        validate.validate(c)
+    c = config_lib.base_config("sobel")
+    c.minimize.distort = 1.0
+    with pytest.raises(errors.ConfigError, match="minimize.distort"):
+        validate.validate(c)
