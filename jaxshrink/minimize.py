@@ -73,6 +73,7 @@ class MinState:
     visited: jax.Array  # (candidates,) bool: ever proposed
     failures: jax.Array  # int32: consecutive failed rounds
     rounds: jax.Array  # int32: rounds run
+    group: jax.Array  # int32: the adaptive group size (0 = not started: `group_size`)
     done: jax.Array  # bool: the stopping rule has fired
     key: jax.Array  # PRNG key for selection and re-initialisation
 
@@ -81,7 +82,8 @@ class RoundRecord(NamedTuple):
     """What one round did (arrays, so a batch of runs returns a batch of records)."""
 
     active: jax.Array  # bool: the run was still going at the start of the round
-    candidate: jax.Array  # int32 flat candidate index (-1: none eligible)
+    candidate: jax.Array  # int32 flat index of the best-scored unit tested (-1: none)
+    count: jax.Array  # int32: units tested together (disabled as one group)
     score: jax.Array  # eval score after retraining (the task's, e.g. F1)
     reference: jax.Array  # the score it was compared with
     ratio: jax.Array  # score / reference
@@ -103,6 +105,7 @@ def init_state(
         visited=jnp.zeros((size,), bool),
         failures=jnp.zeros((), jnp.int32),
         rounds=jnp.zeros((), jnp.int32),
+        group=jnp.zeros((), jnp.int32),
         done=jnp.zeros((), bool),
         key=key,
     )
@@ -165,6 +168,10 @@ class RunSpec(NamedTuple):
     max_rounds: jax.Array  # int32, 0 = no limit
     max_failures: jax.Array  # int32 consecutive failures that stop the run, 0 = no limit
     visit_once: jax.Array  # bool: never propose a candidate twice
+    group: jax.Array  # int32 position in `strategies.GROUPS`
+    group_size: jax.Array  # int32: 'fixed' count, 'adaptive' start
+    group_fraction: jax.Array  # float32: 'fraction' of the live candidates
+    group_threshold: jax.Array  # float32: 'threshold' score
 
 
 def run_spec(minimize_cfg, strategy: str | None = None, threshold: float | None = None):
@@ -175,6 +182,7 @@ def run_spec(minimize_cfg, strategy: str | None = None, threshold: float | None 
     """
     strategy = strategy or minimize_cfg.strategy
     max_rounds, max_failures, visit_once = strategies.stopping_rule(minimize_cfg, strategy)
+    group, group_threshold = strategies.group_rule(minimize_cfg, strategy)
     threshold = minimize_cfg.threshold if threshold is None else threshold
     return RunSpec(
         threshold=np.float32(threshold),
@@ -182,7 +190,52 @@ def run_spec(minimize_cfg, strategy: str | None = None, threshold: float | None 
         max_rounds=np.int32(max_rounds),
         max_failures=np.int32(max_failures),
         visit_once=np.bool_(visit_once),
+        group=np.int32(strategies.GROUPS.index(group)),
+        group_size=np.int32(minimize_cfg.get("group_size", 1)),
+        group_fraction=np.float32(minimize_cfg.get("group_fraction", 0.1)),
+        group_threshold=np.float32(group_threshold),
     )
+
+
+def group_size(spec: RunSpec, ms_group: jax.Array, scores, allowed, live: jax.Array):
+    """How many of the allowed candidates a round disables (before the per-layer cap).
+
+    'one': 1; 'fixed': `group_size`; 'fraction': `group_fraction` of the `live`
+    candidates (at least 1); 'threshold': every allowed candidate whose score reaches
+    `group_threshold`; 'adaptive': the run's current size (`group_size` at first).
+    """
+
+    def rule(name):
+        return spec.group == strategies.GROUPS.index(name)
+
+    above = jnp.sum(allowed & (scores >= spec.group_threshold))
+    fraction = jnp.floor(spec.group_fraction * live).astype(jnp.int32)
+    adaptive = jnp.where(ms_group > 0, ms_group, spec.group_size)
+    k = jnp.int32(1)
+    k = jnp.where(rule("fixed"), spec.group_size, k)
+    k = jnp.where(rule("fraction"), fraction, k)
+    k = jnp.where(rule("threshold"), above, k)
+    k = jnp.where(rule("adaptive"), adaptive, k)
+    return jnp.maximum(k, jnp.where(rule("threshold"), 0, 1)).astype(jnp.int32)
+
+
+def choose_group(model_spec, scores, allowed, masks, k):
+    """The `k` best-scored allowed candidates (ties: lower index first), as a (candidates,)
+    bool vector, keeping at least one live unit in every layer."""
+    order = jnp.argsort(-jnp.where(allowed, scores, -jnp.inf), stable=True)
+    rank = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0]))
+    chosen = allowed & (rank < k)
+    parts, start = [], 0
+    for name, units in masks_lib.candidate_layout(model_spec):
+        mine = chosen[start : start + units]
+        room = jnp.sum(masks[name]) - 1  # the layer keeps at least one unit
+        layer_rank = jnp.cumsum(mine[jnp.argsort(rank[start : start + units])])
+        within = (
+            jnp.zeros(units, jnp.int32).at[jnp.argsort(rank[start : start + units])].set(layer_rank)
+        )
+        parts.append(mine & (within <= room))
+        start += units
+    return jnp.concatenate(parts)
 
 
 class _Proposal(NamedTuple):
@@ -207,7 +260,7 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
     def scoring_loss(params, state, masks, x, y):
         return trainer.task.loss(model.apply(params, masks, x, state=state), y)
 
-    score_fn = strategies.make_scorer(model, scoring_loss, mcfg)
+    score_fn = strategies.make_scorer(model, scoring_loss, mcfg, strategies.used(config))
     round_steps = int(mcfg.round_steps)
 
     def propose(ms: MinState, spec: RunSpec, x, y):
@@ -217,10 +270,13 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
         scores = score_fn(spec.strategy, run.params, run.model_state, run.masks, score_key, x, y)
         allowed = masks_lib.eligible(model_spec, run.masks) & ~ms.failed
         allowed = allowed & ~(spec.visit_once & ms.visited)
-        choice, has_candidate = strategies.select(scores, allowed)
+        live = jnp.sum(masks_lib.flatten(model_spec, run.masks))  # alive candidates
+        k = group_size(spec, ms.group, scores, allowed, live)
+        choice, _ = strategies.select(scores, allowed)
+        chosen = choose_group(model_spec, scores, allowed, run.masks, k)
         # A run whose accepted network scores NaN/Inf has nothing to compare with.
-        active = ~ms.done & has_candidate & jnp.isfinite(ms.reference)
-        onehot_flat = jax.nn.one_hot(choice, scores.shape[0], dtype=bool) & active
+        active = ~ms.done & jnp.any(chosen) & jnp.isfinite(ms.reference)
+        onehot_flat = chosen & active
         onehot = masks_lib.unflatten(model_spec, onehot_flat, fill=False)
         values = model.init_variables(init_key) if mcfg.reinit else None
         trial = alter(model_spec, run, onehot, mcfg.mode, values)
@@ -244,9 +300,20 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
         # batches.
         kept = _tree_where(accept, trial, run.replace(step=trial.step))
         new_reference = score if mcfg.reference == "last_accepted" else ms.baseline
-        failures = jnp.where(accept, 0, ms.failures + active.astype(jnp.int32))
+        # Under the adaptive rule a failed group of several units is retried smaller and
+        # does not count towards `max_failures`; a failed single unit does.
+        count = jnp.sum(prop.onehot).astype(jnp.int32)
+        adaptive = spec.group == strategies.GROUPS.index("adaptive")
+        counted = active & ~(adaptive & (count > 1))
+        failures = jnp.where(accept, 0, ms.failures + counted.astype(jnp.int32))
         rounds = ms.rounds + active.astype(jnp.int32)
-        failed = jnp.where(accept, jnp.zeros_like(ms.failed), ms.failed | prop.onehot)
+        # A failed group of several units under the adaptive rule is retried smaller;
+        # otherwise the units of a failed round are not proposed again until the next
+        # accepted round (2.4.2: "select different masks if the network was restored").
+        mark = jnp.where(adaptive & (count > 1), jnp.zeros_like(ms.failed), prop.onehot)
+        failed = jnp.where(accept, jnp.zeros_like(ms.failed), ms.failed | mark)
+        group = jnp.where(accept, 2 * count, jnp.maximum(count // 2, 1))
+        group = jnp.where(active, group, ms.group)
         visited = ms.visited | prop.onehot
         stop = ~active  # for a run still going: no eligible candidate is left
         stop |= (spec.max_rounds > 0) & (rounds >= spec.max_rounds)
@@ -259,6 +326,7 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
             visited=visited,
             failures=failures,
             rounds=rounds,
+            group=group,
             done=ms.done | stop,
             key=prop.key,
         )
@@ -266,6 +334,7 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
         record = RoundRecord(
             active=active,
             candidate=jnp.where(active, prop.choice, -1).astype(jnp.int32),
+            count=jnp.where(active, count, 0),
             score=score,
             reference=ms.reference,
             ratio=ratio,

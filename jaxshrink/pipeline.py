@@ -273,6 +273,7 @@ def round_entries(history: list[dict], run: int, model_spec) -> list[dict]:
             {
                 "candidate": masks_lib.candidate_name(model_spec, candidate),
                 "candidate_index": candidate,
+                "count": int(rec["count"][run]) if "count" in rec else 1,
                 "score": float(rec["score"][run]),
                 "reference": float(rec["reference"][run]),
                 "ratio": float(rec["ratio"][run]),
@@ -320,8 +321,9 @@ def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, des
                 if not e["finite"]:
                     verdict = "rolled back (NaN/Inf)"
                 alive = int(masks_lib.count_alive(batching.take(ms.run.masks, 0)))
+                what = e["candidate"] + (f" +{e['count'] - 1}" if e["count"] > 1 else "")
                 log(
-                    f"minimize: round {calls:2d}  disable {e['candidate']:9s} "
+                    f"minimize: round {calls:2d}  disable {what:9s} "
                     f"{job.score_label} {e['score']:.4g}  ratio {e['ratio']:.3f}  {verdict:11s} "
                     f"alive {alive}  ({seconds:.1f}s)"
                 )

@@ -203,23 +203,36 @@ def stopping_rule(minimize_cfg, name: str | None = None) -> tuple[int, int, bool
     return max_rounds, max_failures, rule.visit_once
 
 
-def make_scorer(model, loss: Callable, minimize_cfg) -> Callable:
+def make_scorer(model, loss: Callable, minimize_cfg, names=None) -> Callable:
     """`score(kind, params, state, masks, key, x, y)`: the scores of strategy number `kind`.
 
     `model` is the `models.Model`, `loss(params, state, masks, x, y)` the task's loss
-    in eval mode, `(x, y)` the scoring batch. `kind` is traced, so one compiled program
-    serves every strategy of a sweep (under `vmap` all of them are computed and one is
-    picked per run: they cost little next to a round's training).
+    in eval mode, `(x, y)` the scoring batch. `kind` (a position in `STRATEGIES`) is
+    traced, so one compiled program serves every strategy of a sweep. Only the
+    strategies in `names` (default: all) are compiled: under `vmap` each of them is
+    computed for every run and one is picked per run, so a run pays for the scores it
+    might use and no others. A `kind` outside `names` gets the first of them.
     """
+    names = list(STRATEGIES) if names is None else list(dict.fromkeys(names))
     branches = [
-        lambda args, fn=strategy.score: fn(Net(model, loss, *args), minimize_cfg)
-        for strategy in STRATEGIES.values()
+        lambda args, fn=STRATEGIES[name].score: fn(Net(model, loss, *args), minimize_cfg)
+        for name in names
     ]
+    table = jnp.asarray([names.index(n) if n in names else 0 for n in STRATEGIES], jnp.int32)
 
     def score(kind, params, state, masks, key, x, y):
-        return jax.lax.switch(kind, branches, (params, state, masks, key, x, y))
+        if len(branches) == 1:
+            return branches[0]((params, state, masks, key, x, y))
+        return jax.lax.switch(table[kind], branches, (params, state, masks, key, x, y))
 
     return score
+
+
+def used(config) -> tuple[str, ...]:
+    """The strategies a run (`minimize.strategy`) or a sweep (`sweep.strategies`) uses."""
+    if "sweep" in config:
+        return tuple(config.sweep.strategies)
+    return (config.minimize.strategy,)
 
 
 # ------------------------------------------------------------------ more scores (issue 13)

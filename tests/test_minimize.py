@@ -278,3 +278,71 @@ def test_a_reference_of_zero_accepts_any_finite_score(setup):
     ms = minimize.init_state(spec, state, jnp.float32(0.0), jax.random.PRNGKey(1))
     _, rec = round_fn(ms, 0.95, d, ev)
     assert bool(rec.active) and bool(rec.accepted) and float(rec.score) >= 0.0
+
+
+def _spec_with(c, **group):
+    c = c.copy_and_resolve_references()
+    c.minimize.update(group)
+    return minimize.run_spec(c.minimize)
+
+
+def test_group_sizes_follow_their_rule(setup):
+    c = setup[0]
+    scores = jnp.arange(10, dtype=jnp.float32)  # unit i scores i
+    allowed = jnp.ones(10, bool).at[9].set(False)
+
+    def size(**g):
+        return int(minimize.group_size(_spec_with(c, **g), jnp.int32(0), scores, allowed, 10))
+
+    assert size(group="one") == 1
+    assert size(group="fixed", group_size=3) == 3
+    assert size(group="fraction", group_fraction=0.25) == 2  # floor(2.5)
+    assert size(group="fraction", group_fraction=0.01) == 1  # at least one
+    assert size(group="threshold", group_threshold=6.0) == 3  # 6, 7, 8 (9 not allowed)
+    assert size(group="threshold", group_threshold=60.0) == 0  # none: the run stops
+    assert size(group="adaptive", group_size=4) == 4
+    spec = _spec_with(c, group="adaptive", group_size=4)
+    assert int(minimize.group_size(spec, jnp.int32(2), scores, allowed, 10)) == 2
+
+
+def test_a_group_takes_the_best_scores_and_leaves_every_layer_a_unit(setup):
+    spec = setup[1].trainer.model.spec  # candidates: conv_0 (5 units), conv_1 (5)
+    masks = {"conv_0": jnp.ones(5, bool), "conv_1": jnp.ones(5, bool), "conv_2": jnp.ones(1, bool)}
+    scores = jnp.array([9.0, 8, 7, 6, 5, 1, 2, 3, 4, 0])
+    allowed = jnp.ones(10, bool)
+    chosen = minimize.choose_group(spec, scores, allowed, masks, 3)
+    assert np.flatnonzero(chosen).tolist() == [0, 1, 2]
+    # Seven best are conv_0's five and conv_1's 8, 7: conv_0 keeps its lowest-scored unit.
+    chosen = minimize.choose_group(spec, scores, allowed, masks, 7)
+    assert np.flatnonzero(chosen).tolist() == [0, 1, 2, 3, 7, 8]
+    masks["conv_1"] = masks["conv_1"].at[0].set(False)
+    chosen = minimize.choose_group(spec, scores, allowed.at[5].set(False), masks, 10)
+    assert np.flatnonzero(chosen).tolist() == [0, 1, 2, 3, 6, 7, 8]  # conv_1 keeps unit 9
+    # Ties go to the lower index.
+    chosen = minimize.choose_group(spec, jnp.zeros(10), allowed, masks, 2)
+    assert np.flatnonzero(chosen).tolist() == [0, 1]
+
+
+def test_adaptive_groups_roll_back_whole_and_halve_then_double(setup):
+    c, engine, state, d, ev, baseline = setup
+    c = c.copy_and_resolve_references()
+    c.minimize.update(group="adaptive", group_size=4, strategy="sequential")
+    round_fn = _SingleRound(c, engine)
+    ms = minimize.init_state(engine.trainer.model.spec, state, baseline, jax.random.PRNGKey(1))
+    counts = []
+    for _ in range(3):  # nothing can clear 10x: 4, 2, 1 units, each rolled back
+        new, rec = round_fn(ms, 10.0, d, ev)
+        counts.append(int(rec.count))
+        _assert_trees_equal(new.run.params, state.params)
+        _assert_trees_equal(new.run.masks, state.masks)
+        _assert_trees_equal(new.run.opt_state, state.opt_state)
+        ms = new
+    assert counts == [4, 2, 1] and int(ms.group) == 1
+    # Sequential never revisits: 0-3, then 4-5, then 6; only the single unit is marked.
+    assert np.flatnonzero(ms.failed).tolist() == [6]
+    ms = minimize.init_state(engine.trainer.model.spec, state, baseline, jax.random.PRNGKey(1))
+    new, rec = round_fn(ms, 0.0, d, ev)  # accepted: 4 off, next group 8
+    assert int(rec.count) == 4 and bool(rec.accepted) and int(new.group) == 8
+    assert int(masks_lib.count_alive(new.run.masks)) == 11 - 4
+    new, rec = round_fn(new, 0.0, d, ev)  # 8 asked; each layer keeps one: 4 + ... capped
+    assert int(rec.count) == 4 and int(masks_lib.count_alive(new.run.masks)) == 3

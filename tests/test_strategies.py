@@ -510,7 +510,7 @@ def test_sequential_skips_units_that_become_ineligible():
 
 
 def test_registry_order_and_index():
-    assert list(strategies.STRATEGIES) == ["cosine", "random", "sequential"]
+    assert list(strategies.STRATEGIES)[:3] == ["cosine", "random", "sequential"]
     assert [strategies.index(n) for n in ("cosine", "random", "sequential")] == [0, 1, 2]
     assert strategies.STRATEGIES["cosine"].score is strategies.cosine_score
     assert strategies.STRATEGIES["random"].score is strategies.random_score
@@ -549,7 +549,10 @@ def test_stopping_rule_overrides():
 def _scorer(**kw):
     """`score(params, masks, key)` of the strategy `kw` configures (default cosine)."""
     cfg = _mcfg(**kw)
-    score = strategies.make_scorer(types.SimpleNamespace(spec=SPEC), None, cfg)
+    # Only the thesis's three are compiled (the others need a real model and batch);
+    # `kind` stays the position in the whole registry.
+    names = ("sequential", "cosine", "random")
+    score = strategies.make_scorer(types.SimpleNamespace(spec=SPEC), None, cfg, names)
     return lambda p, m, k: score(strategies.index(cfg.strategy), p, {}, m, k, None, None)
 
 
