@@ -69,8 +69,8 @@ def _minimize() -> ml_collections.ConfigDict:
     m.group_threshold = ml_collections.config_dict.placeholder(float)  # None: the strategy's
     # Thesis 003's "distorted" pruning (2.8.1), off by default: before a round
     # retrains, every kernel w gets distort * U(-1, 1) * (1 - var(w)) added
-    # (`strategies.distort`; 003 uses distort = 1; not applied by the round yet, so
-    # `validate` refuses a non-zero value). Its "regularized" pruning is `optim.l1`.
+    # (`strategies.distort`; 003 uses distort = 1), disabled units' kernels excepted.
+    # Its "regularized" pruning is `optim.l1`.
     m.distort = 0.0
     return m
 

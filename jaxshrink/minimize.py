@@ -280,6 +280,11 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
         onehot = masks_lib.unflatten(model_spec, onehot_flat, fill=False)
         values = model.init_variables(init_key) if mcfg.reinit else None
         trial = alter(model_spec, run, onehot, mcfg.mode, values)
+        if float(mcfg.get("distort", 0.0)) > 0:  # thesis 003's distorted pruning
+            noisy = strategies.distort(trial.params, jax.random.fold_in(init_key, 1), mcfg.distort)
+            dead = jax.tree.map(jnp.logical_not, trial.masks)
+            kept = spec_lib.expand(model_spec, dead, trial.params)  # disabled units stay
+            trial = trial.replace(params=jax.tree.map(jnp.where, kept, trial.params, noisy))
         trial = trial.replace(opt_state=optim.reset(engine.trainer.tx, trial.params))
         return trial, _Proposal(active, choice, onehot_flat, key)
 

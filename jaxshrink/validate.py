@@ -184,8 +184,6 @@ def _check_minimize(c) -> None:
     _int(c, "minimize.max_failures", -1)
     distort = m.get("distort", 0.0)
     _check(distort >= 0 and math.isfinite(distort), "minimize.distort", distort, "a number >= 0")
-    # Until the round applies `strategies.distort` to its trial (minimize), refuse it.
-    _check(distort == 0, "minimize.distort", distort, "0 (rounds do not distort yet)")
 
 
 def _check_shapes(c, model=None) -> None:

@@ -346,3 +346,22 @@ def test_adaptive_groups_roll_back_whole_and_halve_then_double(setup):
     assert int(masks_lib.count_alive(new.run.masks)) == 11 - 4
     new, rec = round_fn(new, 0.0, d, ev)  # 8 asked; each layer keeps one: 4 + ... capped
     assert int(rec.count) == 4 and int(masks_lib.count_alive(new.run.masks)) == 3
+
+
+def test_a_distorted_round_moves_live_kernels_only_and_rolls_back_exactly(setup):
+    c, engine, state, d, ev, baseline = setup
+    c = c.copy_and_resolve_references()
+    c.minimize.update(distort=1.0, strategy="sequential")
+    round_fn = _SingleRound(c, engine)
+    ms = minimize.init_state(engine.trainer.model.spec, state, baseline, jax.random.PRNGKey(1))
+    new, rec = round_fn(ms, 10.0, d, ev)  # rolled back: exactly as before
+    assert not bool(rec.accepted)
+    _assert_trees_equal(new.run.params, state.params)
+    new, rec = round_fn(ms, 0.0, d, ev)  # kept: unit conv_0/0 off and untouched
+    kernel = new.run.params["conv_0"]["kernel"]
+    np.testing.assert_array_equal(kernel[..., 0], state.params["conv_0"]["kernel"][..., 0])
+    plain = minimize.init_state(engine.trainer.model.spec, state, baseline, jax.random.PRNGKey(1))
+    c.minimize.distort = 0.0
+    undistorted, _ = _SingleRound(c, engine)(plain, 0.0, d, ev)
+    np.testing.assert_array_equal(undistorted.run.masks["conv_0"], new.run.masks["conv_0"])
+    assert not np.allclose(kernel[..., 1:], undistorted.run.params["conv_0"]["kernel"][..., 1:])

@@ -266,6 +266,6 @@ def test_l1_option_adds_l1_times_sign_to_the_gradient_and_validates():
     with pytest.raises(errors.ConfigError, match="optim.l1"):
         validate.validate(c)
     c = config_lib.base_config("sobel")
-    c.minimize.distort = 1.0
+    c.minimize.distort = -1.0
     with pytest.raises(errors.ConfigError, match="minimize.distort"):
         validate.validate(c)
