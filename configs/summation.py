@@ -16,8 +16,16 @@ the loss "didn't converge to 0"; that is the `momentum` preset. The default is A
 the measured MSE).
 
 `quick`: 20000 samples, batch 100, 1500 steps, 200-step rounds; well under two
-minutes on a 2-core CPU. One unit per round cannot empty a 1000-unit layer; many
-units per round come with the strategy issue.
+minutes on a 2-core CPU. One unit per round cannot empty a 1000-unit layer:
+
+`shrink` (e.g. `summation.py:quick,shrink`): many units per round, the way to the
+known optimum. Adaptive groups (1, 2, 4, ... units after each accepted round, halved
+after a rollback), the smallest-L2-norm units first, every round compared with the
+trained network (`reference='baseline'`) and kept while the MSE stays within twice
+its value (threshold 0.5; the MSE is ~5e-7 here, so the sums stay exact to ~1e-3),
+1000-step rounds so that the last units can re-fit, at most 100 rounds, stop after 4
+failed single units in a row. Measured on a 2-core CPU (`quick,shrink`, ~45 s):
+1000 -> 2 hidden units in 45 rounds, eval MSE 4.6e-7 -> 6.7e-7.
 """
 
 import ml_collections
@@ -60,4 +68,16 @@ def quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
-PRESETS = {"momentum": momentum, "quick": quick}
+def shrink(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Many units per round, down to the optimum (see the module doc)."""
+    c.minimize.group = "adaptive"
+    c.minimize.strategy = "l2_norm"
+    c.minimize.reference = "baseline"
+    c.minimize.threshold = 0.5
+    c.minimize.round_steps = 1000
+    c.minimize.max_rounds = 100
+    c.minimize.max_failures = 4
+    return c
+
+
+PRESETS = {"momentum": momentum, "quick": quick, "shrink": shrink}

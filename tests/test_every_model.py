@@ -37,6 +37,7 @@ def tiny_summation():
     c.minimize.round_steps = 20
     c.minimize.threshold = 0.5
     c.minimize.max_rounds = 4
+    c.minimize.group = "adaptive"  # groups of units resume too (MinState.group)
     c.output.num_examples = 50
     return c
 
