@@ -610,7 +610,9 @@ def _pair(row: Row, metric: str, second: str, digits: int = 3) -> str:
 def comparison_markdown(
     table: Sequence[Row], tests: Sequence[Row], notes: Sequence[str] = ()
 ) -> str:
-    """The comparison as Markdown: the per-strategy table, the tests, `notes` below."""
+    """The comparison as Markdown: the per-strategy table, the tests against random
+    (all pairs are in ``comparison_tests.csv``: k (k - 1) / 2 rows per metric would
+    bury the question), `notes` below."""
     lines = [
         "| threshold | strategy | n | score ratio mean (median) | units removed mean "
         "(median) | FLOPs removed mean (median) | rounds mean | steps mean (total) | "
@@ -631,6 +633,8 @@ def comparison_markdown(
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t in tests:
+        if t["b"] != REFERENCE_STRATEGY:
+            continue
         lines.append(
             f"| {_threshold_label(float(t['threshold']))}% | {t['metric']} | {t['a']} | {t['b']} | "
             f"{t['n_pairs']} | {_fmt(t['median_difference'])} | {_fmt(t['mean_difference'])} | "

@@ -132,6 +132,9 @@ def test_comparison_writes_every_file(tmp_path):
     assert files.read_csv(tmp_path / "comparison_tests.csv")[0]["a"] == "cosine"
     text = (tmp_path / "comparison.md").read_text()
     assert "| 95% | taylor | 6 |" in text and text.rstrip().endswith("a note")
+    # The Markdown tests against random only; every pair is in the CSV.
+    assert "| disabled | taylor | random |" in text and "| cosine | taylor |" not in text
+    assert len(out["tests"]) == 2 * 3
 
 
 def test_wall_time_shares_follow_the_steps():
