@@ -270,8 +270,8 @@ def test_a_round_with_nan_rolls_back_exactly(make):
         state.params, state.model_state, state.masks, ev
     )
     ms = pipeline.init_minimize(trainer.model.spec, state, baseline["score"], [0])
-    bad = train.TrainData(
-        jnp.full_like(jnp.asarray(dataset.train.inputs), jnp.nan),
+    bad = train.TrainData(  # float32 NaN inputs (the edge data is stored as uint8)
+        jnp.full(dataset.train.inputs.shape, jnp.nan, jnp.float32),
         jnp.asarray(dataset.train.targets),
     )
     spec = batching.stack([minimize.run_spec(c.minimize, threshold=0.5)])
