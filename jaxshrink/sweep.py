@@ -165,7 +165,10 @@ def _run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
             }
         )
         logs.append(rounds)
-    _share_seconds(rows, minimize_seconds)
+    # The rows stay deterministic (a resumed sweep writes the same ones); the
+    # comparison gets each run's estimated share of the wall time beside them.
+    timed = [dict(r) for r in rows]
+    _share_seconds(timed, minimize_seconds)
     files.write_csv(os.path.join(workdir, "runs.csv"), rows)
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
@@ -175,7 +178,7 @@ def _run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
         )
     figure = analysis.figure_4_2(rows, workdir)
     compared = analysis.comparison(
-        rows, workdir, _comparison_notes(config, len(seeds), train_seconds, minimize_seconds)
+        timed, workdir, _comparison_notes(config, len(seeds), train_seconds, minimize_seconds)
     )
     results = {
         "config": config.to_dict(),
