@@ -3,6 +3,7 @@ config errors, NaNs in one run of a batch, determinism; property tests for helpe
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,10 +120,18 @@ def test_sigkill_then_same_command_resumes_to_identical_results(straight, tmp_pa
     assert _comparable(tmp_path) == _comparable(straight)
 
 
-def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One finished tiny Canny run: (config, workdir, results)."""
     c = tiny_config("canny")
     c.minimize.threshold = 0.9
-    want = pipeline.run(c, str(tmp_path))
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    return c, workdir, pipeline.run(c, str(workdir))
+
+
+def test_damaged_checkpoint_falls_back_to_the_previous_one(tiny_run, tmp_path):
+    c, done, want = tiny_run
+    shutil.copytree(done, tmp_path, dirs_exist_ok=True)
     ckpt_dir = tmp_path / "checkpoints" / "minimize"
     steps = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
     for path in (ckpt_dir / str(steps[-1])).rglob("*"):
@@ -282,13 +291,12 @@ def test_a_round_with_nan_rolls_back_exactly(make):
     assert float(new.reference[0]) == float(ms.reference[0])
 
 
-def test_same_config_same_bits(tmp_path):
-    c = tiny_config("canny")
-    a = pipeline.run(c, str(tmp_path / "a"))
-    b = pipeline.run(c, str(tmp_path / "b"))
+def test_same_config_same_bits(tiny_run, tmp_path):
+    c, done, a = tiny_run
+    b = pipeline.run(c, str(tmp_path))
     for key in ("kept", "rounds", "trained", "final", "curve"):
         assert a[key] == b[key]
-    za, zb = (np.load(tmp_path / d / "export" / "params.npz") for d in ("a", "b"))
+    za, zb = (np.load(d / "export" / "params.npz") for d in (done, tmp_path))
     for key in za.files:
         np.testing.assert_array_equal(za[key], zb[key])
 

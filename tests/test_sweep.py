@@ -165,9 +165,10 @@ def test_four_devices_give_the_same_results_as_one(tmp_path):
         "import sys, jax; sys.path.insert(0, sys.argv[2]);"
         "from test_sweep import tiny_sweep; from jaxshrink import sweep;"
         "assert jax.device_count() == 4, jax.devices();"
-        "c1 = tiny_sweep(); c1.batch.devices = 1;"
+        "c1 = tiny_sweep(); c1.batch.devices = 1; c1.sweep.thresholds = (0.9,);"
         "sweep.run_sweep(c1, sys.argv[1] + '/one');"
-        "sweep.run_sweep(tiny_sweep(), sys.argv[1] + '/four')"
+        "c4 = tiny_sweep(); c4.sweep.thresholds = (0.9,);"
+        "sweep.run_sweep(c4, sys.argv[1] + '/four')"
     )
     env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     proc = subprocess.run(
@@ -181,8 +182,8 @@ def test_four_devices_give_the_same_results_as_one(tmp_path):
     assert "cpu x1" in proc.stdout and "cpu x4" in proc.stdout  # sharded over 4 devices
     one = files.read_csv(tmp_path / "one" / "runs.csv")
     four = files.read_csv(tmp_path / "four" / "runs.csv")
-    # 12 runs on 4 devices: 3 per device; the same decisions, scores to rounding.
-    assert len(four) == 12
+    # 6 runs padded to 8 on 4 devices; the same decisions, scores to rounding.
+    assert len(four) == 6
     for a, b in zip(one, four):
         assert (_key(a), a["kept"], a["rounds"], a["accepted"]) == (
             _key(b),
@@ -205,12 +206,14 @@ def test_quick_sweep_config_and_figure_script(tmp_path):
     assert config.sweep.design == "thesis"
     # The quick config with 2 of its 3 seeds and shorter rounds, to keep the suite short,
     # in the shared design (2 networks, not 10; the thesis design runs in `loop_sweep`).
+    # Two of its five thresholds, the lowest and the highest.
     config.sweep.num_seeds, config.sweep.design = 2, "shared"
+    config.sweep.thresholds = (0.85, 1.0)
     config.train.initial_steps = config.train.eval_every = 300
     config.minimize.round_steps = 20
     results = sweep.run_sweep(config, str(tmp_path))
     rows = results["runs"]
-    assert len(rows) == 30 and all(r["status"] == "ok" for r in rows)
+    assert len(rows) == 12 and all(r["status"] == "ok" for r in rows)
     assert any(r["disabled"] > 0 for r in rows)
     # Shared design: a seed's network serves every strategy and threshold.
     assert results["trained_networks"] == 2 and {r["seed"] for r in rows} == {0, 1}
@@ -226,7 +229,7 @@ def test_quick_sweep_config_and_figure_script(tmp_path):
     fig_spec.loader.exec_module(fig)
     out = fig.main(["--sweep", str(tmp_path), "--out", str(tmp_path / "again")])
     assert (tmp_path / "again" / "figure_4_2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(out["summary"]) == 15
+    assert len(out["summary"]) == 6
 
 
 def test_bad_sweep_settings_are_clear_errors():
