@@ -132,6 +132,30 @@ def summarize(rows: Iterable[Row], confidence: float = 0.95) -> list[dict[str, A
     return summary
 
 
+def _paired_test(threshold, metric, a, b, runs_a, runs_b, larger_is_better: bool) -> dict:
+    """The paired Wilcoxon test of strategies `a` and `b` on `metric` (runs by seed)."""
+    diffs = _paired_differences(runs_a, runs_b, metric)
+    median = float(np.median(diffs)) if diffs.size else math.nan
+    if median == 0 or math.isnan(median):
+        better = "tie"
+    else:
+        better = a if (median > 0) == larger_is_better else b
+    statistic, p_value, note = _wilcoxon(diffs)
+    return {
+        "threshold": threshold,
+        "metric": metric,
+        "a": a,
+        "b": b,
+        "n_pairs": int(diffs.size),
+        "median_difference": median,
+        "mean_difference": float(np.mean(diffs)) if diffs.size else math.nan,
+        "statistic": statistic,
+        "p_value": p_value,
+        "better": better,
+        "note": note,
+    }
+
+
 def paired_tests(rows: Iterable[Row]) -> list[dict[str, Any]]:
     """Wilcoxon signed-rank tests between every two strategies, per threshold and metric.
 
@@ -173,27 +197,8 @@ def paired_tests(rows: Iterable[Row]) -> list[dict[str, Any]]:
     for threshold, runs in by_threshold.items():
         for (a, runs_a), (b, runs_b) in itertools.combinations(runs.items(), 2):
             for metric, larger_is_better in METRICS.items():
-                diffs = _paired_differences(runs_a, runs_b, metric)
-                median = float(np.median(diffs)) if diffs.size else math.nan
-                if median == 0 or math.isnan(median):
-                    better = "tie"
-                else:
-                    better = a if (median > 0) == larger_is_better else b
-                statistic, p_value, note = _wilcoxon(diffs)
                 tests.append(
-                    {
-                        "threshold": threshold,
-                        "metric": metric,
-                        "a": a,
-                        "b": b,
-                        "n_pairs": int(diffs.size),
-                        "median_difference": median,
-                        "mean_difference": float(np.mean(diffs)) if diffs.size else math.nan,
-                        "statistic": statistic,
-                        "p_value": p_value,
-                        "better": better,
-                        "note": note,
-                    }
+                    _paired_test(threshold, metric, a, b, runs_a, runs_b, larger_is_better)
                 )
     return tests
 
@@ -515,30 +520,8 @@ def comparison_tests(
             larger_is_better = COMPARISON_METRICS.get(metric, ("", True))[1] is not False
             family = []
             for a, b in pairs:
-                diffs = _paired_differences(runs[a], runs[b], metric)
-                median = float(np.median(diffs)) if diffs.size else math.nan
-                if median == 0 or math.isnan(median):
-                    better = "tie"
-                else:
-                    better = a if (median > 0) == larger_is_better else b
-                statistic, p_value, note = _wilcoxon(diffs)
-                family.append(
-                    {
-                        "threshold": threshold,
-                        "metric": metric,
-                        "a": a,
-                        "b": b,
-                        "n_pairs": int(diffs.size),
-                        "median_difference": median,
-                        "mean_difference": float(np.mean(diffs)) if diffs.size else math.nan,
-                        "statistic": statistic,
-                        "p_value": p_value,
-                        "p_holm_reference": math.nan,
-                        "p_holm_all": math.nan,
-                        "better": better,
-                        "note": note,
-                    }
-                )
+                test = _paired_test(threshold, metric, a, b, runs[a], runs[b], larger_is_better)
+                family.append({**test, "p_holm_reference": math.nan, "p_holm_all": math.nan})
             against = [t for t in family if t["b"] == reference]
             for t, p in zip(against, holm([t["p_value"] for t in against])):
                 t["p_holm_reference"] = p
