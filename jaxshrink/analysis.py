@@ -132,6 +132,17 @@ def summarize(rows: Iterable[Row], confidence: float = 0.95) -> list[dict[str, A
     return summary
 
 
+def _by_seed(rows) -> dict[float, dict[str, dict[int, Row]]]:
+    """{threshold: {strategy: {seed: row}}}, the pairing of the paired tests."""
+    by_threshold: dict[float, dict[str, dict[int, Row]]] = {}
+    for (threshold, strategy), group in _groups(rows).items():
+        by_seed = {int(r["seed"]): r for r in group}
+        if len(by_seed) != len(group):
+            raise ValueError(f"duplicate seeds for strategy {strategy!r} at {threshold}")
+        by_threshold.setdefault(threshold, {})[strategy] = by_seed
+    return by_threshold
+
+
 def _paired_test(threshold, metric, a, b, runs_a, runs_b, larger_is_better: bool) -> dict:
     """The paired Wilcoxon test of strategies `a` and `b` on `metric` (runs by seed)."""
     diffs = _paired_differences(runs_a, runs_b, metric)
@@ -187,12 +198,7 @@ def paired_tests(rows: Iterable[Row]) -> list[dict[str, Any]]:
     Raises:
       ValueError: if a (seed, strategy, threshold) appears twice.
     """
-    by_threshold: dict[float, dict[str, dict[int, Row]]] = {}
-    for (threshold, strategy), group in _groups(rows).items():
-        by_seed = {int(r["seed"]): r for r in group}
-        if len(by_seed) != len(group):
-            raise ValueError(f"duplicate seeds for strategy {strategy!r} at {threshold}")
-        by_threshold.setdefault(threshold, {})[strategy] = by_seed
+    by_threshold = _by_seed(rows)
     tests = []
     for threshold, runs in by_threshold.items():
         for (a, runs_a), (b, runs_b) in itertools.combinations(runs.items(), 2):
@@ -503,12 +509,7 @@ def comparison_tests(
     Raises:
       ValueError: if a (seed, strategy, threshold) appears twice.
     """
-    by_threshold: dict[float, dict[str, dict[int, Row]]] = {}
-    for (threshold, strategy), group in _groups(rows).items():
-        by_seed = {int(r["seed"]): r for r in group}
-        if len(by_seed) != len(group):
-            raise ValueError(f"duplicate seeds for strategy {strategy!r} at {threshold}")
-        by_threshold.setdefault(threshold, {})[strategy] = by_seed
+    by_threshold = _by_seed(rows)
     tests = []
     for threshold, runs in by_threshold.items():
         pairs = []
