@@ -114,7 +114,7 @@ class Sequential(nn.Module):
                 w = int(args[0])
                 s = _stride(args[1:], w)
                 padding = "SAME" if "same" in args[1:] else "VALID"
-                x = nn.max_pool(x, (w, w), strides=(s, s), padding=padding)
+                x = nn.max_pool(x, window_shape=(w, w), strides=(s, s), padding=padding)
                 continue
             if kind == "dropout":
                 x = nn.Dropout(float(args[0]), deterministic=not train)(x)
