@@ -86,6 +86,30 @@ def _batch() -> ml_collections.ConfigDict:
     return b
 
 
+def _deploy() -> ml_collections.ConfigDict:
+    # After a run: quantize, factorize, export to ONNX and time (`jaxshrink.deploy`).
+    # Off by default: the export and the timings take minutes on a CPU.
+    d = ml_collections.ConfigDict()
+    d.enabled = False
+    d.bits = (8, 7, 6, 5, 4, 3, 2)  # weight bit widths scored and sized [003 2.1]
+    d.quant_bits = 0  # the quantized variant's width: 0 = the smallest that clears the rule
+    d.symmetric = True  # symmetric grid (zero point 0); False: asymmetric (min/max)
+    d.per_channel = True  # one scale per output unit; False: one per kernel
+    d.lowrank = True  # SVD factorization, rank per layer by the threshold rule [003 2.4]
+    d.finetune_steps = 0  # Adam steps on the factors after factorizing (0: none)
+    # Keep a cheaper form when its score >= threshold * the last accepted one (the unit
+    # search's rule); None: minimize.threshold.
+    d.threshold = ml_collections.config_dict.placeholder(float)
+    d.onnx = True  # write and check ONNX files, and time them with onnxruntime
+    d.opset = 21
+    d.input_shape = ()  # latency inputs, one example; (): the model's own input shape
+    d.batch_sizes = (1, 64)  # latency batches: one example, and a throughput batch
+    d.repeats = 20  # timed calls per latency (median), after 2 untimed ones
+    d.budget_s = 10.0  # stop timing one latency after this many seconds (>= 3 calls)
+    d.threads = 0  # onnxruntime intra-op threads (0: its default, one per core)
+    return d
+
+
 def common_config(task: str, dataset: str) -> ml_collections.ConfigDict:
     """The sections every run has, with thesis 001's training and minimization."""
     c = ml_collections.ConfigDict()
@@ -107,6 +131,7 @@ def common_config(task: str, dataset: str) -> ml_collections.ConfigDict:
     c.batch = _batch()
     c.output = ml_collections.ConfigDict()
     c.output.num_examples = 3  # eval examples drawn with their predictions
+    c.deploy = _deploy()
     return c
 
 
@@ -126,6 +151,7 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
     # 'highest' = true float32 convolutions; 'default' lets GPUs use TF32 (faster).
     c.model.precision = "highest"
     c.train.loss = EDGE_LOSSES[dataset]
+    c.deploy.input_shape = (256, 256, 1)  # the thesis's image size [2.2], whatever the crops
     return c
 
 

@@ -34,6 +34,7 @@ from jaxshrink import (
     batching,
     checkpoint,
     data,
+    deploy,
     errors,
     export,
     files,
@@ -442,6 +443,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str, model=None) -> dict:
     pictures = report.draw_run(job, trained, final, rounds, trained_scores["score"])
     results = report.results(job, trained, final, trained_scores, final_scores, rounds, exported)
     results["pictures"] = pictures
+    if config.get("deploy") is not None and config.deploy.enabled:
+        files.write_json(os.path.join(workdir, "results.json"), results)  # kept if deploy fails
+        results["deploy"] = deploy.run(job, trained, final, os.path.join(workdir, "deploy"), log)
     files.write_json(os.path.join(workdir, "results.json"), results)
     print(report.summary(results), flush=True)
     return results

@@ -200,5 +200,29 @@ def summary(results: dict) -> str:
         f"FLOPs/example {e['full_flops']:,} -> {e['flops']:,}\n"
         f"  inference {e['full_inference_seconds'] * 1e3:.2f} ms -> "
         f"{e['inference_seconds'] * 1e3:.2f} ms per batch of {e['timing_batch'][0]}\n"
+        f"{_deploy_text(results.get('deploy'), label)}"
         f"  workdir: {results['workdir']}\n"
     )
+
+
+def _deploy_text(record: dict | None, label: str) -> str:
+    """The deploy stage's forms in a few lines ('' when it did not run)."""
+    if not record:
+        return ""
+    b = record["batch_sizes"]
+    key = "onnxruntime" if "onnx" in record["forms"][0] else "xla"
+    lines = [
+        f"  deploy (latency in ms, {key}, batch {b[0]} / {b[-1]}, "
+        f"inputs {record['latency_input_shape']}):"
+    ]
+    for r in record["forms"]:
+        extra = f" {r['bits']}-bit" if "bits" in r else ""
+        extra += f" ranks {r['ranks']}" if "ranks" in r else ""
+        first, last = r.get(f"{key}_b{b[0]}"), r.get(f"{key}_b{b[-1]}")
+        lines.append(
+            f"    {r['form']:<10} {label} {r['score']:.4g}  params {r['params']:,}  "
+            f"FLOPs {r['flops']:,}  bytes {r['bytes']:,}  "
+            f"{first['median_s'] * 1e3:.2f} / {last['median_s'] * 1e3:.2f} ms{extra}"
+        )
+    lines += [f"    note: {n}" for n in record["notes"]]
+    return "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ from jaxshrink import (
     metrics,
     minimize,
     models,
+    onnx_export,
     optim,
     strategies,
     tasks,
@@ -106,7 +107,37 @@ def validate(c: ml_collections.ConfigDict, model=None) -> ml_collections.ConfigD
         for how in c.relearn.fills:
             _one_of(how, "relearn.fills", ("zero", "reinit"))
     _check_shapes(c, model)
+    if c.get("deploy") is not None and c.deploy.enabled:
+        _check_deploy(c, model)
     return c
+
+
+def _check_deploy(c, model=None) -> None:
+    d = c.deploy
+    bits = tuple(d.bits)
+    ok = len(bits) > 0 and all(_is_int(b, 2) and b <= 8 for b in bits)
+    _check(ok, "deploy.bits", bits, "a non-empty list of integers from 2 to 8")
+    qb = d.quant_bits
+    _check(_is_int(qb, 0) and (qb == 0 or 2 <= qb <= 8), "deploy.quant_bits", qb, "0 or 2..8")
+    if d.threshold is not None:
+        _check(0.0 < d.threshold <= 1.0, "deploy.threshold", d.threshold, "a ratio in (0, 1]")
+    for field in ("deploy.finetune_steps", "deploy.threads"):
+        _int(c, field, 0)
+    _int(c, "deploy.repeats")
+    _finite_positive(d.budget_s, "deploy.budget_s")
+    sizes = tuple(d.batch_sizes)
+    ok = len(sizes) > 0 and all(_is_int(b, 1) for b in sizes)
+    _check(ok, "deploy.batch_sizes", sizes, "a non-empty list of positive integers")
+    shape = tuple(d.input_shape)
+    if shape:
+        own = tuple(model.spec.input_shape) if model is not None else None
+        ok = all(_is_int(v, 1) for v in shape) and (own is None or len(shape) == len(own))
+        ok = ok and (own is None or shape == own or (len(own) == 3 and shape[-1] == own[-1]))
+        _check(
+            ok, "deploy.input_shape", shape, "() or an image shape (H, W, channels of the model)"
+        )
+    if d.onnx:
+        onnx_export.require()
 
 
 def _check_model(c) -> None:

@@ -54,19 +54,24 @@ def sequential_model(
     final_activation: bool = False,
     precision: str | None = "highest",
 ) -> Model:
-    """A `Model` of a `sequential.Sequential` chain of layer strings."""
+    """A `Model` of a `sequential.Sequential` chain of layer strings (with `factorized`:
+    the same chain with low-rank layers, see `jaxshrink.lowrank`)."""
     layers = tuple(layers)
 
-    def build(widths: Mapping[str, int] | None):
+    def factorized(widths: Mapping[str, int] | None, ranks: Mapping[str, int] | None):
         return sequential.Sequential(
             layers=layers,
             init_std=init_std,
             final_activation=final_activation,
             precision=precision,
             widths=None if widths is None else dict(widths),
+            ranks=dict(ranks) if ranks else None,
         )
 
-    return Model.create(build, input_shape, sequential.layer_names(layers))
+    def build(widths: Mapping[str, int] | None):
+        return factorized(widths, None)
+
+    return Model.create(build, input_shape, sequential.layer_names(layers), factorized=factorized)
 
 
 def get_model(model_cfg, input_shape: Sequence[int]) -> Model:

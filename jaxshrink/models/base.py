@@ -11,7 +11,10 @@ module works if it
    uses it to build the physically smaller network.
 
 `Model.create(build, input_shape, layers)` traces the module once (`spec.trace`) to
-describe its maskable layers; everything else reads `model.spec`.
+describe its maskable layers; everything else reads `model.spec`. Optionally,
+``factorized(widths, ranks)`` builds the network with low-rank layers
+(`jaxshrink.lowrank`; `models.sequential_model` provides it). Without it a low-rank
+network can still be scored on reconstructed kernels, not built physically.
 
 Variables other than 'params' (batch norm's running statistics, collection
 'batch_stats') are the model's *state*: `init_variables` returns it beside the params,
@@ -41,6 +44,9 @@ class Model:
       build: widths -> module (None: full size).
       layers: the maskable layers' names, in network order.
       candidates: the layers whose units may be disabled.
+      factorized: (widths, ranks) -> the module with ``ranks[name]``-rank factorized
+        layers (`jaxshrink.lowrank`; widths None: this model's own); None when the
+        model cannot be built factorized.
     """
 
     module: nn.Module
@@ -48,6 +54,7 @@ class Model:
     build: Callable[[Mapping[str, int] | None], nn.Module]
     layers: tuple[str, ...]
     candidates: tuple[str, ...]
+    factorized: Callable[[Mapping[str, int] | None, Mapping[str, int]], nn.Module] | None = None
 
     @classmethod
     def create(
@@ -56,6 +63,9 @@ class Model:
         input_shape: Sequence[int],
         layers: Sequence[str],
         candidates: Sequence[str] | None = None,
+        factorized: (
+            Callable[[Mapping[str, int] | None, Mapping[str, int]], nn.Module] | None
+        ) = None,
     ) -> Model:
         """Builds the full-size module and traces its spec.
 
@@ -65,12 +75,13 @@ class Model:
           layers: the maskable sub-modules in network order ('/'-joined paths).
           candidates: layers whose units may be disabled (default: all but the last,
             the output layer).
+          factorized: optional (widths, ranks) -> the module with factorized layers.
         """
         module = build(None)
         layers = tuple(layers)
         candidates = tuple(layers[:-1] if candidates is None else candidates)
         spec = spec_lib.trace(module, input_shape, layers, candidates=candidates)
-        return cls(module, spec, build, layers, candidates)
+        return cls(module, spec, build, layers, candidates, factorized)
 
     def init_variables(self, rng: jax.Array) -> tuple[dict, dict]:
         """Fresh ``(params, state)``: `state` holds the other variable collections
@@ -122,6 +133,17 @@ class Model:
 
     def at_widths(self, widths: Mapping[str, int]) -> Model:
         """The same network with `widths[name]` units per layer (export's compact one)."""
+        factorized = None
+        if self.factorized is not None:
+            outer = self.factorized
+
+            def factorized(at, ranks):
+                return outer(dict(widths) if at is None else at, ranks)
+
         return Model.create(
-            lambda _: self.build(dict(widths)), self.spec.input_shape, self.layers, self.candidates
+            lambda _: self.build(dict(widths)),
+            self.spec.input_shape,
+            self.layers,
+            self.candidates,
+            factorized=factorized,
         )

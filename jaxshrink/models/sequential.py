@@ -24,6 +24,14 @@ last one only when `final_activation`), then multiplied by its mask, so a disabl
 unit's output is exactly zero whatever its weights: the network computes the same
 function as the one with the unit physically removed, and the unit's weights get
 exactly zero gradient.
+
+`ranks` factorizes layers (`jaxshrink.lowrank`): a ``conv:F:K`` layer ``name`` with
+``ranks[name] = r`` becomes a K x 1 convolution to r channels without bias (sub-module
+``<name>_v``, stride (s, 1)) followed by a 1 x K one to F channels (``name``, stride
+(1, s), the bias); a ``dense:N`` layer becomes a bias-free dense layer to r units
+(``<name>_in``) followed by the N-unit one (``name``). Both use the layer's padding,
+initialisers and precision; its batch norm, ReLU and mask stay on ``name``. Without
+ranks the module is the unfactorized one, parameter for parameter.
 """
 
 from __future__ import annotations
@@ -78,6 +86,20 @@ def layer_names(layers: Sequence[str]) -> list[str]:
     return names
 
 
+def _check_ranks(layers: Sequence[str], ranks: Mapping[str, int] | None) -> dict[str, int]:
+    """`ranks` as a dict; raises ValueError for an unknown or transposed layer or a rank < 1."""
+    ranks = dict(ranks or {})
+    names = layer_names(layers)
+    for name, rank in ranks.items():
+        if name not in names:
+            raise ValueError(f"ranks: no maskable layer {name!r}; layers: {names}")
+        if name.startswith("convT_"):
+            raise ValueError(f"ranks: {name!r} is a transposed convolution; only conv and dense")
+        if int(rank) < 1:
+            raise ValueError(f"ranks: layer {name!r} has rank {rank}; at least 1")
+    return {name: int(rank) for name, rank in ranks.items()}
+
+
 class Sequential(nn.Module):
     """A chain of masked layers (see the module docstring).
 
@@ -92,6 +114,8 @@ class Sequential(nn.Module):
         GPUs that would otherwise use TF32.
       widths: units per maskable layer name, overriding the strings (the compact
         network of `export`).
+      ranks: rank per maskable layer name of the layers to factorize (see the module
+        docstring; conv and dense layers only). None or empty: no factorization.
     """
 
     layers: Sequence[str]
@@ -99,6 +123,7 @@ class Sequential(nn.Module):
     final_activation: bool = False
     precision: str | None = "highest"
     widths: Mapping[str, int] | None = None
+    ranks: Mapping[str, int] | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, masks: Mapping[str, jax.Array], train: bool = False):
@@ -108,6 +133,7 @@ class Sequential(nn.Module):
             kernel_init, bias_init = nn.initializers.lecun_normal(), nn.initializers.zeros
         names = iter(layer_names(self.layers))
         last = layer_names(self.layers)[-1]
+        ranks = _check_ranks(self.layers, self.ranks)
         for token in self.layers:
             kind, args = parse(token)
             if kind == "maxpool":
@@ -127,12 +153,27 @@ class Sequential(nn.Module):
                 k = int(args[1])
                 options = args[2:]
                 stride = _stride(options, 1)
+                padding = "VALID" if "valid" in options else "SAME"
                 layer = nn.Conv if kind == "conv" else nn.ConvTranspose
+                kernel, strides = (k, k), (stride, stride)
+                if name in ranks:
+                    # Per-dimension padding: exactly the K x K convolution of the product.
+                    x = nn.Conv(
+                        ranks[name],
+                        (k, 1),
+                        strides=(stride, 1),
+                        padding=padding,
+                        use_bias=False,
+                        kernel_init=kernel_init,
+                        precision=self.precision,
+                        name=f"{name}_v",
+                    )(x)
+                    kernel, strides = (1, k), (1, stride)
                 x = layer(
                     units,
-                    (k, k),
-                    strides=(stride, stride),
-                    padding="VALID" if "valid" in options else "SAME",
+                    kernel,
+                    strides=strides,
+                    padding=padding,
                     kernel_init=kernel_init,
                     bias_init=bias_init,
                     precision=self.precision,
@@ -141,6 +182,14 @@ class Sequential(nn.Module):
             else:
                 if x.ndim > 2:
                     x = x.reshape(x.shape[0], -1)  # NHWC flatten: unit c feeds c, c+C, ...
+                if name in ranks:
+                    x = nn.Dense(
+                        ranks[name],
+                        use_bias=False,
+                        kernel_init=kernel_init,
+                        precision=self.precision,
+                        name=f"{name}_in",
+                    )(x)
                 x = nn.Dense(
                     units,
                     kernel_init=kernel_init,
