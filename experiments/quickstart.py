@@ -21,10 +21,11 @@
 # minimizes itself: disable one filter, reset Adam, retrain briefly, keep the change
 # if the eval F1 stays above 95% of the last accepted score, else roll back.
 #
-# **Install.** Locally: `pip install -e .` in the repository. In Colab: clone the
-# repository (or upload it), then run `%pip install -e .` in its folder; on a GPU
-# runtime use `%pip install -e ".[cuda12]"`. The `quick` preset below takes about a
-# minute on a laptop CPU.
+# **Install.** Locally: `pip install -e ".[deploy]"` in the repository. In Colab: clone
+# the repository (or upload it), then run `%pip install -e ".[deploy]"` in its folder;
+# on a GPU runtime use `%pip install -e ".[cuda12,deploy]"`. The `quick` preset below
+# takes a minute or two on a laptop CPU. (The `deploy` extra brings jax2onnx and
+# onnxruntime for the last step; without it, set `config.deploy.enabled = False`.)
 
 # %%
 import os
@@ -37,10 +38,13 @@ from jaxshrink import pipeline
 config = config_lib.get_preset("sobel", "quick")  # or "canny"; None = the thesis's sizes
 config.minimize.strategy = "cosine"  # CosMax; try "random" or "sequential"
 config.minimize.threshold = 0.95
+config.deploy.enabled = True  # then quantize, factorize, export to ONNX and time it
+config.deploy.batch_sizes = (1, 8)  # latency at one 256x256 image and at eight
 if os.environ.get("JAXSHRINK_NOTEBOOK_SMOKE"):  # CI: seconds-sized, same code path
     config.data.crop_size, config.data.train_size, config.data.eval_size = 16, 24, 6
     config.train.initial_steps, config.train.log_every, config.train.eval_every = 40, 20, 20
     config.minimize.round_steps = 5
+    config.deploy.input_shape, config.deploy.repeats, config.deploy.budget_s = (32, 32, 1), 3, 1
 WORKDIR = os.path.abspath("runs/notebook-quickstart")
 
 # %% [markdown]
@@ -87,6 +91,18 @@ display(Image(os.path.join(WORKDIR, "timeline.png")))
 for r in results["rounds"]:
     verdict = "kept" if r["accepted"] else "rolled back"
     print(f"disable {r['candidate']:9s} F1 {r['score']:.4f} ratio {r['ratio']:.3f} {verdict}")
+
+# %% [markdown]
+# ## Smaller for deployment
+# The deploy stage took the minimized network further: its kernels quantized to the
+# fewest bits that keep 95% of the score, its layers factorized into low-rank pairs
+# (k x 1 then 1 x k convolutions) at the ranks that do, every form written to ONNX,
+# checked against JAX with onnxruntime and timed. The ONNX files are in `deploy/`.
+
+# %%
+from IPython.display import Markdown
+
+display(Markdown(open(os.path.join(WORKDIR, "deploy", "deploy.md")).read()))
 
 # %% [markdown]
 # ## Your own model

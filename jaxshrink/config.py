@@ -101,6 +101,7 @@ def _deploy() -> ml_collections.ConfigDict:
     # search's rule); None: minimize.threshold.
     d.threshold = ml_collections.config_dict.placeholder(float)
     d.onnx = True  # write and check ONNX files, and time them with onnxruntime
+    d.onnxruntime_int8 = True  # also onnxruntime's static int8 form (integer kernels)
     d.opset = 21
     d.input_shape = ()  # latency inputs, one example; (): the model's own input shape
     d.batch_sizes = (1, 64)  # latency batches: one example, and a throughput batch

@@ -10,6 +10,9 @@ forms of it and measures what each buys:
   variant uses `deploy.quant_bits`, or with 0 the smallest width the threshold rule
   keeps (widths are tried from the most bits down, each compared with the last kept
   score, as the unit search compares rounds: the network scales itself in bit width);
+* ``int8`` (``deploy.onnxruntime_int8``, ONNX only): onnxruntime's own static int8
+  quantization of the minimized ONNX file (weights and activations, calibrated on
+  eval inputs), the form in which onnxruntime can run integer kernels;
 * ``factorized``: the minimized network with conv and dense kernels replaced by
   low-rank pairs (`jaxshrink.lowrank`: k x 1 then 1 x k convolutions, O P for dense
   layers), the rank of each layer chosen by the same rule, optionally fine-tuned for
@@ -41,6 +44,7 @@ import datetime
 import functools
 import os
 import platform
+import sys
 from collections.abc import Callable, Mapping
 
 import flax.linen as nn
@@ -49,11 +53,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxshrink import data as data_lib
 from jaxshrink import export, files, latency, lowrank, onnx_export, train
 from jaxshrink import quantize as quantize_lib
 from jaxshrink import spec as spec_lib
 
-FORMS = ("full", "minimized", "quantized", "factorized")
+FORMS = ("full", "minimized", "int8", "quantized", "factorized")
 # A form "did not get faster" when its latency is above this fraction of the full one's.
 NOT_FASTER = 0.9
 
@@ -320,30 +325,103 @@ def search_ranks(job, minimized: Form, small, score) -> tuple[dict[str, int], li
     return lowrank.search_ranks(score_of, layers, reference, threshold, m.reference)
 
 
+# ------------------------------------------------------------- onnxruntime's int8
+
+
+def score_outputs(job, predict: Callable[[np.ndarray], np.ndarray]) -> dict:
+    """The task's eval metrics of a host-side `predict` (e.g. an onnxruntime session)."""
+    split, size = job.dataset.eval, int(job.config.train.eval_batch_size)
+    parts = []
+    for i in range(0, len(split), size):
+        x = job.trainer.eval_transform(jnp.asarray(data_lib.decode(split.inputs[i : i + size])))
+        y = jnp.asarray(data_lib.decode(split.targets[i : i + size]))
+        parts.append(job.task.metrics(jnp.asarray(predict(np.asarray(x))), y))
+    means = {k: jnp.mean(jnp.concatenate([p[k] for p in parts])) for k in parts[0]}
+    return {**{k: float(v) for k, v in means.items()}, "score": float(job.task.score(means))}
+
+
+def onnxruntime_int8(job, minimized: Form, src: str, out_dir: str) -> dict:
+    """onnxruntime's own static int8 quantization of the minimized ONNX file.
+
+    Weights int8 per channel and activations uint8, calibrated on eval inputs
+    (`onnxruntime.quantization.quantize_static`, QDQ format): unlike the weight-only
+    `quantized` form, onnxruntime can then run integer kernels. Scored on its own
+    outputs, so its score includes the activations' rounding.
+    """
+    from onnxruntime import quantization as ort_q
+
+    split = job.dataset.eval
+    n = min(len(split), 32)
+    calib = np.asarray(job.trainer.eval_transform(jnp.asarray(data_lib.decode(split.inputs[:n]))))
+    name = onnx_export.session(src).get_inputs()[0].name
+
+    class Reader(ort_q.CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{name: calib[i : i + 1]} for i in range(n)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    path = os.path.join(out_dir, "int8.onnx")
+    with files.atomic_path(path) as tmp:
+        ort_q.quantize_static(
+            src,
+            tmp,
+            Reader(),
+            quant_format=ort_q.QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=ort_q.QuantType.QInt8,
+            activation_type=ort_q.QuantType.QUInt8,
+        )
+    sess = onnx_export.session(path)
+    return {
+        "form": "int8",
+        **score_outputs(job, lambda x: onnx_export.run(sess, x)),
+        "params": minimized.params,
+        "flops": minimized.flops,
+        "bytes": os.path.getsize(path),
+        "onnx": {"path": "int8.onnx", "bytes": os.path.getsize(path), "calibration": n},
+    }
+
+
 # ------------------------------------------------------------------------ measuring
+
+
+def _inputs(d, latency_shape) -> dict[int, np.ndarray]:
+    """The latency batches: uniform [0, 1) inputs, the same for every form."""
+    rng = np.random.default_rng(0)
+    return {
+        int(b): rng.uniform(size=(int(b), *latency_shape)).astype(np.float32) for b in d.batch_sizes
+    }
+
+
+def _timing(d) -> dict:
+    return dict(repeats=int(d.repeats), budget_s=float(d.budget_s))
+
+
+def _ort_latencies(name: str, out_dir: str, d, latency_shape) -> dict:
+    path = os.path.join(out_dir, name)
+    return {
+        f"onnxruntime_b{b}": latency.onnxruntime_latency(
+            path, x, threads=int(d.threads), **_timing(d)
+        )
+        for b, x in _inputs(d, latency_shape).items()
+    }
 
 
 def _measure(form: Form, out_dir: str, d, check_x, model_shape, latency_shape) -> dict:
     """ONNX file, its check, and the latencies of one form."""
     row: dict = {}
     spatial = tuple(latency_shape) != tuple(model_shape)
-    rng = np.random.default_rng(0)
-    inputs = {
-        b: rng.uniform(size=(int(b), *latency_shape)).astype(np.float32) for b in d.batch_sizes
-    }
-    timing = dict(repeats=int(d.repeats), budget_s=float(d.budget_s))
     if d.onnx:
         path = os.path.join(out_dir, f"{form.name}.onnx")
         row["onnx"] = onnx_export.to_onnx(
             form.exported(), model_shape, path, spatial=spatial, opset=int(d.opset)
         )
         row["onnx"]["max_abs_diff"] = onnx_export.check(path, form.exported(), check_x)
-        for b, x in inputs.items():
-            row[f"onnxruntime_b{b}"] = latency.onnxruntime_latency(
-                path, x, threads=int(d.threads), **timing
-            )
-    for b, x in inputs.items():
-        row[f"xla_b{b}"] = latency.xla_latency(form.exported(), x, **timing)
+        row.update(_ort_latencies(row["onnx"]["path"], out_dir, d, latency_shape))
+    for b, x in _inputs(d, latency_shape).items():
+        row[f"xla_b{b}"] = latency.xla_latency(form.exported(), x, **_timing(d))
     return row
 
 
@@ -424,6 +502,11 @@ def run(job, trained, final, out_dir: str, log=print) -> dict:
         }
         row.update(_measure(form, out_dir, d, check_x, model_shape, latency_shape))
         rows.append(row)
+        if form.name == "minimized" and d.onnx and d.onnxruntime_int8:
+            log("deploy: int8 (onnxruntime static quantization): scoring and latency")
+            src = os.path.join(out_dir, "minimized.onnx")
+            rows.append(onnxruntime_int8(job, form, src, out_dir))
+            rows[-1].update(_ort_latencies(rows[-1]["onnx"]["path"], out_dir, d, latency_shape))
     record = {
         "forms": rows,
         "bits": bit_rows,
@@ -438,6 +521,7 @@ def run(job, trained, final, out_dir: str, log=print) -> dict:
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "date": datetime.date.today().isoformat(),
+        "command": " ".join(sys.argv),
         "versions": _versions(),
     }
     files.write_json(os.path.join(out_dir, "deploy.json"), record)
