@@ -105,7 +105,7 @@ def _deploy() -> ml_collections.ConfigDict:
     d.opset = 21
     d.input_shape = ()  # latency inputs, one example; (): the model's own input shape
     d.batch_sizes = (1, 64)  # latency batches: one example, and a throughput batch
-    d.repeats = 20  # timed calls per latency (median), after 2 untimed ones
+    d.repeats = 100  # timed calls per latency (median), after 2 untimed ones
     d.budget_s = 10.0  # stop timing one latency after this many seconds (>= 3 calls)
     d.threads = 0  # onnxruntime intra-op threads (0: its default, one per core)
     return d

@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
+import importlib.metadata
 import os
 import platform
 import sys
@@ -521,7 +522,7 @@ def run(job, trained, final, out_dir: str, log=print) -> dict:
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "date": datetime.date.today().isoformat(),
-        "command": " ".join(sys.argv),
+        "command": _command(),
         "versions": _versions(),
     }
     files.write_json(os.path.join(out_dir, "deploy.json"), record)
@@ -530,13 +531,21 @@ def run(job, trained, final, out_dir: str, log=print) -> dict:
 
 
 def _versions() -> dict:
-    out = {"jax": jax.__version__}
-    for name in onnx_export.PACKAGES:
+    out = {}
+    for name in ("jax", "flax", *onnx_export.PACKAGES):
         try:
-            out[name] = __import__(name).__version__
-        except Exception:  # noqa: BLE001 - absent or without a version: not recorded
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
             continue
     return out
+
+
+def _command() -> str:
+    """The command line that ran this, as typed (``python -m jaxshrink.main ...``)."""
+    program, *args = sys.argv
+    if program.endswith(os.path.join("jaxshrink", "main.py")):
+        program = "python -m jaxshrink.main"
+    return " ".join([os.path.basename(program) if os.sep in program else program, *args])
 
 
 def _ms(value) -> str:
