@@ -78,6 +78,11 @@ class Form:
     fn: Callable | None = None  # x -> outputs, what ONNX gets (default: `apply`)
     info: dict = dataclasses.field(default_factory=dict)
 
+    @property
+    def state(self) -> dict:
+        """The variables other than the params (batch-norm statistics)."""
+        return {k: v for k, v in self.variables.items() if k != "params"}
+
     def apply(self, x):
         return self.module.apply(self.variables, x, self.masks, train=False)
 
@@ -188,7 +193,7 @@ def quantized_form(minimized: Form, small, scheme) -> Form:
     params = minimized.variables["params"]
     qparams = quantize_lib.quantize_params(small.spec, params, scheme)
     stored = _stored_kernels(small.spec, quantize_lib.codes(small.spec, params, scheme))
-    state = {k: v for k, v in minimized.variables.items() if k != "params"}
+    state = minimized.state
 
     def fn(x):
         p = params
@@ -221,7 +226,7 @@ def factorized_form(model, minimized: Form, small, ranks: Mapping[str, int], inp
     widths = dict(zip(small.spec.names, minimized.info["widths"]))
     module = model.factorized(widths, dict(ranks))
     params = lowrank.factorize_params(small.spec, minimized.variables["params"], ranks)
-    state = {k: v for k, v in minimized.variables.items() if k != "params"}
+    state = minimized.state
     return Form(
         "factorized",
         module,
@@ -243,7 +248,7 @@ def finetune(form: Form, job, steps: int, seed: int) -> Form:
     data = train.make_train_data(job.dataset.train)
     batch = int(job.config.train.batch_size)
     tx = optax.adam(float(job.config.optim.learning_rate))
-    state = {k: v for k, v in form.variables.items() if k != "params"}
+    state = form.state
     task, transform = job.task, job.trainer.eval_transform
 
     def loss_of(params, x, y):
@@ -272,14 +277,23 @@ def finetune(form: Form, job, steps: int, seed: int) -> Form:
 # ------------------------------------------------------------------------ searches
 
 
-def search_bits(job, minimized: Form, small, score) -> tuple[list[dict], int | None]:
-    """Scores and sizes of every width in `deploy.bits`, and the width the rule keeps."""
+def _search_setup(job, minimized: Form, score) -> tuple[float, Callable, float]:
+    """What both searches start from: the threshold, the minimized network's apply
+    (one compiled scorer for every trial) and its score, the first reference."""
     d, m = job.config.deploy, job.config.minimize
     threshold = float(d.threshold if d.threshold is not None else m.threshold)
     apply = _module_apply(minimized.module, minimized.masks)
-    params = minimized.variables["params"]
-    state = {k: v for k, v in minimized.variables.items() if k != "params"}
-    reference = score(apply, minimized.variables)["score"]
+    return threshold, apply, score(apply, minimized.variables)["score"]
+
+
+def search_bits(job, minimized: Form, small, score) -> tuple[list[dict], int | None]:
+    """Scores and sizes of every width in `deploy.bits`, and the width the rule keeps.
+
+    A row's `ratio` is its score over the minimized network's; the rule itself
+    compares each width with the last kept one (`minimize.reference`)."""
+    d = job.config.deploy
+    threshold, apply, reference = _search_setup(job, minimized, score)
+    params, state = minimized.variables["params"], minimized.state
     table = {}
     for bits in d.bits:
         scheme = quantize_lib.Scheme(int(bits), bool(d.symmetric), bool(d.per_channel))
@@ -291,7 +305,7 @@ def search_bits(job, minimized: Form, small, score) -> tuple[list[dict], int | N
         }
     order = sorted(table, reverse=True)
     chosen, trials = quantize_lib.search_bits(
-        lambda b: table[b]["score"], order, reference, threshold, m.reference
+        lambda b: table[b]["score"], order, reference, threshold, job.config.minimize.reference
     )
     kept = {t["bits"]: t for t in trials}
     rows = []
@@ -308,12 +322,8 @@ def search_bits(job, minimized: Form, small, score) -> tuple[list[dict], int | N
 def search_ranks(job, minimized: Form, small, score) -> tuple[dict[str, int], list[dict]]:
     """The rank per layer the threshold rule keeps, scored on reconstructed kernels
     (same shapes as the minimized network: one compilation for every trial)."""
-    d, m = job.config.deploy, job.config.minimize
-    threshold = float(d.threshold if d.threshold is not None else m.threshold)
-    apply = _module_apply(minimized.module, minimized.masks)
-    params = minimized.variables["params"]
-    state = {k: v for k, v in minimized.variables.items() if k != "params"}
-    reference = score(apply, minimized.variables)["score"]
+    threshold, apply, reference = _search_setup(job, minimized, score)
+    params, state = minimized.variables["params"], minimized.state
     layers = [
         (layer.name, lowrank.saving_rank(layer, spec_lib.get(params, layer.kernel).shape))
         for layer in lowrank.factorizable(small.spec)
@@ -323,7 +333,8 @@ def search_ranks(job, minimized: Form, small, score) -> tuple[dict[str, int], li
         approx = lowrank.approximate_params(small.spec, params, ranks)
         return score(apply, {"params": approx, **state})["score"]
 
-    return lowrank.search_ranks(score_of, layers, reference, threshold, m.reference)
+    rule = job.config.minimize.reference
+    return lowrank.search_ranks(score_of, layers, reference, threshold, rule)
 
 
 # ------------------------------------------------------------- onnxruntime's int8
