@@ -13,6 +13,13 @@ loss, Adam) on synthetic images and measures, after compiling:
 * the achieved FLOP rate: XLA's `cost_analysis` FLOPs of one training step of one
   run, times seed-steps per second.
 
+With `--peer=COMMAND` it also runs another implementation of the same training (e.g.
+`experiments/peers/torch_fcn_bench.py`, the thesis network in PyTorch) once per size
+and seed count, in the same process tree and minute: COMMAND may hold ``{size}``,
+``{seeds}`` and ``{steps}``, and must print a JSON line with ``seed_steps_per_s``.
+Each row then shows the peer's rate and jaxshrink's rate over it (``ratio`` > 1:
+jaxshrink is faster).
+
 It prints a table and writes JSON with the device, backend, precision, jax version,
 date and the command line. Defaults follow the backend: on a CPU the thesis's
 256x256 and 256 seeds would take hours, so sizes 32/64 and up to 32 seeds (the
@@ -23,7 +30,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import platform
+import shlex
+import subprocess
 import sys
 import time
 
@@ -129,18 +139,45 @@ def measure(size, seeds, method, grad, steps, precision, eval_images=48) -> dict
     }
 
 
+def run_peer(template: str, size: int, seeds: int, steps: int, timeout: float = 3600) -> dict:
+    """Runs the peer command and returns its JSON record (with ``seed_steps_per_s``).
+
+    Raises:
+      RuntimeError: the command failed, or printed no JSON line with that key.
+    """
+    command = template.format(size=size, seeds=seeds, steps=steps)
+    proc = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode:
+        raise RuntimeError(
+            f"peer command failed (exit {proc.returncode}): {command}\n{proc.stderr[-2000:]}"
+        )
+    for line in reversed(proc.stdout.splitlines()):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "seed_steps_per_s" in record:
+            return {**record, "command": command}
+    raise RuntimeError(f"peer command printed no JSON line with seed_steps_per_s: {command}")
+
+
 def _table(rows: list[dict]) -> str:
+    peer = any("peer" in r for r in rows)
     head = (
         f"{'size':>5} {'seeds':>5} {'method':>6} {'grad':>4} {'seed-steps/s':>13} "
         f"{'eval img/s':>11} {'GFLOP/s':>9} {'compile s':>10}"
     )
+    head += f" {'peer steps/s':>13} {'ratio':>6}" if peer else ""
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(
+        line = (
             f"{r['size']:>5} {r['seeds']:>5} {r['method']:>6} {r['grad']:>4} "
             f"{r['seed_steps_per_s']:>13.1f} {r['eval_images_per_s']:>11.1f} "
             f"{r['gflops_per_s']:>9.2f} {r['compile_train_s']:>10.2f}"
         )
+        if peer:
+            line += f" {r['peer']['seed_steps_per_s']:>13.1f} {r['ratio']:>6.2f}"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -154,6 +191,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--grads", default="sum,vmap", help="gradient forms tried with vmap")
     parser.add_argument("--steps", type=int, default=defaults["steps"], help="timed steps")
     parser.add_argument("--precision", default="highest", help="'highest' (fp32) or 'default'")
+    parser.add_argument(
+        "--peer",
+        default="",
+        help="another implementation to run beside, e.g. "
+        "'python experiments/peers/torch_fcn_bench.py {size} {seeds} {steps}'",
+    )
     parser.add_argument("--out", default="bench.json")
     args = parser.parse_args(argv)
 
@@ -165,11 +208,15 @@ def main(argv=None) -> dict:
     for size in _ints(args.sizes):
         flops = step_flops(_config(size, args.precision, "loop", "sum"))
         for seeds in _ints(args.seeds):
+            peer = run_peer(args.peer, size, seeds, args.steps) if args.peer else None
             for method in args.methods.split(","):
                 for grad in args.grads.split(",") if method == "vmap" else ["sum"]:
                     row = measure(size, seeds, method, grad, args.steps, args.precision)
                     row["flops_per_seed_step"] = flops
                     row["gflops_per_s"] = flops * row["seed_steps_per_s"] / 1e9
+                    if peer is not None:
+                        row["peer"] = peer
+                        row["ratio"] = row["seed_steps_per_s"] / peer["seed_steps_per_s"]
                     rows.append(row)
                     print(_table([row]).splitlines()[-1], flush=True)
     print()

@@ -1,0 +1,41 @@
+"""The engine benchmark: a tiny run writes its table and JSON, with a peer beside it."""
+
+import json
+import sys
+
+import pytest
+
+from jaxshrink import bench
+
+# A stand-in peer: prints noise, then the JSON line bench reads (rate: size * seeds).
+FAKE_PEER = """import json, sys
+size, seeds, steps = map(int, sys.argv[1:])
+print("warming up")
+print(json.dumps({"peer": "fake", "seed_steps_per_s": float(size * seeds), "steps": steps}))
+"""
+
+
+def test_bench_runs_a_peer_beside_and_reports_the_ratio(tmp_path, capsys):
+    script = tmp_path / "peer.py"
+    script.write_text(FAKE_PEER)
+    out = tmp_path / "bench.json"
+    peer = f"{sys.executable} {script} {{size}} {{seeds}} {{steps}}"
+    argv = ["--sizes=8", "--seeds=1", "--methods=loop", "--steps=2", f"--out={out}"]
+    report = bench.main([*argv, f"--peer={peer}"])
+    (row,) = report["rows"]
+    assert row["peer"]["seed_steps_per_s"] == 8.0 and row["peer"]["steps"] == 2
+    assert row["peer"]["command"] == f"{sys.executable} {script} 8 1 2"
+    assert row["ratio"] == pytest.approx(row["seed_steps_per_s"] / 8.0)
+    assert json.loads(out.read_text())["rows"][0]["ratio"] == pytest.approx(row["ratio"])
+    assert "peer steps/s" in capsys.readouterr().out
+
+
+def test_a_peer_without_a_rate_is_an_error(tmp_path):
+    silent = tmp_path / "silent.py"
+    silent.write_text("print('{}')\n")
+    with pytest.raises(RuntimeError, match="no JSON line with seed_steps_per_s"):
+        bench.run_peer(f"{sys.executable} {silent}", 8, 1, 2)
+    failing = tmp_path / "failing.py"
+    failing.write_text("raise SystemExit(3)\n")
+    with pytest.raises(RuntimeError, match="exit 3"):
+        bench.run_peer(f"{sys.executable} {failing}", 8, 1, 2)
