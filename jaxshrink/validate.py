@@ -130,12 +130,16 @@ def _check_deploy(c, model=None) -> None:
     _check(ok, "deploy.batch_sizes", sizes, "a non-empty list of positive integers")
     shape = tuple(d.input_shape)
     if shape:
-        own = tuple(model.spec.input_shape) if model is not None else None
-        ok = all(_is_int(v, 1) for v in shape) and (own is None or len(shape) == len(own))
-        ok = ok and (own is None or shape == own or (len(own) == 3 and shape[-1] == own[-1]))
-        _check(
-            ok, "deploy.input_shape", shape, "() or an image shape (H, W, channels of the model)"
+        example = _augmented_shape(c, data.input_shape(c.data))
+        model = model or models.get_model(c.model, example)
+        own = tuple(model.spec.input_shape)
+        # Only a network without dense layers runs on images of another size.
+        convolutional = all(layer.kind != "dense" for layer in model.spec.layers)
+        ok = all(_is_int(v, 1) for v in shape) and (
+            shape == own or (convolutional and len(shape) == len(own) == 3 and shape[-1] == own[-1])
         )
+        allowed = f"() or {own}" + (" or (H, W, its channels)" if convolutional else "")
+        _check(ok, "deploy.input_shape", shape, allowed)
     if d.onnx:
         onnx_export.require()
 

@@ -121,6 +121,22 @@ def test_deploy_fields_are_validated(field, value):
         validate.validate(c, model)
 
 
+def test_only_a_convolutional_network_is_timed_on_other_image_sizes():
+    c = load_config("mnist", "quick")  # dense layers: its inputs are 28x28x1 only
+    c.deploy.enabled, c.deploy.onnx = True, False
+    c.deploy.input_shape = (56, 56, 1)
+    with pytest.raises(
+        errors.ConfigError, match=r"deploy.input_shape.*allowed: \(\) or \(28, 28, 1\)$"
+    ):
+        validate.validate(c)
+    c.deploy.input_shape = (28, 28, 1)
+    validate.validate(c)
+    fcn = tiny_config()
+    fcn.deploy.enabled, fcn.deploy.onnx = True, False
+    fcn.deploy.input_shape = (256, 256, 1)
+    validate.validate(fcn)
+
+
 def test_notes_say_where_flops_fell_and_latency_did_not():
     def row(form, flops, ort):
         return {"form": form, "flops": flops, "onnxruntime_b1": {"median_s": ort}}
