@@ -13,6 +13,10 @@ loss, Adam) on synthetic images and measures, after compiling:
 * the achieved FLOP rate: XLA's `cost_analysis` FLOPs of one training step of one
   run, times seed-steps per second.
 
+With `--config=FILE[:preset]` it measures that config's network instead (the MNIST
+or CIFAR-10 classifier, the autoencoder, your own config) at the config's input shape,
+on synthetic inputs and targets of the right shapes (no dataset is read).
+
 With `--peer=COMMAND` it also runs another implementation of the same training (e.g.
 `experiments/peers/torch_fcn_bench.py`, the thesis network in PyTorch) once per size
 and seed count, in the same process tree and minute: COMMAND may hold ``{size}``,
@@ -30,7 +34,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
+import os
 import platform
 import shlex
 import subprocess
@@ -39,9 +45,10 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
-from jaxshrink import batching, files, train
+from jaxshrink import augment, batching, data, files, stepbench, train
 from jaxshrink import config as config_lib
 
 GPU_DEFAULTS = {"sizes": "128,256", "seeds": "1,8,64,256", "steps": 50}
@@ -52,12 +59,32 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
 
-def _config(size: int, precision: str, method: str, grad: str):
-    c = config_lib.base_config("canny")
-    c.data.crop_size = size
+def _config(size: int, precision: str, method: str, grad: str, base=None):
+    """The edge FCN at `size` (or `base`, another config, at its own input shape)."""
+    if base is None:
+        c = config_lib.base_config("canny")
+        c.data.crop_size = size
+    else:
+        c = ml_collections.ConfigDict(base.to_dict())
     c.model.precision = precision
     c.batch.method, c.batch.grad = method, grad
     return c
+
+
+def load_config(arg: str) -> ml_collections.ConfigDict:
+    """A config file as ``--config`` names it: 'configs/mnist.py' or 'configs/mnist.py:quick'."""
+    path, _, preset = arg.partition(":")
+    spec = importlib.util.spec_from_file_location("jaxshrink_bench_config", path)
+    if spec is None or not os.path.exists(path):
+        raise SystemExit(f"jaxshrink.bench: no config file {path!r}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(preset or None)
+
+
+def input_shape(config) -> tuple[int, ...]:
+    """One example's shape as the configured model sees it (after augmentation)."""
+    return tuple(augment.output_shape_of(config.get("augment"), data.input_shape(config.data)))
 
 
 def _data(size: int, n: int, seed: int = 0):
@@ -68,17 +95,23 @@ def _data(size: int, n: int, seed: int = 0):
 
 
 def make_trainer(config) -> train.Trainer:
-    """The edge FCN's trainer at the config's crop size."""
-    size = int(config.data.crop_size)
-    return train.from_config(config, (size, size, 1))
+    """The configured network's trainer at its input shape."""
+    return train.from_config(config, input_shape(config))
+
+
+def _train_data(config, trainer, n: int, seed: int = 0) -> train.TrainData:
+    """Synthetic examples: edge-like images for the edge FCN, else the model's shapes."""
+    if config.task == "edges":
+        images, targets = _data(int(config.data.crop_size), n, seed)
+        return train.TrainData(jnp.asarray(images), jnp.asarray(targets))
+    return stepbench.synthetic_data(trainer, input_shape(config), n, seed)
 
 
 def step_flops(config) -> float:
     """XLA's FLOP count of one training step of one run."""
     trainer = make_trainer(config)
     state = train.create_train_state(jax.random.PRNGKey(0), trainer.model, trainer.tx)
-    images, targets = _data(int(config.data.crop_size), 8)
-    data = train.TrainData(jnp.asarray(images), jnp.asarray(targets))
+    data = _train_data(config, trainer, 8)
 
     def one_step(state, data):
         x, y, rng = trainer.sample(state, data)
@@ -92,16 +125,16 @@ def step_flops(config) -> float:
     return float(cost.get("flops", float("nan")))
 
 
-def measure(size, seeds, method, grad, steps, precision, eval_images=48) -> dict:
-    """One benchmark row (see module doc)."""
-    config = _config(size, precision, method, grad)
+def measure(size, seeds, method, grad, steps, precision, eval_images=48, base=None) -> dict:
+    """One benchmark row (see module doc); `base`: another config than the edge FCN."""
+    config = _config(size, precision, method, grad, base)
     trainer = make_trainer(config)
     engine = batching.make_engine(trainer, config.batch)
-    images, targets = _data(size, 64)
-    data = train.TrainData(jnp.asarray(images), jnp.asarray(targets))
-    ev_images, ev_targets = _data(size, eval_images, seed=1)
+    data = _train_data(config, trainer, 64)
+    ev = _train_data(config, trainer, eval_images, seed=1)
     eval_data = train.make_eval_data(
-        train.TrainData(ev_images, ev_targets), int(config.train.eval_batch_size)
+        train.TrainData(np.asarray(ev.inputs), np.asarray(ev.targets)),
+        int(config.train.eval_batch_size),
     )
     states = train.create_train_states(range(seeds), trainer.model, trainer.tx)
     num_steps = jnp.full((seeds,), steps, jnp.int32)
@@ -128,6 +161,7 @@ def measure(size, seeds, method, grad, steps, precision, eval_images=48) -> dict
     rate = seeds * steps / train_seconds
     return {
         "size": size,
+        "input_shape": list(input_shape(config)),
         "seeds": seeds,
         "method": method,
         "grad": grad if method == "vmap" else "-",
@@ -197,21 +231,29 @@ def main(argv=None) -> dict:
         help="another implementation to run beside, e.g. "
         "'python experiments/peers/torch_fcn_bench.py {size} {seeds} {steps}'",
     )
+    parser.add_argument(
+        "--config",
+        default="",
+        help="measure this config's network (e.g. configs/mnist.py:quick) at its own input "
+        "shape on synthetic data, instead of the edge FCN at --sizes",
+    )
     parser.add_argument("--out", default="bench.json")
     args = parser.parse_args(argv)
+    base = load_config(args.config) if args.config else None
 
     device = jax.devices()[0].device_kind
     print(f"device: {device} ({backend}), jax {jax.__version__}, precision {args.precision}")
     if backend == "cpu" and args.sizes == CPU_DEFAULTS["sizes"]:
         print("CPU: sizes and seed counts are smaller than the GPU's 128/256 and 1..256 seeds.")
     rows = []
-    for size in _ints(args.sizes):
-        flops = step_flops(_config(size, args.precision, "loop", "sum"))
+    sizes = _ints(args.sizes) if base is None else ["x".join(map(str, input_shape(base)))]
+    for size in sizes:
+        flops = step_flops(_config(size, args.precision, "loop", "sum", base))
         for seeds in _ints(args.seeds):
             peer = run_peer(args.peer, size, seeds, args.steps) if args.peer else None
             for method in args.methods.split(","):
                 for grad in args.grads.split(",") if method == "vmap" else ["sum"]:
-                    row = measure(size, seeds, method, grad, args.steps, args.precision)
+                    row = measure(size, seeds, method, grad, args.steps, args.precision, base=base)
                     row["flops_per_seed_step"] = flops
                     row["gflops_per_s"] = flops * row["seed_steps_per_s"] / 1e9
                     if peer is not None:
@@ -230,8 +272,8 @@ def main(argv=None) -> dict:
         "platform": platform.platform(),
         "date": datetime.date.today().isoformat(),
         "command": "python -m jaxshrink.bench " + " ".join(sys.argv[1:] if argv is None else argv),
-        "batch_size": 3,
-        "network": "1-5-5-1, 5x5, soft F1 loss, Adam",
+        "batch_size": 3 if base is None else int(base.train.batch_size),
+        "network": "1-5-5-1, 5x5, soft F1 loss, Adam" if base is None else args.config,
         "rows": rows,
     }
     files.write_json(args.out, report)

@@ -45,9 +45,9 @@ flags.mark_flags_as_required(["config"])
 GIB = 1024**3
 
 
-def synthetic_data(trainer: train.Trainer, input_shape, n: int) -> train.TrainData:
+def synthetic_data(trainer: train.Trainer, input_shape, n: int, seed: int = 0) -> train.TrainData:
     """`n` random inputs and targets shaped like the model's (labels for classifiers)."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, *input_shape)).astype(np.float32)
     model = trainer.model
     if trainer.task.name == "classification":

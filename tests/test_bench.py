@@ -1,6 +1,7 @@
 """The engine benchmark: a tiny run writes its table and JSON, with a peer beside it."""
 
 import json
+import os
 import sys
 
 import pytest
@@ -39,3 +40,17 @@ def test_a_peer_without_a_rate_is_an_error(tmp_path):
     failing.write_text("raise SystemExit(3)\n")
     with pytest.raises(RuntimeError, match="exit 3"):
         bench.run_peer(f"{sys.executable} {failing}", 8, 1, 2)
+
+
+def test_bench_measures_any_config_on_synthetic_data(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    config = os.path.join(root, "configs", "mnist.py") + ":quick"
+    out = tmp_path / "bench.json"
+    argv = ["--seeds=2", "--methods=loop", "--steps=1", f"--config={config}", f"--out={out}"]
+    report = bench.main(argv)
+    (row,) = report["rows"]
+    assert row["input_shape"] == [28, 28, 1] and row["size"] == "28x28x1"
+    assert row["seeds"] == 2 and row["seed_steps_per_s"] > 0 and row["flops_per_seed_step"] > 0
+    assert report["network"] == config
+    with pytest.raises(SystemExit, match="no config file"):
+        bench.main(["--config=configs/none.py", f"--out={out}"])
