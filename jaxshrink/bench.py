@@ -59,7 +59,7 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
 
-def _config(size: int, precision: str, method: str, grad: str, base=None):
+def _config(size: int, precision: str, method: str, grad: str, base=None, conv: str = "xla"):
     """The edge FCN at `size` (or `base`, another config, at its own input shape)."""
     if base is None:
         c = config_lib.base_config("canny")
@@ -67,6 +67,7 @@ def _config(size: int, precision: str, method: str, grad: str, base=None):
     else:
         c = ml_collections.ConfigDict(base.to_dict())
     c.model.precision = precision
+    c.model.conv = conv
     c.batch.method, c.batch.grad = method, grad
     return c
 
@@ -125,9 +126,11 @@ def step_flops(config) -> float:
     return float(cost.get("flops", float("nan")))
 
 
-def measure(size, seeds, method, grad, steps, precision, eval_images=48, base=None) -> dict:
+def measure(
+    size, seeds, method, grad, steps, precision, eval_images=48, base=None, conv="xla"
+) -> dict:
     """One benchmark row (see module doc); `base`: another config than the edge FCN."""
-    config = _config(size, precision, method, grad, base)
+    config = _config(size, precision, method, grad, base, conv)
     trainer = make_trainer(config)
     engine = batching.make_engine(trainer, config.batch)
     data = _train_data(config, trainer, 64)
@@ -165,6 +168,7 @@ def measure(size, seeds, method, grad, steps, precision, eval_images=48, base=No
         "seeds": seeds,
         "method": method,
         "grad": grad if method == "vmap" else "-",
+        "conv": conv,
         "steps": steps,
         "seed_steps_per_s": rate,
         "eval_images_per_s": seeds * eval_images / eval_seconds,
@@ -198,14 +202,14 @@ def run_peer(template: str, size: int, seeds: int, steps: int, timeout: float = 
 def _table(rows: list[dict]) -> str:
     peer = any("peer" in r for r in rows)
     head = (
-        f"{'size':>5} {'seeds':>5} {'method':>6} {'grad':>4} {'seed-steps/s':>13} "
+        f"{'size':>5} {'seeds':>5} {'method':>6} {'grad':>4} {'conv':>4} {'seed-steps/s':>13} "
         f"{'eval img/s':>11} {'GFLOP/s':>9} {'compile s':>10}"
     )
     head += f" {'peer steps/s':>13} {'ratio':>6}" if peer else ""
     lines = [head, "-" * len(head)]
     for r in rows:
         line = (
-            f"{r['size']:>5} {r['seeds']:>5} {r['method']:>6} {r['grad']:>4} "
+            f"{r['size']:>5} {r['seeds']:>5} {r['method']:>6} {r['grad']:>4} {r['conv']:>4} "
             f"{r['seed_steps_per_s']:>13.1f} {r['eval_images_per_s']:>11.1f} "
             f"{r['gflops_per_s']:>9.2f} {r['compile_train_s']:>10.2f}"
         )
@@ -237,6 +241,7 @@ def main(argv=None) -> dict:
         help="measure this config's network (e.g. configs/mnist.py:quick) at its own input "
         "shape on synthetic data, instead of the edge FCN at --sizes",
     )
+    parser.add_argument("--convs", default="xla", help="model.conv values: xla, taps")
     parser.add_argument("--out", default="bench.json")
     args = parser.parse_args(argv)
     base = load_config(args.config) if args.config else None
@@ -253,14 +258,24 @@ def main(argv=None) -> dict:
             peer = run_peer(args.peer, size, seeds, args.steps) if args.peer else None
             for method in args.methods.split(","):
                 for grad in args.grads.split(",") if method == "vmap" else ["sum"]:
-                    row = measure(size, seeds, method, grad, args.steps, args.precision, base=base)
-                    row["flops_per_seed_step"] = flops
-                    row["gflops_per_s"] = flops * row["seed_steps_per_s"] / 1e9
-                    if peer is not None:
-                        row["peer"] = peer
-                        row["ratio"] = row["seed_steps_per_s"] / peer["seed_steps_per_s"]
-                    rows.append(row)
-                    print(_table([row]).splitlines()[-1], flush=True)
+                    for conv in args.convs.split(","):
+                        row = measure(
+                            size,
+                            seeds,
+                            method,
+                            grad,
+                            args.steps,
+                            args.precision,
+                            base=base,
+                            conv=conv,
+                        )
+                        row["flops_per_seed_step"] = flops
+                        row["gflops_per_s"] = flops * row["seed_steps_per_s"] / 1e9
+                        if peer is not None:
+                            row["peer"] = peer
+                            row["ratio"] = row["seed_steps_per_s"] / peer["seed_steps_per_s"]
+                        rows.append(row)
+                        print(_table([row]).splitlines()[-1], flush=True)
     print()
     print(_table(rows))
     report = {

@@ -53,6 +53,7 @@ def sequential_model(
     init_std: float = 0.0,
     final_activation: bool = False,
     precision: str | None = "highest",
+    conv: str = "xla",
 ) -> Model:
     """A `Model` of a `sequential.Sequential` chain of layer strings (with `factorized`:
     the same chain with low-rank layers, see `jaxshrink.lowrank`)."""
@@ -64,6 +65,7 @@ def sequential_model(
             init_std=init_std,
             final_activation=final_activation,
             precision=precision,
+            conv=conv,
             widths=None if widths is None else dict(widths),
             ranks=dict(ranks) if ranks else None,
         )
@@ -83,4 +85,5 @@ def get_model(model_cfg, input_shape: Sequence[int]) -> Model:
         init_std=float(model_cfg.init_std),
         final_activation=final,
         precision=model_cfg.get("precision", "highest"),
+        conv=model_cfg.get("conv", "xla"),
     )

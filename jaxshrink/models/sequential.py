@@ -42,6 +42,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxshrink import convs
+
 MASKABLE = ("conv", "convT", "dense")
 OTHERS = ("maxpool", "dropout")
 _OPTIONS = {
@@ -116,6 +118,9 @@ class Sequential(nn.Module):
         network of `export`).
       ranks: rank per maskable layer name of the layers to factorize (see the module
         docstring; conv and dense layers only). None or empty: no factorization.
+      conv: how convolutions differentiate: 'xla' (`lax.conv_general_dilated`) or
+        'taps' (`jaxshrink.convs`: the same forward pass, the kernel gradient as one
+        matrix product per kernel tap, much faster inside compiled loops on a CPU).
     """
 
     layers: Sequence[str]
@@ -124,6 +129,7 @@ class Sequential(nn.Module):
     precision: str | None = "highest"
     widths: Mapping[str, int] | None = None
     ranks: Mapping[str, int] | None = None
+    conv: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, masks: Mapping[str, jax.Array], train: bool = False):
@@ -134,6 +140,9 @@ class Sequential(nn.Module):
         names = iter(layer_names(self.layers))
         last = layer_names(self.layers)[-1]
         ranks = _check_ranks(self.layers, self.ranks)
+        if self.conv not in convs.IMPLEMENTATIONS:
+            raise ValueError(f"conv: got {self.conv!r}; allowed: {convs.IMPLEMENTATIONS}")
+        taps = {"conv_general_dilated": convs.conv_general_dilated} if self.conv == "taps" else {}
         for token in self.layers:
             kind, args = parse(token)
             if kind == "maxpool":
@@ -167,6 +176,7 @@ class Sequential(nn.Module):
                         kernel_init=kernel_init,
                         precision=self.precision,
                         name=f"{name}_v",
+                        **taps,
                     )(x)
                     kernel, strides = (1, k), (1, stride)
                 x = layer(
@@ -178,6 +188,7 @@ class Sequential(nn.Module):
                     bias_init=bias_init,
                     precision=self.precision,
                     name=name,
+                    **(taps if kind == "conv" else {}),
                 )(x)
             else:
                 if x.ndim > 2:
