@@ -117,11 +117,7 @@ def common_config(task: str, dataset: str) -> ml_collections.ConfigDict:
     c.task = task
     c.seed = 0
     c.data = data.default_config(dataset)
-    c.model = ml_collections.ConfigDict()
-    # How convolutions differentiate: 'xla', or 'taps' (`jaxshrink.convs`: XLA's forward
-    # pass, the kernel gradient as per-tap matrix products, several times faster in the
-    # compiled training loop on a CPU; gradients equal to float rounding).
-    c.model.conv = "xla"
+    c.model = ml_collections.ConfigDict()  # empty: a model of your own needs none
     c.optim = _optim()
     c.train = ml_collections.ConfigDict()
     c.train.loss = ""  # '' = the task's default (`tasks.TASKS[task].losses[0]`)
@@ -155,6 +151,11 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
     c.model.init_std = 0.05  # truncated normal, mean 0 [2.3]
     # 'highest' = true float32 convolutions; 'default' lets GPUs use TF32 (faster).
     c.model.precision = "highest"
+    # How convolutions differentiate (any registered model; absent = 'xla'): 'xla', or
+    # 'taps' (`jaxshrink.convs`: XLA's forward pass, the kernel gradient as per-tap
+    # matrix products, faster in the compiled training loop on a CPU; gradients equal
+    # to float rounding).
+    c.model.conv = "xla"
     c.train.loss = EDGE_LOSSES[dataset]
     c.deploy.input_shape = (256, 256, 1)  # the thesis's image size [2.2], whatever the crops
     return c
