@@ -59,7 +59,6 @@ from jaxshrink import export, files, latency, lowrank, onnx_export, train
 from jaxshrink import quantize as quantize_lib
 from jaxshrink import spec as spec_lib
 
-FORMS = ("full", "minimized", "int8", "quantized", "factorized")
 # A form "did not get faster" when its latency is above this fraction of the full one's.
 NOT_FASTER = 0.9
 
