@@ -14,8 +14,9 @@ kernel gradient as one matrix product per kernel tap,
     dk[i, j] = einsum('bhwc,bhwd->cd', xp[:, i:i+H, j:j+W], g),
 
 with ``xp`` the padded input and ``g`` the output gradient: 17 ms for the MNIST layer
-in the loop (2.8 ms for the FCN's). The forward pass is XLA's own, bit for bit; gradients equal XLA's to float
-rounding (the sums run in another order), which `tests/test_convs.py` checks.
+in the loop (2.8 ms for the FCN's). The forward pass is XLA's own, bit for bit;
+gradients equal XLA's to float rounding (the sums run in another order), which
+`tests/test_convs.py` checks.
 
 It has `lax.conv_general_dilated`'s signature, so a Flax `nn.Conv` takes it as its
 `conv_general_dilated` attribute (`Sequential(conv='taps')`, config `model.conv`). The
