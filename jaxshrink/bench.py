@@ -1,7 +1,8 @@
 """Benchmark of the batched engine: seed-steps/s, eval images/s, compile time, FLOP rate.
 
     python -m jaxshrink.bench [--sizes=128,256] [--seeds=1,8,64,256]
-        [--methods=loop,vmap] [--grads=sum,vmap] [--steps=N] [--out=bench.json]
+        [--methods=loop,vmap] [--grads=sum,vmap] [--precision=highest,default]
+        [--steps=N] [--peak] [--fit=vmap/sum] [--out=bench.json]
 
 For every image size, number of seeds (independent runs), batching method and
 gradient form it builds the thesis network (1-5-5-1, 5x5 filters, batch 3, soft F1
@@ -11,7 +12,11 @@ loss, Adam) on synthetic images and measures, after compiling:
   one compiled call), and the jit compile time, reported apart;
 * evaluation: eval images per second of `Engine.evaluate` over all seeds;
 * the achieved FLOP rate: XLA's `cost_analysis` FLOPs of one training step of one
-  run, times seed-steps per second.
+  run, times seed-steps per second; with `--peak`, also as a fraction of a measured
+  large float32 matrix product at the same precision;
+* memory: XLA's peak-memory estimate of the compiled training program, per run; with
+  `--fit=METHOD/GRAD`, the largest group of runs the device's memory holds at each
+  size (estimated from two compilations, then checked by training that many runs).
 
 With `--config=FILE[:preset]` it measures that config's network instead (the MNIST
 or CIFAR-10 classifier, the autoencoder, your own config) at the config's input shape,
@@ -121,9 +126,19 @@ def step_flops(config) -> float:
         )
         return trainer.update(state, grads, model_state)
 
-    cost = jax.jit(one_step).lower(state, data).compile().cost_analysis()
+    # The lowered (unoptimized) program's count: a compiled GPU program hides its
+    # convolutions in library calls that XLA's cost analysis counts as 0 FLOPs.
+    cost = jax.jit(one_step).lower(state, data).cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    return float(cost.get("flops", float("nan")))
+    return float((cost or {}).get("flops", float("nan")))
+
+
+def _fresh_states(trainer, runs: int) -> train.TrainState:
+    """`train.create_train_states(range(runs))` as one compiled call (eager
+    initialization dispatches, and on a GPU compiles, op by op)."""
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in range(runs)])
+    init = jax.jit(jax.vmap(lambda k: train.create_train_state(k, trainer.model, trainer.tx)))
+    return init(keys)
 
 
 def measure(
@@ -139,12 +154,13 @@ def measure(
         train.TrainData(np.asarray(ev.inputs), np.asarray(ev.targets)),
         int(config.train.eval_batch_size),
     )
-    states = train.create_train_states(range(seeds), trainer.model, trainer.tx)
+    states = _fresh_states(trainer, seeds)
     num_steps = jnp.full((seeds,), steps, jnp.int32)
 
     t0 = time.perf_counter()
     train_fn = jax.jit(engine.train).lower(states, data, num_steps).compile()
     compile_train = time.perf_counter() - t0
+    memory = program_bytes(train_fn)
     t0 = time.perf_counter()
     eval_fn = (
         jax.jit(engine.evaluate)
@@ -174,7 +190,92 @@ def measure(
         "eval_images_per_s": seeds * eval_images / eval_seconds,
         "compile_train_s": compile_train,
         "compile_eval_s": compile_eval,
+        "precision": precision,
+        "train_bytes": memory,
+        "train_bytes_per_run": memory / seeds,
     }
+
+
+def program_bytes(compiled) -> int:
+    """Device bytes a compiled program needs (XLA's peak estimate: arguments, outputs
+    and temporaries); 0 where the backend gives no memory analysis."""
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return 0
+    peak = int(getattr(stats, "peak_memory_in_bytes", 0) or 0)
+    return peak or int(
+        stats.argument_size_in_bytes
+        + stats.output_size_in_bytes
+        + stats.temp_size_in_bytes
+        - stats.alias_size_in_bytes
+    )
+
+
+def matmul_peak(precision: str, n: int | None = None, repeats: int = 10) -> float:
+    """The measured FLOP/s of a large float32 matrix product at `precision`: the
+    device's practical float32 ceiling ('highest') or its TF32 one ('default' on
+    NVIDIA GPUs), the reference for a step's fraction of peak."""
+    n = n or (1024 if jax.default_backend() == "cpu" else 8192)
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    a, b = (jax.random.normal(k, (n, n), jnp.float32) for k in keys)
+    f = jax.jit(lambda a, b: jnp.matmul(a, b, precision=precision))
+    jax.block_until_ready(f(a, b))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(a, b))
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / float(np.median(times))
+
+
+def largest_group(
+    size, precision, method, grad, base=None, conv="xla", probe=(1, 64), limit=None
+):
+    """The most runs one device holds in one group, from XLA's memory analysis.
+
+    Compiles the training program for `probe` run counts, fits bytes = fixed +
+    per_run x runs, and divides the device's allocatable bytes (`memory_stats()`'s
+    ``bytes_limit``, or `limit`) by it; then trains that many runs for 2 steps to
+    check the estimate (``fits``). None where the backend reports no memory limit
+    (CPU) and `limit` is not given.
+    """
+    limit = limit or (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
+    if not limit:
+        return None
+    config = _config(size, precision, method, grad, base, conv)
+    trainer = make_trainer(config)
+    engine = batching.make_engine(trainer, config.batch)
+    data = _train_data(config, trainer, 64)
+
+    def compiled(runs):
+        states = _fresh_states(trainer, runs)
+        steps = jnp.full((runs,), 2, jnp.int32)
+        return jax.jit(engine.train).lower(states, data, steps).compile(), states, steps
+
+    low, high = (program_bytes(compiled(r)[0]) for r in probe)
+    per_run = (high - low) / (probe[1] - probe[0])
+    fixed = low - per_run * probe[0]
+    runs = int((limit - fixed) // per_run) if per_run > 0 else 0
+    record = {
+        "size": size,
+        "precision": precision,
+        "method": method,
+        "grad": grad,
+        "bytes_limit": int(limit),
+        "bytes_per_run": per_run,
+        "fixed_bytes": fixed,
+        "largest_group": runs,
+    }
+    if runs < 1:
+        return {**record, "fits": False, "error": "not one run fits"}
+    try:
+        fn, states, steps = compiled(runs)
+        jax.block_until_ready(fn(states, data, steps))
+        record["fits"] = True
+    except Exception as e:  # noqa: BLE001 -- an out-of-memory error is the answer
+        record["fits"] = False
+        record["error"] = str(e).splitlines()[0][:300]
+    return record
 
 
 def run_peer(template: str, size: int, seeds: int, steps: int, timeout: float = 3600) -> dict:
@@ -202,16 +303,17 @@ def run_peer(template: str, size: int, seeds: int, steps: int, timeout: float = 
 def _table(rows: list[dict]) -> str:
     peer = any("peer" in r for r in rows)
     head = (
-        f"{'size':>5} {'seeds':>5} {'method':>6} {'grad':>4} {'conv':>4} {'seed-steps/s':>13} "
-        f"{'eval img/s':>11} {'GFLOP/s':>9} {'compile s':>10}"
+        f"{'size':>5} {'seeds':>5} {'method':>6} {'grad':>4} {'conv':>4} {'prec':>7} "
+        f"{'seed-steps/s':>13} {'eval img/s':>11} {'GFLOP/s':>9} {'MiB/run':>8} {'compile s':>10}"
     )
     head += f" {'peer steps/s':>13} {'ratio':>6}" if peer else ""
     lines = [head, "-" * len(head)]
     for r in rows:
         line = (
             f"{r['size']:>5} {r['seeds']:>5} {r['method']:>6} {r['grad']:>4} {r['conv']:>4} "
-            f"{r['seed_steps_per_s']:>13.1f} {r['eval_images_per_s']:>11.1f} "
-            f"{r['gflops_per_s']:>9.2f} {r['compile_train_s']:>10.2f}"
+            f"{r['precision']:>7} {r['seed_steps_per_s']:>13.1f} {r['eval_images_per_s']:>11.1f} "
+            f"{r['gflops_per_s']:>9.2f} {r['train_bytes_per_run'] / 2**20:>8.2f} "
+            f"{r['compile_train_s']:>10.2f}"
         )
         if peer:
             line += f" {r['peer']['seed_steps_per_s']:>13.1f} {r['ratio']:>6.2f}"
@@ -228,7 +330,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--methods", default="loop,vmap")
     parser.add_argument("--grads", default="sum,vmap", help="gradient forms tried with vmap")
     parser.add_argument("--steps", type=int, default=defaults["steps"], help="timed steps")
-    parser.add_argument("--precision", default="highest", help="'highest' (fp32) or 'default'")
+    parser.add_argument(
+        "--precision", default="highest", help="'highest' (fp32), 'default' (TF32 on GPUs), or both"
+    )
     parser.add_argument(
         "--peer",
         default="",
@@ -242,42 +346,28 @@ def main(argv=None) -> dict:
         "shape on synthetic data, instead of the edge FCN at --sizes",
     )
     parser.add_argument("--convs", default="xla", help="model.conv values: xla, taps")
+    parser.add_argument(
+        "--peak",
+        action="store_true",
+        help="also measure a large float32 matrix product per precision, and give each "
+        "row's FLOP rate as a fraction of it",
+    )
+    parser.add_argument(
+        "--fit",
+        default="",
+        help="'METHOD/GRAD' (e.g. vmap/sum): per size, the largest group of runs that fits "
+        "in the device's memory (needs a backend that reports its memory limit)",
+    )
     parser.add_argument("--out", default="bench.json")
     args = parser.parse_args(argv)
     base = load_config(args.config) if args.config else None
+    precisions = args.precision.split(",")
 
     device = jax.devices()[0].device_kind
     print(f"device: {device} ({backend}), jax {jax.__version__}, precision {args.precision}")
     if backend == "cpu" and args.sizes == CPU_DEFAULTS["sizes"]:
         print("CPU: sizes and seed counts are smaller than the GPU's 128/256 and 1..256 seeds.")
-    rows = []
-    sizes = _ints(args.sizes) if base is None else ["x".join(map(str, input_shape(base)))]
-    for size in sizes:
-        flops = step_flops(_config(size, args.precision, "loop", "sum", base))
-        for seeds in _ints(args.seeds):
-            peer = run_peer(args.peer, size, seeds, args.steps) if args.peer else None
-            for method in args.methods.split(","):
-                for grad in args.grads.split(",") if method == "vmap" else ["sum"]:
-                    for conv in args.convs.split(","):
-                        row = measure(
-                            size,
-                            seeds,
-                            method,
-                            grad,
-                            args.steps,
-                            args.precision,
-                            base=base,
-                            conv=conv,
-                        )
-                        row["flops_per_seed_step"] = flops
-                        row["gflops_per_s"] = flops * row["seed_steps_per_s"] / 1e9
-                        if peer is not None:
-                            row["peer"] = peer
-                            row["ratio"] = row["seed_steps_per_s"] / peer["seed_steps_per_s"]
-                        rows.append(row)
-                        print(_table([row]).splitlines()[-1], flush=True)
-    print()
-    print(_table(rows))
+    rows, fits = [], []
     report = {
         "device": device,
         "backend": backend,
@@ -291,6 +381,56 @@ def main(argv=None) -> dict:
         "network": "1-5-5-1, 5x5, soft F1 loss, Adam" if base is None else args.config,
         "rows": rows,
     }
+    if args.peak:
+        report["matmul_gflops_per_s"] = {p: matmul_peak(p) / 1e9 for p in precisions}
+        for p, rate in report["matmul_gflops_per_s"].items():
+            print(f"float32 matrix product at precision {p}: {rate:.0f} GFLOP/s")
+    sizes = _ints(args.sizes) if base is None else ["x".join(map(str, input_shape(base)))]
+    for size in sizes:
+        for precision in precisions:
+            flops = step_flops(_config(size, precision, "loop", "sum", base))
+            for seeds in _ints(args.seeds):
+                peer = run_peer(args.peer, size, seeds, args.steps) if args.peer else None
+                for method in args.methods.split(","):
+                    for grad in args.grads.split(",") if method == "vmap" else ["sum"]:
+                        for conv in args.convs.split(","):
+                            row = measure(
+                                size,
+                                seeds,
+                                method,
+                                grad,
+                                args.steps,
+                                precision,
+                                base=base,
+                                conv=conv,
+                            )
+                            row["flops_per_seed_step"] = flops
+                            row["gflops_per_s"] = flops * row["seed_steps_per_s"] / 1e9
+                            if args.peak:
+                                peak = report["matmul_gflops_per_s"][precision]
+                                row["fraction_of_matmul_peak"] = row["gflops_per_s"] / peak
+                            if peer is not None:
+                                row["peer"] = peer
+                                row["ratio"] = row["seed_steps_per_s"] / peer["seed_steps_per_s"]
+                            rows.append(row)
+                            print(_table([row]).splitlines()[-1], flush=True)
+                            files.write_json(args.out, report)  # a killed run keeps its rows
+        if args.fit:
+            method, _, grad = args.fit.partition("/")
+            fit = largest_group(size, precisions[0], method, grad or "sum", base)
+            if fit is None:
+                print("--fit: this backend reports no memory limit; skipped")
+            else:
+                fits.append(fit)
+                report["largest_group"] = fits
+                print(
+                    f"size {size}: {fit['bytes_per_run'] / 2**20:.1f} MiB per run, "
+                    f"largest group {fit['largest_group']} (fits: {fit['fits']})",
+                    flush=True,
+                )
+                files.write_json(args.out, report)
+    print()
+    print(_table(rows))
     files.write_json(args.out, report)
     print(f"\nwrote {args.out}")
     return report

@@ -54,3 +54,27 @@ def test_bench_measures_any_config_on_synthetic_data(tmp_path):
     assert report["network"] == config
     with pytest.raises(SystemExit, match="no config file"):
         bench.main(["--config=configs/none.py", f"--out={out}"])
+
+
+def test_bench_rows_per_precision_with_memory_and_share_of_peak(tmp_path):
+    out = tmp_path / "bench.json"
+    argv = ["--sizes=8", "--seeds=2", "--methods=loop", "--steps=1", f"--out={out}"]
+    report = bench.main([*argv, "--precision=highest,default", "--peak"])
+    rows = report["rows"]
+    assert [r["precision"] for r in rows] == ["highest", "default"]
+    for r in rows:
+        peak = report["matmul_gflops_per_s"][r["precision"]]
+        assert peak > 0 and r["fraction_of_matmul_peak"] == r["gflops_per_s"] / peak
+        assert r["train_bytes"] > 0 and r["train_bytes_per_run"] == r["train_bytes"] / 2
+    assert json.loads(out.read_text())["matmul_gflops_per_s"] == report["matmul_gflops_per_s"]
+
+
+def test_largest_group_divides_the_memory_limit_by_the_bytes_per_run():
+    assert bench.largest_group(8, "highest", "vmap", "sum") is None  # the CPU has no limit
+    none_fit = bench.largest_group(8, "highest", "vmap", "sum", limit=1)
+    assert none_fit["largest_group"] <= 0 and not none_fit["fits"]
+    per_run, fixed = none_fit["bytes_per_run"], none_fit["fixed_bytes"]
+    assert per_run > 0
+    three = bench.largest_group(8, "highest", "vmap", "sum", limit=fixed + 3.5 * per_run)
+    assert three["largest_group"] == 3 and three["fits"]
+    assert (three["bytes_per_run"], three["fixed_bytes"]) == (per_run, fixed)
