@@ -228,9 +228,7 @@ def matmul_peak(precision: str, n: int | None = None, repeats: int = 10) -> floa
     return 2 * n**3 / float(np.median(times))
 
 
-def largest_group(
-    size, precision, method, grad, base=None, conv="xla", probe=(1, 64), limit=None
-):
+def largest_group(size, precision, method, grad, base=None, conv="xla", probe=(1, 64), limit=None):
     """The most runs one device holds in one group, from XLA's memory analysis.
 
     Compiles the training program for `probe` run counts, fits bytes = fixed +
