@@ -23,9 +23,11 @@ How the run axis is executed is a choice (`config.batch`), measured by
   to `batch_group_count = runs` (the form cuDNN's backward-filter routine takes).
   Both give the same gradients (runs do not share parameters).
 
-`distribute` spreads the run axis over the local devices (`batch.devices`, 0 = all)
-with `jax.shard_map` (no communication: every run is independent and the data is
-replicated).
+`distribute` spreads the run axis over the devices (`batch.devices`, 0 = all) with
+`jax.shard_map` (no communication: every run is independent and the data is
+replicated). In a job of several processes (`jaxshrink.distributed`) these are every
+process's devices, a global mesh; `to_host` is how every process reads a run-level
+result, gathered from all of them.
 """
 
 from __future__ import annotations
@@ -169,11 +171,51 @@ def make_engine(trainer: train.Trainer, batch_cfg, backend: str | None = None) -
 
 
 def devices(count: int = 0) -> list:
-    """The first `count` local devices (0 = all of them)."""
+    """The first `count` devices (0 = all of them): this process's, or in a job of
+    several processes every process's (then all of them: `count` must be 0)."""
+    if jax.process_count() > 1:
+        if count:
+            raise ValueError(
+                f"batch.devices: must be 0 (all) in a job of {jax.process_count()} processes, "
+                f"got {count}"
+            )
+        return jax.devices()
     local = jax.local_devices()
     if count < 0 or count > len(local):
         raise ValueError(f"batch.devices: must be 0 (all) to {len(local)}, got {count}")
     return local[:count] if count else local
+
+
+def to_host(tree):
+    """A tree of (possibly sharded) arrays as numpy, whole, in every process.
+
+    With one process this is `jax.device_get`; with several, the shards of the other
+    processes are gathered too (a collective: every process must call it).
+    """
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils  # only jobs of several processes
+
+    def gather(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            return multihost_utils.process_allgather(a, tiled=True)
+        return np.asarray(a)
+
+    return jax.tree.map(gather, tree)
+
+
+def _hostable(tree):
+    """`tree` ready for `device_put` onto a global sharding: this process's arrays
+    as numpy (every process holds the same values); global arrays as they are."""
+    if jax.process_count() == 1:
+        return tree
+
+    def convert(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            return a
+        return np.asarray(a)
+
+    return jax.tree.map(convert, tree)
 
 
 def run_sharding(device_list) -> jax.sharding.Sharding:
@@ -189,12 +231,12 @@ def replicate(tree, device_list):
     if len(device_list) == 1:
         return jax.device_put(tree, device_list[0])
     mesh = jax.sharding.Mesh(np.asarray(device_list), (RUN_AXIS,))
-    return jax.device_put(tree, jax.sharding.NamedSharding(mesh, P()))
+    return jax.device_put(_hostable(tree), jax.sharding.NamedSharding(mesh, P()))
 
 
 def place(tree, device_list):
     """Puts a batched tree on `device_list`, runs split over them (see `pad_runs`)."""
-    return jax.device_put(tree, run_sharding(device_list))
+    return jax.device_put(_hostable(tree), run_sharding(device_list))
 
 
 def distribute(fn: Callable, run_args: tuple[bool, ...], device_list=None) -> Callable:
@@ -211,7 +253,7 @@ def distribute(fn: Callable, run_args: tuple[bool, ...], device_list=None) -> Ca
     every call (no recompilation). Each device runs `fn` on its own runs; nothing
     is communicated.
     """
-    device_list = device_list or jax.local_devices()
+    device_list = device_list or devices()
     if len(device_list) == 1:
         return jax.jit(fn)
     mesh = jax.sharding.Mesh(np.asarray(device_list), (RUN_AXIS,))

@@ -9,6 +9,11 @@ when complete, so an interrupted save never looks like a finished checkpoint.
 The state is saved as Flax's state dict (nested dicts of arrays) and restored into
 a template of the same structure, so any pytree (dataclasses, optax NamedTuples)
 round-trips exactly.
+
+In a job of several processes (`jaxshrink.distributed`) the state's arrays are
+global, sharded over the run axis: every process calls `save` and `restore`
+together, orbax writes each process's shards and process 0 the metadata, and a
+restore puts the runs back on the devices given by `sharding`.
 """
 
 from __future__ import annotations
@@ -23,12 +28,16 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxshrink import distributed
+
 
 class RunCheckpointer:
     """Numbered checkpoints of (state pytree, JSON metadata) in one directory."""
 
-    def __init__(self, directory: str, max_to_keep: int = 3):
+    def __init__(self, directory: str, max_to_keep: int = 3, sharding=None):
+        """`sharding`: where restored run-level arrays go (None: host numpy)."""
         self.directory = os.path.abspath(directory)  # orbax requires absolute paths
+        self.sharding = sharding
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -43,7 +52,7 @@ class RunCheckpointer:
 
     def save(self, step: int, state: Any, meta: dict) -> None:
         """Saves `state` and `meta` as checkpoint `step` (blocking)."""
-        state_dict = jax.tree.map(np.asarray, flax.serialization.to_state_dict(state))
+        state_dict = jax.tree.map(_savable, flax.serialization.to_state_dict(state))
         self._manager.save(
             step,
             args=ocp.args.Composite(
@@ -55,8 +64,8 @@ class RunCheckpointer:
 
     def restore(self, step: int, template: Any) -> tuple[Any, dict]:
         """Restores checkpoint `step` into the structure of `template`."""
-        template_dict = jax.tree.map(np.asarray, flax.serialization.to_state_dict(template))
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template_dict)
+        template_dict = flax.serialization.to_state_dict(template)
+        abstract = jax.tree.map(self._abstract, template_dict)
         restored = self._manager.restore(
             step,
             args=ocp.args.Composite(
@@ -85,12 +94,31 @@ class RunCheckpointer:
                     f"moved to {aside}, trying the previous one",
                     stacklevel=2,
                 )
-                shutil.rmtree(aside, ignore_errors=True)
-                os.replace(os.path.join(self.directory, str(step)), aside)
+                if distributed.is_primary():  # one process moves it; all reload
+                    shutil.rmtree(aside, ignore_errors=True)
+                    os.replace(os.path.join(self.directory, str(step)), aside)
                 self._manager.reload()
                 continue
             return step, state, meta
         return None, template, {}
 
+    def _abstract(self, leaf) -> jax.ShapeDtypeStruct:
+        shape = np.shape(leaf)
+        dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+        if self.sharding is None or not shape:
+            return jax.ShapeDtypeStruct(shape, dtype)
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=self.sharding)
+
     def close(self) -> None:
         self._manager.close()
+
+
+def _local(leaf) -> bool:
+    """True unless `leaf` is a global array with shards in other processes."""
+    return not (isinstance(leaf, jax.Array) and not leaf.is_fully_addressable)
+
+
+def _savable(leaf):
+    """This process's arrays as numpy; global arrays as they are (orbax writes each
+    process's shards)."""
+    return np.asarray(leaf) if _local(leaf) else leaf

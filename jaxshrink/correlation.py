@@ -67,7 +67,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
 
-from jaxshrink import batching, files, minimize, optim, pipeline, strategies, validate
+from jaxshrink import batching, distributed, files, minimize, optim, pipeline, strategies, validate
 from jaxshrink import masks as masks_lib
 from jaxshrink import workdir as workdir_lib
 
@@ -324,6 +324,8 @@ def _run_correlation(config: ml_collections.ConfigDict, workdir: str) -> dict:
             for col in stat_columns():
                 row[col] = float(features[col][r, v])
             rows.append(row)
+    if not distributed.is_primary():  # process 0 writes the job's files and report
+        return {"rows": rows}
     tables = {"per_repetition": table_4_1_per_repetition(rows), "pooled": table_4_1(rows)}
     sizes = {"per_repetition": reps, "pooled": len(rows)}
     files.write_csv(os.path.join(workdir, "correlation.csv"), rows)

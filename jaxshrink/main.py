@@ -8,6 +8,12 @@
 
 Without `--workdir` the run goes to `runs/<config name>[-<preset>]` under the current
 folder, so rerunning the same command resumes the same run.
+
+Several processes (hosts) as one job, with JAX's own arguments (`jaxshrink.distributed`;
+none are needed under SLURM's `srun` or Open MPI, which JAX reads itself):
+
+    python -m jaxshrink.main --config=configs/sweep.py --workdir=/shared/sweep \
+        --coordinator_address=host0:12345 --num_processes=2 --process_id=0   # and =1
 """
 
 from __future__ import annotations
@@ -19,12 +25,27 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxshrink import correlation, errors, pipeline, relearn, sweep
+from jaxshrink import correlation, distributed, errors, pipeline, relearn, sweep
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/sobel.py:quick."
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: runs/<config>).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "host:port of process 0, for a job of several processes (jax.distributed).",
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 to N-1.")
+_JOIN_TIMEOUT = flags.DEFINE_integer(
+    "distributed_timeout", 60, "Seconds to wait for every process of the job to join."
+)
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout",
+    60,
+    "Seconds the job goes on after one of its processes stopped answering (then all stop).",
+)
 flags.mark_flags_as_required(["config"])
 
 
@@ -42,6 +63,13 @@ def main(argv):
     workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
     config = _CONFIG.value
     try:
+        distributed.initialize(
+            _COORDINATOR.value,
+            _NUM_PROCESSES.value,
+            _PROCESS_ID.value,
+            timeout_s=_JOIN_TIMEOUT.value,
+            heartbeat_s=_HEARTBEAT.value,
+        )
         if "sweep" in config:
             sweep.run_sweep(config, workdir)
         elif "correlation" in config:

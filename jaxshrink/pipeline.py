@@ -35,6 +35,7 @@ from jaxshrink import (
     checkpoint,
     data,
     deploy,
+    distributed,
     errors,
     export,
     files,
@@ -56,7 +57,8 @@ class Logger:
         self.start = time.perf_counter()
 
     def __call__(self, msg: str) -> None:
-        print(f"[{time.perf_counter() - self.start:7.1f}s] {msg}", flush=True)
+        if distributed.is_primary():  # one job, one log: the other processes stay quiet
+            print(f"[{time.perf_counter() - self.start:7.1f}s] {msg}", flush=True)
 
 
 def _floats(metrics: dict) -> dict[str, float]:
@@ -121,7 +123,8 @@ class Job:
         e = self.engine
         group = "all runs" if e.group_size == 0 else f"groups of {e.group_size}"
         return (
-            f"device: {jax.devices()[0].device_kind} x{self.devices} ({jax.default_backend()}), "
+            f"device: {jax.devices()[0].device_kind} x{self.devices} ({jax.default_backend()}"
+            f"{distributed.describe()}), "
             f"runs batched by {e.method} ({group}, grad {e.grad}), "
             f"precision {self.config.model.get('precision', 'as the model sets it')}"
         )
@@ -131,10 +134,13 @@ class Job:
         n = batching.num_runs(states)
         padded = self.place(states)
         scores = self.eval_fn(padded.params, padded.model_state, padded.masks, self.eval_data)
-        return {k: np.asarray(v)[:n] for k, v in scores.items()}
+        return {k: v[:n] for k, v in batching.to_host(scores).items()}
 
     def checkpointer(self, stage: str) -> checkpoint.RunCheckpointer:
-        return checkpoint.RunCheckpointer(os.path.join(self.workdir, "checkpoints", stage))
+        return checkpoint.RunCheckpointer(
+            os.path.join(self.workdir, "checkpoints", stage),
+            sharding=batching.run_sharding(self.device_list),
+        )
 
     @property
     def score_label(self) -> str:
@@ -201,9 +207,9 @@ def train_stage(job: Job, seeds) -> train.TrainState:
         chunk = min(log_every - step % log_every, total - step)
         t0 = time.perf_counter()
         states, loss = job.train_fn(states, job.train_data, jnp.where(live, chunk, 0))
-        loss = np.asarray(loss)[:n]  # waits for the chunk
+        loss = batching.to_host(loss)[:n]  # waits for the chunk
         rate = chunk * n / (time.perf_counter() - t0)
-        step = int(states.step[0])
+        step = int(batching.to_host(states.step)[0])
         unit = "steps/s" if n == 1 else "seed-steps/s"
         line = f"train: step {step:6d}/{total}  loss {spread(loss, '.5f')}  {rate:7.1f} {unit}"
         curve["step"].append(step)
@@ -217,7 +223,7 @@ def train_stage(job: Job, seeds) -> train.TrainState:
         log(line)
     ckpt.close()
     job.curve = curve
-    return batching.take(states, slice(0, n))
+    return batching.take(batching.to_host(states), slice(0, n))
 
 
 def train_variants(job: Job, states: train.TrainState, steps: int, every: int, stage: str):
@@ -253,7 +259,7 @@ def train_variants(job: Job, states: train.TrainState, steps: int, every: int, s
         )
         ckpt.save(done, states, {"stage": stage, "scores": [s.tolist() for s in scores]})
     ckpt.close()
-    return batching.take(states, slice(0, n)), np.stack(scores, axis=1)
+    return batching.take(batching.to_host(states), slice(0, n)), np.stack(scores, axis=1)
 
 
 def init_minimize(model_spec, trained: train.TrainState, baselines, seeds) -> minimize.MinState:
@@ -305,12 +311,14 @@ def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, des
         ms = job.place(ms)
         history = list(meta["history"])
         log(f"minimize: resumed after round {latest}")
-    if describe and not bool(np.all(ms.done)):
+    done = batching.to_host(ms.done)
+    if describe and not bool(np.all(done)):
         log(describe)
-    while not bool(np.all(np.asarray(ms.done))):
+    while not bool(np.all(done)):
         t0 = time.perf_counter()
         ms, record = job.round_fn(ms, specs, job.train_data, job.eval_data)
-        rec = {k: np.asarray(v)[:n].tolist() for k, v in record._asdict().items()}
+        record, done = batching.to_host((record._asdict(), ms.done))
+        rec = {k: v[:n].tolist() for k, v in record.items()}
         history.append(rec)
         calls += 1
         seconds = time.perf_counter() - t0
@@ -321,7 +329,7 @@ def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, des
                 verdict = "kept" if e["accepted"] else "rolled back"
                 if not e["finite"]:
                     verdict = "rolled back (NaN/Inf)"
-                alive = int(masks_lib.count_alive(batching.take(ms.run.masks, 0)))
+                alive = int(masks_lib.count_alive(batching.take(batching.to_host(ms.run.masks), 0)))
                 what = e["candidate"] + (f" +{e['count'] - 1}" if e["count"] > 1 else "")
                 log(
                     f"minimize: round {calls:2d}  disable {what:9s} "
@@ -331,14 +339,14 @@ def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, des
         else:
             active = int(np.sum(rec["active"]))
             kept = int(np.sum(rec["accepted"]))
-            still = int(np.sum(~np.asarray(ms.done)[:n]))
+            still = int(np.sum(~done[:n]))
             log(
                 f"minimize: round {calls:2d}  {active:4d} runs tested a unit, {kept:4d} kept, "
                 f"{still:4d}/{n} still going  ({seconds:.1f}s)"
             )
         ckpt.save(calls, ms, {"stage": "minimize", "history": history})
     ckpt.close()
-    return batching.take(ms, slice(0, n)), history
+    return batching.take(batching.to_host(ms), slice(0, n)), history
 
 
 def all_finite(tree) -> bool:

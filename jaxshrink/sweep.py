@@ -47,7 +47,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxshrink import analysis, batching, files, minimize, pipeline, validate
+from jaxshrink import analysis, batching, distributed, files, minimize, pipeline, validate
 from jaxshrink import masks as masks_lib
 from jaxshrink import spec as spec_lib
 from jaxshrink import workdir as workdir_lib
@@ -74,6 +74,11 @@ def sweep_runs(config: ml_collections.ConfigDict) -> list[tuple[int, str, float]
             range(int(scfg.num_seeds)), list(scfg.strategies), enumerate(thresholds)
         )
     ]
+
+
+def _ratio(score: float, baseline: float) -> float:
+    """score / baseline; NaN for a baseline of 0 (a network that never learned)."""
+    return score / baseline if baseline else float("nan")
 
 
 def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -139,6 +144,8 @@ def _run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
         rounds = pipeline.round_entries(history, r, job.model.spec)
         if not np.isfinite(baseline):
             status = "failed: trained network not finite"
+        elif baseline <= 0:  # no score ratio exists; its rounds compared against 0
+            status = "failed: trained network scores 0"
         elif not np.isfinite(final[r]) or not pipeline.all_finite(batching.take(ms.run.params, r)):
             status = "failed: final network not finite"
         else:
@@ -151,8 +158,8 @@ def _run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 "threshold": threshold,
                 "baseline": baseline,
                 "final": float(final[r]),
-                "relative_drop": 1.0 - float(final[r]) / baseline,
-                "score_ratio": float(final[r]) / baseline,
+                "relative_drop": 1.0 - _ratio(float(final[r]), baseline),
+                "score_ratio": _ratio(float(final[r]), baseline),
                 "disabled": full - int(masks_lib.count_alive(kept)),
                 "flops_removed": 1.0 - spec_lib.count_flops(job.model.spec, kept) / full_flops,
                 "rounds": len(rounds),
@@ -165,6 +172,8 @@ def _run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
             }
         )
         logs.append(rounds)
+    if not distributed.is_primary():  # process 0 writes the job's files and report
+        return {"runs": rows, "round_logs": logs}
     # The rows stay deterministic (a resumed sweep writes the same ones); the
     # comparison gets each run's estimated share of the wall time beside them.
     timed = [dict(r) for r in rows]
@@ -173,7 +182,8 @@ def _run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
         log(
-            f"WARNING: {len(failed)} of {len(rows)} runs failed (NaN/Inf), seeds "
+            f"WARNING: {len(failed)} of {len(rows)} runs failed (NaN/Inf, or a trained score "
+            f"of 0), seeds "
             f"{sorted({r['seed'] for r in failed})}; Figure 4.2 leaves them out"
         )
     figure = analysis.figure_4_2(rows, workdir)

@@ -2,7 +2,8 @@
 
 `claim(workdir, config)` is a context manager every job enters before it computes:
 
-* **lock**: an exclusive `fcntl.flock` on `<workdir>/.lock`. The kernel drops it when
+* **lock**: an exclusive `fcntl.flock` on `<workdir>/.lock` (`.lock.<i>` for process
+  i of a job of several processes). The kernel drops it when
   the holding process exits, however it exits (SIGKILL included), so a lock left by a
   dead process never blocks; a live holder makes a second process stop at once with
   `errors.WorkdirBusy`, naming the holder's pid, host, start time and command.
@@ -77,12 +78,20 @@ def _holder(path: str) -> str:
         return "another process"
 
 
+def lock_name() -> str:
+    """`.lock`; `.lock.<i>` for process i of a job of several (`jaxshrink.distributed`),
+    which share the workdir: each process of the job holds its own lock."""
+    import jax  # here: the rest of this module needs no JAX
+
+    return LOCK_NAME if jax.process_count() == 1 else f"{LOCK_NAME}.{jax.process_index()}"
+
+
 @contextlib.contextmanager
 def claim(workdir: str, config: ml_collections.ConfigDict):
     """Holds `workdir` for this process (see module doc); yields the absolute path."""
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
-    lock_path = os.path.join(workdir, LOCK_NAME)
+    lock_path = os.path.join(workdir, lock_name())
     handle = open(lock_path, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
     try:
         if fcntl is not None:

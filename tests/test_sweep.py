@@ -243,3 +243,10 @@ def test_bad_sweep_settings_are_clear_errors():
         c.sweep[field] = value
         with pytest.raises(errors.ConfigError, match=match):
             validate.validate(c)
+
+
+def test_a_trained_score_of_zero_has_no_ratio():
+    # A network that never learned (F1 0 on the eval split) must not end a sweep with
+    # a division by zero: its ratio is NaN and its row is marked failed.
+    assert sweep._ratio(0.5, 0.25) == 2.0
+    assert np.isnan(sweep._ratio(0.5, 0.0))

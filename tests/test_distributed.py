@@ -1,0 +1,188 @@
+"""Several processes as one job (jax.distributed): two local CPU processes give the
+sweep of one, a killed process stops the job and the same commands resume it, and an
+unreachable coordinator is one line within a bounded time."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import load_config
+
+from jaxshrink import distributed, errors, files, sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The quick sweep at a test's size: 2 seeds x 3 strategies x 2 thresholds = 12 runs
+# on 4 trained networks, a checkpoint after every 20 training steps and every round.
+OVERRIDES = {
+    "data.crop_size": 16,
+    "data.train_size": 12,
+    "data.eval_size": 4,
+    "train.initial_steps": 40,
+    "train.log_every": 20,
+    "train.eval_every": 20,
+    "minimize.round_steps": 3,
+    "sweep.num_seeds": 2,
+    "sweep.thresholds": (0.9, 1.0),
+    "optim.learning_rate": 0.01,
+}
+CLI = [
+    sys.executable,
+    "-u",
+    "-m",
+    "jaxshrink.main",
+    f"--config={os.path.join(ROOT, 'configs', 'sweep.py')}:quick",
+    *(f"--config.{k}={v}".replace(" ", "") for k, v in OVERRIDES.items()),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(workdir, port, i, *extra):
+    command = [
+        *CLI,
+        f"--workdir={workdir}",
+        f"--coordinator_address=127.0.0.1:{port}",
+        "--num_processes=2",
+        f"--process_id={i}",
+        "--heartbeat_timeout=10",
+        *extra,
+    ]
+    return subprocess.Popen(
+        command,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _two_processes(workdir, timeout=300):
+    """Runs the sweep as processes 0 and 1 to the end; returns their outputs."""
+    port = _free_port()
+    procs = [_start(workdir, port, i) for i in (1, 0)]
+    outs = [p.communicate(timeout=timeout)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    return outs[1], outs[0]  # process 0's, process 1's
+
+
+def _rows(workdir):
+    return files.read_csv(os.path.join(workdir, "runs.csv"))
+
+
+def _decisions(row):
+    keys = ("seed", "strategy", "threshold", "kept", "rounds", "accepted", "disabled", "status")
+    return tuple(row[k] for k in keys)
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("two")
+    out0, out1 = _two_processes(workdir)
+    return workdir, out0, out1
+
+
+def test_two_processes_give_the_sweep_of_one(two, tmp_path):
+    workdir, out0, out1 = two
+    assert "cpu x2 (cpu, process 0 of 2)" in out0  # the run axis over both processes
+    assert "minimize: round" in out0 and "minimize: round" not in out1  # one log
+    # Process 0 alone wrote the job's files; each process held its own lock.
+    names = set(os.listdir(workdir))
+    assert {"runs.csv", "results.json", "figure_4_2.png", ".lock.0", ".lock.1"} <= names
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", "minimize"))
+    c = load_config("sweep", "quick")
+    for key, value in OVERRIDES.items():
+        section, field = key.split(".")
+        c[section][field] = value
+    sweep.run_sweep(c, str(tmp_path))  # the same config in this single process
+    one, got = _rows(tmp_path), _rows(workdir)
+    assert len(got) == len(one) == 12
+    for a, b in zip(one, got):
+        # The same decisions; scores to float rounding (two processes split XLA's
+        # CPU threads differently, as several devices in one process do).
+        assert _decisions(a) == _decisions(b)
+        assert float(b["baseline"]) == pytest.approx(float(a["baseline"]), rel=1e-3)
+        assert float(b["final"]) == pytest.approx(float(a["final"]), rel=1e-2)
+
+
+def test_a_killed_process_stops_the_job_and_the_same_commands_resume_it(two, tmp_path):
+    want = _rows(two[0])
+    port = _free_port()
+    procs = [_start(tmp_path, port, i) for i in (1, 0)]
+    seen = []
+    for line in procs[1].stdout:  # process 0's log
+        seen.append(line)
+        if "minimize: round  2" in line:
+            procs[0].send_signal(signal.SIGKILL)  # process 1
+            break
+    t0 = time.perf_counter()
+    out0 = procs[1].communicate(timeout=120)[0]
+    procs[0].wait(timeout=30)
+    # The survivor stops by itself (within the heartbeat timeout and its grace),
+    # without writing results.
+    assert procs[0].returncode == -signal.SIGKILL, "".join(seen)[-2000:]
+    assert procs[1].returncode != 0, out0[-2000:]
+    assert time.perf_counter() - t0 < 100
+    assert not (tmp_path / "runs.csv").exists()
+    out0, _ = _two_processes(tmp_path)
+    assert "minimize: resumed after round" in out0
+    assert _rows(tmp_path) == want
+
+
+def test_an_unreachable_coordinator_is_one_line_within_the_timeout(tmp_path):
+    port = _free_port()  # nothing listens there
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [
+            *CLI,
+            f"--workdir={tmp_path}",
+            f"--coordinator_address=127.0.0.1:{port}",
+            "--num_processes=2",
+            "--process_id=1",
+            "--distributed_timeout=3",
+        ],
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("jaxshrink: error:")]
+    assert f"could not join the job through the coordinator at 127.0.0.1:{port}" in line
+    assert "within 3 s" in line
+    assert time.perf_counter() - t0 < 60
+
+
+def test_arguments_and_cluster_detection(monkeypatch):
+    assert distributed.cluster_detected({"SLURM_NTASKS": "4"})
+    assert distributed.cluster_detected({"OMPI_COMM_WORLD_SIZE": "2"})
+    assert distributed.cluster_detected({"JAX_COORDINATOR_ADDRESS": "host0:1234"})
+    assert not distributed.cluster_detected({"SLURM_NTASKS": "1"})
+    assert not distributed.cluster_detected({"SLURM_NTASKS": "x"})
+    assert not distributed.cluster_detected({})
+    for name in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "JAX_COORDINATOR_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.initialize() is False  # one process: nothing to join
+    assert distributed.describe() == "" and distributed.is_primary()
+    with pytest.raises(errors.ConfigError, match="go together"):
+        distributed.initialize("127.0.0.1:1", num_processes=2)
+    with pytest.raises(errors.ConfigError, match="must be 0 to 1, got 2"):
+        distributed.initialize("127.0.0.1:1", num_processes=2, process_id=2)
+
+
+def test_reachable_waits_for_a_listening_port_within_the_bound():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        assert distributed.reachable(f"127.0.0.1:{server.getsockname()[1]}", 1.0)
+    t0 = time.perf_counter()
+    assert not distributed.reachable(f"127.0.0.1:{_free_port()}", 0.5)
+    assert 0.5 <= time.perf_counter() - t0 < 5
