@@ -10,9 +10,8 @@ import sys
 import time
 
 import pytest
-from conftest import load_config
 
-from jaxshrink import distributed, errors, files, sweep
+from jaxshrink import distributed, errors, files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The quick sweep at a test's size: 2 seeds x 3 strategies x 2 thresholds = 12 runs
@@ -78,11 +77,6 @@ def _rows(workdir):
     return files.read_csv(os.path.join(workdir, "runs.csv"))
 
 
-def _decisions(row):
-    keys = ("seed", "strategy", "threshold", "kept", "rounds", "accepted", "disabled", "status")
-    return tuple(row[k] for k in keys)
-
-
 @pytest.fixture(scope="module")
 def two(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("two")
@@ -98,19 +92,18 @@ def test_two_processes_give_the_sweep_of_one(two, tmp_path):
     names = set(os.listdir(workdir))
     assert {"runs.csv", "results.json", "figure_4_2.png", ".lock.0", ".lock.1"} <= names
     assert os.path.isdir(os.path.join(workdir, "checkpoints", "minimize"))
-    c = load_config("sweep", "quick")
-    for key, value in OVERRIDES.items():
-        section, field = key.split(".")
-        c[section][field] = value
-    sweep.run_sweep(c, str(tmp_path))  # the same config in this single process
+    # One process with the same two devices (forced host devices) runs the same
+    # partitioned program: the same rows, bit for bit. (Against one device, the
+    # partitioning changes XLA's rounding, as `test_sweep` shows for 4 devices.)
+    env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    proc = subprocess.run(
+        [*CLI, f"--workdir={tmp_path}"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "cpu x2 (cpu)" in proc.stdout
     one, got = _rows(tmp_path), _rows(workdir)
-    assert len(got) == len(one) == 12
-    for a, b in zip(one, got):
-        # The same decisions; scores to float rounding (two processes split XLA's
-        # CPU threads differently, as several devices in one process do).
-        assert _decisions(a) == _decisions(b)
-        assert float(b["baseline"]) == pytest.approx(float(a["baseline"]), rel=1e-3)
-        assert float(b["final"]) == pytest.approx(float(a["final"]), rel=1e-2)
+    assert len(got) == 12 and got == one
+    assert len({r["kept"] for r in got}) > 1  # the runs differ: a comparison with content
 
 
 def test_a_killed_process_stops_the_job_and_the_same_commands_resume_it(two, tmp_path):
