@@ -204,6 +204,12 @@ def to_host(tree):
     return jax.tree.map(gather, tree)
 
 
+def local(tree, n: int):
+    """The first `n` runs of a (possibly sharded, padded) batch, whole, as arrays on
+    this process's default device: what a stage hands on to the next."""
+    return jax.device_put(take(to_host(tree), slice(0, n)))
+
+
 def _hostable(tree):
     """`tree` ready for `device_put` onto a global sharding: this process's arrays
     as numpy (every process holds the same values); global arrays as they are."""

@@ -215,7 +215,7 @@ def matmul_peak(precision: str, n: int | None = None, repeats: int = 10) -> floa
     """The measured FLOP/s of a large float32 matrix product at `precision`: the
     device's practical float32 ceiling ('highest') or its TF32 one ('default' on
     NVIDIA GPUs), the reference for a step's fraction of peak."""
-    n = n or (1024 if jax.default_backend() == "cpu" else 8192)
+    n = n or (512 if jax.default_backend() == "cpu" else 8192)
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     a, b = (jax.random.normal(k, (n, n), jnp.float32) for k in keys)
     f = jax.jit(lambda a, b: jnp.matmul(a, b, precision=precision))

@@ -223,7 +223,7 @@ def train_stage(job: Job, seeds) -> train.TrainState:
         log(line)
     ckpt.close()
     job.curve = curve
-    return batching.take(batching.to_host(states), slice(0, n))
+    return batching.local(states, n)
 
 
 def train_variants(job: Job, states: train.TrainState, steps: int, every: int, stage: str):
@@ -259,7 +259,7 @@ def train_variants(job: Job, states: train.TrainState, steps: int, every: int, s
         )
         ckpt.save(done, states, {"stage": stage, "scores": [s.tolist() for s in scores]})
     ckpt.close()
-    return batching.take(batching.to_host(states), slice(0, n)), np.stack(scores, axis=1)
+    return batching.local(states, n), np.stack(scores, axis=1)
 
 
 def init_minimize(model_spec, trained: train.TrainState, baselines, seeds) -> minimize.MinState:
@@ -346,7 +346,7 @@ def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, des
             )
         ckpt.save(calls, ms, {"stage": "minimize", "history": history})
     ckpt.close()
-    return batching.take(batching.to_host(ms), slice(0, n)), history
+    return batching.local(ms, n), history
 
 
 def all_finite(tree) -> bool:

@@ -76,3 +76,24 @@ def tiny_mnist():
     c.minimize.threshold = 0.5
     c.output.num_examples = 3
     return c
+
+
+# The files whose tests take longest (each over a minute on 2 cores), started first:
+# xdist hands whole files (`--dist loadfile`) to whichever worker is free, in
+# collection order, so a long file collected last would leave one worker alone at
+# the end.
+LONGEST_FIRST = (
+    "test_distributed.py",
+    "test_pipeline.py",
+    "test_notebooks.py",
+    "test_reliability.py",
+    "test_sweep.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order inside a file is unchanged

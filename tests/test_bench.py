@@ -71,10 +71,13 @@ def test_bench_rows_per_precision_with_memory_and_share_of_peak(tmp_path):
 
 def test_largest_group_divides_the_memory_limit_by_the_bytes_per_run():
     assert bench.largest_group(8, "highest", "vmap", "sum") is None  # the CPU has no limit
-    none_fit = bench.largest_group(8, "highest", "vmap", "sum", limit=1)
+    probe = (1, 3)  # two small compilations give the line bytes = fixed + per_run x runs
+    none_fit = bench.largest_group(8, "highest", "vmap", "sum", probe=probe, limit=1)
     assert none_fit["largest_group"] <= 0 and not none_fit["fits"]
     per_run, fixed = none_fit["bytes_per_run"], none_fit["fixed_bytes"]
     assert per_run > 0
-    three = bench.largest_group(8, "highest", "vmap", "sum", limit=fixed + 3.5 * per_run)
+    three = bench.largest_group(
+        8, "highest", "vmap", "sum", probe=probe, limit=fixed + 3.5 * per_run
+    )
     assert three["largest_group"] == 3 and three["fits"]
     assert (three["bytes_per_run"], three["fixed_bytes"]) == (per_run, fixed)

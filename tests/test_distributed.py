@@ -51,7 +51,7 @@ def _start(workdir, port, i, *extra):
         f"--coordinator_address=127.0.0.1:{port}",
         "--num_processes=2",
         f"--process_id={i}",
-        "--heartbeat_timeout=10",
+        "--heartbeat_timeout=5",
         *extra,
     ]
     return subprocess.Popen(
