@@ -1,12 +1,17 @@
-"""Why `model.conv='taps'` exists: XLA's CPU kernel gradient inside a compiled loop.
+"""Why `model.conv='taps'` exists, and what remains: XLA's CPU convolutions inside a
+compiled loop.
 
     python experiments/kernel_gradient_in_loops.py [--out=experiments/results/...json]
 
 Times a convolution's kernel gradient three ways, per call: XLA's own outside a loop,
 XLA's own inside `lax.fori_loop` (where every jaxshrink training step runs), and
 `jaxshrink.convs`'s per-tap matrix products inside the loop; for MNIST's 32 -> 64 5x5
-layer at batch 50 and the FCN's 5 -> 5 layer at 64x64, batch 3. Prints a table and
-writes JSON with the device, date and command.
+layer at batch 50 and the FCN's 5 -> 5 layer at 64x64, batch 3.
+
+Then the whole training step of the thesis FCN (one run, batch 3) at 64x64 and
+128x128, per step: the engine's compiled loop (`Engine.train`, 20 steps in one
+`fori_loop`) against a Python loop calling one jitted step 20 times, for each
+`model.conv`. Prints tables and writes JSON with the device, date and command.
 """
 
 import argparse
@@ -54,6 +59,36 @@ def measure(x_shape, k_shape) -> dict:
     return out
 
 
+def whole_step(size: int, conv: str, steps: int = 20) -> dict:
+    """ms per training step of the FCN: in the engine's loop, and one jitted step."""
+    from jaxshrink import batching, bench
+
+    config = bench._config(size, "highest", "loop", "sum", conv=conv)
+    trainer = bench.make_trainer(config)
+    engine = batching.make_engine(trainer, config.batch)
+    data = bench._train_data(config, trainer, 64)
+    states = bench._fresh_states(trainer, 1)
+    num_steps = jnp.full((1,), steps, jnp.int32)
+    in_loop = jax.jit(engine.train)
+    looped = _ms(lambda s: in_loop(s, data, num_steps), states, steps)
+
+    @jax.jit
+    def one(state):
+        x, y, rng = trainer.sample(state, data)
+        grads, model_state = jax.grad(trainer.loss_of, has_aux=True)(
+            state.params, state.model_state, state.masks, x, y, rng
+        )
+        return trainer.update(state, grads, model_state)
+
+    def host_loop(state):
+        for _ in range(steps):
+            state = one(state)
+        return state
+
+    alone = _ms(host_loop, batching.take(states, 0), steps)
+    return {"size": size, "conv": conv, "in_loop_ms": looped, "jitted_step_ms": alone}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="kernel_gradient_in_loops.json")
@@ -63,12 +98,18 @@ def main(argv=None) -> dict:
     for name, r in rows.items():
         print(f"{name:<30} {r['xla_outside_ms']:>8.2f} {r['xla_in_loop_ms']:>12.2f} "
               f"{r['taps_in_loop_ms']:>13.2f}")  # fmt: skip
+    steps = [whole_step(size, conv) for size in (64, 128) for conv in ("xla", "taps")]
+    print(f"\n{'FCN step':<12} {'conv':>5} {'in fori_loop':>13} {'jitted step':>12}  (ms per step)")
+    for r in steps:
+        print(f"{r['size']:>4}x{r['size']:<7} {r['conv']:>5} {r['in_loop_ms']:>13.2f} "
+              f"{r['jitted_step_ms']:>12.2f}")  # fmt: skip
     report = {
         "device": jax.devices()[0].device_kind,
         "jax": jax.__version__,
         "date": datetime.date.today().isoformat(),
         "command": "python experiments/kernel_gradient_in_loops.py " + " ".join(sys.argv[1:]),
         "rows": rows,
+        "whole_step": steps,
     }
     files.write_json(args.out, report)
     return report

@@ -228,6 +228,11 @@ def matmul_peak(precision: str, n: int | None = None, repeats: int = 10) -> floa
     return 2 * n**3 / float(np.median(times))
 
 
+def runs_that_fit(limit: float, fixed: float, per_run: float) -> int:
+    """The most runs with fixed + per_run x runs <= limit (0 if none, or no per-run cost)."""
+    return max(0, int((limit - fixed) // per_run)) if per_run > 0 else 0
+
+
 def largest_group(size, precision, method, grad, base=None, conv="xla", probe=(1, 64), limit=None):
     """The most runs one device holds in one group, from XLA's memory analysis.
 
@@ -253,7 +258,7 @@ def largest_group(size, precision, method, grad, base=None, conv="xla", probe=(1
     low, high = (program_bytes(compiled(r)[0]) for r in probe)
     per_run = (high - low) / (probe[1] - probe[0])
     fixed = low - per_run * probe[0]
-    runs = int((limit - fixed) // per_run) if per_run > 0 else 0
+    runs = runs_that_fit(limit, fixed, per_run)
     record = {
         "size": size,
         "precision": precision,

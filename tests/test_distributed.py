@@ -1,6 +1,11 @@
 """Several processes as one job (jax.distributed): two local CPU processes give the
 sweep of one, a killed process stops the job and the same commands resume it, and an
-unreachable coordinator is one line within a bounded time."""
+unreachable coordinator is one line within a bounded time.
+
+One two-process job serves both end-to-end tests (three launches in all, not four):
+it is killed after round 2 and resumed, and its rows must equal, bit for bit, those
+of one process running the same program uninterrupted.
+"""
 
 import os
 import signal
@@ -78,38 +83,27 @@ def _rows(workdir):
 
 
 @pytest.fixture(scope="module")
-def two(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("two")
-    out0, out1 = _two_processes(workdir)
-    return workdir, out0, out1
-
-
-def test_two_processes_give_the_sweep_of_one(two, tmp_path):
-    workdir, out0, out1 = two
-    assert "cpu x2 (cpu, process 0 of 2)" in out0  # the run axis over both processes
-    assert "minimize: round" in out0 and "minimize: round" not in out1  # one log
-    # Process 0 alone wrote the job's files; each process held its own lock.
-    names = set(os.listdir(workdir))
-    assert {"runs.csv", "results.json", "figure_4_2.png", ".lock.0", ".lock.1"} <= names
-    assert os.path.isdir(os.path.join(workdir, "checkpoints", "minimize"))
-    # One process with the same two devices (forced host devices) runs the same
-    # partitioned program: the same rows, bit for bit. (Against one device, the
-    # partitioning changes XLA's rounding, as `test_sweep` shows for 4 devices.)
+def one(tmp_path_factory):
+    """The reference: the sweep in one process with the same two devices (forced host
+    devices), so the same partitioned program. (Against one device, partitioning
+    changes XLA's rounding, as `test_sweep` shows for 4 devices.)"""
+    workdir = tmp_path_factory.mktemp("one")
     env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     proc = subprocess.run(
-        [*CLI, f"--workdir={tmp_path}"], env=env, capture_output=True, text=True, timeout=300
+        [*CLI, f"--workdir={workdir}"], env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "cpu x2 (cpu)" in proc.stdout
-    one, got = _rows(tmp_path), _rows(workdir)
-    assert len(got) == 12 and got == one
-    assert len({r["kept"] for r in got}) > 1  # the runs differ: a comparison with content
+    return _rows(workdir)
 
 
-def test_a_killed_process_stops_the_job_and_the_same_commands_resume_it(two, tmp_path):
-    want = _rows(two[0])
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    """The sweep as processes 0 and 1; process 1 SIGKILLed after round 2's checkpoint;
+    then the same two commands again, to the end."""
+    workdir = tmp_path_factory.mktemp("two")
     port = _free_port()
-    procs = [_start(tmp_path, port, i) for i in (1, 0)]
+    procs = [_start(workdir, port, i) for i in (1, 0)]
     seen = []
     for line in procs[1].stdout:  # process 0's log
         seen.append(line)
@@ -117,17 +111,42 @@ def test_a_killed_process_stops_the_job_and_the_same_commands_resume_it(two, tmp
             procs[0].send_signal(signal.SIGKILL)  # process 1
             break
     t0 = time.perf_counter()
-    out0 = procs[1].communicate(timeout=120)[0]
+    first_out0 = procs[1].communicate(timeout=120)[0]
     procs[0].wait(timeout=30)
-    # The survivor stops by itself (within the heartbeat timeout and its grace),
-    # without writing results.
-    assert procs[0].returncode == -signal.SIGKILL, "".join(seen)[-2000:]
-    assert procs[1].returncode != 0, out0[-2000:]
-    assert time.perf_counter() - t0 < 100
-    assert not (tmp_path / "runs.csv").exists()
-    out0, _ = _two_processes(tmp_path)
+    killed = {
+        "codes": (procs[1].returncode, procs[0].returncode),
+        "seconds": time.perf_counter() - t0,
+        "log": "".join(seen) + first_out0,
+        "rows_written": (workdir / "runs.csv").exists(),
+    }
+    out0, out1 = _two_processes(workdir)
+    return workdir, killed, out0, out1
+
+
+def test_two_processes_give_the_sweep_of_one(two, one):
+    workdir, _, out0, out1 = two
+    assert "cpu x2 (cpu, process 0 of 2)" in out0  # the run axis over both processes
+    assert "minimize: round" in out0 and "minimize: round" not in out1  # one log
+    # Process 0 alone wrote the job's files; each process held its own lock.
+    names = set(os.listdir(workdir))
+    assert {"runs.csv", "results.json", "figure_4_2.png", ".lock.0", ".lock.1"} <= names
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", "minimize"))
+    got = _rows(workdir)
+    assert len(got) == 12 and got == one  # bit for bit
+    assert len({r["kept"] for r in got}) > 1  # the runs differ: a comparison with content
+
+
+def test_a_killed_process_stops_the_job_and_the_same_commands_resume_it(two, one):
+    workdir, killed, out0, _ = two
+    # The survivor stops by itself (heartbeat timeout and its grace), without results.
+    process0, process1 = killed["codes"]
+    assert process1 == -signal.SIGKILL, killed["log"][-2000:]
+    assert process0 != 0, killed["log"][-2000:]
+    assert killed["seconds"] < 100
+    assert not killed["rows_written"]
+    # The same commands resumed after the last complete round, to the same rows.
     assert "minimize: resumed after round" in out0
-    assert _rows(tmp_path) == want
+    assert _rows(workdir) == one
 
 
 def test_an_unreachable_coordinator_is_one_line_within_the_timeout(tmp_path):
