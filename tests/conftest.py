@@ -80,8 +80,8 @@ def tiny_mnist():
 
 # The files whose tests take longest (each over a minute on 2 cores), started first:
 # xdist hands whole files (`--dist loadfile`) to whichever worker is free, in
-# collection order, so a long file collected last would leave one worker alone at
-# the end.
+# collection order (`--no-loadscope-reorder` in pyproject.toml), so a long file
+# collected last would leave one worker alone at the end.
 LONGEST_FIRST = (
     "test_distributed.py",
     "test_pipeline.py",

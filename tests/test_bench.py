@@ -16,18 +16,27 @@ print(json.dumps({"peer": "fake", "seed_steps_per_s": float(size * seeds), "step
 """
 
 
-def test_bench_runs_a_peer_beside_and_reports_the_ratio(tmp_path, capsys):
+def test_bench_runs_a_peer_beside_per_precision_with_memory_and_share_of_peak(tmp_path, capsys):
     script = tmp_path / "peer.py"
     script.write_text(FAKE_PEER)
     out = tmp_path / "bench.json"
     peer = f"{sys.executable} {script} {{size}} {{seeds}} {{steps}}"
     argv = ["--sizes=8", "--seeds=1", "--methods=loop", "--steps=2", f"--out={out}"]
-    report = bench.main([*argv, f"--peer={peer}"])
-    (row,) = report["rows"]
-    assert row["peer"]["seed_steps_per_s"] == 8.0 and row["peer"]["steps"] == 2
-    assert row["peer"]["command"] == f"{sys.executable} {script} 8 1 2"
-    assert row["ratio"] == pytest.approx(row["seed_steps_per_s"] / 8.0)
-    assert json.loads(out.read_text())["rows"][0]["ratio"] == pytest.approx(row["ratio"])
+    report = bench.main([*argv, f"--peer={peer}", "--precision=highest,default", "--peak"])
+    rows = report["rows"]
+    assert [r["precision"] for r in rows] == ["highest", "default"]
+    for row in rows:
+        assert row["peer"]["seed_steps_per_s"] == 8.0 and row["peer"]["steps"] == 2
+        assert row["peer"]["command"] == f"{sys.executable} {script} 8 1 2"
+        assert row["ratio"] == pytest.approx(row["seed_steps_per_s"] / 8.0)
+        # With --peak, each row's FLOP rate as a share of its precision's matrix product.
+        peak = report["matmul_gflops_per_s"][row["precision"]]
+        assert peak > 0 and row["fraction_of_matmul_peak"] == row["gflops_per_s"] / peak
+        # Memory: XLA's estimate for the program, per run.
+        assert row["train_bytes"] > 0 and row["train_bytes_per_run"] == row["train_bytes"]
+    saved = json.loads(out.read_text())
+    assert saved["rows"][0]["ratio"] == pytest.approx(rows[0]["ratio"])
+    assert saved["matmul_gflops_per_s"] == report["matmul_gflops_per_s"]
     assert "peer steps/s" in capsys.readouterr().out
 
 
@@ -54,19 +63,6 @@ def test_bench_measures_any_config_on_synthetic_data(tmp_path):
     assert report["network"] == config
     with pytest.raises(SystemExit, match="no config file"):
         bench.main(["--config=configs/none.py", f"--out={out}"])
-
-
-def test_bench_rows_per_precision_with_memory_and_share_of_peak(tmp_path):
-    out = tmp_path / "bench.json"
-    argv = ["--sizes=8", "--seeds=2", "--methods=loop", "--steps=1", f"--out={out}"]
-    report = bench.main([*argv, "--precision=highest,default", "--peak"])
-    rows = report["rows"]
-    assert [r["precision"] for r in rows] == ["highest", "default"]
-    for r in rows:
-        peak = report["matmul_gflops_per_s"][r["precision"]]
-        assert peak > 0 and r["fraction_of_matmul_peak"] == r["gflops_per_s"] / peak
-        assert r["train_bytes"] > 0 and r["train_bytes_per_run"] == r["train_bytes"] / 2
-    assert json.loads(out.read_text())["matmul_gflops_per_s"] == report["matmul_gflops_per_s"]
 
 
 def test_largest_group_divides_the_memory_limit_by_the_bytes_per_run():
