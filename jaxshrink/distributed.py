@@ -32,20 +32,22 @@ import jax
 
 from jaxshrink import errors
 
-# Environment variables that say a cluster launcher started this process as one of
-# several; `jax.distributed.initialize()` then reads the rest from the cluster.
-_CLUSTER_SIZE_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+# (size, rank) variables that say a cluster launcher started this process as one of
+# several: SLURM's `srun` (not a plain `salloc` shell, which has no rank) and Open
+# MPI's `mpirun`; `jax.distributed.initialize()` then reads the rest from the cluster.
+_LAUNCHERS = (("SLURM_NTASKS", "SLURM_PROCID"), ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"))
 
 
 def cluster_detected(environ=None) -> bool:
-    """True when a launcher started several processes (SLURM's `srun`, Open MPI's
-    `mpirun`) or `JAX_COORDINATOR_ADDRESS` is set: JAX can then find its peers alone."""
+    """True when a launcher started this process as one of several (SLURM's `srun`,
+    Open MPI's `mpirun`) or `JAX_COORDINATOR_ADDRESS` is set: JAX can then find its
+    peers alone."""
     environ = os.environ if environ is None else environ
     if environ.get("JAX_COORDINATOR_ADDRESS"):
         return True
-    for name in _CLUSTER_SIZE_VARIABLES:
+    for size, rank in _LAUNCHERS:
         try:
-            if int(environ.get(name, "1")) > 1:
+            if int(environ.get(size, "1")) > 1 and rank in environ:
                 return True
         except ValueError:
             continue

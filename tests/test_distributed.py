@@ -174,13 +174,14 @@ def test_an_unreachable_coordinator_is_one_line_within_the_timeout(tmp_path):
 
 
 def test_arguments_and_cluster_detection(monkeypatch):
-    assert distributed.cluster_detected({"SLURM_NTASKS": "4"})
-    assert distributed.cluster_detected({"OMPI_COMM_WORLD_SIZE": "2"})
+    assert distributed.cluster_detected({"SLURM_NTASKS": "4", "SLURM_PROCID": "3"})
+    assert not distributed.cluster_detected({"SLURM_NTASKS": "4"})  # a salloc shell: no rank
+    assert distributed.cluster_detected({"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "0"})
     assert distributed.cluster_detected({"JAX_COORDINATOR_ADDRESS": "host0:1234"})
     assert not distributed.cluster_detected({"SLURM_NTASKS": "1"})
     assert not distributed.cluster_detected({"SLURM_NTASKS": "x"})
     assert not distributed.cluster_detected({})
-    for name in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "JAX_COORDINATOR_ADDRESS"):
+    for name in ("SLURM_NTASKS", "SLURM_PROCID", "OMPI_COMM_WORLD_SIZE", "JAX_COORDINATOR_ADDRESS"):
         monkeypatch.delenv(name, raising=False)
     assert distributed.initialize() is False  # one process: nothing to join
     assert distributed.describe() == "" and distributed.is_primary()
