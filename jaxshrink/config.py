@@ -72,6 +72,16 @@ def _minimize() -> ml_collections.ConfigDict:
     # (`strategies.distort`; 003 uses distort = 1), disabled units' kernels excepted.
     # Its "regularized" pruning is `optim.l1`.
     m.distort = 0.0
+    # Depth and growth (not in the thesis's final implementation, whose aim was also
+    # "minimizing the number of layers"; see `minimize`): 'off' keeps the thesis's
+    # widths-only search; 'cost' or 'fewest' (`strategies.LAYER_RULES`) first tries to
+    # bypass whole layers (needs a model with bypassable layers, `model.bypass`).
+    m.depth = "off"
+    # Grow before shrinking: a run started narrower than its envelope
+    # (`train.start_widths`) enables one fresh unit per round while it raises the score
+    # by more than `grow_margin` (relative), then shrinks.
+    m.grow = False
+    m.grow_margin = 0.01
     return m
 
 
@@ -126,6 +136,10 @@ def common_config(task: str, dataset: str) -> ml_collections.ConfigDict:
     c.train.log_every = 500  # progress line every this many steps
     c.train.eval_every = 2000  # eval-split score every this many steps (thesis: ~10x rarer)
     c.train.eval_batch_size = 16  # examples per compiled eval batch (memory only)
+    # Units alive at the start, per maskable layer (the first ones; 0 bypasses a
+    # bypassable layer): a run that starts small inside its envelope and may grow
+    # (`minimize.grow`). (): every unit, the thesis's start.
+    c.train.start_widths = ()
     c.minimize = _minimize()
     # Distortions of the train images inside the compiled step (`augment`); all off.
     c.augment = augment.default_config()
@@ -149,6 +163,9 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
     c.model.kernel_size = 5  # [2.3]
     c.model.out_channels = 1  # one edge map
     c.model.init_std = 0.05  # truncated normal, mean 0 [2.3]
+    # True: a hidden layer with no live unit passes its input on, so a minimization can
+    # remove whole layers (`minimize.depth`); False: the thesis's fixed depth.
+    c.model.bypass = False
     # 'highest' = true float32 convolutions; 'default' lets GPUs use TF32 (faster).
     c.model.precision = "highest"
     # How convolutions differentiate (any registered model; absent = 'xla'): 'xla', or
@@ -367,3 +384,49 @@ RELEARN_PRESETS = {"quick": make_quick_relearn}
 def get_relearn_preset(dataset: str, arg: str | None = None) -> ml_collections.ConfigDict:
     """`relearn_config(dataset)` with the presets named by `arg` ('quick', or None)."""
     return apply_presets(relearn_config(dataset), RELEARN_PRESETS, arg)
+
+
+# The depth experiment (`jaxshrink.depth`, `configs/depth.py`): edge targets, and the
+# variants every seed runs in one deep envelope: 'thesis' (the thesis's fixed 3-layer
+# network inside it, widths only), 'depth' (the whole envelope minimized in depth and
+# width) and 'grow' (started small, grown, then minimized in depth and width).
+DEPTH_TARGETS = ("sobel", "canny")
+DEPTH_VARIANTS = ("thesis", "depth", "grow")
+
+
+def depth_config() -> ml_collections.ConfigDict:
+    """Depth and width found by the search (issue 17): a 6-layer envelope of 5 filters."""
+    c = base_config("sobel")
+    c.model.num_layers = 6  # twice the thesis's depth [2.3]
+    c.model.bypass = True
+    c.depth = ml_collections.ConfigDict()
+    c.depth.targets = DEPTH_TARGETS  # each trains with its own loss (EDGE_LOSSES)
+    c.depth.variants = DEPTH_VARIANTS
+    c.depth.num_seeds = 10  # seeds seed, seed+1, ...: every variant runs every seed
+    c.depth.rule = "cost"  # how a round picks the layer to bypass (`strategies.LAYER_RULES`)
+    # 'thesis': conv_0, one 5-filter hidden layer, the output: the thesis's 3 layers.
+    c.depth.thesis_widths = (5, 5, 0, 0, 0, 1)
+    # 'grow': every layer computing, 2 of its 5 filters alive.
+    c.depth.grow_widths = (2, 2, 2, 2, 2, 1)
+    return c
+
+
+def make_quick_depth(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks the depth experiment in place to minutes on a 2-core CPU."""
+    c.data.crop_size = 32
+    c.data.train_size = 300
+    c.data.eval_size = 32
+    c.train.initial_steps = 600
+    c.train.log_every = 200
+    c.train.eval_every = 600
+    c.minimize.round_steps = 100
+    c.depth.num_seeds = 3
+    return c
+
+
+DEPTH_PRESETS = {"quick": make_quick_depth}
+
+
+def get_depth_preset(arg: str | None = None) -> ml_collections.ConfigDict:
+    """`depth_config()` with the presets named by `arg` ('quick', or None)."""
+    return apply_presets(depth_config(), DEPTH_PRESETS, arg)

@@ -7,7 +7,10 @@ a flatten, every pixel's copy). The result is the
 params of the same network built at the kept widths (`Model.at_widths`), run with
 all-true masks. Because a disabled unit outputs exactly zero, the weights that read
 it contribute nothing, so the compact network computes the same function as the
-masked one; `export` checks that on real inputs before writing anything.
+masked one; `export` checks that on real inputs before writing anything. A bypassed
+layer (a bypassable layer with no live unit, `spec` module docstring) is left out
+whole: its variables are dropped, and the layer after it reads the live channels
+before it.
 
 Counts: parameters are counted on the compact tree itself (every leaf, exact);
 FLOPs by `spec.count_flops` (multiply-adds and biases of the maskable layers).
@@ -49,6 +52,23 @@ def compact(
             out = spec_lib.set_path(
                 out, path, _take(spec_lib.get(out, leaf), np.asarray(keep), axis)
             )
+    for layer in model_spec.layers:
+        if layer.bypass and not np.any(np.asarray(masks[layer.name])):
+            for leaf in layer.owns:
+                if leaf.collection == collection:
+                    out = _drop(out, leaf.path)
+    return out
+
+
+def _drop(tree: dict, path: tuple[str, ...]) -> dict:
+    """A copy of nested dict `tree` without `path`, and without the branches it empties."""
+    head, *rest = path
+    out = dict(tree)
+    if rest:
+        out[head] = _drop(tree[head], tuple(rest))
+        if out[head]:
+            return out
+    del out[head]
     return out
 
 
@@ -127,6 +147,8 @@ def export(path: str, model, params: dict, masks: dict, x, state: dict | None = 
         "layers": model_spec.names,
         "widths": [widths[n] for n in model_spec.names],
         "full_widths": [layer.units for layer in model_spec.layers],
+        "depth": spec_lib.depth(model_spec, masks),  # layers that compute (bypassed out)
+        "full_depth": len(model_spec.layers),
         "params": spec_lib.count_params(small),
         "full_params": spec_lib.count_params(params),
         "flops": spec_lib.count_flops(model_spec, masks),

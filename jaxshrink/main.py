@@ -5,6 +5,7 @@
     python -m jaxshrink.main --config=configs/sweep.py[:quick]    # Figure 4.2
     python -m jaxshrink.main --config=configs/correlation.py[:quick]    # Table 4.1, Fig 4.1
     python -m jaxshrink.main --config=configs/relearn.py[:quick]    # thesis 2.4.1's modes
+    python -m jaxshrink.main --config=configs/depth.py[:quick]    # depth and growth
 
 Without `--workdir` the run goes to `runs/<config name>[-<preset>]` under the current
 folder, so rerunning the same command resumes the same run.
@@ -25,7 +26,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxshrink import correlation, distributed, errors, pipeline, relearn, sweep
+from jaxshrink import correlation, depth, distributed, errors, pipeline, relearn, sweep
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/sobel.py:quick."
@@ -76,6 +77,8 @@ def main(argv):
             correlation.run_correlation(config, workdir)
         elif "relearn" in config:
             relearn.run_relearn(config, workdir)
+        elif "depth" in config:
+            depth.run_depth(config, workdir)
         else:
             results = pipeline.run(config, workdir)
             if results.get("status", "ok") != "ok":

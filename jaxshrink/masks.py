@@ -73,3 +73,24 @@ def to_rows(spec: spec_lib.ModelSpec, masks: dict) -> list[list[bool]]:
 def count_alive(masks: dict) -> jax.Array:
     """Number of enabled units over all layers."""
     return sum(jnp.sum(m) for m in jax.tree.leaves(masks))
+
+
+def start_masks(spec: spec_lib.ModelSpec, widths) -> dict:
+    """A run's start inside its envelope: the first ``widths[i]`` units of layer ``i``
+    alive (0 bypasses a bypassable layer); an empty `widths` keeps every unit."""
+    if not len(widths):
+        return full(spec)
+    return {layer.name: jnp.arange(layer.units) < int(w) for layer, w in zip(spec.layers, widths)}
+
+
+def layer_alive(spec: spec_lib.ModelSpec, masks: dict) -> jax.Array:
+    """(layers,) bool: which maskable layers have a live unit (compute, not bypassed)."""
+    return jnp.stack([jnp.any(jnp.asarray(masks[name])) for name in spec.names])
+
+
+def layer_of_candidate(spec: spec_lib.ModelSpec) -> np.ndarray:
+    """(candidates,) int: the position in `spec.layers` of each candidate's layer."""
+    positions = {layer.name: i for i, layer in enumerate(spec.layers)}
+    return np.concatenate(
+        [np.full(units, positions[name], np.int32) for name, units in candidate_layout(spec)]
+    )

@@ -39,6 +39,33 @@ takes relu'(0) = 0), so with zero values it never relearns; only re-drawn values
 unit: nothing trains, so a round measures the immediate loss of the unit with no
 compensation (its `round_steps` update nothing). It was this package's earlier
 ``disabled_others_frozen`` and is kept as a cheap minimization mode.
+
+Depth and growth (not in the thesis's final implementation; its stated aim is
+"minimizing the number of layers and the number of masks in the layers"). A round
+proposes one of three kinds of change (`KINDS`), all under the same Adam reset,
+retraining, accept/roll-back, checkpoints and round records:
+
+* ``unit``: the thesis's round, above.
+* ``layer`` (``minimize.depth`` not 'off', a model with bypassable layers, see
+  `spec`): every live unit of one layer is disabled at once, which bypasses the
+  layer (its output becomes its input). The layer is chosen by
+  `strategies.LAYER_RULES`; the rule to keep it is the unit rule (``score >=
+  threshold * reference``). Layer rounds come first: while a bypassable layer
+  has not failed since the last accepted layer removal, a round proposes a layer;
+  then units. So depth is settled first and widths after, and each layer is tried
+  at least once.
+* ``grow`` (``minimize.grow``): a run that starts inside its envelope with only
+  some units alive (``train.start_widths``) first grows. A growth round enables one
+  dead unit, freshly initialised (values re-drawn as at the start of training), of
+  the computing layer with the fewest live units among those not failed since the
+  last accepted growth (ties: the earlier layer; the unit: its first dead one). It
+  is kept when the unit pays for itself: ``score >= (1 + grow_margin) *
+  reference``. The growth phase ends at the first round with no layer left to grow
+  (each failed once, or full), and never resumes; the run then shrinks as above.
+
+Only failed unit rounds count towards `max_failures`; every round counts towards
+`max_rounds`. Shapes never change: a layer or a unit is removed or restored by its
+masks, so one compiled round serves every kind.
 """
 
 from __future__ import annotations
@@ -60,6 +87,8 @@ GATED_MODES = ("disabled_frozen", "disabled_frozen_others_frozen")  # may minimi
 RELEARN_MODES = ("disabled", "disabled_others_frozen")  # the unit may come back
 MODES = GATED_MODES + RELEARN_MODES
 REFERENCES = ("last_accepted", "baseline")
+KINDS = ("unit", "layer", "grow")  # what a round changes (`RoundRecord.kind`)
+UNIT, LAYER, GROW = range(3)
 
 
 @flax.struct.dataclass
@@ -76,6 +105,9 @@ class MinState:
     group: jax.Array  # int32: the adaptive group size (0 = not started: `group_size`)
     done: jax.Array  # bool: the stopping rule has fired
     key: jax.Array  # PRNG key for selection and re-initialisation
+    layer_failed: jax.Array  # (layers,) bool: bypass failed since the last accepted one
+    grow_failed: jax.Array  # (layers,) bool: growth failed since the last accepted one
+    growing: jax.Array  # bool: still in the growth phase (while its RunSpec grows)
 
 
 class RoundRecord(NamedTuple):
@@ -90,6 +122,7 @@ class RoundRecord(NamedTuple):
     accepted: jax.Array  # bool
     train_loss: jax.Array  # mean training loss of the round
     finite: jax.Array  # bool: loss, score and weights were all finite
+    kind: jax.Array  # int32 position in `KINDS`: unit, layer (bypass) or grow
 
 
 def init_state(
@@ -97,6 +130,7 @@ def init_state(
 ) -> MinState:
     """The minimizer's state right after the initial training."""
     size = masks_lib.num_candidates(model_spec)
+    layers = len(model_spec.layers)
     return MinState(
         run=run,
         reference=jnp.asarray(baseline, jnp.float32),
@@ -108,6 +142,9 @@ def init_state(
         group=jnp.zeros((), jnp.int32),
         done=jnp.zeros((), bool),
         key=key,
+        layer_failed=jnp.zeros((layers,), bool),
+        grow_failed=jnp.zeros((layers,), bool),
+        growing=jnp.ones((), bool),
     )
 
 
@@ -160,6 +197,16 @@ def alter(model_spec, run: train.TrainState, onehot: dict, mode: str, values=Non
     return run.replace(params=params, model_state=model_state, masks=masks, frozen=frozen)
 
 
+def enable(model_spec, run: train.TrainState, onehot: dict, values):
+    """The run with the dead units of `onehot` enabled (growth), their values (params
+    and model state) taken from `values` = ``(params, model_state)``, e.g. fresh ones
+    from `Model.init_variables`. They train from now on; the other dead units stay
+    frozen."""
+    grown = alter(model_spec, run, onehot, "disabled_frozen", values)  # copies the values
+    masks = jax.tree.map(jnp.logical_or, run.masks, onehot)
+    return grown.replace(masks=masks, frozen=jax.tree.map(jnp.logical_not, masks))
+
+
 class RunSpec(NamedTuple):
     """What distinguishes one minimization run from another of a batch (all traced)."""
 
@@ -172,10 +219,20 @@ class RunSpec(NamedTuple):
     group_size: jax.Array  # int32: 'fixed' count, 'adaptive' start
     group_fraction: jax.Array  # float32: 'fraction' of the live candidates
     group_threshold: jax.Array  # float32: 'threshold' score
+    depth: jax.Array  # int32 position in `strategies.LAYER_RULES` (0: 'off')
+    grow: jax.Array  # bool: grow before shrinking
+    grow_margin: jax.Array  # float32: keep a grown unit when new/old >= 1 + margin
 
 
-def run_spec(minimize_cfg, strategy: str | None = None, threshold: float | None = None):
-    """The `RunSpec` of `minimize_cfg`, optionally with another strategy or threshold.
+def run_spec(
+    minimize_cfg,
+    strategy: str | None = None,
+    threshold: float | None = None,
+    depth: str | None = None,
+    grow: bool | None = None,
+):
+    """The `RunSpec` of `minimize_cfg`, optionally with another strategy, threshold,
+    layer rule (`depth`) or growth switch.
 
     The stopping rule is the strategy's (thesis 4.3) unless `max_rounds` /
     `max_failures` in the config override it (-1 keeps the thesis's).
@@ -194,7 +251,24 @@ def run_spec(minimize_cfg, strategy: str | None = None, threshold: float | None 
         group_size=np.int32(minimize_cfg.get("group_size", 1)),
         group_fraction=np.float32(minimize_cfg.get("group_fraction", 0.1)),
         group_threshold=np.float32(group_threshold),
+        depth=np.int32(strategies.LAYER_RULES.index(depth or minimize_cfg.get("depth", "off"))),
+        grow=np.bool_(minimize_cfg.get("grow", False) if grow is None else grow),
+        grow_margin=np.float32(minimize_cfg.get("grow_margin", 0.0)),
     )
+
+
+def depth_rules(config) -> tuple[str, ...]:
+    """The layer rules a run or an experiment uses (static: what the round computes)."""
+    rules = {config.minimize.get("depth", "off")}
+    if "depth" in config:
+        rules.add(config.depth.get("rule", "cost"))
+    return tuple(sorted(rules))
+
+
+def grows(config) -> bool:
+    """Whether any run of `config` grows (static: the round then draws fresh values)."""
+    grow_variants = "depth" in config and "grow" in tuple(config.depth.get("variants", ()))
+    return bool(config.minimize.get("grow", False)) or grow_variants
 
 
 def group_size(spec: RunSpec, ms_group: jax.Array, scores, allowed, live: jax.Array):
@@ -243,6 +317,8 @@ class _Proposal(NamedTuple):
     choice: jax.Array
     onehot: jax.Array  # (candidates,) bool
     key: jax.Array
+    kind: jax.Array  # int32 position in `KINDS`
+    layer: jax.Array  # (layers,) bool: the layer bypassed or grown (none for a unit)
 
 
 def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Callable:
@@ -261,10 +337,51 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
         return trainer.task.loss(model.apply(params, masks, x, state=state), y)
 
     score_fn = strategies.make_scorer(model, scoring_loss, mcfg, strategies.used(config))
+    rules = depth_rules(config)
+    layer_score_fn = strategies.make_layer_scorer(model, scoring_loss, rules)
+    # Static: which kinds of round this job can propose at all.
+    has_depth = bool(model_spec.bypassable) and any(r != "off" for r in rules)
+    has_growth = grows(config)
     round_steps = int(mcfg.round_steps)
+    cand_layer = jnp.asarray(masks_lib.layer_of_candidate(model_spec))  # (candidates,)
+    is_candidate = jnp.asarray([layer.candidate for layer in model_spec.layers])
+    positions = jnp.arange(len(model_spec.layers))
+
+    def first(vector):
+        """(first True position as a one-hot, whether there is one)."""
+        index = jnp.argmax(vector)
+        return (jnp.arange(vector.shape[0]) == index) & vector[index], vector[index]
+
+    def layer_proposal(ms: MinState, spec: RunSpec, run, x, y):
+        """The layer to bypass: (candidates,) one-hot of its live units, (layers,) one-hot."""
+        if not has_depth:
+            none = jnp.zeros(positions.shape, bool)
+            return jnp.zeros(cand_layer.shape, bool), none
+        on = masks_lib.layer_alive(model_spec, run.masks)
+        scores = layer_score_fn(spec.depth, run.params, run.model_state, run.masks, x, y)
+        allowed = on & ~ms.layer_failed & jnp.isfinite(scores) & (spec.depth > 0)
+        best, ok = strategies.select(scores, allowed)
+        layer = (positions == best) & ok
+        units = layer[cand_layer] & masks_lib.flatten(model_spec, run.masks)
+        return units, layer
+
+    def grow_proposal(ms: MinState, spec: RunSpec, run):
+        """The unit to enable: (candidates,) one-hot, (layers,) one-hot of its layer."""
+        if not has_growth:
+            none = jnp.zeros(positions.shape, bool)
+            return jnp.zeros(cand_layer.shape, bool), none
+        alive = masks_lib.flatten(model_spec, run.masks)
+        on = masks_lib.layer_alive(model_spec, run.masks)
+        dead_in = jnp.zeros(positions.shape, jnp.int32).at[cand_layer].add(~alive) > 0
+        live_count = jnp.zeros(positions.shape, jnp.int32).at[cand_layer].add(alive)
+        allowed = is_candidate & on & dead_in & ~ms.grow_failed & ms.growing & spec.grow
+        best, ok = strategies.select(-live_count.astype(jnp.float32), allowed)
+        layer = (positions == best) & ok
+        unit, _ = first(layer[cand_layer] & ~alive)
+        return unit, layer
 
     def propose(ms: MinState, spec: RunSpec, x, y):
-        """Selects a unit and builds the altered network (Adam reset) for one run."""
+        """Selects a change and builds the altered network (Adam reset) for one run."""
         key, score_key, init_key = jax.random.split(ms.key, 3)
         run = ms.run
         scores = score_fn(spec.strategy, run.params, run.model_state, run.masks, score_key, x, y)
@@ -274,31 +391,45 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
         k = group_size(spec, ms.group, scores, allowed, live)
         choice, _ = strategies.select(scores, allowed)
         chosen = choose_group(model_spec, scores, allowed, run.masks, k)
+        layer_units, layer = layer_proposal(ms, spec, run, x, y)
+        grow_unit, grow_layer = grow_proposal(ms, spec, run)
+        kind = jnp.where(
+            jnp.any(grow_unit), GROW, jnp.where(jnp.any(layer_units), LAYER, UNIT)
+        ).astype(jnp.int32)
+        chosen = jnp.where(kind == GROW, grow_unit, jnp.where(kind == LAYER, layer_units, chosen))
+        layer = jnp.where(kind == GROW, grow_layer, jnp.where(kind == LAYER, layer, False))
+        choice = jnp.where(kind == UNIT, choice, jnp.argmax(chosen)).astype(jnp.int32)
         # A run whose accepted network scores NaN/Inf has nothing to compare with.
         active = ~ms.done & jnp.any(chosen) & jnp.isfinite(ms.reference)
         onehot_flat = chosen & active
         onehot = masks_lib.unflatten(model_spec, onehot_flat, fill=False)
-        values = model.init_variables(init_key) if mcfg.reinit else None
-        trial = alter(model_spec, run, onehot, mcfg.mode, values)
+        fresh = model.init_variables(init_key) if (mcfg.reinit or has_growth) else None
+        trial = alter(model_spec, run, onehot, mcfg.mode, fresh if mcfg.reinit else None)
+        if has_growth:
+            grown = enable(model_spec, run, onehot, fresh)
+            trial = _tree_where(kind == GROW, grown, trial)
         if float(mcfg.get("distort", 0.0)) > 0:  # thesis 003's distorted pruning
             noisy = strategies.distort(trial.params, jax.random.fold_in(init_key, 1), mcfg.distort)
             dead = jax.tree.map(jnp.logical_not, trial.masks)
             kept = spec_lib.expand(model_spec, dead, trial.params)  # disabled units stay
             trial = trial.replace(params=jax.tree.map(jnp.where, kept, trial.params, noisy))
         trial = trial.replace(opt_state=optim.reset(engine.trainer.tx, trial.params))
-        return trial, _Proposal(active, choice, onehot_flat, key)
+        return trial, _Proposal(active, choice, onehot_flat, key, kind, layer & active)
 
     def decide(ms: MinState, spec: RunSpec, prop: _Proposal, trial, loss, score):
         """Accepts the trial or rolls back to `ms.run`, and applies the stopping rule."""
         run, active = ms.run, prop.active
+        is_unit, is_layer, is_grow = (prop.kind == UNIT), (prop.kind == LAYER), (prop.kind == GROW)
         ratio = score / ms.reference
         # A NaN or Inf anywhere (loss, score, weights) rolls the round back.
         finite = jnp.isfinite(score) & jnp.isfinite(loss)
         for leaf in jax.tree.leaves(trial.params):
             finite &= jnp.all(jnp.isfinite(leaf))
         # Written without the division, so that a reference of 0 (e.g. an accuracy of 0
-        # on a tiny eval split) accepts any finite score instead of comparing NaN.
-        accept = active & finite & (score >= spec.threshold * ms.reference)
+        # on a tiny eval split) accepts any finite score instead of comparing NaN. A
+        # grown unit must raise the score by the margin.
+        factor = jnp.where(is_grow, 1.0 + spec.grow_margin, spec.threshold)
+        accept = active & finite & (score >= factor * ms.reference)
         # Rolled back: params, masks, frozen flags and Adam state exactly as they were
         # (the next round resets Adam first, which is the thesis's reset after a
         # reversion). Only the step counter moves on, so the next round draws new
@@ -306,20 +437,30 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
         kept = _tree_where(accept, trial, run.replace(step=trial.step))
         new_reference = score if mcfg.reference == "last_accepted" else ms.baseline
         # Under the adaptive rule a failed group of several units is retried smaller and
-        # does not count towards `max_failures`; a failed single unit does.
+        # does not count towards `max_failures`; a failed single unit does. Layer and
+        # growth rounds never count.
         count = jnp.sum(prop.onehot).astype(jnp.int32)
         adaptive = spec.group == strategies.GROUPS.index("adaptive")
-        counted = active & ~(adaptive & (count > 1))
+        counted = active & is_unit & ~(adaptive & (count > 1))
         failures = jnp.where(accept, 0, ms.failures + counted.astype(jnp.int32))
         rounds = ms.rounds + active.astype(jnp.int32)
         # A failed group of several units under the adaptive rule is retried smaller;
         # otherwise the units of a failed round are not proposed again until the next
         # accepted round (2.4.2: "select different masks if the network was restored").
         mark = jnp.where(adaptive & (count > 1), jnp.zeros_like(ms.failed), prop.onehot)
+        mark = mark & is_unit
         failed = jnp.where(accept, jnp.zeros_like(ms.failed), ms.failed | mark)
         group = jnp.where(accept, 2 * count, jnp.maximum(count // 2, 1))
-        group = jnp.where(active, group, ms.group)
-        visited = ms.visited | prop.onehot
+        group = jnp.where(active & is_unit, group, ms.group)
+        visited = ms.visited | (prop.onehot & is_unit)
+        # A failed layer (bypass or growth) is not tried again until one of its kind
+        # is accepted.
+        layer_failed = jnp.where(
+            accept & is_layer, False, ms.layer_failed | (prop.layer & is_layer & ~accept)
+        )
+        grow_failed = jnp.where(
+            accept & is_grow, False, ms.grow_failed | (prop.layer & is_grow & ~accept)
+        )
         stop = ~active  # for a run still going: no eligible candidate is left
         stop |= (spec.max_rounds > 0) & (rounds >= spec.max_rounds)
         stop |= (spec.max_failures > 0) & (failures >= spec.max_failures)
@@ -334,6 +475,9 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
             group=group,
             done=ms.done | stop,
             key=prop.key,
+            layer_failed=layer_failed,
+            grow_failed=grow_failed,
+            growing=ms.growing & is_grow,  # the first round that does not grow ends it
         )
         new = _tree_where(ms.done, ms, new)  # nothing changes for a stopped run
         record = RoundRecord(
@@ -346,6 +490,7 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
             accepted=accept,
             train_loss=loss,
             finite=finite,
+            kind=prop.kind,
         )
         return new, record
 

@@ -47,6 +47,7 @@ from jaxshrink import (
     validate,
 )
 from jaxshrink import masks as masks_lib
+from jaxshrink import spec as spec_lib
 from jaxshrink import workdir as workdir_lib
 
 
@@ -176,14 +177,18 @@ def spread(values: np.ndarray, fmt: str = ".4f") -> str:
     )
 
 
-def train_stage(job: Job, seeds) -> train.TrainState:
+def train_stage(job: Job, seeds, masks=None) -> train.TrainState:
     """Initial training of one run per seed, batched; resumes from the newest checkpoint.
 
-    Run i starts from `PRNGKey(seeds[i])`, exactly as a single run with that seed.
+    Run i starts from `PRNGKey(seeds[i])`, exactly as a single run with that seed, with
+    the units of `masks` alive (one tree, or a batch with a leading run axis; None:
+    `train.start_widths`).
     """
     config, log = job.config, job.log
     n = len(seeds)
-    states = job.place(train.create_train_states(seeds, job.model, job.trainer.tx))
+    if masks is None:
+        masks = masks_lib.start_masks(job.model.spec, tuple(config.train.start_widths))
+    states = job.place(train.create_train_states(seeds, job.model, job.trainer.tx, masks))
     live = job.place(jnp.arange(batching.num_runs(states)) < n)
     ckpt = job.checkpointer("train")
     # Training curves, per run: what `visualize.save_training_curve` draws.
@@ -270,15 +275,22 @@ def init_minimize(model_spec, trained: train.TrainState, baselines, seeds) -> mi
 
 
 def round_entries(history: list[dict], run: int, model_spec) -> list[dict]:
-    """The rounds in which run `run` tested a unit, as readable records."""
+    """The rounds in which run `run` tested a change, as readable records.
+
+    ``kind`` is 'unit' (a unit or group disabled), 'layer' (a layer bypassed:
+    ``candidate`` is the layer's name) or 'grow' (a unit enabled).
+    """
     out = []
     for rec in history:
         candidate = int(rec["candidate"][run])
         if candidate < 0:
             continue
+        kind = minimize.KINDS[int(rec["kind"][run])] if "kind" in rec else "unit"
+        name = masks_lib.candidate_name(model_spec, candidate)
         out.append(
             {
-                "candidate": masks_lib.candidate_name(model_spec, candidate),
+                "kind": kind,
+                "candidate": name.split("/")[0] if kind == "layer" else name,
                 "candidate_index": candidate,
                 "count": int(rec["count"][run]) if "count" in rec else 1,
                 "score": float(rec["score"][run]),
@@ -329,10 +341,16 @@ def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, des
                 verdict = "kept" if e["accepted"] else "rolled back"
                 if not e["finite"]:
                     verdict = "rolled back (NaN/Inf)"
-                alive = int(masks_lib.count_alive(batching.take(batching.to_host(ms.run.masks), 0)))
-                what = e["candidate"] + (f" +{e['count'] - 1}" if e["count"] > 1 else "")
+                kept = batching.take(batching.to_host(ms.run.masks), 0)
+                alive = int(masks_lib.count_alive(kept))
+                if job.model.spec.bypassable:
+                    alive = f"{alive} in {spec_lib.depth(job.model.spec, kept)} layers"
+                what = e["candidate"]
+                if e["kind"] == "unit" and e["count"] > 1:
+                    what += f" +{e['count'] - 1}"
+                verb = {"unit": "disable", "layer": "bypass ", "grow": "enable "}[e["kind"]]
                 log(
-                    f"minimize: round {calls:2d}  disable {what:9s} "
+                    f"minimize: round {calls:2d}  {verb} {what:9s} "
                     f"{job.score_label} {e['score']:.4g}  ratio {e['ratio']:.3f}  {verdict:11s} "
                     f"alive {alive}  ({seconds:.1f}s)"
                 )
@@ -341,7 +359,7 @@ def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, des
             kept = int(np.sum(rec["accepted"]))
             still = int(np.sum(~done[:n]))
             log(
-                f"minimize: round {calls:2d}  {active:4d} runs tested a unit, {kept:4d} kept, "
+                f"minimize: round {calls:2d}  {active:4d} runs tested a change, {kept:4d} kept, "
                 f"{still:4d}/{n} still going  ({seconds:.1f}s)"
             )
         ckpt.save(calls, ms, {"stage": "minimize", "history": history})

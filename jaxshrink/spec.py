@@ -32,6 +32,15 @@ sub-modules `layers` form a chain (each feeds the next), by tracing it once with
 called after a layer (before the next one) over that layer's units belongs to it. A
 model whose layers do not form a chain (skip connections) can state its `ModelSpec` by
 hand.
+
+*Depth.* A layer whose input and output have the same shape may be declared
+`bypass`: the model then replaces its output by its input when none of its units is
+alive (``where(any(masks[name]), output, input)``). The per-layer gate is thus
+``any(masks[name])``, traced data like every mask, and a layer is removed or restored
+by the same mask trees, rollback and checkpoints as a unit. `live_outputs` says which
+channels each layer passes on (a bypassed layer passes on its input's), and
+`input_keep`, `count_flops` and the export read it, so a bypassed layer costs nothing
+and the export builds the network without it.
 """
 
 from __future__ import annotations
@@ -70,6 +79,7 @@ class Layer:
     window: int  # kernel taps per output per input unit (k*k; 1 for dense)
     positions: int  # kernel applications per example
     in_features: int  # size of the kernel's input axis with every unit alive
+    bypass: bool = False  # with no unit alive, the layer passes its input on unchanged
 
     @property
     def kernel(self) -> Leaf:
@@ -91,6 +101,11 @@ class ModelSpec:
     def candidates(self) -> list[Layer]:
         """The layers whose units may be disabled, in network order."""
         return [layer for layer in self.layers if layer.candidate]
+
+    @property
+    def bypassable(self) -> list[Layer]:
+        """The layers that may be bypassed (removed from the depth), in network order."""
+        return [layer for layer in self.layers if layer.bypass]
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
@@ -166,18 +181,50 @@ def expand(
     return out
 
 
+def gates(spec: ModelSpec, masks: Mapping) -> dict[str, jax.Array]:
+    """Per layer, whether it computes (True) or is bypassed (False; `bypass` layers only)."""
+    out = {}
+    for layer in spec.layers:
+        alive = jnp.any(jnp.asarray(masks[layer.name]))
+        out[layer.name] = alive if layer.bypass else jnp.ones((), bool)
+    return out
+
+
+def depth(spec: ModelSpec, masks: Mapping) -> int:
+    """The number of layers that compute (bypassed ones left out)."""
+    return int(sum(bool(g) for g in gates(spec, masks).values()))
+
+
+def live_outputs(spec: ModelSpec, masks: Mapping) -> dict[str, jax.Array]:
+    """Per layer, which of its output channels carry a live unit's value.
+
+    A computing layer passes on its own mask; a bypassed layer passes on its input,
+    the live outputs of the layer before it (all True for the network's input).
+    """
+    out, previous = {}, None
+    for layer in spec.layers:
+        mask = jnp.asarray(masks[layer.name])
+        if layer.bypass:
+            before = jnp.ones_like(mask) if previous is None else previous
+            mask = jnp.where(jnp.any(mask), mask, before)
+        out[layer.name] = previous = mask
+    return out
+
+
 def input_keep(spec: ModelSpec, masks: Mapping) -> dict[tuple, jax.Array]:
     """For every fed input axis, which inputs read a live unit.
 
     Returns:
-      ``{(collection, path, axis): bool[inputs]}``: input ``i`` is kept when unit
-      ``i % units`` of the layer feeding it is alive. An axis fed by several layers
-      (e.g. a concatenation described by hand) keeps the AND of their patterns.
+      ``{(collection, path, axis): bool[inputs]}``: input ``i`` is kept when channel
+      ``i % units`` of the layer feeding it is live (`live_outputs`: through a
+      bypassed layer, the live units before it). An axis fed by several layers (e.g.
+      a concatenation described by hand) keeps the AND of their patterns.
     """
     out: dict[tuple, jax.Array] = {}
     sizes = _fed_sizes(spec)
+    live = live_outputs(spec, masks)
     for layer in spec.layers:
-        mask = jnp.asarray(masks[layer.name])
+        mask = live[layer.name]
         for leaf in layer.feeds:
             key = (leaf.collection, leaf.path, leaf.axis)
             size = sizes[key]
@@ -263,6 +310,7 @@ def trace(
     *,
     candidates: Sequence[str] | None = None,
     call_kwargs: Mapping | None = None,
+    bypassable: Sequence[str] | str = (),
 ) -> ModelSpec:
     """The spec of a Flax module whose sub-modules `layers` form a chain.
 
@@ -279,9 +327,14 @@ def trace(
       layers: the maskable sub-modules in network order, as '/'-joined paths.
       candidates: layers whose units may be disabled (default: all but the last).
       call_kwargs: extra keyword arguments for the call (default ``train=False``).
+      bypassable: candidate layers the module bypasses when none of their units is
+        alive (see the module docstring), or ``'auto'``: every candidate layer whose
+        input and output shapes are equal (what `models.sequential.Sequential` with
+        ``bypass=True`` does).
 
     Raises:
-      ValueError: a layer is missing, of another type, or does not chain.
+      ValueError: a layer is missing, of another type, or does not chain; a
+        bypassable layer is not a candidate or changes the shape.
     """
     layers = list(layers)
     if len(layers) < 1:
@@ -350,6 +403,19 @@ def trace(
                 in_features=int(kernel[-2]),
             )
         )
+    if bypassable == "auto":
+        bypassable = [n for n in candidates if n in seen and seen[n][1] == seen[n][2]]
+    for name in bypassable:
+        if name not in layers or name not in candidates:
+            raise ValueError(f"bypassable layer {name!r} is not a candidate layer {candidates}")
+        _, in_shape, out_shape = seen[name]
+        if in_shape != out_shape:
+            raise ValueError(
+                f"layer {name!r} cannot be bypassed: its input {in_shape[1:]} and output "
+                f"{out_shape[1:]} shapes differ"
+            )
+    for layer in built:
+        layer["bypass"] = layer["name"] in bypassable
     for i, layer in enumerate(built):
         feeds = ()
         if i + 1 < len(built):

@@ -478,3 +478,37 @@ def distort(params, key: jax.Array, scale: float):
             w = w + scale * noise * (1.0 - jnp.var(w))
         out.append(w)
     return jax.tree.unflatten(tree, out)
+
+
+# ---------------------------------------------------------------- depth and growth (issue 17)
+#
+# Which whole layer a round bypasses (`minimize.depth`, see `minimize`): 'off' (the
+# thesis: widths only), 'cost' (the layer whose bypass raises the task's loss on the
+# scoring batch least) or 'fewest' (the layer with the fewest live units; ties: the
+# earlier layer). Only bypassable layers (`spec.Layer.bypass`) are ever scored.
+LAYER_RULES = ("off", "cost", "fewest")
+
+
+def make_layer_scorer(model, loss: Callable, rules=LAYER_RULES) -> Callable:
+    """`scores(rule, params, state, masks, x, y) -> (layers,)` over `model.spec.layers`:
+    higher bypasses first; -inf for a layer that cannot be bypassed. `rule` is a traced
+    position in `LAYER_RULES`; `rules` (static) are the ones a job uses, so 'cost'
+    costs its forward passes only where it is used."""
+    layers = model.spec.layers
+
+    def scores(rule, params, state, masks, x, y):
+        fewest = jnp.stack([-jnp.sum(jnp.asarray(masks[layer.name])) for layer in layers])
+        out = fewest.astype(jnp.float32)
+        if "cost" in rules:
+            costs = []
+            for layer in layers:
+                if not layer.bypass:
+                    costs.append(jnp.zeros((), jnp.float32))
+                    continue
+                bypassed = {**masks, layer.name: jnp.zeros_like(masks[layer.name])}
+                costs.append(-loss(params, state, bypassed, x, y).astype(jnp.float32))
+            out = jnp.where(rule == LAYER_RULES.index("cost"), jnp.stack(costs), out)
+        bypass = jnp.asarray([layer.bypass for layer in layers])
+        return jnp.where(bypass, out, -jnp.inf)
+
+    return scores

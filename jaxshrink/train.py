@@ -129,26 +129,35 @@ def make_eval_data(split, batch_size: int) -> EvalData:
     )
 
 
-def create_train_state(rng: jax.Array, model: models.Model, tx) -> TrainState:
-    """A freshly initialised run: all units enabled, none frozen, step 0."""
+def create_train_state(rng: jax.Array, model: models.Model, tx, masks=None) -> TrainState:
+    """A freshly initialised run at step 0: all units enabled and none frozen, or the
+    units of `masks` enabled and the others frozen (a run that starts small inside its
+    envelope, `masks.start_masks`)."""
     init_rng, data_rng = jax.random.split(rng)
     params, model_state = model.init_variables(init_rng)
+    masks = spec_lib.full(model.spec, True) if masks is None else masks
     return TrainState(
         params=params,
         model_state=model_state,
         opt_state=optim.reset(tx, params),
-        masks=spec_lib.full(model.spec, True),
-        frozen=spec_lib.full(model.spec, False),
+        masks=masks,
+        frozen=jax.tree.map(jnp.logical_not, masks),
         step=jnp.zeros((), jnp.int32),
         rng=data_rng,
     )
 
 
-def create_train_states(seeds, model: models.Model, tx) -> TrainState:
+def create_train_states(seeds, model: models.Model, tx, masks=None) -> TrainState:
     """A batch of fresh runs, one per seed (leading axis = run); run i is
-    `create_train_state(PRNGKey(seeds[i]), ...)` exactly."""
+    `create_train_state(PRNGKey(seeds[i]), ...)` exactly. `masks`: one start tree
+    for every run, or a batch of them (leading run axis)."""
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
-    return jax.vmap(lambda k: create_train_state(k, model, tx))(keys)
+    if masks is None:
+        masks = spec_lib.full(model.spec, True)
+    masks = jax.tree.map(
+        lambda m: jnp.broadcast_to(jnp.asarray(m), (len(keys), *jnp.shape(m)[-1:])), masks
+    )
+    return jax.vmap(lambda k, m: create_train_state(k, model, tx, m))(keys, masks)
 
 
 def from_config(config: ml_collections.ConfigDict, input_shape) -> Trainer:

@@ -221,6 +221,57 @@ def _check_minimize(c) -> None:
     _int(c, "minimize.max_failures", -1)
     distort = m.get("distort", 0.0)
     _check(distort >= 0 and math.isfinite(distort), "minimize.distort", distort, "a number >= 0")
+    _one_of(m.get("depth", "off"), "minimize.depth", strategies.LAYER_RULES)
+    _one_of(m.get("grow", False), "minimize.grow", (True, False))
+    margin = m.get("grow_margin", 0.0)
+    ok = isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0
+    _check(ok, "minimize.grow_margin", margin, "a finite number >= 0")
+    if "depth" in c:
+        d = c.depth
+        _int(c, "depth.num_seeds")
+        _one_of(d.rule, "depth.rule", strategies.LAYER_RULES[1:])
+        for field, allowed in (
+            ("targets", config_lib.DEPTH_TARGETS),
+            ("variants", config_lib.DEPTH_VARIANTS),
+        ):
+            values = tuple(d[field])
+            ok = 0 < len(values) == len(set(values)) and set(values) <= set(allowed)
+            _check(ok, f"depth.{field}", values, f"a non-empty list from {allowed} without repeats")
+        for field in ("thesis_widths", "grow_widths"):
+            _check(len(d[field]) > 0, f"depth.{field}", tuple(d[field]), "widths per layer")
+
+
+def _check_widths(c, model) -> None:
+    """`train.start_widths`, the depth experiment's widths and the layer rule fit `model`."""
+    spec = model.spec
+    fields = [("train.start_widths", tuple(c.train.get("start_widths", ())))]
+    if "depth" in c:
+        fields += [(f"depth.{f}", tuple(c.depth[f])) for f in ("thesis_widths", "grow_widths")]
+    for field, widths in fields:
+        if not widths:
+            continue
+        ok = len(widths) == len(spec.layers) and all(
+            _is_int(w, 0)
+            and w <= layer.units
+            and (w >= 1 or layer.bypass)
+            and (w == layer.units or layer.candidate)
+            for w, layer in zip(widths, spec.layers)
+        )
+        allowed = (
+            f"{len(spec.layers)} widths (layers {spec.names}), each at most the layer's "
+            f"units {[layer.units for layer in spec.layers]}, 0 only for a bypassable layer "
+            f"{[layer.name for layer in spec.bypassable]}, the output layer full"
+        )
+        _check(ok, field, widths, allowed)
+    rules = set(minimize.depth_rules(c)) - {"off"}
+    if rules and not spec.bypassable:
+        _check(
+            False,
+            "minimize.depth" if "depth" not in c else "depth.rule",
+            sorted(rules)[0],
+            "'off' for a model without bypassable layers (set model.bypass=True, and give "
+            "it hidden layers that keep their input's shape)",
+        )
 
 
 def _check_shapes(c, model=None) -> None:
@@ -242,6 +293,7 @@ def _check_shapes(c, model=None) -> None:
             f"a model for the data's examples of shape {tuple(shape)}",
         )
         _check_frozen_layers(c, model)
+        _check_widths(c, model)
         return
     try:
         model = models.get_model(c.model, shape)
@@ -252,6 +304,7 @@ def _check_shapes(c, model=None) -> None:
             "allowed: layers whose kernels and poolings fit the input (see data.crop_size)"
         ) from None
     _check_frozen_layers(c, model)
+    _check_widths(c, model)
 
 
 def _augmented_shape(c, shape) -> tuple:

@@ -5,6 +5,9 @@
 * ``fcn``: the edge-detection network of thesis 001 (2.3): `num_layers` 'SAME'
   convolutions of `num_filters` K x K filters, the last with `out_channels`, ReLU
   after every layer (also the last), truncated normal init (std 0.05).
+
+Any family: ``model.bypass=True`` makes every same-shape hidden layer bypassable
+(removable from the depth by its masks, `models.sequential`).
 * ``mlp``: dense layers of `hidden` units with ReLU, then `out_features` linear
   outputs: the summation network of thesis 003 (2.7.1) is hidden (1000,), 1 output.
 * ``cnn``: any chain of `layers` strings (`models.sequential`): the MNIST
@@ -54,6 +57,7 @@ def sequential_model(
     final_activation: bool = False,
     precision: str | None = "highest",
     conv: str = "xla",
+    bypass: bool = False,
 ) -> Model:
     """A `Model` of a `sequential.Sequential` chain of layer strings (with `factorized`:
     the same chain with low-rank layers, see `jaxshrink.lowrank`)."""
@@ -66,6 +70,7 @@ def sequential_model(
             final_activation=final_activation,
             precision=precision,
             conv=conv,
+            bypass=bypass,
             widths=None if widths is None else dict(widths),
             ranks=dict(ranks) if ranks else None,
         )
@@ -73,7 +78,13 @@ def sequential_model(
     def build(widths: Mapping[str, int] | None):
         return factorized(widths, None)
 
-    return Model.create(build, input_shape, sequential.layer_names(layers), factorized=factorized)
+    return Model.create(
+        build,
+        input_shape,
+        sequential.layer_names(layers),
+        factorized=factorized,
+        bypassable="auto" if bypass else (),
+    )
 
 
 def get_model(model_cfg, input_shape: Sequence[int]) -> Model:
@@ -86,4 +97,5 @@ def get_model(model_cfg, input_shape: Sequence[int]) -> Model:
         final_activation=final,
         precision=model_cfg.get("precision", "highest"),
         conv=model_cfg.get("conv", "xla"),
+        bypass=bool(model_cfg.get("bypass", False)),
     )

@@ -10,6 +10,12 @@ module works if it
    ``widths[name]`` units in layer `name` (``build(None)``: the full size). Export
    uses it to build the physically smaller network.
 
+Optionally, a layer whose input and output shapes are equal may be *bypassable*: the
+module returns its input in place of its output when none of its units is alive
+(``jnp.where(jnp.any(masks[name]), out, x)``), and ``build`` leaves it out for
+``widths[name] == 0``. Declare such layers with ``bypassable=`` in `Model.create`; a
+minimization can then remove whole layers (`minimize`, ``minimize.depth``).
+
 `Model.create(build, input_shape, layers)` traces the module once (`spec.trace`) to
 describe its maskable layers; everything else reads `model.spec`. Optionally,
 ``factorized(widths, ranks)`` builds the network with low-rank layers
@@ -66,6 +72,7 @@ class Model:
         factorized: (
             Callable[[Mapping[str, int] | None, Mapping[str, int]], nn.Module] | None
         ) = None,
+        bypassable: Sequence[str] | str = (),
     ) -> Model:
         """Builds the full-size module and traces its spec.
 
@@ -76,11 +83,16 @@ class Model:
           candidates: layers whose units may be disabled (default: all but the last,
             the output layer).
           factorized: optional (widths, ranks) -> the module with factorized layers.
+          bypassable: candidate layers the module bypasses when none of their units
+            is alive, or 'auto' (every candidate layer that keeps its input's shape;
+            see the module docstring and `spec.trace`).
         """
         module = build(None)
         layers = tuple(layers)
         candidates = tuple(layers[:-1] if candidates is None else candidates)
-        spec = spec_lib.trace(module, input_shape, layers, candidates=candidates)
+        spec = spec_lib.trace(
+            module, input_shape, layers, candidates=candidates, bypassable=bypassable
+        )
         return cls(module, spec, build, layers, candidates, factorized)
 
     def init_variables(self, rng: jax.Array) -> tuple[dict, dict]:
@@ -132,7 +144,8 @@ class Model:
         return out, dict(new)
 
     def at_widths(self, widths: Mapping[str, int]) -> Model:
-        """The same network with `widths[name]` units per layer (export's compact one)."""
+        """The same network with `widths[name]` units per layer (export's compact one);
+        a bypassable layer of width 0 is left out."""
         factorized = None
         if self.factorized is not None:
             outer = self.factorized
@@ -140,10 +153,14 @@ class Model:
             def factorized(at, ranks):
                 return outer(dict(widths) if at is None else at, ranks)
 
+        kept = [name for name in self.layers if widths[name] > 0]
+        # The compact module bypasses what keeps its shape at the new widths.
+        bypass = "auto" if self.spec.bypassable else ()
         return Model.create(
             lambda _: self.build(dict(widths)),
             self.spec.input_shape,
-            self.layers,
-            self.candidates,
+            kept,
+            [name for name in self.candidates if name in kept],
             factorized=factorized,
+            bypassable=bypass,
         )

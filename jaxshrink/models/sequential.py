@@ -25,6 +25,12 @@ unit's output is exactly zero whatever its weights: the network computes the sam
 function as the one with the unit physically removed, and the unit's weights get
 exactly zero gradient.
 
+With ``bypass=True`` every maskable layer but the last whose output has the shape of
+its input (a 'SAME' convolution from F to F channels, a dense layer from N to N) is
+*bypassable*: when none of its units is alive its output is its input, so a layer is
+removed from the depth by its masks alone (`spec` module docstring). The compact
+network of `export` leaves such a layer out (width 0 in `widths`).
+
 `ranks` factorizes layers (`jaxshrink.lowrank`): a ``conv:F:K`` layer ``name`` with
 ``ranks[name] = r`` becomes a K x 1 convolution to r channels without bias (sub-module
 ``<name>_v``, stride (s, 1)) followed by a 1 x K one to F channels (``name``, stride
@@ -118,6 +124,8 @@ class Sequential(nn.Module):
         network of `export`).
       ranks: rank per maskable layer name of the layers to factorize (see the module
         docstring; conv and dense layers only). None or empty: no factorization.
+      bypass: a same-shape layer with no live unit passes its input on (see the
+        module docstring); False: the thesis's fixed depth.
       conv: how convolutions differentiate: 'xla' (`lax.conv_general_dilated`) or
         'taps' (`jaxshrink.convs`: the same forward pass, the kernel gradient as one
         matrix product per kernel tap, much faster inside compiled loops on a CPU).
@@ -130,6 +138,7 @@ class Sequential(nn.Module):
     widths: Mapping[str, int] | None = None
     ranks: Mapping[str, int] | None = None
     conv: str = "xla"
+    bypass: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, masks: Mapping[str, jax.Array], train: bool = False):
@@ -158,6 +167,9 @@ class Sequential(nn.Module):
             units = int(args[0])
             if self.widths is not None:
                 units = int(self.widths[name])
+                if units == 0 and self.bypass:
+                    continue  # a bypassed layer, left out of the compact network
+            inputs = x
             if kind in ("conv", "convT"):
                 k = int(args[1])
                 options = args[2:]
@@ -218,5 +230,8 @@ class Sequential(nn.Module):
             if name != last or self.final_activation:
                 x = nn.relu(x)
             # Masking after the activation makes a disabled unit's output exactly zero.
-            x = x * jnp.asarray(masks[name]).astype(x.dtype)
+            mask = jnp.asarray(masks[name])
+            x = x * mask.astype(x.dtype)
+            if self.bypass and name != last and x.shape == inputs.shape:
+                x = jnp.where(jnp.any(mask), x, inputs)  # the layer's gate
         return x
