@@ -152,7 +152,8 @@ def summary(rows: list[dict]) -> list[dict]:
         mine = [r for r in rows if r["target"] == target and r["variant"] == variant]
 
         def median(field, mine=mine):
-            return float(np.nanmedian([r[field] for r in mine]))
+            values = [r[field] for r in mine if np.isfinite(r[field])]
+            return float(np.median(values)) if values else float("nan")
 
         out.append(
             {
