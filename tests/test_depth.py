@@ -1,5 +1,6 @@
 """Depth and growth (issue 17): bypassed layers, growth inside the envelope, one program."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -84,6 +85,36 @@ def test_the_export_leaves_a_bypassed_layer_out(tmp_path):
     small = export.load(str(tmp_path))
     assert "conv_3" not in small
     assert small["conv_4"]["kernel"].shape == (3, 3, 2, 3)  # reads conv_2's live units
+
+
+class _OwnNet(nn.Module):
+    """A researcher's module with one bypassable dense layer ('hidden2', 6 -> 6)."""
+
+    widths: dict | None = None
+
+    @nn.compact
+    def __call__(self, x, masks, train=False):
+        w = {"hidden1": 6, "hidden2": 6, **(self.widths or {})}
+        x = nn.relu(nn.Dense(w["hidden1"], name="hidden1")(x)) * masks["hidden1"]
+        if w["hidden2"]:
+            y = nn.relu(nn.Dense(w["hidden2"], name="hidden2")(x)) * masks["hidden2"]
+            x = jnp.where(jnp.any(masks["hidden2"]), y, x)
+        return nn.Dense(2, name="out")(x) * masks["out"]
+
+
+def test_your_own_module_can_declare_a_bypassable_layer(tmp_path):
+    model = models.Model.create(
+        lambda widths: _OwnNet(widths), (4,), ("hidden1", "hidden2", "out"), bypassable="auto"
+    )
+    assert [layer.name for layer in model.spec.bypassable] == ["hidden2"]
+    params = model.init(jax.random.PRNGKey(0))
+    masks = spec_lib.full(model.spec)
+    masks["hidden2"] = jnp.zeros(6, bool)
+    masks["hidden1"] = masks["hidden1"].at[0].set(False)
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 4))
+    report = export.export(str(tmp_path), model, params, masks, x)  # checks equality
+    assert report["widths"] == [5, 0, 2] and report["depth"] == 2
+    assert export.load(str(tmp_path))["out"]["kernel"].shape == (5, 2)
 
 
 def _setup(**changes):
