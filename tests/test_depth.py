@@ -8,7 +8,18 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from jaxshrink import batching, data, depth, errors, export, minimize, models, train, validate
+from jaxshrink import (
+    batching,
+    data,
+    depth,
+    errors,
+    export,
+    minimize,
+    models,
+    pipeline,
+    train,
+    validate,
+)
 from jaxshrink import config as config_lib
 from jaxshrink import masks as masks_lib
 from jaxshrink import spec as spec_lib
@@ -302,3 +313,20 @@ def test_depth_experiment_end_to_end(tmp_path):
         if r["variant"] != "grow":
             assert r["grown"] == 0
     assert (tmp_path / "depth.csv").exists() and "Per seed" in (tmp_path / "depth.md").read_text()
+
+
+def test_a_single_run_bypasses_layers_and_exports_without_them(tmp_path, capsys):
+    c = tiny_config("canny")
+    c.model.num_layers = 4
+    c.model.bypass = True
+    c.minimize.depth = "fewest"
+    c.minimize.threshold = 0.01  # keeps almost anything: both layers go first
+    c.minimize.max_rounds = 3
+    results = pipeline.run(c, str(tmp_path))
+    kinds = [r["kind"] for r in results["rounds"]]
+    assert kinds == ["layer", "layer", "unit"]
+    assert [r["candidate"] for r in results["rounds"][:2]] == ["conv_1", "conv_2"]
+    assert results["widths"]["after"][1:3] == [0, 0]
+    assert "bypass  conv_1" in capsys.readouterr().out
+    small = export.load(str(tmp_path / "export"))
+    assert sorted(small) == ["conv_0", "conv_3"]
