@@ -12,7 +12,7 @@ and 'grow' (2 filters per layer at the start, grown one unit per round while it 
 then minimized like 'depth'). The workdir gets `depth.csv` (one row per run: final
 layers, widths, score ratio), `depth.md` (the tables) and `results.json`.
 
-`quick`: 3 seeds on 32x32 crops, 600 initial steps, 100-step rounds.
+`quick`: 3 seeds on 32x32 crops, 2000 initial steps, 200-step rounds.
 """
 
 from jaxshrink import config as config_lib
