@@ -44,6 +44,7 @@ from jaxshrink import train
 
 METHODS = ("auto", "loop", "vmap")
 GRADS = ("auto", "sum", "vmap")
+STEPS = ("auto", "compiled", "host")
 RUN_AXIS = "runs"
 
 
@@ -77,6 +78,50 @@ def resolve(batch_cfg, backend: str | None = None) -> tuple[str, int, str]:
     if method == "loop":
         group_size = 1
     return method, group_size, grad
+
+
+def resolve_steps(batch_cfg, device_count: int, backend: str | None = None) -> str:
+    """Where training steps are looped: 'compiled' (one program per chunk of steps,
+    `Engine.train`) or 'host' (`host_train`); 'auto' picks the measured faster one."""
+    backend = backend or jax.default_backend()
+    steps = batch_cfg.get("steps", "auto")
+    if steps == "auto":
+        # Measured (experiments/results/host_steps_cpu.json): on a 2-core CPU XLA's
+        # convolutions run 1.3-1.6x slower inside a compiled loop than in a step called
+        # from Python, so one process on one CPU device drives its steps from the host.
+        # Accelerators, several devices and several processes keep the compiled loop.
+        single = device_count == 1 and jax.process_count() == 1
+        steps = "host" if backend == "cpu" and single else "compiled"
+    return steps
+
+
+def host_train(trainer: train.Trainer) -> Callable:
+    """`Engine.train`'s contract with the steps looped in Python: for every run, its
+    `num_steps[r]` calls of one compiled single-run step (`train.Trainer` pieces, the
+    same step `Engine.train` takes). A run given 0 steps is untouched, bit for bit, and
+    costs nothing. `num_steps` must be concrete (not traced); call it outside `jit`."""
+
+    @jax.jit
+    def step(state: train.TrainState, data: train.TrainData):
+        x, y, rng = trainer.sample(state, data)
+        (loss, model_state), grads = jax.value_and_grad(trainer.loss_of, has_aux=True)(
+            state.params, state.model_state, state.masks, x, y, rng
+        )
+        return trainer.update(state, grads, model_state), loss
+
+    def train_runs(states, data, num_steps):
+        counts = np.asarray(jax.device_get(num_steps)).astype(int)
+        runs, means = [], []
+        for r, count in enumerate(counts):
+            state, losses = take(states, r), []
+            for _ in range(count):
+                state, loss = step(state, data)
+                losses.append(loss)
+            runs.append(state)
+            means.append(jnp.mean(jnp.stack(losses)) if losses else jnp.zeros((), jnp.float32))
+        return stack(runs), jnp.stack(means)
+
+    return train_runs
 
 
 def tree_where(pred: jax.Array, new, old):

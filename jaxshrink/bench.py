@@ -9,7 +9,9 @@ gradient form it builds the thesis network (1-5-5-1, 5x5 filters, batch 3, soft 
 loss, Adam) on synthetic images and measures, after compiling:
 
 * training: seed-steps per second of `Engine.train` (all seeds, `--steps` steps in
-  one compiled call), and the jit compile time, reported apart;
+  one compiled call), and the jit compile time, reported apart; method ``host``
+  instead loops the steps from Python (`batching.host_train`, ``batch.steps='host'``,
+  the CPU default): one compiled single-run step per call, compiled on its first;
 * evaluation: eval images per second of `Engine.evaluate` over all seeds;
 * the achieved FLOP rate: XLA's `cost_analysis` FLOPs of one training step of one
   run, times seed-steps per second; with `--peak`, also as a fraction of a measured
@@ -73,7 +75,9 @@ def _config(size: int, precision: str, method: str, grad: str, base=None, conv: 
         c = ml_collections.ConfigDict(base.to_dict())
     c.model.precision = precision
     c.model.conv = conv
-    c.batch.method, c.batch.grad = method, grad
+    # 'host' is the loop method with its steps driven from Python (`batching.host_train`).
+    c.batch.method, c.batch.grad = ("loop" if method == "host" else method), grad
+    c.batch.steps = "host" if method == "host" else "compiled"
     return c
 
 
@@ -158,9 +162,14 @@ def measure(
     num_steps = jnp.full((seeds,), steps, jnp.int32)
 
     t0 = time.perf_counter()
-    train_fn = jax.jit(engine.train).lower(states, data, num_steps).compile()
+    if method == "host":
+        train_fn = batching.host_train(trainer)
+        jax.block_until_ready(train_fn(states, data, np.ones(seeds, np.int32)))  # compiles
+        memory = float("nan")  # no program of the whole loop to ask
+    else:
+        train_fn = jax.jit(engine.train).lower(states, data, num_steps).compile()
+        memory = program_bytes(train_fn)
     compile_train = time.perf_counter() - t0
-    memory = program_bytes(train_fn)
     t0 = time.perf_counter()
     eval_fn = (
         jax.jit(engine.evaluate)

@@ -93,6 +93,10 @@ def _batch() -> ml_collections.ConfigDict:
     b.group_size = 0  # vmap: runs per vmapped group (0 = all; lower to save memory)
     b.grad = "auto"  # vmap: 'sum' (grad of summed loss) or 'vmap' (vmap of grad)
     b.devices = 0  # local devices the run axis is sharded over (0 = all)
+    # Where training steps loop: 'compiled' (inside one program per chunk of steps),
+    # 'host' (one compiled step called from Python per step and run), or 'auto' (the
+    # measured faster one: 'host' for one process on one CPU device).
+    b.steps = "auto"
     return b
 
 

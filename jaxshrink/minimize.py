@@ -328,6 +328,43 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
     the accept/roll-back decision are vmapped per run; retraining and evaluation are
     the engine's batched programs. Jit the result (or `batching.distribute` it).
     """
+    prepare, decide, round_steps = _round_parts(config, engine)
+
+    def round_fn(ms: MinState, spec: RunSpec, data: train.TrainData, eval_data: train.EvalData):
+        trial, prop = prepare(ms, spec, eval_data)
+        trial, loss = engine.train(trial, data, jnp.where(prop.active, round_steps, 0))
+        score = engine.evaluate(trial.params, trial.model_state, trial.masks, eval_data)["score"]
+        return decide(ms, spec, prop, trial, loss, score)
+
+    return round_fn
+
+
+def make_host_round(config: ml_collections.ConfigDict, engine: batching.Engine, train_fn):
+    """`round_fn` as `make_round`'s, with the retraining driven from the host.
+
+    For ``batch.steps='host'`` (`batching.resolve_steps`): selection and the decision
+    are each one compiled program, the evaluation another, and `train_fn`
+    (`batching.host_train`) takes the steps between them, skipping the runs that
+    test nothing. Called directly, not under `jit`.
+    """
+    prepare, decide, round_steps = _round_parts(config, engine)
+    prepare, decide = jax.jit(prepare), jax.jit(decide)
+    evaluate = jax.jit(engine.evaluate)
+
+    def round_fn(ms: MinState, spec: RunSpec, data: train.TrainData, eval_data: train.EvalData):
+        trial, prop = prepare(ms, spec, eval_data)
+        steps = np.where(np.asarray(jax.device_get(prop.active)), round_steps, 0)
+        trial, loss = train_fn(trial, data, steps)
+        score = evaluate(trial.params, trial.model_state, trial.masks, eval_data)["score"]
+        return decide(ms, spec, prop, trial, loss, score)
+
+    return round_fn
+
+
+def _round_parts(config: ml_collections.ConfigDict, engine: batching.Engine):
+    """``(prepare, decide, round_steps)``: a round before and after its retraining, over
+    a batch of runs. ``prepare(ms, spec, eval_data) -> (trial, proposal)``;
+    ``decide(ms, spec, proposal, trial, loss, score) -> (ms, RoundRecord)``."""
     mcfg = config.minimize
     model = engine.trainer.model
     model_spec = model.spec
@@ -494,13 +531,10 @@ def make_round(config: ml_collections.ConfigDict, engine: batching.Engine) -> Ca
         )
         return new, record
 
-    def round_fn(ms: MinState, spec: RunSpec, data: train.TrainData, eval_data: train.EvalData):
+    def prepare(ms: MinState, spec: RunSpec, eval_data: train.EvalData):
         # The scoring batch: the first eval batch, as the model sees it.
         x = trainer.eval_transform(train.decode(eval_data.inputs[0]))
         y = train.decode(eval_data.targets[0])
-        trial, prop = jax.vmap(propose, in_axes=(0, 0, None, None))(ms, spec, x, y)
-        trial, loss = engine.train(trial, data, jnp.where(prop.active, round_steps, 0))
-        score = engine.evaluate(trial.params, trial.model_state, trial.masks, eval_data)["score"]
-        return jax.vmap(decide)(ms, spec, prop, trial, loss, score)
+        return jax.vmap(propose, in_axes=(0, 0, None, None))(ms, spec, x, y)
 
-    return round_fn
+    return prepare, jax.vmap(decide), round_steps

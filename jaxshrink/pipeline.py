@@ -106,15 +106,24 @@ class Job:
         )
         self.trainer = train.make_trainer(config, self.model, self.task)
         self.engine = batching.make_engine(self.trainer, config.batch)
-        self.train_fn = batching.distribute(
-            self.engine.train, (True, False, True), self.device_list
-        )
         self.eval_fn = batching.distribute(
             self.engine.evaluate, (True, True, True, False), self.device_list
         )
-        self.round_fn = batching.distribute(
-            minimize.make_round(config, self.engine), (True, True, False, False), self.device_list
-        )
+        # Where the training steps loop: in the compiled program, or from the host
+        # (`batching.resolve_steps`: a single CPU device, where that is faster).
+        self.steps = batching.resolve_steps(config.batch, self.devices)
+        if self.steps == "host":
+            self.train_fn = batching.host_train(self.trainer)
+            self.round_fn = minimize.make_host_round(config, self.engine, self.train_fn)
+        else:
+            self.train_fn = batching.distribute(
+                self.engine.train, (True, False, True), self.device_list
+            )
+            self.round_fn = batching.distribute(
+                minimize.make_round(config, self.engine),
+                (True, True, False, False),
+                self.device_list,
+            )
 
     def place(self, tree):
         """Pads a batch to a multiple of the device count and shards it over them."""
@@ -126,7 +135,8 @@ class Job:
         return (
             f"device: {jax.devices()[0].device_kind} x{self.devices} ({jax.default_backend()}"
             f"{distributed.describe()}), "
-            f"runs batched by {e.method} ({group}, grad {e.grad}), "
+            f"runs batched by {e.method} ({group}, grad {e.grad}), steps looped "
+            f"{'from the host' if self.steps == 'host' else 'in the compiled program'}, "
             f"precision {self.config.model.get('precision', 'as the model sets it')}"
         )
 

@@ -81,6 +81,7 @@ def validate(c: ml_collections.ConfigDict, model=None) -> ml_collections.ConfigD
     b = c.batch
     _one_of(b.method, "batch.method", batching.METHODS)
     _one_of(b.grad, "batch.grad", batching.GRADS)
+    _one_of(b.get("steps", "auto"), "batch.steps", batching.STEPS)
     _int(c, "batch.group_size", 0)
     _int(c, "batch.devices", 0)
     if "sweep" in c:
