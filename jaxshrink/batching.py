@@ -86,10 +86,11 @@ def resolve_steps(batch_cfg, device_count: int, backend: str | None = None) -> s
     backend = backend or jax.default_backend()
     steps = batch_cfg.get("steps", "auto")
     if steps == "auto":
-        # Measured (experiments/results/host_steps_cpu.json): on a 2-core CPU XLA's
-        # convolutions run 1.3-1.6x slower inside a compiled loop than in a step called
-        # from Python, so one process on one CPU device drives its steps from the host.
-        # Accelerators, several devices and several processes keep the compiled loop.
+        # Measured (experiments/results/bench_host_cpu.json, the thesis FCN at 64 to
+        # 256 px, 1 and 8 runs): on a 2-core CPU XLA's convolutions run 1.3-2.0x
+        # slower inside a compiled loop than in a step called from Python, so one
+        # process on one CPU device drives its steps from the host. Accelerators,
+        # several devices and several processes keep the compiled loop.
         single = device_count == 1 and jax.process_count() == 1
         steps = "host" if backend == "cpu" and single else "compiled"
     return steps
@@ -119,8 +120,12 @@ def host_train(trainer: train.Trainer) -> Callable:
                 losses.append(loss)
             runs.append(state)
             means.append(jnp.mean(jnp.stack(losses)) if losses else jnp.zeros((), jnp.float32))
-        return stack(runs), jnp.stack(means)
+        # Committed to the states' device whichever runs trained, so that the programs
+        # that read the result see one signature and compile once.
+        device = jax.tree.leaves(states)[0].sharding
+        return jax.device_put((stack(runs), jnp.stack(means)), device)
 
+    train_runs._cache_size = step._cache_size  # compilations, as a jitted function's
     return train_runs
 
 

@@ -358,6 +358,12 @@ def make_host_round(config: ml_collections.ConfigDict, engine: batching.Engine, 
         score = evaluate(trial.params, trial.model_state, trial.masks, eval_data)["score"]
         return decide(ms, spec, prop, trial, loss, score)
 
+    # Compilations, as a jitted function's: the most any of its own compiled pieces
+    # has. (`evaluate` shares its cache with every `jit` of `engine.evaluate`, the
+    # job's evaluation of other batch shapes included, so it is not counted here.)
+    round_fn._cache_size = lambda: max(
+        f._cache_size() for f in (prepare, decide, train_fn) if hasattr(f, "_cache_size")
+    )
     return round_fn
 
 
