@@ -207,11 +207,16 @@ def test_the_cost_rule_bypasses_the_cheapest_layer(deep):
     assert fewest == chosen
 
 
+def _started(state, spec, widths):
+    """`state` with only the first `widths` units alive (the others dead and frozen)."""
+    start = masks_lib.start_masks(spec, widths)
+    return state.replace(masks=start, frozen=jax.tree.map(jnp.logical_not, start))
+
+
 def test_growth_enables_a_fresh_unit_equal_to_a_network_built_with_it(deep, tmp_path):
     c, engine, d, ev, state = deep
     spec = engine.trainer.model.spec
-    start = masks_lib.start_masks(spec, (2, 3, 2, 1))
-    small = state.replace(masks=start, frozen=jax.tree.map(jnp.logical_not, start))
+    small = _started(state, spec, (2, 3, 2, 1))
     call, _ = _round(c, engine, grow=True, grow_margin=0.0)
     ms = minimize.init_state(spec, small, jnp.float32(-1.0), jax.random.PRNGKey(2))
     new, rec = call(ms, d, ev, threshold=1.0)
@@ -238,8 +243,7 @@ def _x16(c):
 def test_a_failed_growth_rolls_back_and_ends_the_growth_phase(deep):
     c, engine, d, ev, state = deep
     spec = engine.trainer.model.spec
-    start = masks_lib.start_masks(spec, (5, 4, 5, 1))  # only conv_1 can grow
-    small = state.replace(masks=start, frozen=jax.tree.map(jnp.logical_not, start))
+    small = _started(state, spec, (5, 4, 5, 1))  # only conv_1 can grow
     call, _ = _round(c, engine, grow=True, grow_margin=100.0)  # no unit pays that much
     ms = minimize.init_state(spec, small, jnp.float32(0.3), jax.random.PRNGKey(2))
     new, rec = call(ms, d, ev)
@@ -254,8 +258,7 @@ def test_a_failed_growth_rolls_back_and_ends_the_growth_phase(deep):
 def test_one_compilation_serves_growth_depth_and_width(deep):
     c, engine, d, ev, state = deep
     spec = engine.trainer.model.spec
-    start = masks_lib.start_masks(spec, (4, 5, 5, 1))
-    small = state.replace(masks=start, frozen=jax.tree.map(jnp.logical_not, start))
+    small = _started(state, spec, (4, 5, 5, 1))
     call, fn = _round(c, engine, grow=True, grow_margin=0.0)
     ms = minimize.init_state(spec, small, jnp.float32(-1.0), jax.random.PRNGKey(3))
     kinds = []
