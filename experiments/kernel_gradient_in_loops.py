@@ -61,7 +61,7 @@ def measure(x_shape, k_shape) -> dict:
 
 def whole_step(size: int, conv: str, steps: int = 20) -> dict:
     """ms per training step of the FCN: in the engine's loop, and one jitted step."""
-    from jaxshrink import batching, bench
+    from jaxshrink import batching, bench, train
 
     config = bench._config(size, "highest", "loop", "sum", conv=conv)
     trainer = bench.make_trainer(config)
@@ -74,11 +74,7 @@ def whole_step(size: int, conv: str, steps: int = 20) -> dict:
 
     @jax.jit
     def one(state):
-        x, y, rng = trainer.sample(state, data)
-        grads, model_state = jax.grad(trainer.loss_of, has_aux=True)(
-            state.params, state.model_state, state.masks, x, y, rng
-        )
-        return trainer.update(state, grads, model_state)
+        return train.step(trainer, state, data)[0]
 
     def host_loop(state):
         for _ in range(steps):

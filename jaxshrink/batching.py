@@ -102,13 +102,7 @@ def host_train(trainer: train.Trainer) -> Callable:
     same step `Engine.train` takes). A run given 0 steps is untouched, bit for bit, and
     costs nothing. `num_steps` must be concrete (not traced); call it outside `jit`."""
 
-    @jax.jit
-    def step(state: train.TrainState, data: train.TrainData):
-        x, y, rng = trainer.sample(state, data)
-        (loss, model_state), grads = jax.value_and_grad(trainer.loss_of, has_aux=True)(
-            state.params, state.model_state, state.masks, x, y, rng
-        )
-        return trainer.update(state, grads, model_state), loss
+    step = jax.jit(lambda state, data: train.step(trainer, state, data))
 
     def train_runs(states, data, num_steps):
         counts = np.asarray(jax.device_get(num_steps)).astype(int)

@@ -124,11 +124,7 @@ def step_flops(config) -> float:
     data = _train_data(config, trainer, 8)
 
     def one_step(state, data):
-        x, y, rng = trainer.sample(state, data)
-        grads, model_state = jax.grad(trainer.loss_of, has_aux=True)(
-            state.params, state.model_state, state.masks, x, y, rng
-        )
-        return trainer.update(state, grads, model_state)
+        return train.step(trainer, state, data)[0]
 
     # The lowered (unoptimized) program's count: a compiled GPU program hides its
     # convolutions in library calls that XLA's cost analysis counts as 0 FLOPs.

@@ -167,6 +167,17 @@ def from_config(config: ml_collections.ConfigDict, input_shape) -> Trainer:
     return make_trainer(config, model, task)
 
 
+def step(trainer: Trainer, state: TrainState, data: TrainData) -> tuple[TrainState, jax.Array]:
+    """One training step of one run: its batch, the loss's gradient, the optimizer
+    update. Returns (new state, loss). `batching` loops it (the host loop) or vmaps
+    the same pieces over runs (the compiled loop)."""
+    x, y, rng = trainer.sample(state, data)
+    (loss, model_state), grads = jax.value_and_grad(trainer.loss_of, has_aux=True)(
+        state.params, state.model_state, state.masks, x, y, rng
+    )
+    return trainer.update(state, grads, model_state), loss
+
+
 def make_trainer(
     config: ml_collections.ConfigDict, model: models.Model, task: tasks.Task
 ) -> Trainer:
