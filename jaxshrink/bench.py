@@ -66,7 +66,7 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
 
-def _config(size: int, precision: str, method: str, grad: str, base=None, conv: str = "xla"):
+def _config(size: int, precision: str, method: str, grad: str, base=None, conv: str = "auto"):
     """The edge FCN at `size` (or `base`, another config, at its own input shape)."""
     if base is None:
         c = config_lib.base_config("canny")
@@ -142,9 +142,10 @@ def _fresh_states(trainer, runs: int) -> train.TrainState:
 
 
 def measure(
-    size, seeds, method, grad, steps, precision, eval_images=48, base=None, conv="xla"
+    size, seeds, method, grad, steps, precision, eval_images=48, base=None, conv="auto", repeats=1
 ) -> dict:
-    """One benchmark row (see module doc); `base`: another config than the edge FCN."""
+    """One benchmark row (see module doc); `base`: another config than the edge FCN;
+    the training rate is the median of `repeats` timed calls."""
     config = _config(size, precision, method, grad, base, conv)
     trainer = make_trainer(config)
     engine = batching.make_engine(trainer, config.batch)
@@ -175,14 +176,15 @@ def measure(
     compile_eval = time.perf_counter() - t0
 
     jax.block_until_ready(train_fn(states, data, num_steps))  # warm-up
-    t0 = time.perf_counter()
-    out, _ = jax.block_until_ready(train_fn(states, data, num_steps))
-    train_seconds = time.perf_counter() - t0
+    rates = []
+    for _ in range(max(1, int(repeats))):
+        t0 = time.perf_counter()
+        out, _ = jax.block_until_ready(train_fn(states, data, num_steps))
+        rates.append(seeds * steps / (time.perf_counter() - t0))
     jax.block_until_ready(eval_fn(out.params, out.model_state, out.masks, eval_data))
     t0 = time.perf_counter()
     jax.block_until_ready(eval_fn(out.params, out.model_state, out.masks, eval_data))
     eval_seconds = time.perf_counter() - t0
-    rate = seeds * steps / train_seconds
     return {
         "size": size,
         "input_shape": list(input_shape(config)),
@@ -191,7 +193,8 @@ def measure(
         "grad": grad if method == "vmap" else "-",
         "conv": conv,
         "steps": steps,
-        "seed_steps_per_s": rate,
+        "seed_steps_per_s": float(np.median(rates)),
+        "seed_steps_per_s_all": rates,
         "eval_images_per_s": seeds * eval_images / eval_seconds,
         "compile_train_s": compile_train,
         "compile_eval_s": compile_eval,
@@ -238,7 +241,7 @@ def runs_that_fit(limit: float, fixed: float, per_run: float) -> int:
     return max(0, int((limit - fixed) // per_run)) if per_run > 0 else 0
 
 
-def largest_group(size, precision, method, grad, base=None, conv="xla", probe=(1, 64), limit=None):
+def largest_group(size, precision, method, grad, base=None, conv="auto", probe=(1, 64), limit=None):
     """The most runs one device holds in one group, from XLA's memory analysis.
 
     Compiles the training program for `probe` run counts, fits bytes = fixed +
@@ -286,12 +289,25 @@ def largest_group(size, precision, method, grad, base=None, conv="xla", probe=(1
     return record
 
 
-def run_peer(template: str, size: int, seeds: int, steps: int, timeout: float = 3600) -> dict:
-    """Runs the peer command and returns its JSON record (with ``seed_steps_per_s``).
+def run_peer(
+    template: str, size: int, seeds: int, steps: int, repeats: int = 1, timeout: float = 3600
+) -> dict:
+    """Runs the peer command `repeats` times and returns its last JSON record, with
+    ``seed_steps_per_s`` the median of the runs' rates (all in ``seed_steps_per_s_all``).
 
     Raises:
       RuntimeError: the command failed, or printed no JSON line with that key.
     """
+    records = [_run_peer_once(template, size, seeds, steps, timeout) for _ in range(repeats)]
+    rates = [r["seed_steps_per_s"] for r in records]
+    return {
+        **records[-1],
+        "seed_steps_per_s": float(np.median(rates)),
+        "seed_steps_per_s_all": rates,
+    }
+
+
+def _run_peer_once(template: str, size: int, seeds: int, steps: int, timeout: float) -> dict:
     command = template.format(size=size, seeds=seeds, steps=steps)
     proc = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=timeout)
     if proc.returncode:
@@ -353,7 +369,18 @@ def main(argv=None) -> dict:
         help="measure this config's network (e.g. configs/mnist.py:quick) at its own input "
         "shape on synthetic data, instead of the edge FCN at --sizes",
     )
-    parser.add_argument("--convs", default="xla", help="model.conv values: xla, taps")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="time the training (and the peer) this many times and report the median "
+        "(a shared machine's rates move between calls)",
+    )
+    parser.add_argument(
+        "--convs",
+        default="auto",
+        help="model.conv values (jaxshrink.convs): auto, xla, taps, direct",
+    )
     parser.add_argument(
         "--peak",
         action="store_true",
@@ -398,7 +425,11 @@ def main(argv=None) -> dict:
         for precision in precisions:
             flops = step_flops(_config(size, precision, "loop", "sum", base))
             for seeds in _ints(args.seeds):
-                peer = run_peer(args.peer, size, seeds, args.steps) if args.peer else None
+                peer = (
+                    run_peer(args.peer, size, seeds, args.steps, args.repeats)
+                    if args.peer
+                    else None
+                )
                 for method in args.methods.split(","):
                     for grad in args.grads.split(",") if method == "vmap" else ["sum"]:
                         for conv in args.convs.split(","):
@@ -411,6 +442,7 @@ def main(argv=None) -> dict:
                                 precision,
                                 base=base,
                                 conv=conv,
+                                repeats=args.repeats,
                             )
                             row["flops_per_seed_step"] = flops
                             row["gflops_per_s"] = flops * row["seed_steps_per_s"] / 1e9

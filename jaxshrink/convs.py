@@ -1,27 +1,36 @@
-"""A convolution whose kernel gradient XLA's CPU backend computes fast inside loops.
+"""Convolutions for the CPU, where XLA's own is slow for the theses' small layers.
 
-Every training step of jaxshrink runs inside a compiled loop (`lax.fori_loop` over
-steps, `lax.map` over runs). On the CPU, XLA compiles the kernel gradient of a
-convolution inside such a loop far slower than the same operation outside one:
-`python experiments/kernel_gradient_in_loops.py` on the 2-core CPU (jax 0.10.2) times a
-forward pass and kernel gradient: MNIST's 32 -> 64 5x5 layer at batch 50 took 515 ms in
-a loop against 24 ms outside it, the FCN's 5 -> 5 layer at 64x64 6.8 ms against 3.0 ms.
-Matrix products do not have this problem.
+`model.conv` picks one per network; every choice computes the same function, and
+`tests/test_convs.py` checks each against `lax.conv_general_dilated`:
 
-`conv_general_dilated` keeps XLA's forward convolution and input gradient and writes the
-kernel gradient as one matrix product per kernel tap,
+- 'xla': `lax.conv_general_dilated` itself.
+- 'taps': XLA's forward pass and input gradient, the kernel gradient as one matrix
+  product per kernel tap. XLA's CPU backend compiles the kernel gradient inside a
+  compiled loop (`lax.fori_loop` over steps, `lax.map` over runs) far slower than
+  outside one: `python experiments/kernel_gradient_in_loops.py` on the 2-core CPU (jax
+  0.10.2) timed MNIST's 32 -> 64 5x5 layer at batch 50 at 515 ms in a loop against 24 ms
+  outside it, and 17 ms with the per-tap products.
+- 'direct': for layers of few channels, a direct convolution: every output plane is the
+  sum, over kernel taps and input channels, of a shifted input plane times one kernel
+  scalar, in one fused elementwise loop; the input gradient is the same sum with the
+  flipped kernel, the kernel gradient one reduction per tap (XLA's own for large
+  images). XLA hands convolutions with many channels to a library (YNNPACK) but runs the
+  theses' 1 -> 5 -> 5 -> 1 layers through a generic loop at a few GFLOP/s; on the 2-core
+  CPU the direct form's forward pass and input gradient are 3 to 10 times faster at 64
+  to 256 px (`python -m jaxshrink.bench --convs=xla,direct`).
+- 'auto' (the default): 'direct' on a CPU for layers with at most `DIRECT_MAX_CHANNELS`
+  input times output channels, 'xla' otherwise (GPUs keep cuDNN).
 
-    dk[i, j] = einsum('bhwc,bhwd->cd', xp[:, i:i+H, j:j+W], g),
+XLA's CPU compiler fuses elementwise producers into their consumers even when that
+recomputes them: a direct convolution fused into the next one would be recomputed for
+each of its 25 x C reads. Each direct piece is therefore evaluated inside `_fence`, a
+conditional whose two branches are the same function, which the fusion passes do not
+cross (`lax.optimization_barrier` does not stop them on the CPU).
 
-with ``xp`` the padded input and ``g`` the output gradient: 17 ms for the MNIST layer
-in the loop (2.8 ms for the FCN's). The forward pass is XLA's own, bit for bit;
-gradients equal XLA's to float rounding (the sums run in another order), which
-`tests/test_convs.py` checks.
-
-It has `lax.conv_general_dilated`'s signature, so a Flax `nn.Conv` takes it as its
-`conv_general_dilated` attribute (`Sequential(conv='taps')`, config `model.conv`). The
-custom gradient covers stride 1, no dilation, one feature group and NHWC/HWIO layouts
-(every convolution of the theses' networks); anything else is passed to
+Each function has `lax.conv_general_dilated`'s signature, so a Flax `nn.Conv` takes it
+as its `conv_general_dilated` attribute (`Sequential(conv=...)`, config `model.conv`).
+They cover stride 1, no dilation, one feature group and NHWC/HWIO layouts (every
+convolution of the theses' networks, float32 for 'direct'); anything else is passed to
 `lax.conv_general_dilated` unchanged.
 """
 
@@ -33,7 +42,15 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-IMPLEMENTATIONS = ("xla", "taps")
+IMPLEMENTATIONS = ("auto", "xla", "taps", "direct")
+# 'direct' covers layers with at most this many input x output channels. Measured on the
+# 2-core CPU (forward and both gradients, 5x5 kernels): 1x4, 1x5, 5x5 and 5x1 layers
+# from 14x14 to 256x256 px were 1.4-3.9x faster direct; 4x8, 8x8 and 1x32 were slower
+# (XLA handles powers of two better, and 1x32 through its YNNPACK library).
+DIRECT_MAX_CHANNELS = 25
+# The direct kernel gradient reduces each tap over batch x height x width positions;
+# beyond this many XLA's own kernel gradient is faster on the 2-core CPU (256 px).
+DIRECT_MAX_REDUCED = 1 << 16
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
@@ -82,6 +99,89 @@ def _conv_bwd(pads, precision, residuals, g):
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
+def _fence(fn, *args):
+    """`fn(*args)`, evaluated inside a conditional that XLA's fusion passes do not cross.
+
+    Both branches are `fn`, so the value is `fn(*args)` whatever the predicate (it only
+    has to be data, not a constant the compiler folds). Under `vmap` a conditional with
+    a batched predicate would become a select of both branches, fused and duplicated
+    again; the rule below keeps one conditional around the vmapped `fn` instead."""
+
+    @jax.custom_batching.custom_vmap
+    def fenced(*args):
+        probe = jnp.ravel(args[-1])[0]
+        return lax.cond(probe == probe, fn, fn, *args)
+
+    @fenced.def_vmap
+    def _batched(axis_size, in_batched, *args):
+        args = [
+            a if batched else jnp.broadcast_to(a, (axis_size, *a.shape))
+            for a, batched in zip(args, in_batched)
+        ]
+        return _fence(jax.vmap(fn), *args), True
+
+    return fenced(*args)
+
+
+def _planes(x, kernel, pads):
+    """Stride-1 NHWC x HWIO convolution as a sum of shifted input planes times kernel
+    scalars (computed channels-first, where each plane is contiguous)."""
+    xt = jnp.pad(jnp.transpose(x, (0, 3, 1, 2)), ((0, 0), (0, 0), *pads))
+    kh, kw, cin, _ = kernel.shape
+    h, w = xt.shape[2] - kh + 1, xt.shape[3] - kw + 1
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            for c in range(cin):
+                term = xt[:, c : c + 1, i : i + h, j : j + w] * kernel[i, j, c][:, None, None]
+                out = term if out is None else out + term
+    return jnp.transpose(out, (0, 2, 3, 1))
+
+
+def _tap_sums(x, g, pads, kernel_hw):
+    """The kernel gradient: for every tap, the shifted input times the output gradient,
+    summed over batch and positions, channels-first."""
+    xt = jnp.pad(jnp.transpose(x, (0, 3, 1, 2)), ((0, 0), (0, 0), *pads))
+    gt = jnp.transpose(g, (0, 3, 1, 2))[:, None]  # (B, 1, D, H, W)
+    h, w = gt.shape[3:]
+    taps = [
+        [
+            jnp.sum(xt[:, :, None, i : i + h, j : j + w] * gt, axis=(0, 3, 4))
+            for j in range(kernel_hw[1])
+        ]
+        for i in range(kernel_hw[0])
+    ]
+    return jnp.stack([jnp.stack(row) for row in taps])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _direct(x, kernel, pads, precision):
+    return _fence(lambda x, k: _planes(x, k, pads), x, kernel)
+
+
+def _direct_fwd(x, kernel, pads, precision):
+    return _fence(lambda x, k: _planes(x, k, pads), x, kernel), (x, kernel)
+
+
+def _direct_bwd(pads, precision, residuals, g):
+    x, kernel = residuals
+    kernel_hw = kernel.shape[:2]
+    # The input gradient: the same sum over the flipped, transposed kernel, with the
+    # padding that restores the input's size.
+    flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
+    back = tuple((k - 1 - lo, k - 1 - hi) for (lo, hi), k in zip(pads, kernel_hw))
+    dx = _fence(lambda g, f: _planes(g, f, back), g, flipped)
+    if g.shape[0] * g.shape[1] * g.shape[2] <= DIRECT_MAX_REDUCED:
+        dk = _fence(lambda x, g: _tap_sums(x, g, pads, kernel_hw), x, g)
+    else:
+        _, kernel_vjp = jax.vjp(lambda k: _xla(x, k, pads, precision), kernel)
+        dk = kernel_vjp(g)[0]
+    return dx, dk.astype(kernel.dtype)
+
+
+_direct.defvjp(_direct_fwd, _direct_bwd)
+
+
 def _is_nhwc(dimension_numbers) -> bool:
     if dimension_numbers is None:
         return False
@@ -90,22 +190,19 @@ def _is_nhwc(dimension_numbers) -> bool:
     return tuple(dimension_numbers) == _NHWC
 
 
-def conv_general_dilated(
+def _covered(
     lhs,
-    rhs,
     window_strides,
-    padding,
-    lhs_dilation=None,
-    rhs_dilation=None,
-    dimension_numbers=None,
-    feature_group_count=1,
-    batch_group_count=1,
-    precision=None,
-    preferred_element_type=None,
-):
-    """`lax.conv_general_dilated` with the kernel gradient as per-tap products."""
+    lhs_dilation,
+    rhs_dilation,
+    dimension_numbers,
+    feature_group_count,
+    batch_group_count,
+    preferred_element_type,
+) -> bool:
+    """Whether the custom forms apply: stride 1, no dilation, one group, NHWC/HWIO."""
     ones = (1,) * (lhs.ndim - 2)
-    covered = (
+    return (
         lhs.ndim == 4
         and tuple(window_strides) == ones
         and tuple(lhs_dilation or ones) == ones
@@ -115,8 +212,36 @@ def conv_general_dilated(
         and preferred_element_type is None
         and _is_nhwc(dimension_numbers)
     )
-    if not covered:
-        return lax.conv_general_dilated(
+
+
+def _direct_fits(lhs, rhs, pads) -> bool:
+    """Whether the direct form applies: float32, few channels, padding of at most the
+    kernel's size minus one on each side (so the input gradient needs no cropping)."""
+    kh, kw, cin, cout = rhs.shape
+    return (
+        lhs.dtype == jnp.float32
+        and rhs.dtype == jnp.float32
+        and cin * cout <= DIRECT_MAX_CHANNELS
+        and all(0 <= p <= k - 1 for pair, k in zip(pads, (kh, kw)) for p in pair)
+        and all(n + lo + hi >= k for n, (lo, hi), k in zip(lhs.shape[1:3], pads, (kh, kw)))
+    )
+
+
+def _dispatch(kind: str):
+    def conv_general_dilated(
+        lhs,
+        rhs,
+        window_strides,
+        padding,
+        lhs_dilation=None,
+        rhs_dilation=None,
+        dimension_numbers=None,
+        feature_group_count=1,
+        batch_group_count=1,
+        precision=None,
+        preferred_element_type=None,
+    ):
+        args = (
             lhs,
             rhs,
             window_strides,
@@ -129,6 +254,45 @@ def conv_general_dilated(
             precision,
             preferred_element_type,
         )
-    if isinstance(precision, tuple):
-        precision = precision[0]
-    return _conv(lhs, rhs, _pads(padding, rhs.shape[:2]), precision)
+        if not _covered(
+            lhs,
+            window_strides,
+            lhs_dilation,
+            rhs_dilation,
+            dimension_numbers,
+            feature_group_count,
+            batch_group_count,
+            preferred_element_type,
+        ):
+            return lax.conv_general_dilated(*args)
+        pads = _pads(padding, rhs.shape[:2])
+        if isinstance(precision, tuple):
+            precision = precision[0]
+        if kind == "taps":
+            return _conv(lhs, rhs, pads, precision)
+        if _direct_fits(lhs, rhs, pads) and (kind == "direct" or jax.default_backend() == "cpu"):
+            return _direct(lhs, rhs, pads, precision)
+        return lax.conv_general_dilated(*args)
+
+    conv_general_dilated.__name__ = f"{kind}_conv_general_dilated"
+    conv_general_dilated.__doc__ = (
+        f"`lax.conv_general_dilated` computed the {kind!r} way (see `jaxshrink.convs`)."
+    )
+    return conv_general_dilated
+
+
+conv_general_dilated = _dispatch("taps")  # the per-tap kernel gradient
+direct_conv_general_dilated = _dispatch("direct")
+auto_conv_general_dilated = _dispatch("auto")
+
+
+def conv_fn(kind: str):
+    """The `conv_general_dilated` of implementation `kind` (one of `IMPLEMENTATIONS`)."""
+    if kind not in IMPLEMENTATIONS:
+        raise ValueError(f"conv: got {kind!r}; allowed: {IMPLEMENTATIONS}")
+    return {
+        "xla": lax.conv_general_dilated,
+        "taps": conv_general_dilated,
+        "direct": direct_conv_general_dilated,
+        "auto": auto_conv_general_dilated,
+    }[kind]

@@ -149,7 +149,7 @@ def _check_deploy(c, model=None) -> None:
 def _check_model(c) -> None:
     m = c.model
     _one_of(m.get("name"), "model.name", models.FAMILIES)
-    _one_of(m.get("conv", "xla"), "model.conv", convs.IMPLEMENTATIONS)
+    _one_of(m.get("conv", "auto"), "model.conv", convs.IMPLEMENTATIONS)
     _check(m.init_std >= 0, "model.init_std", m.init_std, "a number >= 0 (0 = Flax's defaults)")
     precisions = ("highest", "high", "default")
     _one_of(m.get("precision", "highest"), "model.precision", precisions)

@@ -1,4 +1,6 @@
-"""The per-tap kernel gradient: XLA's forward pass bit for bit, XLA's gradients to rounding."""
+"""The CPU convolutions of `jaxshrink.convs` against `lax.conv_general_dilated`: the per-tap
+kernel gradient (XLA's forward pass bit for bit), the direct form (XLA's values to
+rounding), their fallbacks, and `vmap`."""
 
 import jax
 import jax.numpy as jnp
@@ -71,15 +73,113 @@ def _model_grads(conv):
 
 def test_the_model_option_trains_with_the_same_gradients():
     grads = {conv: _model_grads(conv) for conv in convs.IMPLEMENTATIONS}
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-        grads["taps"],
-        grads["xla"],
+    for conv in ("taps", "direct", "auto"):
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+            grads[conv],
+            grads["xla"],
+        )
+    # On this CPU 'auto' is the direct form for the tiny FCN's layers, bit for bit.
+    jax.tree.map(np.testing.assert_array_equal, grads["auto"], grads["direct"])
+
+
+_DIRECT_CASES = [
+    ((2, 8, 8, 1), (5, 5, 1, 3), "SAME"),
+    ((2, 7, 9, 3), (3, 3, 3, 2), "VALID"),
+    ((1, 8, 8, 2), (4, 4, 2, 2), "SAME"),  # even kernel: padding (1, 2)
+    ((1, 6, 6, 2), (3, 3, 2, 4), ((2, 0), (1, 1))),
+]
+
+
+@pytest.mark.parametrize("reduced_limit", [1 << 16, 0])  # tap sums, then XLA's kernel grad
+@pytest.mark.parametrize("x_shape,k_shape,padding", _DIRECT_CASES)
+def test_direct_values_and_gradients_equal_xla(
+    x_shape, k_shape, padding, reduced_limit, monkeypatch
+):
+    monkeypatch.setattr(convs, "DIRECT_MAX_REDUCED", reduced_limit)
+    x, k = _pair(x_shape, k_shape)
+    args = ((1, 1), padding)
+    want = lax.conv_general_dilated(x, k, *args, dimension_numbers=NHWC, precision="highest")
+    got = jax.jit(
+        lambda x, k: convs.direct_conv_general_dilated(x, k, *args, dimension_numbers=NHWC)
+    )(x, k)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    (dx_ref, dk_ref), (dx, dk) = (
+        jax.jit(_loss(f, padding))(x, k)
+        for f in (lax.conv_general_dilated, convs.direct_conv_general_dilated)
     )
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dk, dk_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_direct_on_a_hand_computed_case():
+    # A 3x3 image of 1..9, a kernel with 1 at its centre and 2 at its right: every output
+    # is its pixel plus twice its right neighbour ('SAME' pads the last column with 0).
+    x = jnp.arange(1.0, 10.0).reshape(1, 3, 3, 1)
+    k = jnp.zeros((3, 3, 1, 1)).at[1, 1].set(1.0).at[1, 2].set(2.0)
+    got = convs.direct_conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=NHWC)
+    np.testing.assert_array_equal(got[0, :, :, 0], [[5, 8, 3], [14, 17, 6], [23, 26, 9]])
+    # d(sum out)/dx: each pixel counts once for itself and twice for its left neighbour.
+    dx, dk = jax.grad(
+        lambda x, k: jnp.sum(
+            convs.direct_conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=NHWC)
+        ),
+        argnums=(0, 1),
+    )(x, k)
+    np.testing.assert_array_equal(dx[0, :, :, 0], [[1, 3, 3], [1, 3, 3], [1, 3, 3]])
+    # d(sum out)/dk[i, j]: the sum of the pixels that tap (i, j) reads.
+    np.testing.assert_array_equal(dk[:, :, 0, 0], [[12, 21, 16], [27, 45, 33], [24, 39, 28]])
+
+
+@pytest.mark.parametrize("batched_x", [True, False])
+def test_direct_under_vmap_equals_one_run_at_a_time(batched_x):
+    # Runs' kernels batched (the engine's vmap over runs), the images shared or not.
+    xs, ks = _pair((3, 2, 8, 8, 2), (3, 5, 5, 2, 3), seed=2)
+    if not batched_x:
+        xs = xs[0]
+
+    def loss(x, k):
+        y = convs.direct_conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=NHWC)
+        return jnp.sum(jnp.sin(y)), y
+
+    grad = jax.grad(loss, argnums=(0, 1), has_aux=True)
+    in_axes = (0 if batched_x else None, 0)
+    (dx, dk), y = jax.jit(jax.vmap(grad, in_axes=in_axes))(xs, ks)
+    for r in range(3):
+        (dx_r, dk_r), y_r = jax.jit(grad)(xs[r] if batched_x else xs, ks[r])
+        np.testing.assert_allclose(y[r], y_r, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(dx[r], dx_r, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(dk[r], dk_r, rtol=1e-6, atol=1e-6)
+
+
+def test_the_fence_gives_the_value_whatever_its_predicate():
+    # The predicate compares a value with itself: NaN takes the other branch, which is
+    # the same function.
+    x = jnp.array([jnp.nan, 1.0, 2.0])
+    np.testing.assert_array_equal(jax.jit(lambda x: convs._fence(jnp.cumsum, x))(x[1:]), [1, 3])
+    got = jax.jit(lambda x: convs._fence(lambda v: v[1:] * 2, x))(x)
+    np.testing.assert_array_equal(got, [2.0, 4.0])
+
+
+@pytest.mark.parametrize(
+    "x,k,strides",
+    [
+        (jnp.ones((1, 6, 6, 8)), jnp.ones((3, 3, 8, 9)), (1, 1)),  # 72 > 25 channel pairs
+        (jnp.ones((1, 6, 6, 2), jnp.bfloat16), jnp.ones((3, 3, 2, 2), jnp.bfloat16), (1, 1)),
+        (jnp.ones((1, 6, 6, 2)), jnp.ones((3, 3, 2, 2)), (2, 2)),  # strided
+    ],
+)
+def test_what_the_direct_form_does_not_cover_is_xla_bit_for_bit(x, k, strides):
+    for fn in (convs.direct_conv_general_dilated, convs.auto_conv_general_dilated):
+        got = fn(x, k, strides, "SAME", dimension_numbers=NHWC)
+        want = lax.conv_general_dilated(x, k, strides, "SAME", dimension_numbers=NHWC)
+        np.testing.assert_array_equal(got, want)
 
 
 def test_an_unknown_conv_is_refused():
     c = tiny_config()
     c.model.conv = "fast"
+    with pytest.raises(ValueError, match="allowed"):
+        convs.conv_fn("fast")
     with pytest.raises(errors.ConfigError, match="model.conv"):
         validate.validate(c)

@@ -96,6 +96,6 @@ def get_model(model_cfg, input_shape: Sequence[int]) -> Model:
         init_std=float(model_cfg.init_std),
         final_activation=final,
         precision=model_cfg.get("precision", "highest"),
-        conv=model_cfg.get("conv", "xla"),
+        conv=model_cfg.get("conv", "auto"),
         bypass=bool(model_cfg.get("bypass", False)),
     )

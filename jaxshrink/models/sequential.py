@@ -126,9 +126,10 @@ class Sequential(nn.Module):
         docstring; conv and dense layers only). None or empty: no factorization.
       bypass: a same-shape layer with no live unit passes its input on (see the
         module docstring); False: the thesis's fixed depth.
-      conv: how convolutions differentiate: 'xla' (`lax.conv_general_dilated`) or
-        'taps' (`jaxshrink.convs`: the same forward pass, the kernel gradient as one
-        matrix product per kernel tap, much faster inside compiled loops on a CPU).
+      conv: how convolutions are computed, one of `convs.IMPLEMENTATIONS`: 'auto'
+        (the direct form for few-channel layers on a CPU, else XLA's), 'xla'
+        (`lax.conv_general_dilated`), 'taps' (XLA's forward pass, the kernel gradient
+        as per-tap matrix products) or 'direct' (shifted planes times kernel scalars).
     """
 
     layers: Sequence[str]
@@ -137,7 +138,7 @@ class Sequential(nn.Module):
     precision: str | None = "highest"
     widths: Mapping[str, int] | None = None
     ranks: Mapping[str, int] | None = None
-    conv: str = "xla"
+    conv: str = "auto"
     bypass: bool = False
 
     @nn.compact
@@ -149,9 +150,8 @@ class Sequential(nn.Module):
         names = iter(layer_names(self.layers))
         last = layer_names(self.layers)[-1]
         ranks = _check_ranks(self.layers, self.ranks)
-        if self.conv not in convs.IMPLEMENTATIONS:
-            raise ValueError(f"conv: got {self.conv!r}; allowed: {convs.IMPLEMENTATIONS}")
-        taps = {"conv_general_dilated": convs.conv_general_dilated} if self.conv == "taps" else {}
+        conv_fn = convs.conv_fn(self.conv)  # checks the name
+        conv_kw = {} if self.conv == "xla" else {"conv_general_dilated": conv_fn}
         for token in self.layers:
             kind, args = parse(token)
             if kind == "maxpool":
@@ -188,7 +188,7 @@ class Sequential(nn.Module):
                         kernel_init=kernel_init,
                         precision=self.precision,
                         name=f"{name}_v",
-                        **taps,
+                        **conv_kw,
                     )(x)
                     kernel, strides = (1, k), (1, stride)
                 x = layer(
@@ -200,7 +200,7 @@ class Sequential(nn.Module):
                     bias_init=bias_init,
                     precision=self.precision,
                     name=name,
-                    **(taps if kind == "conv" else {}),
+                    **(conv_kw if kind == "conv" else {}),
                 )(x)
             else:
                 if x.ndim > 2:
