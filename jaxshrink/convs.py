@@ -24,8 +24,8 @@
 XLA's CPU compiler fuses elementwise producers into their consumers even when that
 recomputes them: a direct convolution fused into the next one would be recomputed for
 each of its 25 x C reads. Each direct piece is therefore evaluated inside `_fence`, a
-conditional whose two branches are the same function, which the fusion passes do not
-cross (`lax.optimization_barrier` does not stop them on the CPU).
+conditional whose predicate is always true, which the fusion passes do not cross
+(`lax.optimization_barrier` does not stop them on the CPU).
 
 Each function has `lax.conv_general_dilated`'s signature, so a Flax `nn.Conv` takes it
 as its `conv_general_dilated` attribute (`Sequential(conv=...)`, config `model.conv`).
@@ -102,15 +102,22 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 def _fence(fn, *args):
     """`fn(*args)`, evaluated inside a conditional that XLA's fusion passes do not cross.
 
-    Both branches are `fn`, so the value is `fn(*args)` whatever the predicate (it only
-    has to be data, not a constant the compiler folds). Under `vmap` a conditional with
-    a batched predicate would become a select of both branches, fused and duplicated
-    again; the rule below keeps one conditional around the vmapped `fn` instead."""
+    The predicate, ``p == p or p != p`` of one input element, is true for every value,
+    NaN included, but is data the compiler does not fold, so the other branch (zeros,
+    cheap to compile) is never taken. Were the predicate ever folded, the conditional
+    would be inlined: the same values, only fused again. Under `vmap` a conditional
+    with a batched predicate would become a select of both branches; the rule below
+    keeps one conditional around the vmapped `fn` instead."""
 
     @jax.custom_batching.custom_vmap
     def fenced(*args):
         probe = jnp.ravel(args[-1])[0]
-        return lax.cond(probe == probe, fn, fn, *args)
+        shapes = jax.eval_shape(fn, *args)
+
+        def zeros(*_):
+            return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+        return lax.cond((probe == probe) | (probe != probe), fn, zeros, *args)
 
     @fenced.def_vmap
     def _batched(axis_size, in_batched, *args):

@@ -20,8 +20,13 @@ def _isolated_cache(tmp_path_factory):
 
 
 def tiny_config(task: str = "sobel"):
-    """The thesis network on 16x16 crops with a few steps: seconds, not minutes."""
+    """The thesis network on 16x16 crops with a few steps: seconds, not minutes.
+
+    XLA's own convolution: the direct form ('auto' on a CPU) compiles 2-3x longer,
+    which the many small programs of the suite would pay many times over; it is
+    tested in `test_convs.py` and end to end by the tests of the shipped configs."""
     c = config_lib.base_config(task)
+    c.model.conv = "xla"
     c.data.crop_size = 16
     c.data.train_size = 24
     c.data.eval_size = 6

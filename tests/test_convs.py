@@ -152,13 +152,24 @@ def test_direct_under_vmap_equals_one_run_at_a_time(batched_x):
         np.testing.assert_allclose(dk[r], dk_r, rtol=1e-6, atol=1e-6)
 
 
-def test_the_fence_gives_the_value_whatever_its_predicate():
-    # The predicate compares a value with itself: NaN takes the other branch, which is
-    # the same function.
-    x = jnp.array([jnp.nan, 1.0, 2.0])
-    np.testing.assert_array_equal(jax.jit(lambda x: convs._fence(jnp.cumsum, x))(x[1:]), [1, 3])
-    got = jax.jit(lambda x: convs._fence(lambda v: v[1:] * 2, x))(x)
-    np.testing.assert_array_equal(got, [2.0, 4.0])
+def test_the_fence_keeps_the_value_for_every_input_nan_and_inf_included():
+    for first in (1.0, jnp.nan, jnp.inf, -jnp.inf):
+        x = jnp.array([first, 1.0, 2.0])
+        got = jax.jit(lambda x: convs._fence(lambda v: (v * 2, v[1:]), x))(x)
+        np.testing.assert_array_equal(got[0], x * 2)
+        np.testing.assert_array_equal(got[1], [1.0, 2.0])
+
+
+def test_the_fence_is_a_conditional_xla_keeps():
+    # The boundary the direct form relies on: without it XLA fuses each layer's sum
+    # into the next and recomputes it for every read.
+    x, k = _pair((1, 8, 8, 2), (3, 3, 2, 2))
+
+    def conv(x, k):
+        return convs.direct_conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=NHWC)
+
+    text = jax.jit(lambda x, k: conv(jax.nn.relu(conv(x, k)), k)).lower(x, k).compile().as_text()
+    assert text.count(" conditional(") == 2
 
 
 @pytest.mark.parametrize(
