@@ -1,10 +1,37 @@
-"""Shared fixtures: a tiny config and its data, and a cache that never touches $HOME."""
+"""Shared fixtures: a tiny config and its data, a cache that never touches $HOME, and
+the suite's compile-time settings."""
 
 import os
 
+import jax
 import pytest
 
 from jaxshrink import config as config_lib
+from jaxshrink import convs
+
+# The suite compiles hundreds of tiny programs, where the direct convolution ('auto' on
+# a CPU) costs 2-3x XLA's compile time and saves little run time. Its tests
+# (`test_convs.py`) and the end-to-end tests of the default path ask for it with the
+# `direct_convs` fixture.
+convs.AUTO_ON_CPU = "xla"
+
+
+@pytest.fixture
+def direct_convs(monkeypatch):
+    """'auto' as users get it on a CPU: the direct form for few-channel layers."""
+    monkeypatch.setattr(convs, "AUTO_ON_CPU", "direct")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _compilation_cache(tmp_path_factory):
+    """Programs compiled by one test are read back by the next (and by the other
+    xdist worker) instead of compiled again: many tests build the same tiny network."""
+    folder = tmp_path_factory.getbasetemp().parent / "jax-compilation-cache"
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    yield
+    jax.config.update("jax_compilation_cache_dir", None)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -20,13 +47,8 @@ def _isolated_cache(tmp_path_factory):
 
 
 def tiny_config(task: str = "sobel"):
-    """The thesis network on 16x16 crops with a few steps: seconds, not minutes.
-
-    XLA's own convolution: the direct form ('auto' on a CPU) compiles 2-3x longer,
-    which the many small programs of the suite would pay many times over; it is
-    tested in `test_convs.py` and end to end by the tests of the shipped configs."""
+    """The thesis network on 16x16 crops with a few steps: seconds, not minutes."""
     c = config_lib.base_config(task)
-    c.model.conv = "xla"
     c.data.crop_size = 16
     c.data.train_size = 24
     c.data.eval_size = 6

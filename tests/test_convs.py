@@ -71,7 +71,7 @@ def _model_grads(conv):
     return jax.grad(lambda p: jnp.sum(model.apply(p, masks, x) ** 2))(params)
 
 
-def test_the_model_option_trains_with_the_same_gradients():
+def test_the_model_option_trains_with_the_same_gradients(direct_convs):
     grads = {conv: _model_grads(conv) for conv in convs.IMPLEMENTATIONS}
     for conv in ("taps", "direct", "auto"):
         jax.tree.map(
@@ -180,7 +180,7 @@ def test_the_fence_is_a_conditional_xla_keeps():
         (jnp.ones((1, 6, 6, 2)), jnp.ones((3, 3, 2, 2)), (2, 2)),  # strided
     ],
 )
-def test_what_the_direct_form_does_not_cover_is_xla_bit_for_bit(x, k, strides):
+def test_what_the_direct_form_does_not_cover_is_xla_bit_for_bit(x, k, strides, direct_convs):
     for fn in (convs.direct_conv_general_dilated, convs.auto_conv_general_dilated):
         got = fn(x, k, strides, "SAME", dimension_numbers=NHWC)
         want = lax.conv_general_dilated(x, k, strides, "SAME", dimension_numbers=NHWC)
@@ -194,3 +194,16 @@ def test_an_unknown_conv_is_refused():
         convs.conv_fn("fast")
     with pytest.raises(errors.ConfigError, match="model.conv"):
         validate.validate(c)
+
+
+def test_auto_follows_the_cpu_setting(monkeypatch):
+    x, k = _pair((1, 8, 8, 1), (5, 5, 1, 5))
+    want = {
+        "direct": convs.direct_conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=NHWC),
+        "xla": lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=NHWC),
+    }
+    assert not np.array_equal(want["direct"], want["xla"])  # the sums run in another order
+    for setting in ("direct", "xla"):
+        monkeypatch.setattr(convs, "AUTO_ON_CPU", setting)
+        got = convs.auto_conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=NHWC)
+        np.testing.assert_array_equal(got, want[setting])

@@ -35,8 +35,8 @@ def test_canny_quick_config_is_the_canny_task_at_quick_sizes():
     )
 
 
-def test_quick_config_shrinks_and_keeps_the_score(tmp_path):
-    task = "sobel"  # the README's main command
+def test_quick_config_shrinks_and_keeps_the_score(tmp_path, direct_convs):
+    task = "sobel"  # the README's main command, with the CPU's direct convolutions
     config = _load_config(task)
     # Its first two rounds (the README's run keeps round 1): the whole command costs
     # two minutes of the suite, its first 2500 steps one.
