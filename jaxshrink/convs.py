@@ -37,6 +37,7 @@ convolution of the theses' networks, float32 for 'direct'); anything else is pas
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -51,10 +52,11 @@ DIRECT_MAX_CHANNELS = 25
 # The direct kernel gradient reduces each tap over batch x height x width positions;
 # beyond this many XLA's own kernel gradient is faster on the 2-core CPU (256 px).
 DIRECT_MAX_REDUCED = 1 << 16
-# What 'auto' takes on a CPU for the layers 'direct' covers. The test suite sets 'xla'
-# for its hundreds of tiny programs (the direct form compiles 2-3x longer) and tests
-# the default path where it matters.
-AUTO_ON_CPU = "direct"
+# What 'auto' takes on a CPU for the layers 'direct' covers: 'direct', or 'xla' through
+# the environment variable JAXSHRINK_AUTO_CONV=xla. The test suite sets 'xla' for its
+# hundreds of tiny programs (the direct form compiles 2-3x longer) and tests the
+# default path where it matters.
+AUTO_ON_CPU = os.environ.get("JAXSHRINK_AUTO_CONV", "direct")
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
@@ -281,6 +283,8 @@ def _dispatch(kind: str):
             precision = precision[0]
         if kind == "taps":
             return _conv(lhs, rhs, pads, precision)
+        if AUTO_ON_CPU not in ("direct", "xla"):
+            raise ValueError(f"JAXSHRINK_AUTO_CONV: got {AUTO_ON_CPU!r}; allowed: 'direct', 'xla'")
         on_cpu = jax.default_backend() == "cpu" and AUTO_ON_CPU == "direct"
         if _direct_fits(lhs, rhs, pads) and (kind == "direct" or on_cpu):
             return _direct(lhs, rhs, pads, precision)

@@ -207,3 +207,10 @@ def test_auto_follows_the_cpu_setting(monkeypatch):
         monkeypatch.setattr(convs, "AUTO_ON_CPU", setting)
         got = convs.auto_conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=NHWC)
         np.testing.assert_array_equal(got, want[setting])
+
+
+def test_an_unknown_auto_setting_is_refused(monkeypatch):
+    monkeypatch.setattr(convs, "AUTO_ON_CPU", "fast")
+    x, k = _pair((1, 8, 8, 1), (5, 5, 1, 5))
+    with pytest.raises(ValueError, match="JAXSHRINK_AUTO_CONV"):
+        convs.auto_conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=NHWC)
