@@ -37,6 +37,7 @@ convolution of the theses' networks, float32 for 'direct'); anything else is pas
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 
 import jax
@@ -203,27 +204,20 @@ def _is_nhwc(dimension_numbers) -> bool:
     return tuple(dimension_numbers) == _NHWC
 
 
-def _covered(
-    lhs,
-    window_strides,
-    lhs_dilation,
-    rhs_dilation,
-    dimension_numbers,
-    feature_group_count,
-    batch_group_count,
-    preferred_element_type,
-) -> bool:
-    """Whether the custom forms apply: stride 1, no dilation, one group, NHWC/HWIO."""
-    ones = (1,) * (lhs.ndim - 2)
+def _covered(a: dict) -> bool:
+    """Whether the custom forms apply to `lax.conv_general_dilated`'s arguments `a`
+    (by name): stride 1, no dilation, one group, NHWC/HWIO."""
+    ones = (1,) * (a["lhs"].ndim - 2)
     return (
-        lhs.ndim == 4
-        and tuple(window_strides) == ones
-        and tuple(lhs_dilation or ones) == ones
-        and tuple(rhs_dilation or ones) == ones
-        and feature_group_count == 1
-        and batch_group_count == 1
-        and preferred_element_type is None
-        and _is_nhwc(dimension_numbers)
+        a["lhs"].ndim == 4
+        and tuple(a["window_strides"]) == ones
+        and tuple(a["lhs_dilation"] or ones) == ones
+        and tuple(a["rhs_dilation"] or ones) == ones
+        and a["feature_group_count"] == 1
+        and a["batch_group_count"] == 1
+        and a["preferred_element_type"] is None
+        and a.get("out_sharding") is None
+        and _is_nhwc(a["dimension_numbers"])
     )
 
 
@@ -240,45 +234,18 @@ def _direct_fits(lhs, rhs, pads) -> bool:
     )
 
 
+_SIGNATURE = inspect.signature(lax.conv_general_dilated)
+
+
 def _dispatch(kind: str):
-    def conv_general_dilated(
-        lhs,
-        rhs,
-        window_strides,
-        padding,
-        lhs_dilation=None,
-        rhs_dilation=None,
-        dimension_numbers=None,
-        feature_group_count=1,
-        batch_group_count=1,
-        precision=None,
-        preferred_element_type=None,
-    ):
-        args = (
-            lhs,
-            rhs,
-            window_strides,
-            padding,
-            lhs_dilation,
-            rhs_dilation,
-            dimension_numbers,
-            feature_group_count,
-            batch_group_count,
-            precision,
-            preferred_element_type,
-        )
-        if not _covered(
-            lhs,
-            window_strides,
-            lhs_dilation,
-            rhs_dilation,
-            dimension_numbers,
-            feature_group_count,
-            batch_group_count,
-            preferred_element_type,
-        ):
-            return lax.conv_general_dilated(*args)
-        pads = _pads(padding, rhs.shape[:2])
+    def conv_general_dilated(*args, **kwargs):
+        bound = _SIGNATURE.bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        if not _covered(a):
+            return lax.conv_general_dilated(*args, **kwargs)
+        lhs, rhs, precision = a["lhs"], a["rhs"], a["precision"]
+        pads = _pads(a["padding"], rhs.shape[:2])
         if isinstance(precision, tuple):
             precision = precision[0]
         if kind == "taps":
@@ -288,7 +255,7 @@ def _dispatch(kind: str):
         on_cpu = jax.default_backend() == "cpu" and AUTO_ON_CPU == "direct"
         if _direct_fits(lhs, rhs, pads) and (kind == "direct" or on_cpu):
             return _direct(lhs, rhs, pads, precision)
-        return lax.conv_general_dilated(*args)
+        return lax.conv_general_dilated(*args, **kwargs)
 
     conv_general_dilated.__name__ = f"{kind}_conv_general_dilated"
     conv_general_dilated.__doc__ = (
