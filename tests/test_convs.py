@@ -2,6 +2,10 @@
 kernel gradient (XLA's forward pass bit for bit), the direct form (XLA's values to
 rounding), their fallbacks, and `vmap`."""
 
+import importlib.util
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -214,3 +218,19 @@ def test_an_unknown_auto_setting_is_refused(monkeypatch):
     x, k = _pair((1, 8, 8, 1), (5, 5, 1, 5))
     with pytest.raises(ValueError, match="JAXSHRINK_AUTO_CONV"):
         convs.auto_conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=NHWC)
+
+
+def test_the_direct_convs_experiment_writes_its_measurements(tmp_path):
+    path = os.path.join(os.path.dirname(__file__), "..", "experiments", "direct_convs.py")
+    spec = importlib.util.spec_from_file_location("direct_convs_experiment", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "direct.json"
+    report = module.main(["--quick", "--repeats=2", f"--out={out}"])
+    assert json.loads(out.read_text())["layers"] == report["layers"]
+    (row,) = report["layers"].values()
+    for piece in ("forward", "input_grad", "kernel_grad"):
+        assert row[f"xla_{piece}_ms"] > 0 and row[f"direct_{piece}_ms"] > 0
+        assert row[f"{piece}_max_abs_diff"] < 1e-4  # the same function
+    (stack,) = report["stacked"]
+    assert min(stack["xla_ms"], stack["direct_fenced_ms"], stack["direct_unfenced_ms"]) > 0
