@@ -16,8 +16,9 @@
   flipped kernel, the kernel gradient one reduction per tap (XLA's own for large
   images). XLA hands convolutions with many channels to a library (YNNPACK) but runs the
   theses' 1 -> 5 -> 5 -> 1 layers through a generic loop at a few GFLOP/s; on the 2-core
-  CPU the direct form's forward pass and input gradient are 3 to 10 times faster at 64
-  to 256 px (`python -m jaxshrink.bench --convs=xla,direct`).
+  CPU the direct form's forward pass and input gradient are 2 to 8 times faster at 64
+  to 256 px (`python experiments/direct_convs.py`, per layer; `python -m
+  jaxshrink.bench --convs=xla,direct`, per training step).
 - 'auto' (the default): 'direct' on a CPU for layers with at most `DIRECT_MAX_CHANNELS`
   input times output channels, 'xla' otherwise (GPUs keep cuDNN).
 
@@ -46,9 +47,9 @@ from jax import lax
 
 IMPLEMENTATIONS = ("auto", "xla", "taps", "direct")
 # 'direct' covers layers with at most this many input x output channels. Measured on the
-# 2-core CPU (forward and both gradients, 5x5 kernels): 1x4, 1x5, 5x5 and 5x1 layers
-# from 14x14 to 256x256 px were 1.4-3.9x faster direct; 4x8, 8x8 and 1x32 were slower
-# (XLA handles powers of two better, and 1x32 through its YNNPACK library).
+# 2-core CPU (`experiments/direct_convs.py`, 5x5 kernels): the FCN's 1x5, 5x5 and 5x1
+# layers at 64-256 px and the quick MNIST's 1x4 at 28 px are faster direct; its 4x8 at
+# 14 px and MNIST's 1x32 (which XLA hands to its YNNPACK library) are not.
 DIRECT_MAX_CHANNELS = 25
 # The direct kernel gradient reduces each tap over batch x height x width positions;
 # beyond this many XLA's own kernel gradient is faster on the 2-core CPU (256 px).
