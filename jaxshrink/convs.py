@@ -58,6 +58,7 @@ DIRECT_MAX_REDUCED = 1 << 16
 # the environment variable JAXSHRINK_AUTO_CONV=xla. The test suite sets 'xla' for its
 # hundreds of tiny programs (the direct form compiles 2-3x longer) and tests the
 # default path where it matters.
+AUTO_CHOICES = ("direct", "xla")
 AUTO_ON_CPU = os.environ.get("JAXSHRINK_AUTO_CONV", "direct")
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -251,8 +252,8 @@ def _dispatch(kind: str):
             precision = precision[0]
         if kind == "taps":
             return _conv(lhs, rhs, pads, precision)
-        if AUTO_ON_CPU not in ("direct", "xla"):
-            raise ValueError(f"JAXSHRINK_AUTO_CONV: got {AUTO_ON_CPU!r}; allowed: 'direct', 'xla'")
+        if AUTO_ON_CPU not in AUTO_CHOICES:  # `validate` says so first for configs
+            raise ValueError(f"JAXSHRINK_AUTO_CONV: got {AUTO_ON_CPU!r}; allowed: {AUTO_CHOICES}")
         on_cpu = jax.default_backend() == "cpu" and AUTO_ON_CPU == "direct"
         if _direct_fits(lhs, rhs, pads) and (kind == "direct" or on_cpu):
             return _direct(lhs, rhs, pads, precision)

@@ -150,6 +150,8 @@ def _check_model(c) -> None:
     m = c.model
     _one_of(m.get("name"), "model.name", models.FAMILIES)
     _one_of(m.get("conv", "auto"), "model.conv", convs.IMPLEMENTATIONS)
+    if m.get("conv", "auto") == "auto":
+        _one_of(convs.AUTO_ON_CPU, "JAXSHRINK_AUTO_CONV (environment)", convs.AUTO_CHOICES)
     _check(m.init_std >= 0, "model.init_std", m.init_std, "a number >= 0 (0 = Flax's defaults)")
     precisions = ("highest", "high", "default")
     _one_of(m.get("precision", "highest"), "model.precision", precisions)

@@ -218,6 +218,8 @@ def test_an_unknown_auto_setting_is_refused(monkeypatch):
     x, k = _pair((1, 8, 8, 1), (5, 5, 1, 5))
     with pytest.raises(ValueError, match="JAXSHRINK_AUTO_CONV"):
         convs.auto_conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=NHWC)
+    with pytest.raises(errors.ConfigError, match="JAXSHRINK_AUTO_CONV"):
+        validate.validate(tiny_config())
 
 
 def test_the_direct_convs_experiment_writes_its_measurements(tmp_path):
