@@ -17,8 +17,6 @@ device, date and command; medians of `--repeats` calls.
 from __future__ import annotations
 
 import argparse
-import datetime
-import sys
 import time
 from unittest import mock
 
@@ -133,12 +131,7 @@ def main(argv=None) -> dict:
         print(f"{r['size']:>4}px{'':<10} {r['xla_ms']:>8.2f} {r['direct_fenced_ms']:>8.2f} "
               f"{r['direct_unfenced_ms']:>9.2f}")  # fmt: skip
     report = {
-        "device": jax.devices()[0].device_kind,
-        "backend": jax.default_backend(),
-        "jax": jax.__version__,
-        "date": datetime.date.today().isoformat(),
-        "command": "python experiments/direct_convs.py "
-        + " ".join(sys.argv[1:] if argv is None else argv),
+        **files.provenance("python experiments/direct_convs.py", argv),
         "layers": rows,
         "stacked": stacks,
     }

@@ -15,8 +15,6 @@ Then the whole training step of the thesis FCN (one run, batch 3) at 64x64 and
 """
 
 import argparse
-import datetime
-import sys
 import time
 
 import jax
@@ -100,10 +98,7 @@ def main(argv=None) -> dict:
         print(f"{r['size']:>4}x{r['size']:<7} {r['conv']:>5} {r['in_loop_ms']:>13.2f} "
               f"{r['jitted_step_ms']:>12.2f}")  # fmt: skip
     report = {
-        "device": jax.devices()[0].device_kind,
-        "jax": jax.__version__,
-        "date": datetime.date.today().isoformat(),
-        "command": "python experiments/kernel_gradient_in_loops.py " + " ".join(sys.argv[1:]),
+        **files.provenance("python experiments/kernel_gradient_in_loops.py", argv),
         "rows": rows,
         "whole_step": steps,
     }

@@ -40,14 +40,11 @@ output says so).
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import json
 import os
-import platform
 import shlex
 import subprocess
-import sys
 import time
 
 import jax
@@ -404,14 +401,8 @@ def main(argv=None) -> dict:
         print("CPU: sizes and seed counts are smaller than the GPU's 128/256 and 1..256 seeds.")
     rows, fits = [], []
     report = {
-        "device": device,
-        "backend": backend,
-        "device_count": jax.device_count(),
-        "jax": jax.__version__,
+        **files.provenance("python -m jaxshrink.bench", argv),
         "precision": args.precision,
-        "platform": platform.platform(),
-        "date": datetime.date.today().isoformat(),
-        "command": "python -m jaxshrink.bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "batch_size": 3 if base is None else int(base.train.batch_size),
         "network": "1-5-5-1, 5x5, soft F1 loss, Adam" if base is None else args.config,
         "rows": rows,

@@ -101,6 +101,28 @@ def write_text(path: str | os.PathLike[str], text: str) -> str:
     return os.fspath(path)
 
 
+def provenance(command: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Where and when a measurement was made, for the head of its JSON: device, backend,
+    device count, jax version, platform, date and the command line (`command` followed
+    by `argv`, default the process's own arguments)."""
+    import datetime
+    import platform
+    import sys
+
+    import jax
+
+    args = sys.argv[1:] if argv is None else argv
+    return {
+        "device": jax.devices()[0].device_kind,
+        "backend": jax.default_backend(),
+        "device_count": jax.device_count(),
+        "jax": jax.__version__,
+        "platform": platform.platform(),
+        "date": datetime.date.today().isoformat(),
+        "command": " ".join([command, *args]),
+    }
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> str:
     """Writes `obj` as indented JSON with a trailing newline, atomically.
 

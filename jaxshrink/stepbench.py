@@ -21,9 +21,6 @@ It prints a table and writes JSON with the device, date and command line.
 
 from __future__ import annotations
 
-import datetime
-import platform
-import sys
 import time
 
 import jax
@@ -135,12 +132,7 @@ def run(config, group_sizes, steps: int, repeats: int, out: str | None = None) -
             flush=True,
         )
     report = {
-        "device": device.device_kind,
-        "backend": jax.default_backend(),
-        "platform": platform.platform(),
-        "jax": jax.__version__,
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": "python -m jaxshrink.stepbench " + " ".join(sys.argv[1:]),
+        **files.provenance("python -m jaxshrink.stepbench"),
         "config": flags.FLAGS["config"].config_filename if flags.FLAGS.is_parsed() else "",
         "batch_size": int(config.train.batch_size),
         "layers": list(config.model.get("layers", ())),
