@@ -4,14 +4,17 @@ XLA's against `jaxshrink.convs`'s direct one, and what the fence around it is fo
     python experiments/direct_convs.py [--repeats=20] [--out=experiments/results/...json]
 
 For every layer of the thesis FCN (1 -> 5 -> 5 -> 1, 5x5, batch 3) at 64, 128 and 256
-px, and the MNIST classifiers' first layers, it times, per call and jitted on their own:
-the forward pass, the input gradient and the kernel gradient (each a `jax.vjp` pull
-of a random output gradient), with `lax.conv_general_dilated` ('xla') and with
-`convs.direct_conv_general_dilated` ('direct'), and checks they agree. Then two stacked
-5 -> 5 layers (forward and both gradients) with the direct form fenced, as shipped,
-and unfenced (`convs._fence` replaced by a plain call): XLA's CPU fusion then
-recomputes the first layer inside the second. Prints tables and writes JSON with the
-device, date and command; medians of `--repeats` calls.
+px, the MNIST classifiers' first layers and two 8 -> 8 layers, it times, per call and
+jitted on their own: the forward pass, the input gradient and the kernel gradient
+(each a `jax.vjp` pull of a random output gradient), with `lax.conv_general_dilated`
+('xla') and with `convs.direct_conv_general_dilated` ('direct', here on every layer,
+whatever 'auto' would pick), and checks they agree; and the direct form's kernel
+gradient as per-tap reductions wherever it could be ('taps'; 'direct' takes XLA's
+where that is faster, `convs._tap_sums_faster`). Then two stacked 5 -> 5 layers
+(forward and both gradients) with the direct form fenced, as shipped, and unfenced
+(`convs._fence` replaced by a plain call): XLA's CPU fusion then recomputes the first
+layer inside the second. Prints tables and writes JSON with the device, date and
+command; medians of `--repeats` calls.
 """
 
 from __future__ import annotations
@@ -35,9 +38,22 @@ LAYERS = [
     ("mnist quick 1->4 28px b32", (32, 28, 28, 1), (5, 5, 1, 4)),
     ("mnist quick 4->8 14px b32", (32, 14, 14, 4), (5, 5, 4, 8)),
     ("mnist 004 1->32 28px b50", (50, 28, 28, 1), (5, 5, 1, 32)),
+    # The edge of what 'auto' covers (DIRECT_MAX_CHANNELS = 8), in the theses' shapes.
+    ("edge 8->8 64px b3", (3, 64, 64, 8), (5, 5, 8, 8)),
+    ("edge 8->8 14px b32", (32, 14, 14, 8), (5, 5, 8, 8)),
 ]  # fmt: skip
 QUICK_LAYERS = [("fcn 5->5 16px b3", (3, 16, 16, 5), (5, 5, 5, 5))]
-IMPLEMENTATIONS = {"xla": lax.conv_general_dilated, "direct": convs.direct_conv_general_dilated}
+# What each form is timed as: the convolution, and the settings of `jaxshrink.convs`
+# it runs under ('direct' on every layer, whatever 'auto' would pick; 'taps' is the
+# direct form with the per-tap kernel gradient wherever it applies).
+IMPLEMENTATIONS = {
+    "xla": (lax.conv_general_dilated, {"DIRECT_MAX_CHANNELS": convs.DIRECT_MAX_CHANNELS}),
+    "direct": (convs.direct_conv_general_dilated, {"DIRECT_MAX_CHANNELS": 1 << 30}),
+    "taps": (
+        convs.direct_conv_general_dilated,
+        {"DIRECT_MAX_CHANNELS": 1 << 30, "_tap_sums_faster": lambda shape: True},
+    ),
+}
 
 
 def _ms(fn, args, repeats: int) -> float:
@@ -63,7 +79,7 @@ def layer(x_shape, k_shape, repeats: int) -> dict:
     largest difference of each from XLA's."""
     x, k, g = _arrays(x_shape, k_shape)
     out, ref = {}, {}
-    for name, conv in IMPLEMENTATIONS.items():
+    for name, (conv, settings) in IMPLEMENTATIONS.items():
 
         def forward(x, k, conv=conv):
             return conv(x, k, (1, 1), "SAME", dimension_numbers=NHWC, precision="highest")
@@ -73,14 +89,18 @@ def layer(x_shape, k_shape, repeats: int) -> dict:
             "input_grad": jax.jit(lambda x, k, g, f=forward: jax.vjp(f, x, k)[1](g)[0]),
             "kernel_grad": jax.jit(lambda x, k, g, f=forward: jax.vjp(f, x, k)[1](g)[1]),
         }
-        for piece, fn in pieces.items():
-            args = (x, k) if piece == "forward" else (x, k, g)
-            out[f"{name}_{piece}_ms"] = _ms(fn, args, repeats)
-            value = fn(*args)
-            if name == "xla":
-                ref[piece] = value
-            else:
-                out[f"{piece}_max_abs_diff"] = float(jnp.max(jnp.abs(value - ref[piece])))
+        if name == "taps":  # the same forward pass and input gradient as 'direct'
+            pieces = {"kernel_grad": pieces["kernel_grad"]}
+        with mock.patch.multiple(convs, **settings):
+            for piece, fn in pieces.items():
+                args = (x, k) if piece == "forward" else (x, k, g)
+                out[f"{name}_{piece}_ms"] = _ms(fn, args, repeats)
+                value = fn(*args)
+                if name == "xla":
+                    ref[piece] = value
+                else:
+                    diff = float(jnp.max(jnp.abs(value - ref[piece])))
+                    out[f"{name}_{piece}_max_abs_diff"] = diff
     return out
 
 
@@ -118,13 +138,13 @@ def main(argv=None) -> dict:
     head = f"{'layer':<27}" + "".join(
         f" {p + ' xla/direct':>20}" for p in ("forward", "input_grad", "kernel_grad")
     )
-    print(head + "  (ms per call)")
+    print(head + f" {'per-tap kernel_grad':>20}  (ms per call)")
     for name, r in rows.items():
         cells = "".join(
             f" {r[f'xla_{p}_ms']:>9.2f}/{r[f'direct_{p}_ms']:<10.2f}"
             for p in ("forward", "input_grad", "kernel_grad")
         )
-        print(f"{name:<27}{cells}")
+        print(f"{name:<27}{cells} {r['taps_kernel_grad_ms']:>20.2f}")
     stacks = [stacked(s, max(1, args.repeats // 4)) for s in ((16,) if args.quick else (64,))]
     print(f"\n{'two 5->5 layers':<16} {'xla':>8} {'direct':>8} {'unfenced':>9}  (ms, fwd + grads)")
     for r in stacks:

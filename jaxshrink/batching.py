@@ -17,6 +17,10 @@ How the run axis is executed is a choice (`config.batch`), measured by
   all runs of a device in one group (or `group_size` to bound memory). XLA lowers
   vmapped convolutions to grouped ones, which are slow on CPU and fast on GPUs, so
   ``auto`` is ``loop`` on CPU and ``vmap`` elsewhere.
+* ``steps``: where the training steps loop (`resolve_steps`): inside the compiled
+  program, or from the host, one compiled step per call (`host_train`: 'auto' on
+  one CPU device whose step holds XLA convolutions, which are slower inside compiled
+  loops; a step of direct convolutions only, `xla_convolutions` = 0, stays compiled).
 * ``grad``: how per-run weight gradients are formed inside a group. ``vmap`` is
   `vmap(grad(loss))`, which lowers the filter gradient to a convolution with
   `feature_group_count = runs`; ``sum`` is `grad(sum of vmap(loss))`, which lowers it
@@ -32,6 +36,7 @@ result, gathered from all of them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -59,6 +64,28 @@ class Engine(NamedTuple):
     grad: str  # 'sum' or 'vmap' (resolved)
 
 
+def xla_convolutions(trainer: train.Trainer, data: train.TrainData) -> int:
+    """How many XLA convolutions (`lax.conv_general_dilated`) one training step of one
+    run holds, forward and backward: none when every layer takes the direct form
+    (`jaxshrink.convs`, 'auto' on a CPU). Traced from shapes only, nothing runs."""
+    state = jax.eval_shape(
+        lambda: train.create_train_state(jax.random.PRNGKey(0), trainer.model, trainer.tx)
+    )
+    jaxpr = jax.make_jaxpr(functools.partial(train.step, trainer))(state, data)
+    return sum(name == "conv_general_dilated" for name in _primitives(jaxpr.jaxpr))
+
+
+def _primitives(jaxpr):
+    """The primitive names of `jaxpr`'s equations, its sub-programs' included."""
+    for eqn in jaxpr.eqns:
+        yield eqn.primitive.name
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _primitives(inner)
+
+
 def resolve(batch_cfg, backend: str | None = None) -> tuple[str, int, str]:
     """(method, group_size, grad) with 'auto' replaced by the measured default."""
     backend = backend or jax.default_backend()
@@ -66,9 +93,12 @@ def resolve(batch_cfg, backend: str | None = None) -> tuple[str, int, str]:
     group_size = int(batch_cfg.group_size)
     if method == "auto":
         # Measured (`python -m jaxshrink.bench`, README): on a 2-core CPU the loop is
-        # 2.5-4x faster than vmap for 8 and 32 seeds at 32x32 and 64x64; on an H100
-        # vmap (grad 'sum') is 1.0-6.6x faster than the loop from 8 runs on, at 64 to
-        # 256 px, and equal for one run.
+        # 2.5-4x faster than vmap for 8 and 32 seeds at 32x32 and 64x64 with XLA's
+        # convolutions; with direct convolutions (`jaxshrink.convs`) neither wins
+        # throughout (8 runs: vmap 1.3x faster at 64 px, the loop 1.2x at 128 px;
+        # experiments/results/bench_auto_cpu.json). On an H100 vmap (grad 'sum') is
+        # 1.0-6.6x faster than the loop from 8 runs on, at 64 to 256 px, and equal
+        # for one run.
         method = "loop" if backend == "cpu" else "vmap"
     if grad == "auto":
         # Measured: on a CPU vmap-of-grad is 1.0-1.5x faster than grad-of-sum under
@@ -80,20 +110,35 @@ def resolve(batch_cfg, backend: str | None = None) -> tuple[str, int, str]:
     return method, group_size, grad
 
 
-def resolve_steps(batch_cfg, device_count: int, backend: str | None = None) -> str:
+def resolve_steps(
+    batch_cfg, device_count: int, backend: str | None = None, xla_convs: bool = True
+) -> str:
     """Where training steps are looped: 'compiled' (one program per chunk of steps,
-    `Engine.train`) or 'host' (`host_train`); 'auto' picks the measured faster one."""
+    `Engine.train`) or 'host' (`host_train`); 'auto' picks the measured faster one.
+
+    `xla_convs`: whether the training step holds XLA convolutions (`xla_convolutions`)."""
     backend = backend or jax.default_backend()
     steps = batch_cfg.get("steps", "auto")
     if steps == "auto":
-        # Measured (experiments/results/bench_host_cpu.json, the thesis FCN at 64 to
-        # 256 px, 1 and 8 runs): on a 2-core CPU XLA's convolutions run 1.3-2.0x
-        # slower inside a compiled loop than in a step called from Python, so one
-        # process on one CPU device drives its steps from the host. Accelerators,
-        # several devices and several processes keep the compiled loop.
+        # Measured on a 2-core CPU (the thesis FCN at 64 to 256 px, 1 and 8 runs;
+        # experiments/results/bench_host_cpu.json and bench_auto_cpu.json): XLA's
+        # convolutions run 1.3-2.0x slower inside a compiled loop than in a step
+        # called from Python (at 256 px the direct form's kernel gradient is XLA's:
+        # 6.9 against 16.1 seed-steps/s), so one process on one CPU device drives
+        # its steps from the host when a step holds any. With direct convolutions
+        # only, the compiled loop is 1.4-2.0x faster at 128 px and for 8 runs at
+        # 64 px, and level for one run at 64 px. Accelerators, several devices and
+        # several processes keep the compiled loop.
         single = device_count == 1 and jax.process_count() == 1
-        steps = "host" if backend == "cpu" and single else "compiled"
+        steps = "host" if backend == "cpu" and single and xla_convs else "compiled"
     return steps
+
+
+def needs_convolution_count(batch_cfg, backend: str | None = None) -> bool:
+    """Whether `resolve_steps` depends on `xla_convolutions` for `batch_cfg` ('auto'
+    on a CPU; elsewhere the count need not be traced)."""
+    backend = backend or jax.default_backend()
+    return backend == "cpu" and batch_cfg.get("steps", "auto") == "auto"
 
 
 def host_train(trainer: train.Trainer) -> Callable:

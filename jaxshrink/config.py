@@ -95,7 +95,8 @@ def _batch() -> ml_collections.ConfigDict:
     b.devices = 0  # local devices the run axis is sharded over (0 = all)
     # Where training steps loop: 'compiled' (inside one program per chunk of steps),
     # 'host' (one compiled step called from Python per step and run), or 'auto' (the
-    # measured faster one: 'host' for one process on one CPU device).
+    # measured faster one, `batching.resolve_steps`: 'host' for one process on one CPU
+    # device when the training step holds XLA convolutions, else 'compiled').
     b.steps = "auto"
     return b
 

@@ -14,13 +14,14 @@
   sum, over kernel taps and input channels, of a shifted input plane times one kernel
   scalar, in one fused elementwise loop; the input gradient is the same sum with the
   flipped kernel, the kernel gradient one reduction per tap (XLA's own for large
-  images). XLA hands convolutions with many channels to a library (YNNPACK) but runs the
-  theses' 1 -> 5 -> 5 -> 1 layers through a generic loop at a few GFLOP/s; on the 2-core
-  CPU the direct form's forward pass and input gradient are 2 to 8 times faster at 64
-  to 256 px (`python experiments/direct_convs.py`, per layer; `python -m
-  jaxshrink.bench --convs=xla,direct`, per training step).
+  images and for batches of 8 or more, where it is faster). XLA hands convolutions
+  with many channels to a library (YNNPACK) but runs the theses' 1 -> 5 -> 5 -> 1
+  layers through a generic loop at a few GFLOP/s; on the 2-core CPU the direct form's
+  forward pass and input gradient are 2 to 8 times faster at 64 to 256 px (`python
+  experiments/direct_convs.py`, per layer; `python -m jaxshrink.bench
+  --convs=xla,direct`, per training step).
 - 'auto' (the default): 'direct' on a CPU for layers with at most `DIRECT_MAX_CHANNELS`
-  input times output channels, 'xla' otherwise (GPUs keep cuDNN).
+  input and output channels, 'xla' otherwise (GPUs keep cuDNN).
 
 XLA's CPU compiler fuses elementwise producers into their consumers even when that
 recomputes them: a direct convolution fused into the next one would be recomputed for
@@ -46,14 +47,18 @@ import jax.numpy as jnp
 from jax import lax
 
 IMPLEMENTATIONS = ("auto", "xla", "taps", "direct")
-# 'direct' covers layers with at most this many input x output channels. Measured on the
-# 2-core CPU (`experiments/direct_convs.py`, 5x5 kernels): the FCN's 1x5, 5x5 and 5x1
-# layers at 64-256 px and the quick MNIST's 1x4 at 28 px are faster direct; its 4x8 at
-# 14 px and MNIST's 1x32 (which XLA hands to its YNNPACK library) are not.
-DIRECT_MAX_CHANNELS = 25
+# 'direct' covers layers with at most this many input and output channels. Measured on
+# the 2-core CPU (`experiments/direct_convs.py`, 5x5 kernels): the FCN's 1x5, 5x5 and
+# 5x1 layers at 64-256 px and the quick MNIST's 1x4 at 28 px and 4x8 at 14 px are
+# faster direct; MNIST's 1x32 (which XLA hands to its YNNPACK library) is not.
+DIRECT_MAX_CHANNELS = 8
 # The direct kernel gradient reduces each tap over batch x height x width positions;
 # beyond this many XLA's own kernel gradient is faster on the 2-core CPU (256 px).
 DIRECT_MAX_REDUCED = 1 << 16
+# XLA's kernel gradient contracts over the batch: from batches of this size on it is
+# faster than the per-tap reductions (the MNIST layers at batch 32 against the FCN's
+# at batch 3; `experiments/direct_convs.py`).
+DIRECT_TAPS_MAX_BATCH = 8
 # What 'auto' takes on a CPU for the layers 'direct' covers: 'direct', or 'xla' through
 # the environment variable JAXSHRINK_AUTO_CONV=xla. The test suite sets 'xla' for its
 # hundreds of tiny programs (the direct form compiles 2-3x longer) and tests the
@@ -139,27 +144,42 @@ def _fence(fn, *args):
     return fenced(*args)
 
 
-def _planes(x, kernel, pads):
-    """Stride-1 NHWC x HWIO convolution as a sum of shifted input planes times kernel
-    scalars (computed channels-first, where each plane is contiguous)."""
-    xt = jnp.pad(jnp.transpose(x, (0, 3, 1, 2)), ((0, 0), (0, 0), *pads))
+def _channels_first(x, pads):
+    """NHWC activations as padded channels-first planes (NCHW, each plane contiguous)."""
+    return jnp.pad(jnp.transpose(x, (0, 3, 1, 2)), ((0, 0), (0, 0), *pads))
+
+
+def _planes(xt, kernel, out_hw):
+    """Stride-1 convolution of padded NCHW planes `xt` with an HWIO kernel: the sum of
+    shifted input planes times kernel scalars, NCHW."""
     kh, kw, cin, _ = kernel.shape
-    h, w = xt.shape[2] - kh + 1, xt.shape[3] - kw + 1
+    h, w = out_hw
     out = None
     for i in range(kh):
         for j in range(kw):
             for c in range(cin):
                 term = xt[:, c : c + 1, i : i + h, j : j + w] * kernel[i, j, c][:, None, None]
                 out = term if out is None else out + term
+    return out
+
+
+def _direct_planes(x, kernel, pads):
+    """NHWC x HWIO -> NHWC by `_planes`, fenced. The layout changes stay outside the
+    fence, where XLA materializes them once as the conditional's operand (inside it,
+    they were fused into the 25 x C reads: the quick MNIST's 4 -> 8 layer at 14 px
+    took 1.6 ms instead of 0.38 ms)."""
+    kh, kw = kernel.shape[:2]
+    out_hw = tuple(n + lo + hi - k + 1 for n, (lo, hi), k in zip(x.shape[1:3], pads, (kh, kw)))
+    out = _fence(lambda xt, k: _planes(xt, k, out_hw), _channels_first(x, pads), kernel)
     return jnp.transpose(out, (0, 2, 3, 1))
 
 
-def _tap_sums(x, g, pads, kernel_hw):
-    """The kernel gradient: for every tap, the shifted input times the output gradient,
-    summed over batch and positions, channels-first."""
-    xt = jnp.pad(jnp.transpose(x, (0, 3, 1, 2)), ((0, 0), (0, 0), *pads))
-    gt = jnp.transpose(g, (0, 3, 1, 2))[:, None]  # (B, 1, D, H, W)
-    h, w = gt.shape[3:]
+def _tap_sums(xt, gt, kernel_hw):
+    """The kernel gradient from padded NCHW inputs `xt` and NCHW output gradients
+    `gt`: for every tap, the shifted input times the output gradient, summed over
+    batch and positions."""
+    h, w = gt.shape[2:]
+    gt = gt[:, None]  # (B, 1, D, H, W)
     taps = [
         [
             jnp.sum(xt[:, :, None, i : i + h, j : j + w] * gt, axis=(0, 3, 4))
@@ -170,13 +190,21 @@ def _tap_sums(x, g, pads, kernel_hw):
     return jnp.stack([jnp.stack(row) for row in taps])
 
 
+def _tap_sums_faster(g_shape) -> bool:
+    """Whether the per-tap reductions beat XLA's kernel gradient for output gradients
+    of NHWC shape `g_shape` (measured outside compiled loops, where a step holding
+    XLA's runs: `batching.resolve_steps`)."""
+    b, h, w = g_shape[:3]
+    return b < DIRECT_TAPS_MAX_BATCH and b * h * w <= DIRECT_MAX_REDUCED
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _direct(x, kernel, pads, precision):
-    return _fence(lambda x, k: _planes(x, k, pads), x, kernel)
+    return _direct_planes(x, kernel, pads)
 
 
 def _direct_fwd(x, kernel, pads, precision):
-    return _fence(lambda x, k: _planes(x, k, pads), x, kernel), (x, kernel)
+    return _direct_planes(x, kernel, pads), (x, kernel)
 
 
 def _direct_bwd(pads, precision, residuals, g):
@@ -186,9 +214,10 @@ def _direct_bwd(pads, precision, residuals, g):
     # padding that restores the input's size.
     flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
     back = tuple((k - 1 - lo, k - 1 - hi) for (lo, hi), k in zip(pads, kernel_hw))
-    dx = _fence(lambda g, f: _planes(g, f, back), g, flipped)
-    if g.shape[0] * g.shape[1] * g.shape[2] <= DIRECT_MAX_REDUCED:
-        dk = _fence(lambda x, g: _tap_sums(x, g, pads, kernel_hw), x, g)
+    dx = _direct_planes(g, flipped, back)
+    if _tap_sums_faster(g.shape):
+        xt, gt = _channels_first(x, pads), jnp.transpose(g, (0, 3, 1, 2))
+        dk = _fence(lambda xt, gt: _tap_sums(xt, gt, kernel_hw), xt, gt)
     else:
         _, kernel_vjp = jax.vjp(lambda k: _xla(x, k, pads, precision), kernel)
         dk = kernel_vjp(g)[0]
@@ -230,7 +259,7 @@ def _direct_fits(lhs, rhs, pads) -> bool:
     return (
         lhs.dtype == jnp.float32
         and rhs.dtype == jnp.float32
-        and cin * cout <= DIRECT_MAX_CHANNELS
+        and max(cin, cout) <= DIRECT_MAX_CHANNELS
         and all(0 <= p <= k - 1 for pair, k in zip(pads, (kh, kw)) for p in pair)
         and all(n + lo + hi >= k for n, (lo, hi), k in zip(lhs.shape[1:3], pads, (kh, kw)))
     )

@@ -106,12 +106,17 @@ class Job:
         )
         self.trainer = train.make_trainer(config, self.model, self.task)
         self.engine = batching.make_engine(self.trainer, config.batch)
+        # On a CPU 'auto' steps depend on whether a step holds XLA convolutions.
+        xla_convs = not batching.needs_convolution_count(config.batch) or bool(
+            batching.xla_convolutions(self.trainer, self.train_data)
+        )
         self.eval_fn = batching.distribute(
             self.engine.evaluate, (True, True, True, False), self.device_list
         )
         # Where the training steps loop: in the compiled program, or from the host
-        # (`batching.resolve_steps`: a single CPU device, where that is faster).
-        self.steps = batching.resolve_steps(config.batch, self.devices)
+        # (`batching.resolve_steps`: a single CPU device whose step holds XLA
+        # convolutions, where that is faster).
+        self.steps = batching.resolve_steps(config.batch, self.devices, xla_convs=xla_convs)
         if self.steps == "host":
             self.train_fn = batching.host_train(self.trainer)
             self.round_fn = minimize.make_host_round(config, self.engine, self.train_fn)

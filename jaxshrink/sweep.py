@@ -201,6 +201,7 @@ def _run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
             "method": job.engine.method,
             "group_size": job.engine.group_size,
             "grad": job.engine.grad,
+            "steps": job.steps,
         },
         "seconds": {
             "train": train_seconds,

@@ -116,6 +116,13 @@ def test_direct_values_and_gradients_equal_xla(
     np.testing.assert_allclose(dk, dk_ref, rtol=1e-5, atol=1e-5)
 
 
+def test_the_kernel_gradient_form_follows_batch_and_positions():
+    assert convs._tap_sums_faster((3, 64, 64, 5))  # the FCN at 64 px: per-tap sums
+    assert convs._tap_sums_faster((7, 96, 96, 1))  # 64,512 positions
+    assert not convs._tap_sums_faster((8, 14, 14, 8))  # batches of 8 on: XLA's
+    assert not convs._tap_sums_faster((3, 148, 148, 5))  # 65,712 > 2^16 positions
+
+
 def test_direct_on_a_hand_computed_case():
     # A 3x3 image of 1..9, a kernel with 1 at its centre and 2 at its right: every output
     # is its pixel plus twice its right neighbour ('SAME' pads the last column with 0).
@@ -179,7 +186,7 @@ def test_the_fence_is_a_conditional_xla_keeps():
 @pytest.mark.parametrize(
     "x,k,strides",
     [
-        (jnp.ones((1, 6, 6, 8)), jnp.ones((3, 3, 8, 9)), (1, 1)),  # 72 > 25 channel pairs
+        (jnp.ones((1, 6, 6, 8)), jnp.ones((3, 3, 8, 9)), (1, 1)),  # 9 > 8 output channels
         (jnp.ones((1, 6, 6, 2), jnp.bfloat16), jnp.ones((3, 3, 2, 2), jnp.bfloat16), (1, 1)),
         (jnp.ones((1, 6, 6, 2)), jnp.ones((3, 3, 2, 2)), (2, 2)),  # strided
     ],
@@ -233,6 +240,6 @@ def test_the_direct_convs_experiment_writes_its_measurements(tmp_path):
     (row,) = report["layers"].values()
     for piece in ("forward", "input_grad", "kernel_grad"):
         assert row[f"xla_{piece}_ms"] > 0 and row[f"direct_{piece}_ms"] > 0
-        assert row[f"{piece}_max_abs_diff"] < 1e-4  # the same function
+        assert row[f"direct_{piece}_max_abs_diff"] < 1e-4  # the same function
     (stack,) = report["stacked"]
     assert min(stack["xla_ms"], stack["direct_fenced_ms"], stack["direct_unfenced_ms"]) > 0

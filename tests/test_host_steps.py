@@ -80,3 +80,50 @@ def test_steps_resolve_to_the_host_only_for_one_cpu_device():
     assert batching.resolve_steps(cfg, 1, "gpu") == "compiled"
     cfg.steps = "compiled"
     assert batching.resolve_steps(cfg, 1, "cpu") == "compiled"
+
+
+def test_steps_follow_the_convolutions_a_step_holds():
+    cfg = tiny_config().batch
+    # A step of direct convolutions only keeps the compiled loop on a CPU.
+    assert batching.resolve_steps(cfg, 1, "cpu", xla_convs=False) == "compiled"
+    assert batching.resolve_steps(cfg, 1, "cpu", xla_convs=True) == "host"
+    assert batching.needs_convolution_count(cfg, "cpu")
+    assert not batching.needs_convolution_count(cfg, "gpu")
+    cfg.steps = "host"
+    assert not batching.needs_convolution_count(cfg, "cpu")
+    assert batching.resolve_steps(cfg, 1, "cpu", xla_convs=False) == "host"
+
+
+@pytest.mark.parametrize(
+    "conv, crop, want",
+    [
+        # XLA's convolutions: 3 forward, 3 kernel gradients, and the input gradients
+        # of the 2nd and 3rd layers (the image itself takes no gradient).
+        ("xla", 16, 8),
+        ("direct", 16, 0),  # every layer direct, forward and backward
+        # 3 images of 160x160 = 76,800 positions > convs.DIRECT_MAX_REDUCED: each
+        # layer's kernel gradient is XLA's (its `jax.vjp` traces a forward too).
+        ("direct", 160, 6),
+    ],
+)
+def test_xla_convolutions_counts_a_steps_convolutions(conv, crop, want):
+    c = tiny_config("canny")
+    c.model.conv, c.data.crop_size = conv, crop
+    trainer = train.from_config(c, (crop, crop, 1))
+    d = train.TrainData(jnp.zeros((4, crop, crop, 1)), jnp.zeros((4, crop, crop, 1)))
+    assert batching.xla_convolutions(trainer, d) == want
+
+
+def test_a_job_of_direct_convolutions_loops_its_steps_in_the_compiled_program(tmp_path):
+    from jaxshrink import pipeline
+
+    c = tiny_config("canny")
+    c.train.initial_steps, c.train.log_every, c.train.eval_every = 6, 3, 3
+    jobs = {}
+    for conv in ("direct", "xla"):
+        c.model.conv = conv
+        jobs[conv] = pipeline.Job(c, str(tmp_path / conv), lambda msg: None)
+    assert (jobs["direct"].steps, jobs["xla"].steps) == ("compiled", "host")
+    assert "steps looped in the compiled program" in jobs["direct"].describe()
+    got, want = (pipeline.train_stage(jobs[conv], [0, 1]) for conv in ("direct", "xla"))
+    _close(got.params, want.params, rtol=1e-4, atol=1e-6)
