@@ -38,7 +38,7 @@ LAYERS = [
     ("mnist quick 1->4 28px b32", (32, 28, 28, 1), (5, 5, 1, 4)),
     ("mnist quick 4->8 14px b32", (32, 14, 14, 4), (5, 5, 4, 8)),
     ("mnist 004 1->32 28px b50", (50, 28, 28, 1), (5, 5, 1, 32)),
-    # The edge of what 'auto' covers (DIRECT_MAX_CHANNELS = 8), in the theses' shapes.
+    # Beyond what 'auto' covers (DIRECT_MAX_PAIRS = 32), in the theses' shapes.
     ("edge 8->8 64px b3", (3, 64, 64, 8), (5, 5, 8, 8)),
     ("edge 8->8 14px b32", (32, 14, 14, 8), (5, 5, 8, 8)),
 ]  # fmt: skip
@@ -48,10 +48,17 @@ QUICK_LAYERS = [("fcn 5->5 16px b3", (3, 16, 16, 5), (5, 5, 5, 5))]
 # direct form with the per-tap kernel gradient wherever it applies).
 IMPLEMENTATIONS = {
     "xla": (lax.conv_general_dilated, {"DIRECT_MAX_CHANNELS": convs.DIRECT_MAX_CHANNELS}),
-    "direct": (convs.direct_conv_general_dilated, {"DIRECT_MAX_CHANNELS": 1 << 30}),
+    "direct": (
+        convs.direct_conv_general_dilated,
+        {"DIRECT_MAX_CHANNELS": 1 << 30, "DIRECT_MAX_PAIRS": 1 << 30},
+    ),
     "taps": (
         convs.direct_conv_general_dilated,
-        {"DIRECT_MAX_CHANNELS": 1 << 30, "_tap_sums_faster": lambda shape: True},
+        {
+            "DIRECT_MAX_CHANNELS": 1 << 30,
+            "DIRECT_MAX_PAIRS": 1 << 30,
+            "_tap_sums_faster": lambda shape: True,
+        },
     ),
 }
 

@@ -93,12 +93,9 @@ def resolve(batch_cfg, backend: str | None = None) -> tuple[str, int, str]:
     group_size = int(batch_cfg.group_size)
     if method == "auto":
         # Measured (`python -m jaxshrink.bench`, README): on a 2-core CPU the loop is
-        # 2.5-4x faster than vmap for 8 and 32 seeds at 32x32 and 64x64 with XLA's
-        # convolutions; with direct convolutions (`jaxshrink.convs`) neither wins
-        # throughout (8 runs: vmap 1.3x faster at 64 px, the loop 1.2x at 128 px;
-        # experiments/results/bench_auto_cpu.json). On an H100 vmap (grad 'sum') is
-        # 1.0-6.6x faster than the loop from 8 runs on, at 64 to 256 px, and equal
-        # for one run.
+        # 2.5-4x faster than vmap for 8 and 32 seeds at 32x32 and 64x64; on an H100
+        # vmap (grad 'sum') is 1.0-6.6x faster than the loop from 8 runs on, at 64
+        # to 256 px, and equal for one run.
         method = "loop" if backend == "cpu" else "vmap"
     if grad == "auto":
         # Measured: on a CPU vmap-of-grad is 1.0-1.5x faster than grad-of-sum under
@@ -124,11 +121,10 @@ def resolve_steps(
         # experiments/results/bench_host_cpu.json and bench_auto_cpu.json): XLA's
         # convolutions run 1.3-2.0x slower inside a compiled loop than in a step
         # called from Python (at 256 px the direct form's kernel gradient is XLA's:
-        # 6.9 against 16.1 seed-steps/s), so one process on one CPU device drives
+        # 6.9 against 14.3 seed-steps/s), so one process on one CPU device drives
         # its steps from the host when a step holds any. With direct convolutions
-        # only, the compiled loop is 1.4-2.0x faster at 128 px and for 8 runs at
-        # 64 px, and level for one run at 64 px. Accelerators, several devices and
-        # several processes keep the compiled loop.
+        # only (64 and 128 px) the compiled loop is 1.1-1.8x faster. Accelerators,
+        # several devices and several processes keep the compiled loop.
         single = device_count == 1 and jax.process_count() == 1
         steps = "host" if backend == "cpu" and single and xla_convs else "compiled"
     return steps

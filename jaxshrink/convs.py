@@ -21,7 +21,8 @@
   experiments/direct_convs.py`, per layer; `python -m jaxshrink.bench
   --convs=xla,direct`, per training step).
 - 'auto' (the default): 'direct' on a CPU for layers with at most `DIRECT_MAX_CHANNELS`
-  input and output channels, 'xla' otherwise (GPUs keep cuDNN).
+  input and output channels and `DIRECT_MAX_PAIRS` pairs of them, 'xla' otherwise
+  (GPUs keep cuDNN).
 
 XLA's CPU compiler fuses elementwise producers into their consumers even when that
 recomputes them: a direct convolution fused into the next one would be recomputed for
@@ -47,11 +48,13 @@ import jax.numpy as jnp
 from jax import lax
 
 IMPLEMENTATIONS = ("auto", "xla", "taps", "direct")
-# 'direct' covers layers with at most this many input and output channels. Measured on
-# the 2-core CPU (`experiments/direct_convs.py`, 5x5 kernels): the FCN's 1x5, 5x5 and
-# 5x1 layers at 64-256 px and the quick MNIST's 1x4 at 28 px and 4x8 at 14 px are
-# faster direct; MNIST's 1x32 (which XLA hands to its YNNPACK library) is not.
+# 'direct' covers layers with at most this many input and output channels, and this many
+# input x output channel pairs. Measured on the 2-core CPU (`experiments/direct_convs.py`,
+# 5x5 kernels): the FCN's 1x5, 5x5 and 5x1 layers at 64-256 px and the quick MNIST's 1x4
+# at 28 px and 4x8 at 14 px are faster direct; MNIST's 1x32 (which XLA hands to its
+# YNNPACK library) and 8x8 layers at 14 and 64 px are not.
 DIRECT_MAX_CHANNELS = 8
+DIRECT_MAX_PAIRS = 32
 # The direct kernel gradient reduces each tap over batch x height x width positions;
 # beyond this many XLA's own kernel gradient is faster on the 2-core CPU (256 px).
 DIRECT_MAX_REDUCED = 1 << 16
@@ -260,6 +263,7 @@ def _direct_fits(lhs, rhs, pads) -> bool:
         lhs.dtype == jnp.float32
         and rhs.dtype == jnp.float32
         and max(cin, cout) <= DIRECT_MAX_CHANNELS
+        and cin * cout <= DIRECT_MAX_PAIRS
         and all(0 <= p <= k - 1 for pair, k in zip(pads, (kh, kw)) for p in pair)
         and all(n + lo + hi >= k for n, (lo, hi), k in zip(lhs.shape[1:3], pads, (kh, kw)))
     )

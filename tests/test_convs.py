@@ -183,10 +183,21 @@ def test_the_fence_is_a_conditional_xla_keeps():
     assert text.count(" conditional(") == 2
 
 
+@pytest.mark.parametrize("cin, cout", [(1, 8), (4, 8), (8, 4), (5, 5)])
+def test_auto_takes_the_direct_form_up_to_8_channels_and_32_pairs(cin, cout, direct_convs):
+    x, k = _pair((2, 6, 6, cin), (3, 3, cin, cout))
+    fn = jax.jit(
+        lambda x, k: convs.auto_conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=NHWC)
+    )
+    assert " conditional(" in fn.lower(x, k).compile().as_text()  # the fenced direct form
+
+
 @pytest.mark.parametrize(
     "x,k,strides",
     [
         (jnp.ones((1, 6, 6, 8)), jnp.ones((3, 3, 8, 9)), (1, 1)),  # 9 > 8 output channels
+        (jnp.ones((1, 6, 6, 1)), jnp.ones((3, 3, 1, 9)), (1, 1)),  # 9 > 8 output channels
+        (jnp.ones((1, 6, 6, 6)), jnp.ones((3, 3, 6, 6)), (1, 1)),  # 36 > 32 channel pairs
         (jnp.ones((1, 6, 6, 2), jnp.bfloat16), jnp.ones((3, 3, 2, 2), jnp.bfloat16), (1, 1)),
         (jnp.ones((1, 6, 6, 2)), jnp.ones((3, 3, 2, 2)), (2, 2)),  # strided
     ],
