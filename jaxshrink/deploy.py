@@ -222,7 +222,8 @@ def quantized_form(minimized: Form, small, scheme) -> Form:
 
 def factorized_form(model, minimized: Form, small, ranks: Mapping[str, int], input_shape) -> Form:
     """The minimized network with the layers in `ranks` built as low-rank pairs."""
-    widths = dict(zip(small.spec.names, minimized.info["widths"]))
+    # Per layer of the full network: a bypassed layer has width 0 and is not in `small`.
+    widths = dict(zip(model.spec.names, minimized.info["widths"]))
     module = model.factorized(widths, dict(ranks))
     params = lowrank.factorize_params(small.spec, minimized.variables["params"], ranks)
     state = minimized.state

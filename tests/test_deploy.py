@@ -10,7 +10,17 @@ import onnx
 import pytest
 from conftest import load_config, tiny_config
 
-from jaxshrink import deploy, errors, export, models, onnx_export, pipeline, validate
+from jaxshrink import (
+    deploy,
+    errors,
+    export,
+    models,
+    onnx_export,
+    pipeline,
+    quantize,
+    train,
+    validate,
+)
 from jaxshrink import spec as spec_lib
 
 # (config, preset, one example's shape): every registered network family and layer kind
@@ -227,3 +237,28 @@ def test_the_factorized_form_has_the_ranks_of_the_search(deployed):
     (row,) = factorized
     assert row["ranks"] == chosen and row["finetune_steps"] == 5
     assert "deploy (latency in ms" in pipeline.report.summary(results)
+
+
+def test_the_forms_of_a_network_with_a_bypassed_layer_compute_the_masked_one():
+    # conv_2 has no live unit: the compact network leaves it out (identity), so the
+    # layers after it must keep their own widths in every form.
+    model = models.sequential_model(
+        ["conv:3:3"] * 5 + ["conv:1:3"], (8, 8, 1), init_std=0.3, bypass=True
+    )
+    params = model.init(jax.random.PRNGKey(0))
+    masks = spec_lib.full(model.spec)
+    masks["conv_2"] = jnp.zeros_like(masks["conv_2"])
+    masks["conv_1"] = masks["conv_1"].at[0].set(False)
+    final = train.TrainState(params, {}, None, masks, masks, jnp.int32(0), jnp.zeros(2, jnp.uint32))
+    x = jax.random.uniform(jax.random.PRNGKey(5), (2, 8, 8, 1))
+    want = model.apply(params, masks, x)
+    minimized, small = deploy.minimized_form(model, final)
+    assert minimized.info["widths"] == [3, 2, 0, 3, 3, 1]
+    np.testing.assert_array_equal(minimized.exported()(x), want)
+    # At full rank the factorized pair is the layer itself, to float rounding: conv_3
+    # reads conv_1's 2 kept channels (conv_2 is bypassed), so its 3x3 kernel is
+    # (3, 3, 2, 3), of rank at most min(3 x 2, 3 x 3) = 6.
+    factorized = deploy.factorized_form(model, minimized, small, {"conv_3": 6}, (8, 8, 1))
+    np.testing.assert_allclose(factorized.exported()(x), want, rtol=1e-4, atol=1e-5)
+    quantized = deploy.quantized_form(minimized, small, quantize.Scheme(bits=8))
+    np.testing.assert_allclose(quantized.exported()(x), want, atol=0.02)
