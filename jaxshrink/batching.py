@@ -130,11 +130,12 @@ def resolve_steps(
     return steps
 
 
-def needs_convolution_count(batch_cfg, backend: str | None = None) -> bool:
-    """Whether `resolve_steps` depends on `xla_convolutions` for `batch_cfg` ('auto'
-    on a CPU; elsewhere the count need not be traced)."""
+def needs_convolution_count(batch_cfg, device_count: int = 1, backend: str | None = None) -> bool:
+    """Whether `resolve_steps` depends on `xla_convolutions` for `batch_cfg`: 'auto'
+    steps for one process on one CPU device (elsewhere the count need not be traced)."""
     backend = backend or jax.default_backend()
-    return backend == "cpu" and batch_cfg.get("steps", "auto") == "auto"
+    single = device_count == 1 and jax.process_count() == 1
+    return backend == "cpu" and single and batch_cfg.get("steps", "auto") == "auto"
 
 
 def host_train(trainer: train.Trainer) -> Callable:

@@ -107,7 +107,7 @@ class Job:
         self.trainer = train.make_trainer(config, self.model, self.task)
         self.engine = batching.make_engine(self.trainer, config.batch)
         # On a CPU 'auto' steps depend on whether a step holds XLA convolutions.
-        xla_convs = not batching.needs_convolution_count(config.batch) or bool(
+        xla_convs = not batching.needs_convolution_count(config.batch, self.devices) or bool(
             batching.xla_convolutions(self.trainer, self.train_data)
         )
         self.eval_fn = batching.distribute(

@@ -87,10 +87,11 @@ def test_steps_follow_the_convolutions_a_step_holds():
     # A step of direct convolutions only keeps the compiled loop on a CPU.
     assert batching.resolve_steps(cfg, 1, "cpu", xla_convs=False) == "compiled"
     assert batching.resolve_steps(cfg, 1, "cpu", xla_convs=True) == "host"
-    assert batching.needs_convolution_count(cfg, "cpu")
-    assert not batching.needs_convolution_count(cfg, "gpu")
+    assert batching.needs_convolution_count(cfg, 1, "cpu")
+    assert not batching.needs_convolution_count(cfg, 2, "cpu")  # several devices: compiled
+    assert not batching.needs_convolution_count(cfg, 1, "gpu")
     cfg.steps = "host"
-    assert not batching.needs_convolution_count(cfg, "cpu")
+    assert not batching.needs_convolution_count(cfg, 1, "cpu")
     assert batching.resolve_steps(cfg, 1, "cpu", xla_convs=False) == "host"
 
 
