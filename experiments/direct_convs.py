@@ -8,13 +8,13 @@ px, the MNIST classifiers' first layers and two 8 -> 8 layers, it times, per cal
 jitted on their own: the forward pass, the input gradient and the kernel gradient
 (each a `jax.vjp` pull of a random output gradient), with `lax.conv_general_dilated`
 ('xla') and with `convs.direct_conv_general_dilated` ('direct', here on every layer,
-whatever 'auto' would pick), and checks they agree; and the direct form's kernel
-gradient as per-tap reductions wherever it could be ('taps'; 'direct' takes XLA's
-where that is faster, `convs._tap_sums_faster`). Then two stacked 5 -> 5 layers
-(forward and both gradients) with the direct form fenced, as shipped, and unfenced
-(`convs._fence` replaced by a plain call): XLA's CPU fusion then recomputes the first
-layer inside the second. Prints tables and writes JSON with the device, date and
-command; medians of `--repeats` calls.
+whatever 'auto' would pick), and checks they agree; and the direct form's own kernel
+gradient wherever it could be ('own': row products, or per-tap sums for one input
+channel; 'direct' takes XLA's where that is faster, `convs._own_kernel_grad_faster`).
+Then two stacked 5 -> 5 layers (forward and both gradients) with the direct form
+fenced, as shipped, and unfenced (`convs._fence` replaced by a plain call): XLA's CPU
+fusion then recomputes the first layer inside the second. Prints tables and writes
+JSON with the device, date and command; medians of `--repeats` calls.
 """
 
 from __future__ import annotations
@@ -44,20 +44,20 @@ LAYERS = [
 ]  # fmt: skip
 QUICK_LAYERS = [("fcn 5->5 16px b3", (3, 16, 16, 5), (5, 5, 5, 5))]
 # What each form is timed as: the convolution, and the settings of `jaxshrink.convs`
-# it runs under ('direct' on every layer, whatever 'auto' would pick; 'taps' is the
-# direct form with the per-tap kernel gradient wherever it applies).
+# it runs under ('direct' on every layer, whatever 'auto' would pick; 'own' is the
+# direct form with its own kernel gradient wherever it applies).
 IMPLEMENTATIONS = {
     "xla": (lax.conv_general_dilated, {"DIRECT_MAX_CHANNELS": convs.DIRECT_MAX_CHANNELS}),
     "direct": (
         convs.direct_conv_general_dilated,
         {"DIRECT_MAX_CHANNELS": 1 << 30, "DIRECT_MAX_PAIRS": 1 << 30},
     ),
-    "taps": (
+    "own": (
         convs.direct_conv_general_dilated,
         {
             "DIRECT_MAX_CHANNELS": 1 << 30,
             "DIRECT_MAX_PAIRS": 1 << 30,
-            "_tap_sums_faster": lambda shape: True,
+            "_own_kernel_grad_faster": lambda shape: True,
         },
     ),
 }
@@ -96,7 +96,7 @@ def layer(x_shape, k_shape, repeats: int) -> dict:
             "input_grad": jax.jit(lambda x, k, g, f=forward: jax.vjp(f, x, k)[1](g)[0]),
             "kernel_grad": jax.jit(lambda x, k, g, f=forward: jax.vjp(f, x, k)[1](g)[1]),
         }
-        if name == "taps":  # the same forward pass and input gradient as 'direct'
+        if name == "own":  # the same forward pass and input gradient as 'direct'
             pieces = {"kernel_grad": pieces["kernel_grad"]}
         with mock.patch.multiple(convs, **settings):
             for piece, fn in pieces.items():
@@ -145,13 +145,13 @@ def main(argv=None) -> dict:
     head = f"{'layer':<27}" + "".join(
         f" {p + ' xla/direct':>20}" for p in ("forward", "input_grad", "kernel_grad")
     )
-    print(head + f" {'per-tap kernel_grad':>20}  (ms per call)")
+    print(head + f" {'own kernel_grad':>20}  (ms per call)")
     for name, r in rows.items():
         cells = "".join(
             f" {r[f'xla_{p}_ms']:>9.2f}/{r[f'direct_{p}_ms']:<10.2f}"
             for p in ("forward", "input_grad", "kernel_grad")
         )
-        print(f"{name:<27}{cells} {r['taps_kernel_grad_ms']:>20.2f}")
+        print(f"{name:<27}{cells} {r['own_kernel_grad_ms']:>20.2f}")
     stacks = [stacked(s, max(1, args.repeats // 4)) for s in ((16,) if args.quick else (64,))]
     print(f"\n{'two 5->5 layers':<16} {'xla':>8} {'direct':>8} {'unfenced':>9}  (ms, fwd + grads)")
     for r in stacks:

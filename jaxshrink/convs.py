@@ -13,8 +13,9 @@
 - 'direct': for layers of few channels, a direct convolution: every output plane is the
   sum, over kernel taps and input channels, of a shifted input plane times one kernel
   scalar, in one fused elementwise loop; the input gradient is the same sum with the
-  flipped kernel, the kernel gradient one reduction per tap (XLA's own for large
-  images and for batches of 8 or more, where it is faster). XLA hands convolutions
+  flipped kernel, the kernel gradient one matrix product per kernel row (one
+  reduction per tap for a single input channel; XLA's own for large images and for
+  batches of 8 or more, where it is faster). XLA hands convolutions
   with many channels to a library (YNNPACK) but runs the theses' 1 -> 5 -> 5 -> 1
   layers through a generic loop at a few GFLOP/s; on the 2-core CPU the direct form's
   forward pass and input gradient are 2 to 8 times faster at 64 to 256 px (`python
@@ -55,13 +56,13 @@ IMPLEMENTATIONS = ("auto", "xla", "taps", "direct")
 # YNNPACK library) and 8x8 layers at 14 and 64 px are not.
 DIRECT_MAX_CHANNELS = 8
 DIRECT_MAX_PAIRS = 32
-# The direct kernel gradient reduces each tap over batch x height x width positions;
-# beyond this many XLA's own kernel gradient is faster on the 2-core CPU (256 px).
+# The direct form's own kernel gradient (`_kernel_grad`) reduces over batch x height x
+# width positions; beyond this many XLA's is faster on the 2-core CPU (256 px).
 DIRECT_MAX_REDUCED = 1 << 16
 # XLA's kernel gradient contracts over the batch: from batches of this size on it is
-# faster than the per-tap reductions (the MNIST layers at batch 32 against the FCN's
+# faster than the direct form's own (the MNIST layers at batch 32 against the FCN's
 # at batch 3; `experiments/direct_convs.py`).
-DIRECT_TAPS_MAX_BATCH = 8
+DIRECT_OWN_GRAD_MAX_BATCH = 8
 # What 'auto' takes on a CPU for the layers 'direct' covers: 'direct', or 'xla' through
 # the environment variable JAXSHRINK_AUTO_CONV=xla. The test suite sets 'xla' for its
 # hundreds of tiny programs (the direct form compiles 2-3x longer) and tests the
@@ -173,7 +174,7 @@ def _direct_planes(x, kernel, pads):
     took 1.6 ms instead of 0.38 ms)."""
     kh, kw = kernel.shape[:2]
     out_hw = tuple(n + lo + hi - k + 1 for n, (lo, hi), k in zip(x.shape[1:3], pads, (kh, kw)))
-    out = _fence(lambda xt, k: _planes(xt, k, out_hw), _channels_first(x, pads), kernel)
+    out = _fence(functools.partial(_planes_jit, out_hw=out_hw), _channels_first(x, pads), kernel)
     return jnp.transpose(out, (0, 2, 3, 1))
 
 
@@ -193,12 +194,47 @@ def _tap_sums(xt, gt, kernel_hw):
     return jnp.stack([jnp.stack(row) for row in taps])
 
 
-def _tap_sums_faster(g_shape) -> bool:
-    """Whether the per-tap reductions beat XLA's kernel gradient for output gradients
-    of NHWC shape `g_shape` (measured outside compiled loops, where a step holding
-    XLA's runs: `batching.resolve_steps`)."""
+def _own_kernel_grad_faster(g_shape) -> bool:
+    """Whether the direct form's own kernel gradient (`_kernel_grad`) beats XLA's for
+    output gradients of NHWC shape `g_shape` (measured outside compiled loops, where a
+    step holding XLA's runs: `batching.resolve_steps`)."""
     b, h, w = g_shape[:3]
-    return b < DIRECT_TAPS_MAX_BATCH and b * h * w <= DIRECT_MAX_REDUCED
+    return b < DIRECT_OWN_GRAD_MAX_BATCH and b * h * w <= DIRECT_MAX_REDUCED
+
+
+def _row_products(xt, gt, kernel_hw, precision=None):
+    """The kernel gradient as one matrix product per kernel row: the output gradient
+    shifted by each column offset (zero-padded to the input's width, kw copies), times
+    the input rows of that row offset, contracted over batch, rows and columns. For
+    layers of several input channels at batch 3 it is 1.5-2x faster than `_tap_sums`
+    (64 and 128 px, 5 -> 5 and 5 -> 1); with one input channel each product is a
+    matrix-vector one, and the per-tap sums are faster."""
+    kh, kw = kernel_hw
+    h, w = gt.shape[2:]
+    wp = xt.shape[3]  # = w + kw - 1
+    shifted = jnp.stack(
+        [jnp.pad(gt, ((0, 0), (0, 0), (0, 0), (j, wp - w - j))) for j in range(kw)], axis=2
+    )  # (B, D, kw, H, Wp): shifted[..., j, :, v] = gt[..., v - j]
+    rows = [
+        jnp.einsum("bchv,bdjhv->jcd", xt[:, :, i : i + h], shifted, precision=precision)
+        for i in range(kh)
+    ]
+    return jnp.stack(rows)
+
+
+def _kernel_grad(xt, gt, kernel_hw, precision=None):
+    """The direct form's own kernel gradient (channels-first inputs): per-tap sums for
+    one input channel, one matrix product per kernel row otherwise."""
+    if xt.shape[1] == 1:
+        return _tap_sums(xt, gt, kernel_hw)
+    return _row_products(xt, gt, kernel_hw, precision)
+
+
+# The fenced pieces, jitted: tracing one is about 0.1 s of Python for a 5 -> 5 layer
+# (25 x C slices, products and sums); jit traces each shape once, also under `vmap`
+# (the fence's batching rule vmaps the jitted piece, whose traced program is reused).
+_planes_jit = jax.jit(_planes, static_argnames=("out_hw",))
+_kernel_grad_jit = jax.jit(_kernel_grad, static_argnames=("kernel_hw", "precision"))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -218,9 +254,10 @@ def _direct_bwd(pads, precision, residuals, g):
     flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
     back = tuple((k - 1 - lo, k - 1 - hi) for (lo, hi), k in zip(pads, kernel_hw))
     dx = _direct_planes(g, flipped, back)
-    if _tap_sums_faster(g.shape):
+    if _own_kernel_grad_faster(g.shape):
         xt, gt = _channels_first(x, pads), jnp.transpose(g, (0, 3, 1, 2))
-        dk = _fence(lambda xt, gt: _tap_sums(xt, gt, kernel_hw), xt, gt)
+        grad = functools.partial(_kernel_grad_jit, kernel_hw=kernel_hw, precision=precision)
+        dk = _fence(grad, xt, gt)
     else:
         _, kernel_vjp = jax.vjp(lambda k: _xla(x, k, pads, precision), kernel)
         dk = kernel_vjp(g)[0]
@@ -228,6 +265,9 @@ def _direct_bwd(pads, precision, residuals, g):
 
 
 _direct.defvjp(_direct_fwd, _direct_bwd)
+# Jitted too, so that an eager call (`Model.init`, the pictures) is one compiled call
+# rather than a thousand dispatched operations, and a model's trace reuses it by shape.
+_direct_jit = jax.jit(_direct, static_argnums=(2, 3))
 
 
 def _is_nhwc(dimension_numbers) -> bool:
@@ -289,7 +329,7 @@ def _dispatch(kind: str):
             raise ValueError(f"JAXSHRINK_AUTO_CONV: got {AUTO_ON_CPU!r}; allowed: {AUTO_CHOICES}")
         on_cpu = jax.default_backend() == "cpu" and AUTO_ON_CPU == "direct"
         if _direct_fits(lhs, rhs, pads) and (kind == "direct" or on_cpu):
-            return _direct(lhs, rhs, pads, precision)
+            return _direct_jit(lhs, rhs, pads, precision)
         return lax.conv_general_dilated(*args, **kwargs)
 
     conv_general_dilated.__name__ = f"{kind}_conv_general_dilated"

@@ -116,11 +116,27 @@ def test_direct_values_and_gradients_equal_xla(
     np.testing.assert_allclose(dk, dk_ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "kernel_hw, pads", [((5, 5), ((2, 2), (2, 2))), ((3, 4), ((0, 2), (1, 2)))]
+)
+def test_row_products_equal_the_per_tap_sums(kernel_hw, pads):
+    # Small integers: every product and sum is exact in float32, so the two forms of
+    # the kernel gradient agree bit for bit.
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.integers(-3, 4, size=(2, 7, 9, 3)), jnp.float32)
+    g_hw = [n + lo + hi - k + 1 for n, (lo, hi), k in zip((7, 9), pads, kernel_hw)]
+    g = jnp.asarray(rng.integers(-3, 4, size=(2, *g_hw, 2)), jnp.float32)
+    xt, gt = convs._channels_first(x, pads), jnp.transpose(g, (0, 3, 1, 2))
+    want = convs._tap_sums(xt, gt, kernel_hw)
+    assert want.shape == (*kernel_hw, 3, 2)
+    np.testing.assert_array_equal(convs._row_products(xt, gt, kernel_hw), want)
+
+
 def test_the_kernel_gradient_form_follows_batch_and_positions():
-    assert convs._tap_sums_faster((3, 64, 64, 5))  # the FCN at 64 px: per-tap sums
-    assert convs._tap_sums_faster((7, 96, 96, 1))  # 64,512 positions
-    assert not convs._tap_sums_faster((8, 14, 14, 8))  # batches of 8 on: XLA's
-    assert not convs._tap_sums_faster((3, 148, 148, 5))  # 65,712 > 2^16 positions
+    assert convs._own_kernel_grad_faster((3, 64, 64, 5))  # the FCN at 64 px
+    assert convs._own_kernel_grad_faster((7, 96, 96, 1))  # 64,512 positions
+    assert not convs._own_kernel_grad_faster((8, 14, 14, 8))  # batches of 8 on: XLA's
+    assert not convs._own_kernel_grad_faster((3, 148, 148, 5))  # 65,712 > 2^16 positions
 
 
 def test_direct_on_a_hand_computed_case():
