@@ -123,7 +123,9 @@ def resolve_steps(
         # called from Python (at 256 px the direct form's kernel gradient is XLA's:
         # 6.9 against 14.3 seed-steps/s), so one process on one CPU device drives
         # its steps from the host when a step holds any. With direct convolutions
-        # only (64 and 128 px) the compiled loop is 1.1-1.8x faster. Accelerators,
+        # only (64 and 128 px) the compiled loop was 1.1-1.8x faster with the per-tap
+        # kernel gradient (bench_auto_cpu.json) and is 1.0-1.3x with the row products
+        # (bench_rows_cpu.json): never slower. Accelerators,
         # several devices and several processes keep the compiled loop.
         single = device_count == 1 and jax.process_count() == 1
         steps = "host" if backend == "cpu" and single and xla_convs else "compiled"

@@ -175,7 +175,8 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
     c.model.precision = "highest"
     # How convolutions are computed (`jaxshrink.convs`; the same function, different
     # float rounding): 'auto' = 'direct' on a CPU for few-channel layers (shifted planes
-    # times kernel scalars; the FCN's training step 1.1-2.1x faster than with XLA's),
+    # times kernel scalars; the FCN's host step 1.1-2.1x faster than with XLA's in
+    # experiments/results/bench_direct_cpu.json, more since: README),
     # XLA's elsewhere; or 'xla', 'taps' (per-tap kernel gradient), 'direct' everywhere.
     c.model.conv = "auto"
     c.train.loss = EDGE_LOSSES[dataset]

@@ -18,7 +18,7 @@
   batches of 8 or more, where it is faster). XLA hands convolutions
   with many channels to a library (YNNPACK) but runs the theses' 1 -> 5 -> 5 -> 1
   layers through a generic loop at a few GFLOP/s; on the 2-core CPU the direct form's
-  forward pass and input gradient are 2 to 8 times faster at 64 to 256 px (`python
+  forward pass and input gradient are 2 to 9 times faster at 64 to 256 px (`python
   experiments/direct_convs.py`, per layer; `python -m jaxshrink.bench
   --convs=xla,direct`, per training step).
 - 'auto' (the default): 'direct' on a CPU for layers with at most `DIRECT_MAX_CHANNELS`
@@ -171,7 +171,7 @@ def _direct_planes(x, kernel, pads):
     """NHWC x HWIO -> NHWC by `_planes`, fenced. The layout changes stay outside the
     fence, where XLA materializes them once as the conditional's operand (inside it,
     they were fused into the 25 x C reads: the quick MNIST's 4 -> 8 layer at 14 px
-    took 1.6 ms instead of 0.38 ms)."""
+    took 1.6 ms instead of 0.38 ms in a side measurement)."""
     kh, kw = kernel.shape[:2]
     out_hw = tuple(n + lo + hi - k + 1 for n, (lo, hi), k in zip(x.shape[1:3], pads, (kh, kw)))
     out = _fence(functools.partial(_planes_jit, out_hw=out_hw), _channels_first(x, pads), kernel)
@@ -206,9 +206,9 @@ def _row_products(xt, gt, kernel_hw, precision=None):
     """The kernel gradient as one matrix product per kernel row: the output gradient
     shifted by each column offset (zero-padded to the input's width, kw copies), times
     the input rows of that row offset, contracted over batch, rows and columns. For
-    layers of several input channels at batch 3 it is 1.5-2x faster than `_tap_sums`
-    (64 and 128 px, 5 -> 5 and 5 -> 1); with one input channel each product is a
-    matrix-vector one, and the per-tap sums are faster."""
+    layers of several input channels at batch 3 it was 1.5-2x faster than `_tap_sums`
+    in a side measurement (64 and 128 px, 5 -> 5 and 5 -> 1); with one input channel
+    each product is a matrix-vector one, and the per-tap sums are faster."""
     kh, kw = kernel_hw
     h, w = gt.shape[2:]
     wp = xt.shape[3]  # = w + kw - 1
