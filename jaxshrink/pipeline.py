@@ -192,6 +192,13 @@ def spread(values: np.ndarray, fmt: str = ".4f") -> str:
     )
 
 
+def _steps(live, count: int) -> jax.Array:
+    """Per run: `count` steps where `live`, else 0. Always int32 of a fixed (not weak)
+    type, so that every call of the training program, the pictures' included, has one
+    signature and compiles once."""
+    return jnp.where(live, jnp.int32(count), jnp.int32(0))
+
+
 def train_stage(job: Job, seeds, masks=None) -> train.TrainState:
     """Initial training of one run per seed, batched; resumes from the newest checkpoint.
 
@@ -226,7 +233,7 @@ def train_stage(job: Job, seeds, masks=None) -> train.TrainState:
     while step < total:
         chunk = min(log_every - step % log_every, total - step)
         t0 = time.perf_counter()
-        states, loss = job.train_fn(states, job.train_data, jnp.where(live, chunk, 0))
+        states, loss = job.train_fn(states, job.train_data, _steps(live, chunk))
         loss = batching.to_host(loss)[:n]  # waits for the chunk
         rate = chunk * n / (time.perf_counter() - t0)
         step = int(batching.to_host(states.step)[0])
@@ -269,7 +276,7 @@ def train_variants(job: Job, states: train.TrainState, steps: int, every: int, s
     while done < steps:
         chunk = min(every, steps - done)
         t0 = time.perf_counter()
-        states, _ = job.train_fn(states, job.train_data, jnp.where(live, chunk, 0))
+        states, _ = job.train_fn(states, job.train_data, _steps(live, chunk))
         scores.append(job.evaluate(states)["score"][:n])
         done += chunk
         rate = chunk * n / (time.perf_counter() - t0)

@@ -23,10 +23,12 @@ natural scale, are stretched per panel instead (the panel's maximum is printed).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Mapping, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -126,6 +128,24 @@ def signed_rgb(values, scale: float | None = None) -> np.ndarray:
 # ------------------------------------------------------------------ the forward pass
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _intermediates(model, variables, x, masks):
+    """The maskable layers' captured outputs for the batch `x`: one compiled program
+    per model and shape, as the pictures call it for several networks."""
+    names = set(model.spec.names)
+    _, state = model.module.apply(
+        variables,
+        x,
+        masks,
+        train=False,
+        capture_intermediates=lambda mdl, method: (
+            method == "__call__" and "/".join(mdl.path) in names
+        ),
+        mutable=["intermediates"],
+    )
+    return state
+
+
 def layer_outputs(
     model, params: dict, masks: dict | None, x, model_state: dict | None = None
 ) -> list[tuple[str, np.ndarray]]:
@@ -158,17 +178,7 @@ def layer_outputs(
         if masks is not None
         else {layer.name: np.ones(layer.units, bool) for layer in model.spec.layers}
     )
-    names = set(model.spec.names)
-    _, state = model.module.apply(
-        {"params": params, **(model_state or {})},
-        h[None],
-        masks,
-        train=False,
-        capture_intermediates=lambda mdl, method: (
-            method == "__call__" and "/".join(mdl.path) in names
-        ),
-        mutable=["intermediates"],
-    )
+    state = _intermediates(model, {"params": params, **(model_state or {})}, h[None], masks)
     outputs = []
     for layer in model.spec.layers:
         node = state["intermediates"]

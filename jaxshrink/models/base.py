@@ -32,6 +32,7 @@ treat it exactly like the params.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 
 import flax.linen as nn
@@ -98,11 +99,20 @@ class Model:
     def init_variables(self, rng: jax.Array) -> tuple[dict, dict]:
         """Fresh ``(params, state)``: `state` holds the other variable collections
         (batch norm's running statistics, ``{'batch_stats': ...}``); ``{}`` if none."""
-        x = jax.numpy.zeros((1, *self.spec.input_shape), jax.numpy.float32)
-        masks = spec_lib.full(self.spec)
-        variables = dict(self.module.init(rng, x, masks, train=False))
-        params = variables.pop("params")
-        return params, variables
+        return self._compiled_init(rng)
+
+    @functools.cached_property
+    def _compiled_init(self) -> Callable[[jax.Array], tuple[dict, dict]]:
+        # One compiled program per model, instead of the initializers' and the
+        # shape-finding forward pass's operations dispatched one by one (each compiled
+        # on first use): a run's first seconds. The values are the same.
+        def init(rng):
+            x = jax.numpy.zeros((1, *self.spec.input_shape), jax.numpy.float32)
+            variables = dict(self.module.init(rng, x, spec_lib.full(self.spec), train=False))
+            params = variables.pop("params")
+            return params, variables
+
+        return jax.jit(init)
 
     def init(self, rng: jax.Array) -> dict:
         """Fresh parameters (`init_variables` without the state)."""
