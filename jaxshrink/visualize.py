@@ -98,6 +98,12 @@ def _mask_of(masks: Mapping | None, name: str, units: int) -> np.ndarray:
     return mask
 
 
+def _row_label(layer, mask: np.ndarray) -> str:
+    """A layer's name, and "bypassed" where the layer passes its input on unchanged
+    (a `bypass` layer with no unit alive: its crossed-out units are not zeros)."""
+    return f"{layer.name}\nbypassed" if layer.bypass and not mask.any() else layer.name
+
+
 def signed_rgb(values, scale: float | None = None) -> np.ndarray:
     """The thesis's colour code: negative red, positive green, intensity = |value|.
 
@@ -303,7 +309,8 @@ def save_masks(
     negative red, positive green, black zero, intensity scaled by the largest
     |weight| of the layer (printed under the layer name), so cells of one row
     compare directly. Disabled filters (mask False) are faded to grey, crossed and
-    labelled "off". Biases are not drawn. Pixels have the same size in every row.
+    labelled "off"; a layer bypassed with none alive (it passes its input on) is
+    labelled "bypassed". Biases are not drawn. Pixels have the same size in every row.
 
     Args:
       path: the image file to write (PNG unless the suffix says otherwise).
@@ -324,7 +331,8 @@ def save_masks(
             continue
         scale = float(np.max(np.abs(kernel))) if kernel.size else 0.0
         cells = [_mask_cell(kernel[..., j], scale) for j in range(kernel.shape[-1])]
-        rows.append((name, scale, cells, _mask_of(masks, name, kernel.shape[-1])))
+        mask = _mask_of(masks, name, kernel.shape[-1])
+        rows.append((_row_label(layer, mask), scale, cells, mask))
     if not rows:
         raise ValueError("save_masks: the model has no square 2-D convolution to draw")
 
@@ -397,7 +405,7 @@ def _draw_filter_outputs(fig: Figure | SubFigure, model, params, masks, image, t
     ax.imshow(image.mean(axis=-1), cmap="gray", interpolation="nearest")
     _bare(ax)
     ax.set_ylabel("input", fontsize=9)
-    for row, (name, out) in enumerate(outputs, start=1):
+    for row, ((name, out), layer) in enumerate(zip(outputs, model.spec.layers, strict=True), 1):
         mask = _mask_of(masks, name, out.shape[-1])
         for j in range(out.shape[-1]):
             ax = axes[row, j]
@@ -412,7 +420,7 @@ def _draw_filter_outputs(fig: Figure | SubFigure, model, params, masks, image, t
                 _cross(ax)
                 ax.set_title(f"{j} off", fontsize=7, pad=2, color=_OFF_COLOR)
             if j == 0:
-                ax.set_ylabel(name, fontsize=9)
+                ax.set_ylabel(_row_label(layer, mask), fontsize=9)
     if title:
         fig.suptitle(title)
 

@@ -91,6 +91,38 @@ def test_save_masks_and_outputs(tmp_path, net):
     assert open(again, "rb").read() == open(tmp_path / "masks_off.png", "rb").read()
 
 
+def test_a_bypassed_layer_is_labelled_so_in_both_pictures(tmp_path, net, monkeypatch):
+    model, params, masks, image = net
+    config = config_lib.base_config("sobel")
+    config.model.bypass = True
+    bypassing = models.get_model(config.model, (16, 16, 1))
+    none_alive = {**masks, "conv_1": np.zeros(5, bool)}
+    one_alive = {**masks, "conv_1": np.arange(5) == 2}
+    layers = {layer.name: layer for layer in bypassing.spec.layers}
+    # Only a bypass layer with no unit alive passes its input on.
+    assert visualize._row_label(layers["conv_1"], none_alive["conv_1"]) == "conv_1\nbypassed"
+    assert visualize._row_label(layers["conv_1"], one_alive["conv_1"]) == "conv_1"
+    plain = {layer.name: layer for layer in model.spec.layers}["conv_1"]
+    assert visualize._row_label(plain, none_alive["conv_1"]) == "conv_1"
+    # The label reaches the files: unlabelled, the same drawing has other bytes.
+    drawn = {}
+    for labelled in (True, False):
+        if not labelled:
+            monkeypatch.setattr(visualize, "_row_label", lambda layer, mask: layer.name)
+        drawn[labelled] = [
+            open(path, "rb").read()
+            for path in (
+                visualize.save_masks(
+                    str(tmp_path / f"m{labelled}.png"), bypassing.spec, params, none_alive
+                ),
+                visualize.save_filter_outputs(
+                    str(tmp_path / f"o{labelled}.png"), bypassing, params, none_alive, image
+                ),
+            )
+        ]
+    assert all(a != b for a, b in zip(drawn[True], drawn[False], strict=True))
+
+
 def test_save_curves_timeline_kept(tmp_path):
     curve = visualize.save_training_curve(
         str(tmp_path / "curve.png"), [0, 10, 20], [1.0, 0.5, 0.2], [10, 20], [0.3, 0.6], "run"
