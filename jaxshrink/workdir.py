@@ -11,6 +11,8 @@
   must have the same config, apart from fields that only change how it executes or
   reports (`RESUMABLE`). Otherwise `errors.ConfigError` lists what changed, because
   resuming checkpoints under another config would silently mix two experiments.
+  Options added to jaxshrink after the workdir was started are not changes: the run
+  resumes with their values, says so in one line, and records them in `config.json`.
 """
 
 from __future__ import annotations
@@ -53,17 +55,38 @@ def _normalized(config: ml_collections.ConfigDict) -> dict:
 
 
 def config_changes(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
-    """'field: old -> new' for every field that differs and may not change on resume."""
+    """'field: old -> new' for every field that differs and may not change on resume.
+
+    A field the saved config lacks is not a change: it was added to jaxshrink after the
+    workdir was started, and the run goes on with its value (`added_fields`). A field
+    only the saved config has (since removed) is one: it cannot be honoured.
+    """
     old, new = _flatten(saved), _flatten(_normalized(config))
     changes = []
-    for field in sorted(set(old) | set(new)):
+    for field in sorted(old):
         if any(field == r or field.startswith(r + ".") for r in RESUMABLE):
             continue
-        if old.get(field, "<absent>") != new.get(field, "<absent>"):
-            changes.append(
-                f"{field}: {old.get(field, '<absent>')!r} -> {new.get(field, '<absent>')!r}"
-            )
+        if old[field] != new.get(field, "<absent>"):
+            changes.append(f"{field}: {old[field]!r} -> {new.get(field, '<absent>')!r}")
     return changes
+
+
+def added_fields(saved: dict, config: ml_collections.ConfigDict) -> dict:
+    """The fields of `config` the saved config lacks, with their values: options added
+    to jaxshrink since the workdir was started."""
+    old, new = _flatten(saved), _flatten(_normalized(config))
+    return {field: new[field] for field in sorted(new) if field not in old}
+
+
+def _nest(flat: dict) -> dict:
+    out: dict = {}
+    for field, value in flat.items():
+        *parents, leaf = field.split(".")
+        node = out
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return out
 
 
 def _holder(path: str) -> str:
@@ -123,6 +146,18 @@ def claim(workdir: str, config: ml_collections.ConfigDict):
                 raise errors.ConfigError(
                     f"config changed since {workdir} was started ({'; '.join(changes)}); "
                     "rerun with the original config to resume, or choose another --workdir"
+                )
+            added = added_fields(saved, config)
+            if added:
+                # Recorded, so that the next resume compares them too; said, because
+                # the run's first part ran without them.
+                files.write_json(config_path, _nest({**_flatten(saved), **added}))
+                print(
+                    f"jaxshrink: note: {workdir} was started before these options existed; "
+                    "it resumes with "
+                    + ", ".join(f"{field}={value!r}" for field, value in added.items()),
+                    file=sys.stderr,
+                    flush=True,
                 )
         else:
             files.write_json(config_path, _normalized(config))

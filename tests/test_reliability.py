@@ -238,6 +238,38 @@ def test_a_config_changed_on_resume_is_refused(tmp_path):
         pass
 
 
+def test_a_workdir_from_before_an_option_existed_resumes_with_it(tmp_path, capsys):
+    c = tiny_config("canny")
+    with workdir_lib.claim(str(tmp_path), c):
+        pass
+    path = tmp_path / workdir_lib.CONFIG_NAME
+    saved = json.loads(path.read_text())
+    del saved["batch"]["steps"], saved["minimize"]["grow_margin"]  # "added since"
+    saved["minimize"]["retired"] = 3  # "removed since"
+    path.write_text(json.dumps(saved))
+    with pytest.raises(errors.ConfigError, match=r"minimize.retired: 3 -> '<absent>'"):
+        with workdir_lib.claim(str(tmp_path), c):
+            pass
+    del saved["minimize"]["retired"]
+    path.write_text(json.dumps(saved))
+    capsys.readouterr()
+    with workdir_lib.claim(str(tmp_path), c):
+        pass
+    note = capsys.readouterr().err
+    assert note.count("\n") == 1 and "jaxshrink: note:" in note
+    assert "batch.steps='auto', minimize.grow_margin=0.01" in note
+    # Recorded: the next resume is silent, and compares them like any other field.
+    assert json.loads(path.read_text()) == json.loads(json.dumps(c.to_dict()))
+    with workdir_lib.claim(str(tmp_path), c):
+        pass
+    assert capsys.readouterr().err == ""
+    changed = c.copy_and_resolve_references()
+    changed.batch.steps = "host"
+    with pytest.raises(errors.ConfigError, match=r"batch.steps: 'auto' -> 'host'"):
+        with workdir_lib.claim(str(tmp_path), changed):
+            pass
+
+
 def test_nan_in_one_seed_of_a_batch_fails_only_that_seed(tmp_path, monkeypatch):
     def small():
         c = tiny_config("canny")
