@@ -36,8 +36,9 @@ except ImportError:  # Windows: no flock; runs are not protected against a secon
 LOCK_NAME = ".lock"
 CONFIG_NAME = "config.json"
 # Fields that may change between a run and its resume: how it executes or prints,
-# not what it computes.
-RESUMABLE = ("batch.devices", "batch.group_size", "train.log_every", "data.cache_dir", "output")
+# not what it computes (the batch fields change results by float rounding at most,
+# as 'auto' does when a run resumes on another backend).
+RESUMABLE = ("batch", "train.log_every", "data.cache_dir", "output")
 
 
 def _flatten(tree, prefix=""):

@@ -230,6 +230,7 @@ def test_a_config_changed_on_resume_is_refused(tmp_path):
     changed = c.copy_and_resolve_references()
     changed.minimize.threshold = 0.5
     changed.batch.devices = 1  # how it executes may change
+    changed.batch.method, changed.batch.steps = "vmap", "host"
     with pytest.raises(errors.ConfigError, match=r"minimize.threshold: 0.95 -> 0.5"):
         with workdir_lib.claim(str(tmp_path), changed):
             pass
@@ -264,8 +265,8 @@ def test_a_workdir_from_before_an_option_existed_resumes_with_it(tmp_path, capsy
         pass
     assert capsys.readouterr().err == ""
     changed = c.copy_and_resolve_references()
-    changed.batch.steps = "host"
-    with pytest.raises(errors.ConfigError, match=r"batch.steps: 'auto' -> 'host'"):
+    changed.minimize.grow_margin = 0.5
+    with pytest.raises(errors.ConfigError, match=r"minimize.grow_margin: 0.01 -> 0.5"):
         with workdir_lib.claim(str(tmp_path), changed):
             pass
 
