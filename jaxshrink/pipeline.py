@@ -192,6 +192,17 @@ def spread(values: np.ndarray, fmt: str = ".4f") -> str:
     )
 
 
+def eta(remaining: int, done: int, seconds: float) -> str:
+    """The time left for `remaining` steps at the pace of `done` in `seconds` (evals
+    and checkpoints included): '45s', '9m 05s', '2h 07m'."""
+    left = round(remaining * seconds / max(done, 1))
+    if left < 60:
+        return f"{left}s"
+    if left < 3600:
+        return f"{left // 60}m {left % 60:02d}s"
+    return f"{left // 3600}h {left % 3600 // 60:02d}m"
+
+
 def _steps(live, count: int) -> jax.Array:
     """Per run: `count` steps where `live`, else 0. Always int32 of a fixed (not weak)
     type, so that every call of the training program, the pictures' included, has one
@@ -230,6 +241,7 @@ def train_stage(job: Job, seeds, masks=None) -> train.TrainState:
             f"train: {total} steps, batch {config.train.batch_size}, "
             f"loss {config.train.loss or job.task.losses[0]}{runs}"
         )
+    since = None  # (step, time) after this process's first chunk, which compiles
     while step < total:
         chunk = min(log_every - step % log_every, total - step)
         t0 = time.perf_counter()
@@ -247,7 +259,11 @@ def train_stage(job: Job, seeds, masks=None) -> train.TrainState:
             curve["eval_step"].append(step)
             curve["eval_score"].append(score.tolist())
             ckpt.save(step, states, {"stage": "train", "step": step, "curve": curve})
+        if since is not None and step < total:
+            line += f"  eta {eta(total - step, step - since[0], time.perf_counter() - since[1])}"
         log(line)
+        if since is None:
+            since = (step, time.perf_counter())
     ckpt.close()
     job.curve = curve
     return batching.local(states, n)

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -66,6 +67,13 @@ def _comparable(results):
     }
 
 
+def test_eta_reads_the_time_left_at_the_pace_so_far():
+    assert pipeline.eta(100, 50, 10.0) == "20s"  # 100 steps at 5 steps/s
+    assert pipeline.eta(545, 1, 1.0) == "9m 05s"
+    assert pipeline.eta(7620, 2, 2.0) == "2h 07m"
+    assert pipeline.eta(0, 10, 3.0) == "0s"
+
+
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     config = tiny_config("canny")
     config.minimize.threshold = 0.9
@@ -98,10 +106,15 @@ def test_command_line_runs_and_defaults_the_workdir(tmp_path):
         "--config.data.train_size=12",
         "--config.data.eval_size=4",
         "--config.train.initial_steps=20",
+        "--config.train.log_every=5",
         "--config.minimize.round_steps=2",
         "--config.minimize.max_rounds=1",
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "== jaxshrink edges (canny) ==" in proc.stdout
+    # Progress: the time left from the second chunk (the first compiles) to the last.
+    lines = [line for line in proc.stdout.splitlines() if "train: step" in line]
+    assert [("eta " in line) for line in lines] == [False, True, True, False]
+    assert re.search(r"eta \d+s$", lines[1]), lines[1]
     assert (tmp_path / "runs" / "canny-quick" / "results.json").exists()
