@@ -7,11 +7,12 @@ import re
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from conftest import die_after_saves, tiny_config
 
-from jaxshrink import export, pipeline
+from jaxshrink import export, main, pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -118,3 +119,25 @@ def test_command_line_runs_and_defaults_the_workdir(tmp_path):
     assert [("eta " in line) for line in lines] == [False, True, True, False]
     assert re.search(r"eta \d+s$", lines[1]), lines[1]
     assert (tmp_path / "runs" / "canny-quick" / "results.json").exists()
+    # Its compiled programs were kept for the next run, beside the data cache.
+    assert os.listdir(os.path.join(os.environ["JAXSHRINK_CACHE"], "xla"))
+
+
+def test_the_command_line_keeps_compiled_programs_where_it_is_told(tmp_path, monkeypatch):
+    before = jax.config.jax_compilation_cache_dir
+    monkeypatch.setenv("JAXSHRINK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    try:
+        monkeypatch.setenv("JAXSHRINK_COMPILE_CACHE", "0")
+        assert main.use_compilation_cache() is None
+        assert jax.config.jax_compilation_cache_dir == before
+        monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "own"))
+        monkeypatch.setenv("JAXSHRINK_COMPILE_CACHE", "1")
+        assert main.use_compilation_cache() == str(tmp_path / "own")  # JAX's own wins
+        assert jax.config.jax_compilation_cache_dir == before  # JAX reads it itself
+        monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+        assert main.use_compilation_cache() == str(tmp_path / "cache" / "xla")
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache" / "xla")
+        assert (tmp_path / "cache" / "xla").is_dir()
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
