@@ -23,12 +23,19 @@ import os
 import re
 import sys
 
-import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxshrink import correlation, depth, distributed, errors, pipeline, relearn, sweep
-from jaxshrink.data import cache as data_cache
+from jaxshrink import (
+    compile_cache,
+    correlation,
+    depth,
+    distributed,
+    errors,
+    pipeline,
+    relearn,
+    sweep,
+)
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/sobel.py:quick."
@@ -59,31 +66,11 @@ def default_workdir(config_arg: str) -> str:
     return os.path.join("runs", f"{name}-{preset}" if preset else name)
 
 
-def use_compilation_cache() -> str | None:
-    """Keeps compiled programs on disk in `<data cache>/xla` (`$JAXSHRINK_CACHE`, else
-    ``~/.cache/jaxshrink``), so that rerunning or resuming a config skips XLA's compile
-    of its programs (the quick run on 2 CPU cores: 36-41 s warm, 48-51 s without). JAX's
-    own ``JAX_COMPILATION_CACHE_DIR`` wins when set; ``JAXSHRINK_COMPILE_CACHE=0`` turns
-    it off. Returns the folder used, or None."""
-    if os.environ.get("JAXSHRINK_COMPILE_CACHE", "1") == "0":
-        return None
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        return os.environ["JAX_COMPILATION_CACHE_DIR"]
-    folder = data_cache.resolve_cache_dir("") / "xla"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:  # a read-only home: compile every time, as without the cache
-        return None
-    jax.config.update("jax_compilation_cache_dir", str(folder))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    return str(folder)
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-    use_compilation_cache()
+    compile_cache.use()
     workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
     config = _CONFIG.value
     try:

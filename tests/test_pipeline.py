@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import die_after_saves, tiny_config
 
-from jaxshrink import export, main, pipeline
+from jaxshrink import compile_cache, export, pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -129,14 +129,14 @@ def test_the_command_line_keeps_compiled_programs_where_it_is_told(tmp_path, mon
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
     try:
         monkeypatch.setenv("JAXSHRINK_COMPILE_CACHE", "0")
-        assert main.use_compilation_cache() is None
+        assert compile_cache.use() is None
         assert jax.config.jax_compilation_cache_dir == before
         monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "own"))
         monkeypatch.setenv("JAXSHRINK_COMPILE_CACHE", "1")
-        assert main.use_compilation_cache() == str(tmp_path / "own")  # JAX's own wins
+        assert compile_cache.use() == str(tmp_path / "own")  # JAX's own wins
         assert jax.config.jax_compilation_cache_dir == before  # JAX reads it itself
         monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
-        assert main.use_compilation_cache() == str(tmp_path / "cache" / "xla")
+        assert compile_cache.use() == str(tmp_path / "cache" / "xla")
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache" / "xla")
         assert (tmp_path / "cache" / "xla").is_dir()
     finally:
