@@ -70,10 +70,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-    compile_cache.use()
     workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
     config = _CONFIG.value
     try:
+        compile_cache.use()
         distributed.initialize(
             _COORDINATOR.value,
             _NUM_PROCESSES.value,

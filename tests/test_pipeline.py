@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import die_after_saves, tiny_config
 
-from jaxshrink import compile_cache, export, pipeline
+from jaxshrink import compile_cache, errors, export, pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,7 +97,8 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
 
 
 def test_command_line_runs_and_defaults_the_workdir(tmp_path):
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    cache = tmp_path / "cache"  # its own, to see what this run keeps there
+    env = dict(os.environ, PYTHONPATH=ROOT, JAXSHRINK_CACHE=str(cache))
     cmd = [
         sys.executable,
         "-m",
@@ -120,10 +121,10 @@ def test_command_line_runs_and_defaults_the_workdir(tmp_path):
     assert re.search(r"eta \d+s$", lines[1]), lines[1]
     assert (tmp_path / "runs" / "canny-quick" / "results.json").exists()
     # Its compiled programs were kept for the next run, beside the data cache.
-    assert os.listdir(os.path.join(os.environ["JAXSHRINK_CACHE"], "xla"))
+    assert os.listdir(cache / "xla")
 
 
-def test_the_command_line_keeps_compiled_programs_where_it_is_told(tmp_path, monkeypatch):
+def test_the_command_line_keeps_compiled_programs_where_it_is_told(tmp_path, monkeypatch, capsys):
     before = jax.config.jax_compilation_cache_dir
     monkeypatch.setenv("JAXSHRINK_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
@@ -139,5 +140,16 @@ def test_the_command_line_keeps_compiled_programs_where_it_is_told(tmp_path, mon
         assert compile_cache.use() == str(tmp_path / "cache" / "xla")
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache" / "xla")
         assert (tmp_path / "cache" / "xla").is_dir()
+        # A folder others may write to would run their code here: not used, and said.
+        jax.config.update("jax_compilation_cache_dir", before)
+        capsys.readouterr()
+        (tmp_path / "cache" / "xla").chmod(0o777)
+        assert compile_cache.use() is None
+        assert jax.config.jax_compilation_cache_dir == before
+        note = capsys.readouterr().err
+        assert note.startswith("jaxshrink: note: not keeping") and note.count("\n") == 1
+        monkeypatch.setenv("JAXSHRINK_COMPILE_CACHE", "off")
+        with pytest.raises(errors.ConfigError, match=r"^JAXSHRINK_COMPILE_CACHE .*'off'"):
+            compile_cache.use()
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
