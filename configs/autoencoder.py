@@ -29,7 +29,7 @@ input / output / difference pictures before and after shrinking, the loss curve 
 
 import ml_collections
 
-from jaxshrink import config as config_lib
+from jaxshrink.config import schema as config_lib
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

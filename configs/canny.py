@@ -16,7 +16,7 @@ one line per round and a summary (measured: 5 of 10 hidden filters removed at
 97% of the trained F1).
 """
 
-from jaxshrink import config as config_lib
+from jaxshrink.config import schema as config_lib
 
 
 def get_config(arg: str | None = None):

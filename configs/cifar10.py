@@ -45,8 +45,8 @@ this 24 GB CPU machine's memory.
 
 import ml_collections
 
-from jaxshrink import augment
-from jaxshrink import config as config_lib
+from jaxshrink.config import schema as config_lib
+from jaxshrink.core import augment
 
 MODELS = {
     "a": ("conv:32:5", "maxpool:2", "conv:64:5", "maxpool:2", "dense:1024", "dropout:0.5",

@@ -5,7 +5,7 @@
     python -m jaxshrink.main --config=configs/compare.py:summation   # 2-1000-1 network
     python -m jaxshrink.main --config=configs/compare.py:fcn --config.sweep.strategies=cosine,random
 
-A sweep (`jaxshrink.sweep`) in the shared design: `sweep.num_seeds` = 10 networks are
+A sweep (`jaxshrink.experiments.sweep`) in the shared design: `sweep.num_seeds` = 10 networks are
 trained once, and every strategy of `sweep.strategies` minimizes each of them at one
 threshold (0.95), so runs pair by seed. The default strategy list is every strategy in
 `strategies.STRATEGIES` (`config.comparison_strategies`), each with its own stopping
@@ -33,8 +33,8 @@ import os
 
 import ml_collections
 
-from jaxshrink import config as config_lib
-from jaxshrink import errors
+from jaxshrink.config import schema as config_lib
+from jaxshrink.core import errors
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

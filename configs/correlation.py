@@ -14,7 +14,7 @@ pair pooled), `table_4_1_selected.csv`, `figure_4_1.png` and `results.json`; see
 `jaxshrink/correlation.py` for how each number is defined.
 """
 
-from jaxshrink import config as config_lib
+from jaxshrink.config import schema as config_lib
 
 
 def get_config(arg: str | None = None):

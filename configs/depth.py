@@ -15,7 +15,7 @@ layers, widths, score ratio), `depth.md` (the tables) and `results.json`.
 `quick`: 3 seeds on 32x32 crops, 2000 initial steps, 200-step rounds.
 """
 
-from jaxshrink import config as config_lib
+from jaxshrink.config import schema as config_lib
 
 
 def get_config(arg: str | None = None):

@@ -28,7 +28,7 @@ gets `results.json`, the confusion matrix, first-layer filters, the loss curve a
 
 import ml_collections
 
-from jaxshrink import config as config_lib
+from jaxshrink.config import schema as config_lib
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -11,7 +11,7 @@ gets `relearn.csv`, `relearn_table.md`, `relearn.png` and `results.json`; see
 `jaxshrink/relearn.py` for how each number is defined.
 """
 
-from jaxshrink import config as config_lib
+from jaxshrink.config import schema as config_lib
 
 
 def get_config(arg: str | None = None):

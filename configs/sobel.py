@@ -17,7 +17,7 @@ removed, F1 above the trained score). The workdir gets `results.json`,
 `samples_trained.png`, `samples_minimized.png` and `export/`.
 """
 
-from jaxshrink import config as config_lib
+from jaxshrink.config import schema as config_lib
 
 
 def get_config(arg: str | None = None):

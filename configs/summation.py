@@ -30,7 +30,7 @@ failed single units in a row. Measured on a 2-core CPU (`quick,shrink`, ~45 s):
 
 import ml_collections
 
-from jaxshrink import config as config_lib
+from jaxshrink.config import schema as config_lib
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -20,7 +20,7 @@ Wilcoxon tests as CSV/JSON).
 `python experiments/figure_4_2.py --sweep=<workdir>` redraws the figure.
 """
 
-from jaxshrink import config as config_lib
+from jaxshrink.config import schema as config_lib
 
 
 def get_config(arg: str | None = None):

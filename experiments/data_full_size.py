@@ -101,7 +101,8 @@ def stage_load(folder: str, cache: str, images: int) -> dict:
     import jax
     import numpy as np
 
-    from jaxshrink import data, train
+    from jaxshrink import data
+    from jaxshrink.core import train
 
     start = time.perf_counter()
     dataset = data.load_dataset(_config(folder, cache, images))

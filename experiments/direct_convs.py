@@ -1,5 +1,5 @@
 """Why `model.conv='auto'` takes the direct form on a CPU: each layer's convolution,
-XLA's against `jaxshrink.convs`'s direct one, and what the fence around it is for.
+XLA's against `jaxshrink.core.convs`'s direct one, and what the fence around it is for.
 
     python experiments/direct_convs.py [--repeats=20] [--out=experiments/results/...json]
 
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxshrink import convs, files
+from jaxshrink.core import convs, files
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 FCN = [(1, 5), (5, 5), (5, 1)]
@@ -43,7 +43,7 @@ LAYERS = [
     ("edge 8->8 14px b32", (32, 14, 14, 8), (5, 5, 8, 8)),
 ]  # fmt: skip
 QUICK_LAYERS = [("fcn 5->5 16px b3", (3, 16, 16, 5), (5, 5, 5, 5))]
-# What each form is timed as: the convolution, and the settings of `jaxshrink.convs`
+# What each form is timed as: the convolution, and the settings of `jaxshrink.core.convs`
 # it runs under ('direct' on every layer, whatever 'auto' would pick; 'own' is the
 # direct form with its own kernel gradient wherever it applies).
 IMPLEMENTATIONS = {

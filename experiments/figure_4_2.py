@@ -17,7 +17,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from jaxshrink import analysis, files
+from jaxshrink.core import files
+from jaxshrink.stats import analysis
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

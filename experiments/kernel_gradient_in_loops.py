@@ -5,7 +5,7 @@ compiled loop.
 
 Times a convolution's kernel gradient three ways, per call: XLA's own outside a loop,
 XLA's own inside `lax.fori_loop` (where every jaxshrink training step runs), and
-`jaxshrink.convs`'s per-tap matrix products inside the loop; for MNIST's 32 -> 64 5x5
+`jaxshrink.core.convs`'s per-tap matrix products inside the loop; for MNIST's 32 -> 64 5x5
 layer at batch 50 and the FCN's 5 -> 5 layer at 64x64, batch 3.
 
 Then the whole training step of the thesis FCN (one run, batch 3) at 64x64 and
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxshrink import convs, files
+from jaxshrink.core import convs, files
 
 LAYERS = {"mnist 32->64 5x5, batch 50": ((50, 14, 14, 32), (5, 5, 32, 64)),
           "fcn 5->5 5x5 64x64, batch 3": ((3, 64, 64, 5), (5, 5, 5, 5))}  # fmt: skip
@@ -59,7 +59,9 @@ def measure(x_shape, k_shape) -> dict:
 
 def whole_step(size: int, conv: str, steps: int = 20) -> dict:
     """ms per training step of the FCN: in the engine's loop, and one jitted step."""
-    from jaxshrink import batching, bench, train
+    from jaxshrink.bench import speed as bench
+    from jaxshrink.core import train
+    from jaxshrink.search import batching
 
     config = bench._config(size, "highest", "loop", "sum", conv=conv)
     trainer = bench.make_trainer(config)

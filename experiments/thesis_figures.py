@@ -20,11 +20,11 @@
 # convolutional neural network* (2018), section 4, with `jaxshrink`:
 #
 # * **Table 4.1** -- how cosine-similarity statistics of a mask relate to the score
-#   lost when it is disabled (`jaxshrink.correlation`);
+#   lost when it is disabled (`jaxshrink.experiments.correlation`);
 # * **Figure 4.1** -- the immediate drop after disabling against the best score
 #   reached later;
 # * **Figure 4.2** -- CosMax, Random and Seq at five thresholds, with paired
-#   Wilcoxon tests (`jaxshrink.sweep`, `jaxshrink.analysis`).
+#   Wilcoxon tests (`jaxshrink.experiments.sweep`, `jaxshrink.stats.analysis`).
 #
 # It stays thin: every number comes from the library. By default it runs the
 # `quick` presets (minutes on a laptop CPU). Point `SWEEP_DIR` / `CORRELATION_DIR`
@@ -39,8 +39,10 @@ import os
 
 from IPython.display import Image, Markdown, display
 
-from jaxshrink import analysis, correlation, files, sweep
-from jaxshrink import config as config_lib
+from jaxshrink.config import schema as config_lib
+from jaxshrink.core import files
+from jaxshrink.experiments import correlation, sweep
+from jaxshrink.stats import analysis
 
 SWEEP_DIR = None  # a finished sweep's workdir, or None to run the quick sweep here
 CORRELATION_DIR = None  # a finished correlation run's workdir, or None to run it here

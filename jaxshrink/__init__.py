@@ -7,29 +7,117 @@ last accepted one (Jenei, "Implementing a self-scaling convolutional neural netw
 network of two related theses, and any Flax model a researcher brings go through the
 same machinery.
 
-Modules, in the order data flows through them:
+The public surface, importable from here:
 
-* `data`: the dataset registry (edge images with Sobel/Canny targets, MNIST digits,
-  summation pairs), sources, cache.
-* `spec`: the static description of a model's maskable layers (what each unit owns
-  and feeds); `models`: the registered networks and `Model`, the interface of any
-  maskable Flax module.
-* `tasks`: loss, metrics, the compared score and pictures per task.
-* `masks`: per-unit trees and candidates; `metrics`: losses and image scores.
-* `optim`: optimizers with per-unit freezing; reset by re-running `init`.
-* `train`: the pure single-run step and evaluation.
-* `batching`: many runs as one compiled program (loop or vmap, sharded over devices).
-* `strategies`: the registry of scoring functions that choose a unit.
-* `minimize`: one select / disable / retrain / accept-or-roll-back round of a batch.
-* `checkpoint`: orbax persistence of run state; `files`: atomic output writes.
-* `export`: the physically smaller network; `gradcheck`: autodiff against finite
-  differences; `visualize`, `plots`: pictures; `report`: results and summary.
-* `pipeline`: `run(config, workdir, model=None)`, one run; `sweep`: Figure 4.2's
-  batched experiment, with statistics in `analysis`; `correlation`: Table 4.1 and
-  Figure 4.1.
-* `config`: the theses' defaults; `validate`: every config check before any work;
-  `errors`, `workdir`: user errors, the workdir lock and the resume check; `bench`:
-  speed; `main`: the command line.
+* `run(config, workdir, model=None)`: one run (train, shrink, export, report);
+* `Model`: the interface of any maskable Flax module (`Model.create(...)`);
+* `common_config(task, dataset)`: every config field at its default;
+* `load_config("configs/sobel.py:quick")`: a config file with presets applied.
+
+The subpackages, in the order imports flow (nothing imports upward; a test reads the
+imports and fails on an upward one):
+
+* `core`: the model-level pieces: spec, masks, models, tasks, metrics, optim, train,
+  augment, convs, and the errors and atomic files every layer uses;
+* `data`: the datasets (edge images, digits, CIFAR-10, summation pairs) and their cache;
+* `search`: how a batch of runs shrinks: strategies, the minimization round and its
+  rules, batching over runs and devices;
+* `deploy`: the physically smaller network and its cheaper forms (export, quantize,
+  low rank, ONNX, latency); `stats`: paired tests and Figure 4.2's statistics;
+  `report`: pictures, plots and the summaries of results;
+* `config`: the schema of every field, presets and the config loader, validation and
+  resolution;
+* `runtime`: the job, its stages, progress lines, checkpoints, the workdir,
+  several processes and the compile cache;
+* `experiments`: one module per experiment (single run, sweep, correlation, relearn,
+  depth) in one registry, run by one runner;
+* `main`: the command line; `bench`: speed measurements.
 """
 
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import sys
+
 __version__ = "0.1.0"
+
+__all__ = ["Model", "common_config", "load_config", "run", "__version__"]
+
+# The public names and where they live (imported on first use: `import jaxshrink` is cheap).
+_PUBLIC = {
+    "Model": ("jaxshrink.core.models.base", "Model"),
+    "run": ("jaxshrink.experiments.single", "run"),
+    "common_config": ("jaxshrink.config.schema", "common_config"),
+    "load_config": ("jaxshrink.config.loader", "load"),
+}
+
+# Modules of the flat layout before the subpackages, and where their contents went.
+MOVED = {
+    "analysis": "jaxshrink.stats",
+    "augment": "jaxshrink.core.augment",
+    "batching": "jaxshrink.search.batching",
+    "checkpoint": "jaxshrink.runtime.checkpoint",
+    "compile_cache": "jaxshrink.runtime.compile_cache",
+    "convs": "jaxshrink.core.convs",
+    "correlation": "jaxshrink.experiments.correlation",
+    "depth": "jaxshrink.experiments.depth",
+    "distributed": "jaxshrink.runtime.distributed",
+    "errors": "jaxshrink.core.errors",
+    "export": "jaxshrink.deploy.export",
+    "files": "jaxshrink.core.files",
+    "gradcheck": "jaxshrink.bench.gradcheck",
+    "latency": "jaxshrink.deploy.latency",
+    "lowrank": "jaxshrink.deploy.lowrank",
+    "masks": "jaxshrink.core.masks",
+    "metrics": "jaxshrink.core.metrics",
+    "minimize": "jaxshrink.search.minimize",
+    "models": "jaxshrink.core.models (or jaxshrink.Model)",
+    "onnx_export": "jaxshrink.deploy.onnx",
+    "optim": "jaxshrink.core.optim",
+    "pipeline": "jaxshrink.run (jaxshrink.experiments.single) and jaxshrink.runtime",
+    "plots": "jaxshrink.report.plots",
+    "quantize": "jaxshrink.deploy.quantize",
+    "relearn": "jaxshrink.experiments.relearn",
+    "spec": "jaxshrink.core.spec",
+    "stepbench": "jaxshrink.bench.stepbench",
+    "strategies": "jaxshrink.search.strategies",
+    "sweep": "jaxshrink.experiments.sweep",
+    "tasks": "jaxshrink.core.tasks",
+    "train": "jaxshrink.core.train",
+    "validate": "jaxshrink.config.validate",
+    "visualize": "jaxshrink.report.pictures",
+    "workdir": "jaxshrink.runtime.workdir",
+}
+
+
+def _moved_message(name: str) -> str:
+    return f"jaxshrink.{name} has moved: use {MOVED[name]}"
+
+
+class _MovedFinder(importlib.abc.MetaPathFinder):
+    """Answers an import of a moved module with a one-line message naming the new one."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        head, _, rest = fullname.partition(".")
+        name = rest.split(".")[0]
+        if head == "jaxshrink" and name in MOVED and rest == name:
+            raise ModuleNotFoundError(_moved_message(name))
+        return None
+
+
+if not any(isinstance(f, _MovedFinder) for f in sys.meta_path):
+    sys.meta_path.insert(0, _MovedFinder())
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        module, attr = _PUBLIC[name]
+        return getattr(importlib.import_module(module), attr)
+    if name in MOVED:
+        raise AttributeError(_moved_message(name))
+    raise AttributeError(f"module 'jaxshrink' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

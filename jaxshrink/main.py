@@ -10,7 +10,7 @@
 Without `--workdir` the run goes to `runs/<config name>[-<preset>]` under the current
 folder, so rerunning the same command resumes the same run.
 
-Several processes (hosts) as one job, with JAX's own arguments (`jaxshrink.distributed`;
+Several processes (hosts) as one job, with JAX's own arguments (`jaxshrink.runtime.distributed`;
 none are needed under SLURM's `srun` or Open MPI, which JAX reads itself):
 
     python -m jaxshrink.main --config=configs/sweep.py --workdir=/shared/sweep \
@@ -26,16 +26,9 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxshrink import (
-    compile_cache,
-    correlation,
-    depth,
-    distributed,
-    errors,
-    pipeline,
-    relearn,
-    sweep,
-)
+from jaxshrink.core import errors
+from jaxshrink.experiments import correlation, depth, relearn, single, sweep
+from jaxshrink.runtime import compile_cache, distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/sobel.py:quick."
@@ -90,7 +83,7 @@ def main(argv):
         elif "depth" in config:
             depth.run_depth(config, workdir)
         else:
-            results = pipeline.run(config, workdir)
+            results = single.run(config, workdir)
             if results.get("status", "ok") != "ok":
                 print(f"jaxshrink: run failed: {results['status']}", file=sys.stderr)
                 sys.exit(1)
@@ -111,7 +104,7 @@ def parse_flags(argv: list[str]) -> list[str]:
                 message = str(cause)
                 break
             cause = cause.__cause__ or cause.__context__
-        if "jaxshrink.errors." in message:  # a config file's error, as absl formats it
+        if "jaxshrink.core.errors." in message:  # a config file's error, as absl formats it
             message = re.split(r"jaxshrink\.errors\.\w+: ", message)[-1]
         elif isinstance(e, (AttributeError, KeyError)):  # an override names no config field
             message = f"unknown config field {message}; see the config file for the fields"

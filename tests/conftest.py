@@ -12,8 +12,8 @@ os.environ["JAXSHRINK_AUTO_CONV"] = "xla"
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-from jaxshrink import config as config_lib  # noqa: E402
-from jaxshrink import convs  # noqa: E402
+from jaxshrink.config import schema as config_lib  # noqa: E402
+from jaxshrink.core import convs  # noqa: E402
 
 convs.AUTO_ON_CPU = "xla"  # in case jaxshrink was imported before this file
 
@@ -67,7 +67,7 @@ def tiny_config(task: str = "sobel"):
 def die_after_saves(monkeypatch, stage: str, saves: int):
     """Makes the `saves`-th checkpoint save of `stage` raise KeyboardInterrupt right
     after it completes, as a kill between two checkpoints would; returns an undo."""
-    from jaxshrink import checkpoint
+    from jaxshrink.runtime import checkpoint
 
     real_save = checkpoint.RunCheckpointer.save
     done = []

@@ -8,7 +8,8 @@ import pathlib
 
 import pytest
 
-from jaxshrink import analysis, files
+from jaxshrink.core import files
+from jaxshrink.stats import analysis
 
 # Student t, 97.5% quantile, 2 degrees of freedom. With 2 degrees of freedom the t
 # quantile has the closed form t_p = (2p - 1) / sqrt(2 p (1 - p)):

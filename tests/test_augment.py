@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxshrink import augment
+from jaxshrink.core import augment
 
 
 def _images(n=8, h=8, w=8, c=3, seed=0):

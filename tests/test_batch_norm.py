@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 from conftest import load_config
 
-from jaxshrink import augment, batching, checkpoint, export, minimize, models, optim, train
-from jaxshrink import spec as spec_lib
-from jaxshrink.models import sequential
+from jaxshrink.core import augment, models, optim, train
+from jaxshrink.core import spec as spec_lib
+from jaxshrink.core.models import sequential
+from jaxshrink.deploy import export
+from jaxshrink.runtime import checkpoint
+from jaxshrink.search import batching, minimize
 
 LAYERS = ("conv:4:3:bn", "maxpool:3:s2:same", "convT:3:3:s2:bn", "dense:5:bn", "dense:2")
 SHAPE = (8, 8, 1)
@@ -276,7 +279,8 @@ def test_layer_string_options_are_checked():
     ],
 )
 def test_bad_augmentation_is_a_config_error(name, arg, field, value, fragment):
-    from jaxshrink import errors, validate
+    from jaxshrink.config import validate
+    from jaxshrink.core import errors
 
     c = load_config(name, arg)
     c.augment[field] = value

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from jaxshrink import bench
+from jaxshrink.bench import speed as bench
 
 # A stand-in peer: prints noise, then the JSON line bench reads (rate: size * seeds).
 FAKE_PEER = """import json, sys

@@ -7,7 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from jaxshrink import data, errors
+from jaxshrink import data
+from jaxshrink.core import errors
 from jaxshrink.data import cifar10
 
 # Rows per fake batch file: data_batch_1 .. data_batch_5, then test_batch.

@@ -7,7 +7,11 @@ import os
 
 import pytest
 
-from jaxshrink import analysis, errors, files, strategies, sweep, validate
+from jaxshrink.config import validate
+from jaxshrink.core import errors, files
+from jaxshrink.experiments import sweep
+from jaxshrink.search import strategies
+from jaxshrink.stats import analysis
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxshrink import config as config_lib
-from jaxshrink import export, models, optim, spec
+from jaxshrink.config import schema as config_lib
+from jaxshrink.core import models, optim, spec
+from jaxshrink.deploy import export
 
 # conv stride 2 (8x8 -> 4x4), transposed conv stride 2 (4x4 -> 8x8), conv to one map.
 LAYERS = ["conv:4:3:s2", "convT:3:3:s2", "conv:1:3"]

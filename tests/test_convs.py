@@ -1,4 +1,4 @@
-"""The CPU convolutions of `jaxshrink.convs` against `lax.conv_general_dilated`: the per-tap
+"""The CPU convolutions of `jaxshrink.core.convs` against `lax.conv_general_dilated`: the per-tap
 kernel gradient (XLA's forward pass bit for bit), the direct form (XLA's values to
 rounding), their fallbacks, and `vmap`."""
 
@@ -13,8 +13,9 @@ import pytest
 from conftest import tiny_config
 from jax import lax
 
-from jaxshrink import convs, errors, models, validate
-from jaxshrink import spec as spec_lib
+from jaxshrink.config import validate
+from jaxshrink.core import convs, errors, models
+from jaxshrink.core import spec as spec_lib
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 

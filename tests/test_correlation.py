@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from jaxshrink import config as config_lib
-from jaxshrink import correlation, files
+from jaxshrink.config import schema as config_lib
+from jaxshrink.core import files
+from jaxshrink.experiments import correlation
 
 # The thesis's Table 4.1: its six coefficient rows and its "n. max" rows.
 THESIS_COEFFICIENTS = [

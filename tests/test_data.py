@@ -12,7 +12,8 @@ import pytest
 import scipy.ndimage as ndi
 from PIL import Image
 
-from jaxshrink import data, errors
+from jaxshrink import data
+from jaxshrink.core import errors
 from jaxshrink.data import cache, edges
 
 

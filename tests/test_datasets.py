@@ -6,7 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from jaxshrink import data, errors
+from jaxshrink import data
+from jaxshrink.core import errors
 from jaxshrink.data import mnist, summation
 
 

@@ -10,18 +10,14 @@ import onnx
 import pytest
 from conftest import load_config, tiny_config
 
-from jaxshrink import (
-    deploy,
-    errors,
-    export,
-    models,
-    onnx_export,
-    pipeline,
-    quantize,
-    train,
-    validate,
-)
-from jaxshrink import spec as spec_lib
+from jaxshrink.config import validate
+from jaxshrink.core import errors, models, train
+from jaxshrink.core import spec as spec_lib
+from jaxshrink.deploy import export, quantize
+from jaxshrink.deploy import onnx as onnx_export
+from jaxshrink.deploy import stage as deploy
+from jaxshrink.experiments import single
+from jaxshrink.report import summary as report
 
 # (config, preset, one example's shape): every registered network family and layer kind
 # (conv, strided conv, convT, batch norm, max pooling with 'SAME', dropout, dense).
@@ -171,7 +167,7 @@ def deployed(tmp_path_factory):
     d.repeats, d.budget_s = 3, 1.0
     d.finetune_steps = 5
     workdir = tmp_path_factory.mktemp("deploy")
-    return c, workdir, pipeline.run(c, str(workdir))
+    return c, workdir, single.run(c, str(workdir))
 
 
 def test_deploy_stage_writes_every_form(deployed):
@@ -236,7 +232,7 @@ def test_the_factorized_form_has_the_ranks_of_the_search(deployed):
         return
     (row,) = factorized
     assert row["ranks"] == chosen and row["finetune_steps"] == 5
-    assert "deploy (latency in ms" in pipeline.report.summary(results)
+    assert "deploy (latency in ms" in report.summary(results)
 
 
 def test_the_forms_of_a_network_with_a_bypassed_layer_compute_the_masked_one():

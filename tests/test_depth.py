@@ -8,21 +8,15 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from jaxshrink import (
-    batching,
-    data,
-    depth,
-    errors,
-    export,
-    minimize,
-    models,
-    pipeline,
-    train,
-    validate,
-)
-from jaxshrink import config as config_lib
-from jaxshrink import masks as masks_lib
-from jaxshrink import spec as spec_lib
+from jaxshrink import data
+from jaxshrink.config import schema as config_lib
+from jaxshrink.config import validate
+from jaxshrink.core import errors, models, train
+from jaxshrink.core import masks as masks_lib
+from jaxshrink.core import spec as spec_lib
+from jaxshrink.deploy import export
+from jaxshrink.experiments import depth, single
+from jaxshrink.search import batching, minimize
 
 SIX = ["conv:3:3"] * 5 + ["conv:1:3"]  # conv_0 1->3, conv_1..conv_4 3->3, conv_5 3->1
 
@@ -325,7 +319,7 @@ def test_a_single_run_bypasses_layers_and_exports_without_them(tmp_path, capsys)
     c.minimize.depth = "fewest"
     c.minimize.threshold = 0.01  # keeps almost anything: both layers go first
     c.minimize.max_rounds = 3
-    results = pipeline.run(c, str(tmp_path))
+    results = single.run(c, str(tmp_path))
     kinds = [r["kind"] for r in results["rounds"]]
     assert kinds == ["layer", "layer", "unit"]
     assert [r["candidate"] for r in results["rounds"][:2]] == ["conv_1", "conv_2"]

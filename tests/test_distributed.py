@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from jaxshrink import distributed, errors, files
+from jaxshrink.core import errors, files
+from jaxshrink.runtime import distributed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The quick sweep at a test's size: 2 seeds x 3 strategies x 2 thresholds = 12 runs

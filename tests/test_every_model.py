@@ -10,8 +10,10 @@ import sys
 import pytest
 from conftest import die_after_saves, load_config, tiny_mnist
 
-from jaxshrink import config as config_lib
-from jaxshrink import errors, pipeline, sweep, validate
+from jaxshrink.config import schema as config_lib
+from jaxshrink.config import validate
+from jaxshrink.core import errors
+from jaxshrink.experiments import single, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,13 +76,13 @@ def test_a_sweep_of_the_mnist_classifier(tmp_path):
 
 @pytest.mark.parametrize("make", [tiny_summation])
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, make):
-    want = pipeline.run(make(), str(tmp_path / "straight"))
+    want = single.run(make(), str(tmp_path / "straight"))
     assert len(want["rounds"]) >= 2
     undo = die_after_saves(monkeypatch, "minimize", 2)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run(make(), str(tmp_path / "resumed"))
+        single.run(make(), str(tmp_path / "resumed"))
     undo()
-    got = pipeline.run(make(), str(tmp_path / "resumed"))
+    got = single.run(make(), str(tmp_path / "resumed"))
     for key in ("kept", "rounds", "trained", "final", "params", "widths"):
         assert got[key] == want[key], key
 

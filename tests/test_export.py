@@ -13,9 +13,11 @@ from conftest import load_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxshrink import config as config_lib
-from jaxshrink import data, export, models
-from jaxshrink import spec as spec_lib
+from jaxshrink import data
+from jaxshrink.config import schema as config_lib
+from jaxshrink.core import models
+from jaxshrink.core import spec as spec_lib
+from jaxshrink.deploy import export
 
 CFG = config_lib.base_config("sobel")  # thesis net: 1 -> 5 -> 5 -> 1, kernel 5
 MODEL = models.get_model(CFG.model, (12, 12, 1))

@@ -8,7 +8,7 @@ import stat
 import numpy as np
 import pytest
 
-from jaxshrink import files
+from jaxshrink.core import files
 
 
 def _names(folder):

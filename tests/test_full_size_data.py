@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxshrink import config as config_lib
-from jaxshrink import data, train
+from jaxshrink import data
+from jaxshrink.config import schema as config_lib
+from jaxshrink.core import train
 from jaxshrink.data import cache, edges
 
 # The caps the folder source had before it used every image by default.

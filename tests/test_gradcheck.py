@@ -12,8 +12,9 @@ import pytest
 from configs import mnist as mnist_config
 from configs import sobel as sobel_config
 from configs import summation as summation_config
-from jaxshrink import data, models, optim, tasks
-from jaxshrink import gradcheck as gc
+from jaxshrink import data
+from jaxshrink.bench import gradcheck as gc
+from jaxshrink.core import models, optim, tasks
 
 TOL = 1e-6
 

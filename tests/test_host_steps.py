@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from jaxshrink import batching, data, minimize, train
+from jaxshrink import data
+from jaxshrink.core import train
+from jaxshrink.search import batching, minimize
 
 
 @pytest.fixture(scope="module")
@@ -116,15 +118,16 @@ def test_xla_convolutions_counts_a_steps_convolutions(conv, crop, want):
 
 
 def test_a_job_of_direct_convolutions_loops_its_steps_in_the_compiled_program(tmp_path):
-    from jaxshrink import pipeline
+    from jaxshrink.runtime import stages
+    from jaxshrink.runtime.job import Job
 
     c = tiny_config("canny")
     c.train.initial_steps, c.train.log_every, c.train.eval_every = 6, 3, 3
     jobs = {}
     for conv in ("direct", "xla"):
         c.model.conv = conv
-        jobs[conv] = pipeline.Job(c, str(tmp_path / conv), lambda msg: None)
+        jobs[conv] = Job(c, str(tmp_path / conv), lambda msg: None)
     assert (jobs["direct"].steps, jobs["xla"].steps) == ("compiled", "host")
     assert "steps looped in the compiled program" in jobs["direct"].describe()
-    got, want = (pipeline.train_stage(jobs[conv], [0, 1]) for conv in ("direct", "xla"))
+    got, want = (stages.train_stage(jobs[conv], [0, 1]) for conv in ("direct", "xla"))
     _close(got.params, want.params, rtol=1e-4, atol=1e-6)

@@ -7,10 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxshrink import config as config_lib
-from jaxshrink import lowrank, models
-from jaxshrink import spec as spec_lib
-from jaxshrink.models import sequential
+from jaxshrink.config import schema as config_lib
+from jaxshrink.core import models
+from jaxshrink.core import spec as spec_lib
+from jaxshrink.core.models import sequential
+from jaxshrink.deploy import lowrank
 
 FCN = models.get_model(config_lib.base_config("sobel").model, (12, 12, 1))  # 1 -> 5 -> 5 -> 1
 # SAME stride 1, SAME stride 2 (height 8: padding (0, 1); width 7: (1, 1)), VALID with

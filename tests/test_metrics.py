@@ -1,4 +1,4 @@
-"""Tests for jaxshrink.metrics: every metric is checked against an independent computation."""
+"""Tests for jaxshrink.core.metrics: every metric is checked against an independent computation."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxshrink import metrics
-from jaxshrink.metrics import (
+from jaxshrink.core import metrics
+from jaxshrink.core.metrics import (
     f1_loss,
     f1_score,
     f1_score_per_image,

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from jaxshrink import batching, data, errors, minimize, optim, strategies, train, validate
-from jaxshrink import masks as masks_lib
-from jaxshrink import spec as spec_lib
+from jaxshrink import data
+from jaxshrink.config import validate
+from jaxshrink.core import errors, optim, train
+from jaxshrink.core import masks as masks_lib
+from jaxshrink.core import spec as spec_lib
+from jaxshrink.search import batching, minimize, strategies
 
 
 def _one(tree):

@@ -5,10 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxshrink import config as config_lib
-from jaxshrink import masks as masks_lib
-from jaxshrink import models
-from jaxshrink import spec as spec_lib
+from jaxshrink.config import schema as config_lib
+from jaxshrink.core import masks as masks_lib
+from jaxshrink.core import models
+from jaxshrink.core import spec as spec_lib
 
 
 def _config(**model):

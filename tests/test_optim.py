@@ -7,9 +7,10 @@ import numpy as np
 import optax
 import pytest
 
-from jaxshrink import config as config_lib
-from jaxshrink import errors, models, optim, validate
-from jaxshrink import masks as masks_lib
+from jaxshrink.config import schema as config_lib
+from jaxshrink.config import validate
+from jaxshrink.core import errors, models, optim
+from jaxshrink.core import masks as masks_lib
 
 # conv_0 (1 -> 3 units, 2x2) -> conv_1 (3 -> 1 unit, 2x2)
 SPEC = models.sequential_model(["conv:3:2", "conv:1:2"], (4, 4, 1)).spec

@@ -6,8 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxshrink import config as config_lib
-from jaxshrink import errors, export, models, pipeline, spec
+from jaxshrink.config import schema as config_lib
+from jaxshrink.core import errors, models, spec
+from jaxshrink.deploy import export
+from jaxshrink.experiments import single
 
 
 class TinyDigits(nn.Module):
@@ -59,7 +61,7 @@ def _config():
 
 def test_own_model_shrinks_end_to_end(tmp_path):
     model = tiny_digits()
-    results = pipeline.run(_config(), str(tmp_path), model=model)
+    results = single.run(_config(), str(tmp_path), model=model)
     assert results["status"] == "ok"
     assert results["layers"] == ["features", "hidden", "logits"]
     assert results["removed_units"] >= 1
@@ -78,7 +80,7 @@ def test_own_model_shrinks_end_to_end(tmp_path):
 def test_a_model_for_other_inputs_is_refused(tmp_path):
     other = models.sequential_model(["dense:4", "dense:10"], (5,))
     with pytest.raises(errors.ConfigError, match="^model: "):
-        pipeline.run(_config(), str(tmp_path), model=other)
+        single.run(_config(), str(tmp_path), model=other)
     assert not (tmp_path / "checkpoints").exists()
 
 

@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 from conftest import die_after_saves, tiny_config
 
-from jaxshrink import compile_cache, errors, export, pipeline
+from jaxshrink.core import errors
+from jaxshrink.deploy import export
+from jaxshrink.experiments import single
+from jaxshrink.runtime import compile_cache, progress
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,7 +46,7 @@ def test_quick_config_shrinks_and_keeps_the_score(tmp_path, direct_convs):
     # Its first two rounds (the README's run keeps round 1): the whole command costs
     # two minutes of the suite, its first 2500 steps one.
     config.minimize.max_rounds = 2
-    results = pipeline.run(config, str(tmp_path))
+    results = single.run(config, str(tmp_path))
     threshold = config.minimize.threshold
     assert results["removed_units"] >= 1
     assert results["reference_ratio"] >= threshold
@@ -69,26 +72,26 @@ def _comparable(results):
 
 
 def test_eta_reads_the_time_left_at_the_pace_so_far():
-    assert pipeline.eta(100, 50, 10.0) == "20s"  # 100 steps at 5 steps/s
-    assert pipeline.eta(545, 1, 1.0) == "9m 05s"
-    assert pipeline.eta(7620, 2, 2.0) == "2h 07m"
-    assert pipeline.eta(0, 10, 3.0) == "0s"
+    assert progress.eta(100, 50, 10.0) == "20s"  # 100 steps at 5 steps/s
+    assert progress.eta(545, 1, 1.0) == "9m 05s"
+    assert progress.eta(7620, 2, 2.0) == "2h 07m"
+    assert progress.eta(0, 10, 3.0) == "0s"
 
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     config = tiny_config("canny")
     config.minimize.threshold = 0.9
-    want = pipeline.run(config, str(tmp_path / "straight"))
+    want = single.run(config, str(tmp_path / "straight"))
     assert len(want["rounds"]) >= 2
 
     # Interrupt after the second checkpointed round, as a kill between rounds would.
     undo = die_after_saves(monkeypatch, "minimize", 2)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run(config, str(tmp_path / "resumed"))
+        single.run(config, str(tmp_path / "resumed"))
     undo()
     assert not (tmp_path / "resumed" / "results.json").exists()
 
-    got = pipeline.run(config, str(tmp_path / "resumed"))
+    got = single.run(config, str(tmp_path / "resumed"))
     assert _comparable(got) == _comparable(want)
     a = np.load(tmp_path / "straight" / "export" / "params.npz")
     b = np.load(tmp_path / "resumed" / "export" / "params.npz")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxshrink import plots
+from jaxshrink.report import plots
 
 
 def _open_png(path, min_side=150):

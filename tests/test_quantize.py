@@ -9,9 +9,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxshrink import config as config_lib
-from jaxshrink import models
-from jaxshrink import quantize as qz
+from jaxshrink.config import schema as config_lib
+from jaxshrink.core import models
+from jaxshrink.deploy import quantize as qz
 
 CFG = config_lib.base_config("sobel")  # thesis net: 1 -> 5 -> 5 -> 1, kernel 5
 MODEL = models.get_model(CFG.model, (12, 12, 1))
@@ -227,7 +227,7 @@ def test_search_bits_rejects_bad_arguments():
 
 
 def test_rules_match_the_unit_search():
-    from jaxshrink import minimize
+    from jaxshrink.search import minimize
 
     assert qz.RULES == minimize.REFERENCES
 

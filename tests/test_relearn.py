@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from jaxshrink import config as config_lib
-from jaxshrink import relearn
+from jaxshrink.config import schema as config_lib
+from jaxshrink.experiments import relearn
 
 
 def test_cosine_is_nan_for_an_all_zero_row():

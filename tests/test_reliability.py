@@ -17,22 +17,15 @@ from conftest import tiny_config, tiny_mnist
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxshrink import (
-    batching,
-    data,
-    errors,
-    files,
-    minimize,
-    models,
-    pipeline,
-    spec,
-    sweep,
-    train,
-    validate,
-)
-from jaxshrink import config as config_lib
-from jaxshrink import masks as masks_lib
-from jaxshrink import workdir as workdir_lib
+from jaxshrink import data
+from jaxshrink.config import schema as config_lib
+from jaxshrink.config import validate
+from jaxshrink.core import errors, files, models, spec, train
+from jaxshrink.core import masks as masks_lib
+from jaxshrink.experiments import single, sweep
+from jaxshrink.runtime import stages
+from jaxshrink.runtime import workdir as workdir_lib
+from jaxshrink.search import batching, minimize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A tiny Canny run through the command line: train checkpoints every 10 steps,
@@ -125,7 +118,7 @@ def tiny_run(tmp_path_factory):
     c = tiny_config("canny")
     c.minimize.threshold = 0.9
     workdir = tmp_path_factory.mktemp("tiny_run")
-    return c, workdir, pipeline.run(c, str(workdir))
+    return c, workdir, single.run(c, str(workdir))
 
 
 def test_damaged_checkpoint_falls_back_to_the_previous_one(tiny_run, tmp_path):
@@ -138,7 +131,7 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one(tiny_run, tmp_path):
             path.write_bytes(b"garbage")  # every file of the newest checkpoint
     (tmp_path / "results.json").unlink()
     with pytest.warns(UserWarning, match=f"checkpoint {steps[-1]} .* is damaged"):
-        got = pipeline.run(c, str(tmp_path))
+        got = single.run(c, str(tmp_path))
     assert (ckpt_dir / f"damaged-{steps[-1]}").is_dir()  # kept for inspection
     for key in ("kept", "rounds", "final"):
         assert got[key] == want[key]
@@ -279,7 +272,7 @@ def test_nan_in_one_seed_of_a_batch_fails_only_that_seed(tmp_path, monkeypatch):
         return c
 
     clean = sweep.run_sweep(small(), str(tmp_path / "clean"))
-    real = pipeline.train_stage
+    real = stages.train_stage
 
     def poisoned(job, seeds):
         trained = real(job, seeds)
@@ -287,7 +280,7 @@ def test_nan_in_one_seed_of_a_batch_fails_only_that_seed(tmp_path, monkeypatch):
         params = {**trained.params, "conv_1": {**trained.params["conv_1"], "kernel": kernel}}
         return trained.replace(params=params)  # seed 1's network is poisoned
 
-    monkeypatch.setattr(pipeline, "train_stage", poisoned)
+    monkeypatch.setattr(stages, "train_stage", poisoned)
     got = sweep.run_sweep(small(), str(tmp_path / "poisoned"))
     for a, b in zip(clean["runs"], got["runs"]):
         if b["seed"] == 0:
@@ -310,7 +303,7 @@ def test_a_round_with_nan_rolls_back_exactly(make):
     baseline = jax.vmap(trainer.evaluate, in_axes=(0, 0, 0, None))(
         state.params, state.model_state, state.masks, ev
     )
-    ms = pipeline.init_minimize(trainer.model.spec, state, baseline["score"], [0])
+    ms = stages.init_minimize(trainer.model.spec, state, baseline["score"], [0])
     bad = train.TrainData(  # float32 NaN inputs (the edge data is stored as uint8)
         jnp.full(dataset.train.inputs.shape, jnp.nan, jnp.float32),
         jnp.asarray(dataset.train.targets),
@@ -325,7 +318,7 @@ def test_a_round_with_nan_rolls_back_exactly(make):
 
 def test_same_config_same_bits(tiny_run, tmp_path):
     c, done, a = tiny_run
-    b = pipeline.run(c, str(tmp_path))
+    b = single.run(c, str(tmp_path))
     for key in ("kept", "rounds", "trained", "final", "curve"):
         assert a[key] == b[key]
     za, zb = (np.load(d / "export" / "params.npz") for d in (done, tmp_path))
@@ -393,7 +386,7 @@ def test_candidates_flatten_round_trip_and_eligibility(rows):
 @settings(max_examples=30, deadline=None)
 @given(hnp.arrays(np.float32, (2, 4, 4, 1), elements=st.floats(0, 10, width=32)))
 def test_f1_loss_in_unit_interval_with_finite_gradient(out):
-    from jaxshrink import metrics
+    from jaxshrink.core import metrics
 
     target = (np.arange(32).reshape(2, 4, 4, 1) % 3 == 0).astype(np.float32)
     loss, grad = jax.value_and_grad(metrics.f1_loss)(jnp.asarray(out), jnp.asarray(target))

@@ -12,10 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxshrink import config as config_lib
-from jaxshrink import masks as masks_lib
-from jaxshrink import models, strategies
-from jaxshrink import spec as spec_lib
+from jaxshrink.config import schema as config_lib
+from jaxshrink.core import masks as masks_lib
+from jaxshrink.core import models
+from jaxshrink.core import spec as spec_lib
+from jaxshrink.search import strategies
 
 KEY = jax.random.PRNGKey(0)
 
@@ -246,7 +247,8 @@ def test_distortion_adds_scaled_uniform_noise_to_kernels_only():
 def test_l1_option_adds_l1_times_sign_to_the_gradient_and_validates():
     import ml_collections
 
-    from jaxshrink import errors, optim, validate
+    from jaxshrink.config import validate
+    from jaxshrink.core import errors, optim
 
     params = {
         "dense_0": _dense([[2.0, -3.0], [0.0, 1.0]], [-1.0, 0.0]),

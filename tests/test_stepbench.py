@@ -4,7 +4,7 @@ import json
 
 from conftest import load_config
 
-from jaxshrink import stepbench
+from jaxshrink.bench import stepbench
 
 
 def test_reports_time_and_memory_per_group_size(tmp_path):

@@ -16,10 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxshrink import config as config_lib
-from jaxshrink import errors, models, strategies, validate
-from jaxshrink import masks as masks_lib
-from jaxshrink import spec as spec_lib
+from jaxshrink.config import schema as config_lib
+from jaxshrink.config import validate
+from jaxshrink.core import errors, models
+from jaxshrink.core import masks as masks_lib
+from jaxshrink.core import spec as spec_lib
+from jaxshrink.search import strategies
 
 A = 1 / math.sqrt(2)  # cos 45 degrees
 C = 1 / math.sqrt(1.01)  # cos between [1, 0, ...] and [1, 0.1, ...]

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from conftest import die_after_saves, tiny_config
 
-from jaxshrink import config as config_lib
-from jaxshrink import errors, files, pipeline, sweep, validate
+from jaxshrink.config import schema as config_lib
+from jaxshrink.config import validate
+from jaxshrink.core import errors, files
+from jaxshrink.experiments import single, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,17 +32,17 @@ def tiny_sweep(method="loop"):
 def loop_sweep(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("sweep")
     jobs = []
-    real_job = pipeline.Job
+    real_job = sweep.Job
 
     def keep(*args, **kwargs):
         jobs.append(real_job(*args, **kwargs))
         return jobs[-1]
 
-    pipeline.Job = keep  # to look at its compiled programs afterwards
+    sweep.Job = keep  # to look at its compiled programs afterwards
     try:
         results = sweep.run_sweep(tiny_sweep("loop"), str(workdir))
     finally:
-        pipeline.Job = real_job
+        sweep.Job = real_job
     results["_job"] = jobs[0]
     return results, workdir
 
@@ -111,14 +113,14 @@ def test_a_sweep_run_equals_the_single_run(loop_sweep, run, tmp_path):
     rounds = results["round_logs"][results["runs"].index(row)]
     c = tiny_config("canny")
     c.seed, c.minimize.strategy, c.minimize.threshold = seed, strategy, threshold
-    single = pipeline.run(c, str(tmp_path))
-    assert [" ".join("".join("#" if k else "." for k in r) for r in single["kept"])] == [
+    alone = single.run(c, str(tmp_path))
+    assert [" ".join("".join("#" if k else "." for k in r) for r in alone["kept"])] == [
         row["kept"]
     ]
-    assert [e["candidate"] for e in single["rounds"]] == [e["candidate"] for e in rounds]
-    assert [e["accepted"] for e in single["rounds"]] == [e["accepted"] for e in rounds]
-    assert single["trained"]["eval"]["f1"] == pytest.approx(row["baseline"], rel=1e-6)
-    assert single["final"]["eval"]["f1"] == pytest.approx(row["final"], rel=1e-6)
+    assert [e["candidate"] for e in alone["rounds"]] == [e["candidate"] for e in rounds]
+    assert [e["accepted"] for e in alone["rounds"]] == [e["accepted"] for e in rounds]
+    assert alone["trained"]["eval"]["f1"] == pytest.approx(row["baseline"], rel=1e-6)
+    assert alone["final"]["eval"]["f1"] == pytest.approx(row["final"], rel=1e-6)
 
 
 def test_vmap_batching_runs_the_same_sweep(loop_sweep, tmp_path):

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxshrink import metrics, tasks
+from jaxshrink.core import metrics, tasks
 
 
 def test_classification_metrics_and_score_by_hand():

@@ -4,8 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxshrink import batching, checkpoint, data, metrics, train
-from jaxshrink import config as config_lib
+from jaxshrink import data
+from jaxshrink.config import schema as config_lib
+from jaxshrink.core import metrics, train
+from jaxshrink.runtime import checkpoint
+from jaxshrink.search import batching
 
 
 def _config():

@@ -6,8 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxshrink import config as config_lib
-from jaxshrink import models, spec, visualize
+from jaxshrink.config import schema as config_lib
+from jaxshrink.core import models, spec
+from jaxshrink.report import pictures as visualize
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""The thesis's edge FCN trained in plain PyTorch: the peer `jaxshrink.bench` compares with.
+"""The thesis's edge FCN trained in plain PyTorch: the peer `jaxshrink.bench.speed` compares with.
 
     python experiments/peers/torch_fcn_bench.py SIZE SEEDS STEPS
 

@@ -1,4 +1,4 @@
-"""Thesis 004's MNIST classifier trained in plain PyTorch: a peer for `jaxshrink.bench`.
+"""Thesis 004's MNIST classifier trained in plain PyTorch: a peer for `jaxshrink.bench.speed`.
 
     python experiments/peers/torch_mnist_bench.py DIVISOR SEEDS STEPS BATCH
 

@@ -26,9 +26,9 @@ example's shape, known before loading, so a config is validated without reading 
 ``load(data_cfg) -> Dataset``.
 Its module docstring lists its fields.
 
-Errors: a config field with a value a dataset cannot use raises `jaxshrink.errors.ConfigError`
+Errors: a config field with a value a dataset cannot use raises `jaxshrink.core.errors.ConfigError`
 naming the field (``data.<field>``) and the allowed values; data that cannot be read or yields
-no usable example raises `jaxshrink.errors.DataError`. Both are one line and subclass
+no usable example raises `jaxshrink.core.errors.DataError`. Both are one line and subclass
 `ValueError`.
 """
 
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from jaxshrink import errors
+from jaxshrink.core import errors
 from jaxshrink.data import cifar10, edges, mnist, summation
 from jaxshrink.data.edges import SkippedImagesWarning
 from jaxshrink.data.split import Dataset, Split, decode

@@ -51,7 +51,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from jaxshrink import errors
+from jaxshrink.core import errors
 from jaxshrink.data import tfds_source
 from jaxshrink.data.split import Dataset, Split, make_info
 

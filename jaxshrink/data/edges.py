@@ -14,7 +14,7 @@ crops take 6.7 GB and not the 17.8 GB of float32, on disk, in memory and on the 
   * Sobel targets: float16, within 2**-11 of the float32 magnitude relative to it (2**-12
     absolute; a nonzero magnitude of an 8-bit image is at least 1 / (1020 sqrt(2)), far above
     float16's subnormals). Targets are computed in float32 from the crop and then rounded once.
-The network still computes in float32: `jaxshrink.train` decodes each sampled batch inside the
+The network still computes in float32: `jaxshrink.core.train` decodes each sampled batch inside the
 compiled step, exactly as `jaxshrink.data.split.decode` does on the host.
 
 Sources:
@@ -27,7 +27,7 @@ Sources:
     the seed, are dealt between train and eval, so each image is in one split only. Files that
     cannot be read (not an image, empty, truncated, beyond Pillow's pixel limit) or are smaller
     than the crop are skipped and named in one `SkippedImagesWarning`, repeated on cached loads;
-    fewer than two usable images is a `jaxshrink.errors.DataError`. The folder is only read.
+    fewer than two usable images is a `jaxshrink.core.errors.DataError`. The folder is only read.
   * ``tfds``: a TensorFlow Datasets dataset read with ``tfds.data_source``, which needs no
     TensorFlow. The dataset must already be prepared in the ArrayRecord format; this module
     never downloads (see `jaxshrink.data.tfds_source`).
@@ -45,9 +45,9 @@ value by at most 0.5 / 255. Luma of 16-bit and float images stays in float. Alph
 not composited: a pixel keeps the colour stored under it, as MATLAB's imread (which made the
 thesis's data) returns it.
 
-Errors: a config field with a value this module cannot use raises `jaxshrink.errors.ConfigError`
+Errors: a config field with a value this module cannot use raises `jaxshrink.core.errors.ConfigError`
 naming the field and the allowed values; data that yields no usable image raises
-`jaxshrink.errors.DataError`. Both are one line and subclass `ValueError`.
+`jaxshrink.core.errors.DataError`. Both are one line and subclass `ValueError`.
 
 Fields of ``data_cfg`` (an ``ml_collections.ConfigDict``; `default_config` has them all):
   dataset: 'sobel' or 'canny', the target.
@@ -97,7 +97,7 @@ import skimage.filters
 from ml_collections import config_dict
 from PIL import Image, ImageOps
 
-from jaxshrink import errors
+from jaxshrink.core import errors
 from jaxshrink.data import cache, tfds_source
 from jaxshrink.data.split import Dataset, decode, make_info
 

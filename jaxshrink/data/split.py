@@ -6,7 +6,7 @@ They live apart from the package's ``__init__`` so that the dataset modules, whi
 Compact storage: a split's arrays may be stored narrower than the float32 the network computes
 in, so that a large dataset (the thesis's 34000 256x256 crops: 17.8 GB as float32) fits in
 memory, on disk and on the device. Two encodings are defined, both decoded by `decode` on the
-host and by `jaxshrink.train` per batch inside the compiled step:
+host and by `jaxshrink.core.train` per batch inside the compiled step:
   * uint8: the value k stands for the float32 nearest to k / 255 (8-bit pixels, and binary
     edge maps as 0 and 255). Decoding looks the value up in `UINT8_VALUES`, so it is exact and
     the same on every backend.

@@ -29,7 +29,7 @@ import math
 import ml_collections
 import numpy as np
 
-from jaxshrink import errors
+from jaxshrink.core import errors
 from jaxshrink.data.split import Dataset, Split, make_info
 
 NAME = "summation"

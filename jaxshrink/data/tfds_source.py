@@ -4,7 +4,7 @@
 needs no TensorFlow. It is always called with ``download=False``: preparing a dataset needs
 TensorFlow and the internet, which a training machine may lack, and an attempt would only fail
 half way with an unrelated ImportError. A dataset that is not prepared is instead a
-`jaxshrink.errors.DataError` saying how to prepare it.
+`jaxshrink.core.errors.DataError` saying how to prepare it.
 
 The config fields read are shared by every dataset with a tfds source: ``tfds_name``,
 ``tfds_data_dir`` ('' = the tfds default) and ``tfds_train_split`` / ``tfds_eval_split``.
@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from jaxshrink import errors
+from jaxshrink.core import errors
 
 
 @contextlib.contextmanager

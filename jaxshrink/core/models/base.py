@@ -1,0 +1,176 @@
+"""`Model`: a Flax module, its spec, and how to build it at other widths.
+
+This is the whole interface between a network and the shrinking machinery. Any Flax
+module works if it
+
+1. is called as ``module(x, masks, train=False)`` and multiplies each maskable
+   layer's output (after its normalisation and activation) by ``masks[name]``, one
+   bool per unit, so a disabled unit outputs exactly zero;
+2. can be built at other widths: ``build(widths)`` returns the same network with
+   ``widths[name]`` units in layer `name` (``build(None)``: the full size). Export
+   uses it to build the physically smaller network.
+
+Optionally, a layer whose input and output shapes are equal may be *bypassable*: the
+module returns its input in place of its output when none of its units is alive
+(``jnp.where(jnp.any(masks[name]), out, x)``), and ``build`` leaves it out for
+``widths[name] == 0``. Declare such layers with ``bypassable=`` in `Model.create`; a
+minimization can then remove whole layers (`minimize`, ``minimize.depth``).
+
+`Model.create(build, input_shape, layers)` traces the module once (`spec.trace`) to
+describe its maskable layers; everything else reads `model.spec`. Optionally,
+``factorized(widths, ranks)`` builds the network with low-rank layers
+(`jaxshrink.deploy.lowrank`; `models.sequential_model` provides it). Without it a low-rank
+network can still be scored on reconstructed kernels, not built physically.
+
+Variables other than 'params' (batch norm's running statistics, collection
+'batch_stats') are the model's *state*: `init_variables` returns it beside the params,
+`apply` reads it, `train_apply` returns its update. A run keeps it in
+`train.TrainState.model_state`, so rollback, batching over runs and checkpoints
+treat it exactly like the params.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+
+from jaxshrink.core import spec as spec_lib
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Model:
+    """A maskable network (see the module docstring).
+
+    Attributes:
+      module: the full-size Flax module.
+      spec: the static description of its maskable layers.
+      build: widths -> module (None: full size).
+      layers: the maskable layers' names, in network order.
+      candidates: the layers whose units may be disabled.
+      factorized: (widths, ranks) -> the module with ``ranks[name]``-rank factorized
+        layers (`jaxshrink.deploy.lowrank`; widths None: this model's own); None when the
+        model cannot be built factorized.
+    """
+
+    module: nn.Module
+    spec: spec_lib.ModelSpec
+    build: Callable[[Mapping[str, int] | None], nn.Module]
+    layers: tuple[str, ...]
+    candidates: tuple[str, ...]
+    factorized: Callable[[Mapping[str, int] | None, Mapping[str, int]], nn.Module] | None = None
+
+    @classmethod
+    def create(
+        cls,
+        build: Callable[[Mapping[str, int] | None], nn.Module],
+        input_shape: Sequence[int],
+        layers: Sequence[str],
+        candidates: Sequence[str] | None = None,
+        factorized: (
+            Callable[[Mapping[str, int] | None, Mapping[str, int]], nn.Module] | None
+        ) = None,
+        bypassable: Sequence[str] | str = (),
+    ) -> Model:
+        """Builds the full-size module and traces its spec.
+
+        Args:
+          build: widths -> Flax module (None: the full size).
+          input_shape: one example's shape, e.g. (28, 28, 1).
+          layers: the maskable sub-modules in network order ('/'-joined paths).
+          candidates: layers whose units may be disabled (default: all but the last,
+            the output layer).
+          factorized: optional (widths, ranks) -> the module with factorized layers.
+          bypassable: candidate layers the module bypasses when none of their units
+            is alive, or 'auto' (every candidate layer that keeps its input's shape;
+            see the module docstring and `spec.trace`).
+        """
+        module = build(None)
+        layers = tuple(layers)
+        candidates = tuple(layers[:-1] if candidates is None else candidates)
+        spec = spec_lib.trace(
+            module, input_shape, layers, candidates=candidates, bypassable=bypassable
+        )
+        return cls(module, spec, build, layers, candidates, factorized)
+
+    def init_variables(self, rng: jax.Array) -> tuple[dict, dict]:
+        """Fresh ``(params, state)``: `state` holds the other variable collections
+        (batch norm's running statistics, ``{'batch_stats': ...}``); ``{}`` if none."""
+        return self._compiled_init(rng)
+
+    @functools.cached_property
+    def _compiled_init(self) -> Callable[[jax.Array], tuple[dict, dict]]:
+        # One compiled program per model, instead of the initializers' and the
+        # shape-finding forward pass's operations dispatched one by one (each compiled
+        # on first use): a run's first seconds. The values are the same.
+        def init(rng):
+            x = jax.numpy.zeros((1, *self.spec.input_shape), jax.numpy.float32)
+            variables = dict(self.module.init(rng, x, spec_lib.full(self.spec), train=False))
+            params = variables.pop("params")
+            return params, variables
+
+        return jax.jit(init)
+
+    def init(self, rng: jax.Array) -> dict:
+        """Fresh parameters (`init_variables` without the state)."""
+        return self.init_variables(rng)[0]
+
+    def apply(
+        self,
+        params,
+        masks,
+        x,
+        *,
+        state: Mapping | None = None,
+        train: bool = False,
+        rng: jax.Array | None = None,
+    ):
+        """The pure forward pass: the output only.
+
+        `state` is needed by a model with batch norm; with ``train=True`` its batch
+        statistics are used and the updated running ones dropped (`train_apply` keeps
+        them). `rng` feeds dropout when `train`.
+        """
+        if train:
+            return self.train_apply(params, state or {}, masks, x, rng)[0]
+        return self.module.apply({"params": params, **(state or {})}, x, masks, train=False)
+
+    def train_apply(self, params, state: Mapping, masks, x, rng: jax.Array | None = None):
+        """The training forward pass: ``(output, new state)``.
+
+        Batch norm normalises with the batch's statistics and moves its running ones;
+        ``new state`` has the structure of `state` (``{}`` for a model without).
+        """
+        rngs = {"dropout": rng} if rng is not None else {}
+        variables = {"params": params, **state}
+        if not state:
+            return self.module.apply(variables, x, masks, train=True, rngs=rngs), {}
+        out, new = self.module.apply(
+            variables, x, masks, train=True, rngs=rngs, mutable=list(state)
+        )
+        return out, dict(new)
+
+    def at_widths(self, widths: Mapping[str, int]) -> Model:
+        """The same network with `widths[name]` units per layer (export's compact one);
+        a bypassable layer of width 0 is left out."""
+        factorized = None
+        if self.factorized is not None:
+            outer = self.factorized
+
+            def factorized(at, ranks):
+                return outer(dict(widths) if at is None else at, ranks)
+
+        kept = [name for name in self.layers if widths[name] > 0]
+        # The compact module bypasses what keeps its shape at the new widths.
+        bypass = "auto" if self.spec.bypassable else ()
+        return Model.create(
+            lambda _: self.build(dict(widths)),
+            self.spec.input_shape,
+            kept,
+            [name for name in self.candidates if name in kept],
+            factorized=factorized,
+            bypassable=bypass,
+        )

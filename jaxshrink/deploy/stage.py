@@ -1,0 +1,613 @@
+"""Smaller for deployment: quantized and factorized forms, ONNX files, measured latency.
+
+After a run has minimized its network, `run(job, trained, final, out_dir)` builds four
+forms of it and measures what each buys:
+
+* ``full``: the trained network before minimization (every unit);
+* ``minimized``: the compact network without the disabled units (`export.compact`);
+* ``quantized``: the minimized network with its kernels on an n-bit grid
+  (`jaxshrink.deploy.quantize`). Every width in `deploy.bits` is scored and sized; the
+  variant uses `deploy.quant_bits`, or with 0 the smallest width the threshold rule
+  keeps (widths are tried from the most bits down, each compared with the last kept
+  score, as the unit search compares rounds: the network scales itself in bit width);
+* ``int8`` (``deploy.onnxruntime_int8``, ONNX only): onnxruntime's own static int8
+  quantization of the minimized ONNX file (weights and activations, calibrated on
+  eval inputs), the form in which onnxruntime can run integer kernels;
+* ``factorized``: the minimized network with conv and dense kernels replaced by
+  low-rank pairs (`jaxshrink.deploy.lowrank`: k x 1 then 1 x k convolutions, O P for dense
+  layers), the rank of each layer chosen by the same rule, optionally fine-tuned for
+  `deploy.finetune_steps` Adam steps.
+
+Scores are the task's evaluation score on the eval split, computed by one compiled
+function per network shape: the bit and rank searches change values only, so they
+never recompile. Each form is exported with jax2onnx, checked against JAX with
+onnxruntime (outputs within 1e-5) and timed with onnxruntime on the CPU and with XLA on
+the default backend, at each of `deploy.batch_sizes`, on inputs of
+`deploy.input_shape` (a fully convolutional network exported from small crops runs on
+256x256 images). Where a form has fewer FLOPs than the full network and is not faster,
+a note says so: FLOPs are not latency.
+
+What quantization does and does not buy here: the ONNX file stores the codes as int8
+(uint8 when asymmetric) with a Cast and Mul after them, so it is about 4x smaller, and
+onnxruntime dequantizes once when it loads the file; the arithmetic stays float32, so
+the latency is the minimized network's. Packed n-bit sizes (the `bytes` column) are
+what a packed format would store.
+
+Outputs in `out_dir`: ``<form>.onnx``, ``deploy.json`` (every figure, with the device,
+date and versions) and ``deploy.md`` (the tables).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import importlib.metadata
+import os
+import platform
+import sys
+from collections.abc import Callable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxshrink import data as data_lib
+from jaxshrink.core import files, train
+from jaxshrink.core import spec as spec_lib
+from jaxshrink.deploy import export, latency, lowrank
+from jaxshrink.deploy import onnx as onnx_export
+from jaxshrink.deploy import quantize as quantize_lib
+
+# A form "did not get faster" when its latency is above this fraction of the full one's.
+NOT_FASTER = 0.9
+
+
+@dataclasses.dataclass
+class Form:
+    """One deployable network: a Flax module, its variables and its counts."""
+
+    name: str
+    module: nn.Module
+    variables: dict  # {'params': ..., 'batch_stats': ...}
+    masks: dict  # all-true masks of the module's maskable layers
+    params: int
+    flops: int
+    bytes: int
+    fn: Callable | None = None  # x -> outputs, what ONNX gets (default: `apply`)
+    info: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def state(self) -> dict:
+        """The variables other than the params (batch-norm statistics)."""
+        return {k: v for k, v in self.variables.items() if k != "params"}
+
+    def apply(self, x):
+        return self.module.apply(self.variables, x, self.masks, train=False)
+
+    def exported(self) -> Callable:
+        """The function written to ONNX: its constants are the stored weights."""
+        return self.fn or self.apply
+
+
+def _ones(widths: Mapping[str, int]) -> dict:
+    return {name: jnp.ones((int(w),), bool) for name, w in widths.items()}
+
+
+def _state_bytes(state: Mapping) -> int:
+    return 4 * spec_lib.count_params(state)
+
+
+# ------------------------------------------------------------------------- scoring
+
+
+def make_scorer(job) -> Callable[[Callable, dict], dict]:
+    """`score(apply, variables)`: the task's eval metrics of ``apply(variables, x)``.
+
+    `apply` must be the same object across calls for the compiled function to be
+    reused; variables are traced, so new weights of the same shapes never recompile.
+    """
+    size = int(job.config.train.eval_batch_size)
+    eval_data = train.make_eval_data(job.dataset.eval, size)
+    task, transform = job.task, job.trainer.eval_transform
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def evaluate(apply, variables, data):
+        def one_batch(batch):
+            x, y = (train.decode(a) for a in batch)
+            return task.metrics(apply(variables, transform(x)), y)
+
+        per_example = jax.lax.map(one_batch, (data.inputs, data.targets))
+        w = data.weights
+        means = {k: jnp.sum(v * w) / jnp.sum(w) for k, v in per_example.items()}
+        return {**means, "score": task.score(means)}
+
+    def score(apply, variables) -> dict:
+        return {k: float(v) for k, v in evaluate(apply, variables, eval_data).items()}
+
+    return score
+
+
+def _module_apply(module, masks):
+    def apply(variables, x):
+        return module.apply(variables, x, masks, train=False)
+
+    return apply
+
+
+# -------------------------------------------------------------------------- forms
+
+
+def full_form(model, trained) -> Form:
+    masks = spec_lib.full(model.spec)
+    return Form(
+        "full",
+        model.module,
+        {"params": trained.params, **trained.model_state},
+        masks,
+        params=spec_lib.count_params(trained.params),
+        flops=spec_lib.count_flops(model.spec),
+        bytes=4 * spec_lib.count_params(trained.params) + _state_bytes(trained.model_state),
+    )
+
+
+def minimized_form(model, final) -> tuple[Form, object]:
+    """The compact network and its `Model` (built at the kept widths)."""
+    widths = model.spec.widths(final.masks)
+    small = model.at_widths(widths)
+    params = jax.tree.map(jnp.asarray, export.compact(model.spec, final.params, final.masks))
+    state = jax.tree.map(
+        jnp.asarray, export.compact_state(model.spec, final.model_state, final.masks)
+    )
+    form = Form(
+        "minimized",
+        small.module,
+        {"params": params, **state},
+        _ones(widths),
+        params=spec_lib.count_params(params),
+        flops=spec_lib.count_flops(model.spec, final.masks),
+        bytes=4 * spec_lib.count_params(params) + _state_bytes(state),
+        info={"widths": [int(widths[n]) for n in model.spec.names]},
+    )
+    return form, small
+
+
+def _stored_kernels(small_spec, codes: Mapping) -> dict:
+    """Per layer: (codes in the narrowest integer dtype, zero point, scale) as numpy."""
+    out = {}
+    for name, qt in codes.items():
+        q = np.asarray(qt.q)
+        dtype = np.int8 if q.min() >= -128 and q.max() <= 127 else np.uint8
+        out[name] = (
+            q.astype(dtype),
+            np.asarray(qt.zero_point, np.float32),
+            np.asarray(qt.scale, np.float32),
+        )
+    return out
+
+
+def quantized_form(minimized: Form, small, scheme) -> Form:
+    """`minimized` with its kernels on the grid of `scheme`; its ONNX function computes
+    each kernel from integer codes, so the file stores them as integers."""
+    params = minimized.variables["params"]
+    qparams = quantize_lib.quantize_params(small.spec, params, scheme)
+    stored = _stored_kernels(small.spec, quantize_lib.codes(small.spec, params, scheme))
+    state = minimized.state
+
+    def fn(x):
+        p = params
+        for name, (q, zero, scale) in stored.items():
+            kernel = jnp.asarray(q).astype(jnp.float32)
+            if np.any(zero):
+                kernel = kernel - zero
+            p = spec_lib.set_path(p, small.spec.layer(name).kernel.path, kernel * scale)
+        return minimized.module.apply({"params": p, **state}, x, minimized.masks, train=False)
+
+    return Form(
+        "quantized",
+        minimized.module,
+        {"params": qparams, **state},
+        minimized.masks,
+        params=minimized.params,
+        flops=minimized.flops,
+        bytes=quantize_lib.stored_bytes(small.spec, params, scheme) + _state_bytes(state),
+        fn=fn,
+        info={
+            "bits": scheme.bits,
+            "symmetric": scheme.symmetric,
+            "per_channel": scheme.per_channel,
+        },
+    )
+
+
+def factorized_form(model, minimized: Form, small, ranks: Mapping[str, int], input_shape) -> Form:
+    """The minimized network with the layers in `ranks` built as low-rank pairs."""
+    # Per layer of the full network: a bypassed layer has width 0 and is not in `small`.
+    widths = dict(zip(model.spec.names, minimized.info["widths"]))
+    module = model.factorized(widths, dict(ranks))
+    params = lowrank.factorize_params(small.spec, minimized.variables["params"], ranks)
+    state = minimized.state
+    return Form(
+        "factorized",
+        module,
+        {"params": jax.tree.map(jnp.asarray, params), **state},
+        minimized.masks,
+        params=spec_lib.count_params(params),
+        flops=lowrank.count_flops(module, input_shape, minimized.masks),
+        bytes=4 * spec_lib.count_params(params) + _state_bytes(state),
+        info={"ranks": {k: int(v) for k, v in ranks.items()}},
+    )
+
+
+def finetune(form: Form, job, steps: int, seed: int) -> Form:
+    """`steps` Adam steps (the run's learning rate and batch size) on `form`'s params.
+
+    Inputs are the train split seen as at evaluation (no augmentation) and batch norm
+    uses its running statistics, so only the weights move.
+    """
+    data = train.make_train_data(job.dataset.train)
+    batch = int(job.config.train.batch_size)
+    tx = optax.adam(float(job.config.optim.learning_rate))
+    state = form.state
+    task, transform = job.task, job.trainer.eval_transform
+
+    def loss_of(params, x, y):
+        out = form.module.apply({"params": params, **state}, x, form.masks, train=False)
+        return task.loss(out, y)
+
+    @jax.jit
+    def run(params, key):
+        def step(carry, k):
+            params, opt = carry
+            idx = jax.random.randint(k, (batch,), 0, data.inputs.shape[0])
+            x = transform(train.decode(data.inputs[idx]))
+            grads = jax.grad(loss_of)(params, x, train.decode(data.targets[idx]))
+            updates, opt = tx.update(grads, opt, params)
+            return (optax.apply_updates(params, updates), opt), None
+
+        keys = jax.random.split(key, steps)
+        (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), keys)
+        return params
+
+    params = run(form.variables["params"], jax.random.PRNGKey(seed))
+    info = {**form.info, "finetune_steps": int(steps)}
+    return dataclasses.replace(form, variables={"params": params, **state}, info=info)
+
+
+# ------------------------------------------------------------------------ searches
+
+
+def _search_setup(job, minimized: Form, score) -> tuple[float, Callable, float]:
+    """What both searches start from: the threshold, the minimized network's apply
+    (one compiled scorer for every trial) and its score, the first reference."""
+    d, m = job.config.deploy, job.config.minimize
+    threshold = float(d.threshold if d.threshold is not None else m.threshold)
+    apply = _module_apply(minimized.module, minimized.masks)
+    return threshold, apply, score(apply, minimized.variables)["score"]
+
+
+def search_bits(job, minimized: Form, small, score) -> tuple[list[dict], int | None]:
+    """Scores and sizes of every width in `deploy.bits`, and the width the rule keeps.
+
+    A row's `ratio` is its score over the minimized network's; the rule itself
+    compares each width with the last kept one (`minimize.reference`)."""
+    d = job.config.deploy
+    threshold, apply, reference = _search_setup(job, minimized, score)
+    params, state = minimized.variables["params"], minimized.state
+    table = {}
+    for bits in d.bits:
+        scheme = quantize_lib.Scheme(int(bits), bool(d.symmetric), bool(d.per_channel))
+        qparams = quantize_lib.quantize_params(small.spec, params, scheme)
+        table[int(bits)] = {
+            "bits": int(bits),
+            "score": score(apply, {"params": qparams, **state})["score"],
+            "bytes": quantize_lib.stored_bytes(small.spec, params, scheme) + _state_bytes(state),
+        }
+    order = sorted(table, reverse=True)
+    chosen, trials = quantize_lib.search_bits(
+        lambda b: table[b]["score"], order, reference, threshold, job.config.minimize.reference
+    )
+    kept = {t["bits"]: t for t in trials}
+    rows = []
+    for bits in order:
+        row = dict(table[bits], ratio=table[bits]["score"] / reference if reference else None)
+        row["searched"] = bits in kept
+        row["accepted"] = bool(kept.get(bits, {}).get("accepted", False))
+        rows.append(row)
+    if int(d.quant_bits):
+        chosen = int(d.quant_bits)
+    return rows, chosen
+
+
+def search_ranks(job, minimized: Form, small, score) -> tuple[dict[str, int], list[dict]]:
+    """The rank per layer the threshold rule keeps, scored on reconstructed kernels
+    (same shapes as the minimized network: one compilation for every trial)."""
+    threshold, apply, reference = _search_setup(job, minimized, score)
+    params, state = minimized.variables["params"], minimized.state
+    layers = [
+        (layer.name, lowrank.saving_rank(layer, spec_lib.get(params, layer.kernel).shape))
+        for layer in lowrank.factorizable(small.spec)
+    ]
+
+    def score_of(ranks):
+        approx = lowrank.approximate_params(small.spec, params, ranks)
+        return score(apply, {"params": approx, **state})["score"]
+
+    rule = job.config.minimize.reference
+    return lowrank.search_ranks(score_of, layers, reference, threshold, rule)
+
+
+# ------------------------------------------------------------- onnxruntime's int8
+
+
+def score_outputs(job, predict: Callable[[np.ndarray], np.ndarray]) -> dict:
+    """The task's eval metrics of a host-side `predict` (e.g. an onnxruntime session)."""
+    split, size = job.dataset.eval, int(job.config.train.eval_batch_size)
+    parts = []
+    for i in range(0, len(split), size):
+        x = job.trainer.eval_transform(jnp.asarray(data_lib.decode(split.inputs[i : i + size])))
+        y = jnp.asarray(data_lib.decode(split.targets[i : i + size]))
+        parts.append(job.task.metrics(jnp.asarray(predict(np.asarray(x))), y))
+    means = {k: jnp.mean(jnp.concatenate([p[k] for p in parts])) for k in parts[0]}
+    return {**{k: float(v) for k, v in means.items()}, "score": float(job.task.score(means))}
+
+
+def onnxruntime_int8(job, minimized: Form, src: str, out_dir: str) -> dict:
+    """onnxruntime's own static int8 quantization of the minimized ONNX file.
+
+    Weights int8 per channel and activations uint8, calibrated on eval inputs
+    (`onnxruntime.quantization.quantize_static`, QDQ format): unlike the weight-only
+    `quantized` form, onnxruntime can then run integer kernels. Scored on its own
+    outputs, so its score includes the activations' rounding.
+    """
+    from onnxruntime import quantization as ort_q
+
+    split = job.dataset.eval
+    n = min(len(split), 32)
+    calib = np.asarray(job.trainer.eval_transform(jnp.asarray(data_lib.decode(split.inputs[:n]))))
+    name = onnx_export.session(src).get_inputs()[0].name
+
+    class Reader(ort_q.CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{name: calib[i : i + 1]} for i in range(n)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    path = os.path.join(out_dir, "int8.onnx")
+    with files.atomic_path(path) as tmp:
+        ort_q.quantize_static(
+            src,
+            tmp,
+            Reader(),
+            quant_format=ort_q.QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=ort_q.QuantType.QInt8,
+            activation_type=ort_q.QuantType.QUInt8,
+        )
+    sess = onnx_export.session(path)
+    return {
+        "form": "int8",
+        **score_outputs(job, lambda x: onnx_export.run(sess, x)),
+        "params": minimized.params,
+        "flops": minimized.flops,
+        "bytes": os.path.getsize(path),
+        "onnx": {"path": "int8.onnx", "bytes": os.path.getsize(path), "calibration": n},
+    }
+
+
+# ------------------------------------------------------------------------ measuring
+
+
+def _inputs(d, latency_shape) -> dict[int, np.ndarray]:
+    """The latency batches: uniform [0, 1) inputs, the same for every form."""
+    rng = np.random.default_rng(0)
+    return {
+        int(b): rng.uniform(size=(int(b), *latency_shape)).astype(np.float32) for b in d.batch_sizes
+    }
+
+
+def _timing(d) -> dict:
+    return dict(repeats=int(d.repeats), budget_s=float(d.budget_s))
+
+
+def _ort_latencies(name: str, out_dir: str, d, latency_shape) -> dict:
+    path = os.path.join(out_dir, name)
+    return {
+        f"onnxruntime_b{b}": latency.onnxruntime_latency(
+            path, x, threads=int(d.threads), **_timing(d)
+        )
+        for b, x in _inputs(d, latency_shape).items()
+    }
+
+
+def _measure(form: Form, out_dir: str, d, check_x, model_shape, latency_shape) -> dict:
+    """ONNX file, its check, and the latencies of one form."""
+    row: dict = {}
+    spatial = tuple(latency_shape) != tuple(model_shape)
+    if d.onnx:
+        path = os.path.join(out_dir, f"{form.name}.onnx")
+        row["onnx"] = onnx_export.to_onnx(
+            form.exported(), model_shape, path, spatial=spatial, opset=int(d.opset)
+        )
+        row["onnx"]["max_abs_diff"] = onnx_export.check(path, form.exported(), check_x)
+        row.update(_ort_latencies(row["onnx"]["path"], out_dir, d, latency_shape))
+    for b, x in _inputs(d, latency_shape).items():
+        row[f"xla_b{b}"] = latency.xla_latency(form.exported(), x, **_timing(d))
+    return row
+
+
+def _notes(rows: list[dict]) -> list[str]:
+    """Where a form has fewer FLOPs than the full network and is not faster."""
+    full = next(r for r in rows if r["form"] == "full")
+    notes = []
+    for row in rows:
+        if row["form"] == "full":
+            continue
+        for key, value in row.items():
+            if not (isinstance(value, dict) and "median_s" in value):
+                continue
+            ratio = value["median_s"] / full[key]["median_s"]
+            if row["flops"] < full["flops"] and ratio > NOT_FASTER:
+                notes.append(
+                    f"{row['form']}: FLOPs {row['flops'] / full['flops']:.0%} of the full "
+                    f"network's, but {key} latency {ratio:.0%} of its"
+                )
+    return notes
+
+
+def run(job, trained, final, out_dir: str, log=print) -> dict:
+    """Builds, scores, exports and times the deployable forms of one run.
+
+    Args:
+      job: the run's `Job` (config, data, model, task, trainer).
+      trained: the trained run before minimization (one run, no batch axis).
+      final: the minimized run.
+      out_dir: where the ONNX files, `deploy.json` and `deploy.md` go.
+      log: progress lines.
+
+    Returns:
+      The `deploy.json` record.
+    """
+    d = job.config.deploy
+    if d.onnx:
+        onnx_export.require()
+    model = job.model
+    model_shape = tuple(model.spec.input_shape)
+    latency_shape = tuple(d.input_shape) or model_shape
+    score = make_scorer(job)
+    forms = [full_form(model, trained)]
+    minimized, small = minimized_form(model, final)
+    forms.append(minimized)
+
+    log(f"deploy: scoring {len(d.bits)} bit widths")
+    bit_rows, bits = search_bits(job, minimized, small, score)
+    if bits is not None:
+        scheme = quantize_lib.Scheme(int(bits), bool(d.symmetric), bool(d.per_channel))
+        forms.append(quantized_form(minimized, small, scheme))
+    rank_trials, ranks = [], {}
+    if d.lowrank and model.factorized is None:
+        log("deploy: the model has no `factorized` builder; low rank skipped")
+    elif d.lowrank:
+        ranks, rank_trials = search_ranks(job, minimized, small, score)
+        log(f"deploy: ranks kept {ranks or 'none (no layer clears the rule)'}")
+        if ranks:
+            form = factorized_form(model, minimized, small, ranks, model_shape)
+            if int(d.finetune_steps):
+                form = finetune(form, job, int(d.finetune_steps), int(job.config.seed))
+            forms.append(form)
+
+    check_x = np.asarray(
+        job.trainer.eval_transform(jnp.asarray(train.decode(job.dataset.eval.inputs[:8])))
+    )
+    os.makedirs(out_dir, exist_ok=True)
+    rows = []
+    for form in forms:
+        log(f"deploy: {form.name}: scoring, ONNX export and latency")
+        row = {
+            "form": form.name,
+            **score(_module_apply(form.module, form.masks), form.variables),
+            "params": form.params,
+            "flops": form.flops,
+            "bytes": form.bytes,
+            **form.info,
+        }
+        row.update(_measure(form, out_dir, d, check_x, model_shape, latency_shape))
+        rows.append(row)
+        if form.name == "minimized" and d.onnx and d.onnxruntime_int8:
+            log("deploy: int8 (onnxruntime static quantization): scoring and latency")
+            src = os.path.join(out_dir, "minimized.onnx")
+            rows.append(onnxruntime_int8(job, form, src, out_dir))
+            rows[-1].update(_ort_latencies(rows[-1]["onnx"]["path"], out_dir, d, latency_shape))
+    record = {
+        "forms": rows,
+        "bits": bit_rows,
+        "ranks": rank_trials,
+        "notes": _notes(rows),
+        "score_name": job.task.score_label,
+        "flops_unit": f"forward FLOPs per example of shape {list(model_shape)}",
+        "latency_input_shape": list(latency_shape),
+        "batch_sizes": [int(b) for b in d.batch_sizes],
+        "device": jax.devices()[0].device_kind,
+        "backend": jax.default_backend(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "date": datetime.date.today().isoformat(),
+        "command": _command(),
+        "versions": _versions(),
+    }
+    files.write_json(os.path.join(out_dir, "deploy.json"), record)
+    files.write_text(os.path.join(out_dir, "deploy.md"), markdown(record))
+    return record
+
+
+def _versions() -> dict:
+    out = {}
+    for name in ("jax", "flax", *onnx_export.PACKAGES):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _command() -> str:
+    """The command line that ran this, as typed (``python -m jaxshrink.main ...``)."""
+    program, *args = sys.argv
+    if program.endswith(os.path.join("jaxshrink", "main.py")):
+        program = "python -m jaxshrink.main"
+    return " ".join([os.path.basename(program) if os.sep in program else program, *args])
+
+
+def _ms(value) -> str:
+    return f"{value['median_s'] * 1e3:.2f}" if isinstance(value, dict) else "-"
+
+
+def markdown(record: dict) -> str:
+    """The tables of a `deploy.json` record."""
+    label = record["score_name"]
+    keys = [k for k in record["forms"][0] if k.startswith(("onnxruntime_b", "xla_b"))]
+    head = ["form", label, "params", "FLOPs", "bytes", "ONNX bytes"]
+    head += [f"{k.replace('onnxruntime', 'ORT').replace('_b', ' b')} ms" for k in keys]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in record["forms"]:
+        onnx_bytes = r.get("onnx", {}).get("bytes", "-")
+        cells = [
+            r["form"],
+            f"{r['score']:.4g}",
+            f"{r['params']:,}",
+            f"{r['flops']:,}",
+            f"{r['bytes']:,}",
+            f"{onnx_bytes:,}" if onnx_bytes != "-" else "-",
+        ]
+        cells += [_ms(r.get(k)) for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    out = [
+        f"Latency inputs {record['latency_input_shape']} ({record['device']}, "
+        f"{record['cpu_count']} CPU cores, {record['date']}); FLOPs: {record['flops_unit']}.",
+        "",
+        *lines,
+        "",
+        "| bits | " + label + " | ratio | bytes | kept by the rule |",
+        "|---|---|---|---|---|",
+    ]
+    for r in record["bits"]:
+        kept = "yes" if r["accepted"] else ("no" if r["searched"] else "not tried")
+        ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else "-"
+        out.append(f"| {r['bits']} | {r['score']:.4g} | {ratio} | {r['bytes']:,} | {kept} |")
+    if record["ranks"]:
+        out += [
+            "",
+            "| layer | rank | " + label + " | ratio | clears the rule |",
+            "|---|---|---|---|---|",
+        ]
+        for t in record["ranks"]:
+            out.append(
+                f"| {t['layer']} | {t['rank']} | {t['score']:.4g} | {t['ratio']:.3f} | "
+                f"{'yes' if t['accepted'] else 'no'} |"
+            )
+    if record["notes"]:
+        out += ["", "FLOPs fell, latency did not:", *[f"- {n}" for n in record["notes"]]]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,136 @@
+"""The configured pieces shared by the stages of a run or a sweep: data, model, task,
+trainer, the batching engine and the compiled programs.
+
+Nothing here knows the network or the task: `Job` builds them from the registries
+(`models`, `tasks`, `data`), and every stage reads `job.model.spec` and the task's score.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxshrink import data
+from jaxshrink.core import augment, errors, models, tasks, train
+from jaxshrink.runtime import checkpoint, distributed
+from jaxshrink.runtime.progress import Logger
+from jaxshrink.search import batching, minimize
+
+
+class Job:
+    """The configured pieces shared by the stages of a run or a sweep.
+
+    Every state it handles is a batch (leading run axis); a single run is the batch
+    of one. The batch is padded to a multiple of the device count for sharding;
+    padded runs take no steps and are dropped from every result.
+    """
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        workdir: str,
+        log: Logger,
+        model: models.Model | None = None,
+    ):
+        self.config, self.workdir, self.log = config, workdir, log
+        self.curve: dict | None = None  # training curves, set by `train_stage`
+        self.dataset = data.load_dataset(config.data)
+        # What the model sees: the examples after augmentation (e.g. a 24x24 crop).
+        example_shape = augment.output_shape_of(
+            config.get("augment"), self.dataset.train.inputs.shape[1:]
+        )
+        self.model = model or models.get_model(config.model, example_shape)
+        if tuple(self.model.spec.input_shape) != tuple(example_shape):
+            raise errors.ConfigError(
+                f"model: built for inputs of shape {self.model.spec.input_shape}, but the data's "
+                f"examples are {tuple(example_shape)}; allowed: a model for the data's shape"
+            )
+        self.task = tasks.get_task(config.task, config.train.loss or None)
+        self.device_list = batching.devices(int(config.batch.devices))
+        self.devices = len(self.device_list)
+        self.train_data = batching.replicate(
+            train.make_train_data(self.dataset.train), self.device_list
+        )
+        self.eval_data = batching.replicate(
+            train.make_eval_data(self.dataset.eval, int(config.train.eval_batch_size)),
+            self.device_list,
+        )
+        self.trainer = train.make_trainer(config, self.model, self.task)
+        self.engine = batching.make_engine(self.trainer, config.batch)
+        # On a CPU 'auto' steps depend on whether a step holds XLA convolutions.
+        xla_convs = not batching.needs_convolution_count(config.batch, self.devices) or bool(
+            batching.xla_convolutions(self.trainer, self.train_data)
+        )
+        self.eval_fn = batching.distribute(
+            self.engine.evaluate, (True, True, True, False), self.device_list
+        )
+        # Where the training steps loop: in the compiled program, or from the host
+        # (`batching.resolve_steps`: a single CPU device whose step holds XLA
+        # convolutions, where that is faster).
+        self.steps = batching.resolve_steps(config.batch, self.devices, xla_convs=xla_convs)
+        if self.steps == "host":
+            self.train_fn = batching.host_train(self.trainer)
+            self.round_fn = minimize.make_host_round(config, self.engine, self.train_fn)
+        else:
+            self.train_fn = batching.distribute(
+                self.engine.train, (True, False, True), self.device_list
+            )
+            self.round_fn = batching.distribute(
+                minimize.make_round(config, self.engine),
+                (True, True, False, False),
+                self.device_list,
+            )
+
+    def place(self, tree):
+        """Pads a batch to a multiple of the device count and shards it over them."""
+        return batching.place(batching.pad_runs(tree, self.devices), self.device_list)
+
+    def describe(self) -> str:
+        e = self.engine
+        group = "all runs" if e.group_size == 0 else f"groups of {e.group_size}"
+        return (
+            f"device: {jax.devices()[0].device_kind} x{self.devices} ({jax.default_backend()}"
+            f"{distributed.describe()}), "
+            f"runs batched by {e.method} ({group}, grad {e.grad}), steps looped "
+            f"{'from the host' if self.steps == 'host' else 'in the compiled program'}, "
+            f"precision {self.config.model.get('precision', 'as the model sets it')}"
+        )
+
+    def evaluate(self, states: train.TrainState) -> dict[str, np.ndarray]:
+        """Per-run eval scores of a batch of runs (numpy, one entry per run)."""
+        n = batching.num_runs(states)
+        padded = self.place(states)
+        scores = self.eval_fn(padded.params, padded.model_state, padded.masks, self.eval_data)
+        return {k: v[:n] for k, v in batching.to_host(scores).items()}
+
+    def checkpointer(self, stage: str) -> checkpoint.RunCheckpointer:
+        return checkpoint.RunCheckpointer(
+            os.path.join(self.workdir, "checkpoints", stage),
+            sharding=batching.run_sharding(self.device_list),
+        )
+
+    @property
+    def score_label(self) -> str:
+        return self.task.score_label
+
+    def predict(self, run: train.TrainState, x) -> np.ndarray:
+        """One (unbatched) run's outputs for `x`, in eval-sized batches."""
+        size = int(self.config.train.eval_batch_size)
+        parts = [
+            np.asarray(
+                self.trainer.predict(run.params, run.model_state, run.masks, x[i : i + size])
+            )
+            for i in range(0, len(x), size)
+        ]
+        return np.concatenate(parts)
+
+    def picture(self, name: str, run: train.TrainState, title: str) -> str:
+        """The task's picture of a few eval examples and one (unbatched) run's outputs."""
+        n = min(int(self.config.output.num_examples), len(self.dataset.eval))
+        x = data.decode(self.dataset.eval.inputs[:n])  # the splits may be stored compact
+        out = self.predict(run, x)
+        path = os.path.join(self.workdir, name)
+        return self.task.picture(path, x, data.decode(self.dataset.eval.targets[:n]), out, title)

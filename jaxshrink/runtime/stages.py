@@ -1,0 +1,229 @@
+"""The stages every experiment is made of, over a batch of runs (a single run is the
+batch of one): initial training, retraining variants, and minimization rounds.
+
+Every stage resumes from its newest checkpoint, so rerunning the same command on the
+same workdir continues where an interrupted run stopped.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxshrink.core import masks as masks_lib
+from jaxshrink.core import spec as spec_lib
+from jaxshrink.core import train
+from jaxshrink.runtime.job import Job
+from jaxshrink.runtime.progress import eta, spread
+from jaxshrink.search import batching, minimize
+
+
+def _steps(live, count: int) -> jax.Array:
+    """Per run: `count` steps where `live`, else 0. Always int32 of a fixed (not weak)
+    type, so that every call of the training program, the pictures' included, has one
+    signature and compiles once."""
+    return jnp.where(live, jnp.int32(count), jnp.int32(0))
+
+
+def train_stage(job: Job, seeds, masks=None) -> train.TrainState:
+    """Initial training of one run per seed, batched; resumes from the newest checkpoint.
+
+    Run i starts from `PRNGKey(seeds[i])`, exactly as a single run with that seed, with
+    the units of `masks` alive (one tree, or a batch with a leading run axis; None:
+    `train.start_widths`).
+    """
+    config, log = job.config, job.log
+    n = len(seeds)
+    if masks is None:
+        masks = masks_lib.start_masks(job.model.spec, tuple(config.train.start_widths))
+    states = job.place(train.create_train_states(seeds, job.model, job.trainer.tx, masks))
+    live = job.place(jnp.arange(batching.num_runs(states)) < n)
+    ckpt = job.checkpointer("train")
+    # Training curves, per run: what `visualize.save_training_curve` draws.
+    curve: dict[str, list] = {"step": [], "loss": [], "eval_step": [], "eval_score": []}
+    latest, states, meta = ckpt.restore_latest(states)
+    if latest is not None:
+        states = job.place(states)
+        curve = meta.get("curve", curve)
+        log(f"train: resumed at step {latest}")
+    total = int(config.train.initial_steps)
+    log_every = max(1, int(config.train.log_every))
+    eval_every = max(1, int(config.train.eval_every))
+    step = int(states.step[0])
+    runs = "" if n == 1 else f", {n} seeds at once"
+    if step < total:
+        log(
+            f"train: {total} steps, batch {config.train.batch_size}, "
+            f"loss {config.train.loss or job.task.losses[0]}{runs}"
+        )
+    since = None  # (step, time) after this process's first chunk, which compiles
+    while step < total:
+        chunk = min(log_every - step % log_every, total - step)
+        t0 = time.perf_counter()
+        states, loss = job.train_fn(states, job.train_data, _steps(live, chunk))
+        loss = batching.to_host(loss)[:n]  # waits for the chunk
+        rate = chunk * n / (time.perf_counter() - t0)
+        step = int(batching.to_host(states.step)[0])
+        unit = "steps/s" if n == 1 else "seed-steps/s"
+        line = f"train: step {step:6d}/{total}  loss {spread(loss, '.5f')}  {rate:7.1f} {unit}"
+        curve["step"].append(step)
+        curve["loss"].append(loss.tolist())
+        if step % eval_every == 0 or step == total:
+            score = job.evaluate(states)["score"][:n]
+            line += f"  eval {job.score_label} {spread(score, '.4g')}"
+            curve["eval_step"].append(step)
+            curve["eval_score"].append(score.tolist())
+            ckpt.save(step, states, {"stage": "train", "step": step, "curve": curve})
+        if since is not None and step < total:
+            line += f"  eta {eta(total - step, step - since[0], time.perf_counter() - since[1])}"
+        log(line)
+        if since is None:
+            since = (step, time.perf_counter())
+    ckpt.close()
+    job.curve = curve
+    return batching.local(states, n)
+
+
+def train_variants(job: Job, states: train.TrainState, steps: int, every: int, stage: str):
+    """Trains a batch of variant runs `steps` more steps, evaluating every `every`.
+
+    The experiments that alter trained networks and retrain them (`correlation`,
+    `relearn`) share this loop: progress lines, and a checkpoint after every chunk so an
+    interrupted experiment resumes. Returns ``(states, scores)`` with `scores` the
+    per-run eval scores before training and after every chunk, shape (runs, evals).
+    """
+    log = job.log
+    n = batching.num_runs(states)
+    states = job.place(states)
+    live = job.place(jnp.arange(batching.num_runs(states)) < n)
+    ckpt = job.checkpointer(stage)
+    scores = [job.evaluate(states)["score"][:n]]
+    done = 0
+    latest, states, meta = ckpt.restore_latest(states)
+    if latest is not None:
+        states, done = job.place(states), latest
+        scores = [np.asarray(s) for s in meta["scores"]]
+        log(f"{stage}: resumed at step {done} of {steps}")
+    while done < steps:
+        chunk = min(every, steps - done)
+        t0 = time.perf_counter()
+        states, _ = job.train_fn(states, job.train_data, _steps(live, chunk))
+        scores.append(job.evaluate(states)["score"][:n])
+        done += chunk
+        rate = chunk * n / (time.perf_counter() - t0)
+        log(
+            f"{stage}: step {done:6d}/{steps}  eval {job.score_label} "
+            f"{spread(scores[-1])}  {rate:7.1f} seed-steps/s"
+        )
+        ckpt.save(done, states, {"stage": stage, "scores": [s.tolist() for s in scores]})
+    ckpt.close()
+    return batching.local(states, n), np.stack(scores, axis=1)
+
+
+def init_minimize(model_spec, trained: train.TrainState, baselines, seeds) -> minimize.MinState:
+    """The minimizer's batched start: run i continues `trained[i]` with the key of `seeds[i]`."""
+    keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(int(s)), 1) for s in seeds])
+    start = functools.partial(minimize.init_state, model_spec)
+    return jax.vmap(start)(trained, jnp.asarray(baselines, jnp.float32), keys)
+
+
+def round_entries(history: list[dict], run: int, model_spec) -> list[dict]:
+    """The rounds in which run `run` tested a change, as readable records.
+
+    ``kind`` is 'unit' (a unit or group disabled), 'layer' (a layer bypassed:
+    ``candidate`` is the layer's name) or 'grow' (a unit enabled).
+    """
+    out = []
+    for rec in history:
+        candidate = int(rec["candidate"][run])
+        if candidate < 0:
+            continue
+        kind = minimize.KINDS[int(rec["kind"][run])] if "kind" in rec else "unit"
+        name = masks_lib.candidate_name(model_spec, candidate)
+        out.append(
+            {
+                "kind": kind,
+                "candidate": name.split("/")[0] if kind == "layer" else name,
+                "candidate_index": candidate,
+                "count": int(rec["count"][run]) if "count" in rec else 1,
+                "score": float(rec["score"][run]),
+                "reference": float(rec["reference"][run]),
+                "ratio": float(rec["ratio"][run]),
+                "accepted": bool(rec["accepted"][run]),
+                "train_loss": float(rec["train_loss"][run]),
+                "finite": bool(rec["finite"][run]),
+            }
+        )
+    return out
+
+
+def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, describe=None):
+    """Rounds until every run's stopping rule has fired; returns (MinState, history).
+
+    `history` has one entry per round call: each `RoundRecord` field as a list over
+    runs. The batched state is checkpointed after every round and resumed from.
+    """
+    log = job.log
+    n = batching.num_runs(ms)
+    ms = batching.pad_runs(ms, job.devices)
+    ms = job.place(ms.replace(done=ms.done.at[n:].set(True)))  # padding never trains
+    specs = job.place(specs)
+    ckpt = job.checkpointer("minimize")
+    history: list[dict] = []
+    latest, ms, meta = ckpt.restore_latest(ms)
+    calls = latest or 0  # checkpoint number = round calls made
+    if latest is not None:
+        ms = job.place(ms)
+        history = list(meta["history"])
+        log(f"minimize: resumed after round {latest}")
+    done = batching.to_host(ms.done)
+    if describe and not bool(np.all(done)):
+        log(describe)
+    while not bool(np.all(done)):
+        t0 = time.perf_counter()
+        ms, record = job.round_fn(ms, specs, job.train_data, job.eval_data)
+        record, done = batching.to_host((record._asdict(), ms.done))
+        rec = {k: v[:n].tolist() for k, v in record.items()}
+        history.append(rec)
+        calls += 1
+        seconds = time.perf_counter() - t0
+        if n == 1:
+            entries = round_entries([rec], 0, job.model.spec)
+            if entries:
+                e = entries[0]
+                verdict = "kept" if e["accepted"] else "rolled back"
+                if not e["finite"]:
+                    verdict = "rolled back (NaN/Inf)"
+                kept = batching.take(batching.to_host(ms.run.masks), 0)
+                alive = int(masks_lib.count_alive(kept))
+                if job.model.spec.bypassable:
+                    alive = f"{alive} in {spec_lib.depth(job.model.spec, kept)} layers"
+                what = e["candidate"]
+                if e["kind"] == "unit" and e["count"] > 1:
+                    what += f" +{e['count'] - 1}"
+                verb = {"unit": "disable", "layer": "bypass ", "grow": "enable "}[e["kind"]]
+                log(
+                    f"minimize: round {calls:2d}  {verb} {what:9s} "
+                    f"{job.score_label} {e['score']:.4g}  ratio {e['ratio']:.3f}  {verdict:11s} "
+                    f"alive {alive}  ({seconds:.1f}s)"
+                )
+        else:
+            active = int(np.sum(rec["active"]))
+            kept = int(np.sum(rec["accepted"]))
+            still = int(np.sum(~done[:n]))
+            log(
+                f"minimize: round {calls:2d}  {active:4d} runs tested a change, {kept:4d} kept, "
+                f"{still:4d}/{n} still going  ({seconds:.1f}s)"
+            )
+        ckpt.save(calls, ms, {"stage": "minimize", "history": history})
+    ckpt.close()
+    return batching.local(ms, n), history
+
+
+def all_finite(tree) -> bool:
+    """True if no leaf of `tree` holds a NaN or an Inf."""
+    return all(bool(np.all(np.isfinite(np.asarray(leaf)))) for leaf in jax.tree.leaves(tree))
