@@ -48,6 +48,9 @@ def _isolated_cache(tmp_path_factory):
         os.environ["JAXSHRINK_CACHE"] = old
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
+
+
 def tiny_config(task: str = "sobel"):
     """The thesis network on 16x16 crops with a few steps: seconds, not minutes."""
     c = config_lib.base_config(task)
@@ -87,8 +90,7 @@ def load_config(name: str, arg: str | None = None):
     """`configs/<name>.py` loaded as `--config=configs/<name>.py:<arg>` would."""
     import importlib.util
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(f"{name}_config", f"{root}/configs/{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{name}_config", f"{ROOT}/configs/{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(arg)
@@ -113,7 +115,7 @@ def tiny_mnist():
 # collected last would leave one worker alone at the end.
 LONGEST_FIRST = (
     "test_distributed.py",
-    "test_pipeline.py",
+    "test_single.py",
     "test_notebooks.py",
     "test_reliability.py",
     "test_sweep.py",

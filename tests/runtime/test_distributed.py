@@ -15,11 +15,11 @@ import sys
 import time
 
 import pytest
+from conftest import ROOT
 
 from jaxshrink.core import errors, files
 from jaxshrink.runtime import distributed
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The quick sweep at a test's size: 2 seeds x 3 strategies x 2 thresholds = 12 runs
 # on 4 trained networks, a checkpoint after every 20 training steps and every round.
 OVERRIDES = {

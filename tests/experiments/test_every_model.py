@@ -8,14 +8,12 @@ import subprocess
 import sys
 
 import pytest
-from conftest import die_after_saves, load_config, tiny_mnist
+from conftest import ROOT, die_after_saves, load_config, tiny_mnist
 
 from jaxshrink.config import schema as config_lib
 from jaxshrink.config import validate
 from jaxshrink.core import errors
 from jaxshrink.experiments import single, sweep
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _cli(config_arg, workdir, *overrides, timeout=300):

@@ -6,14 +6,13 @@ import math
 import os
 
 import pytest
+from conftest import ROOT
 
 from jaxshrink.config import validate
 from jaxshrink.core import errors, files
 from jaxshrink.experiments import sweep
 from jaxshrink.search import strategies
 from jaxshrink.stats import analysis
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _row(seed, strategy, ratio, disabled, rounds=2, steps=100, flops=0.5, threshold=0.95):

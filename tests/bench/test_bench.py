@@ -5,6 +5,7 @@ import os
 import sys
 
 import pytest
+from conftest import ROOT
 
 from jaxshrink.bench import speed as bench
 
@@ -52,7 +53,7 @@ def test_a_peer_without_a_rate_is_an_error(tmp_path):
 
 
 def test_bench_measures_any_config_on_synthetic_data(tmp_path):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = ROOT
     config = os.path.join(root, "configs", "mnist.py") + ":quick"
     out = tmp_path / "bench.json"
     argv = ["--seeds=2", "--methods=loop", "--steps=1", f"--config={config}", f"--out={out}"]

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config, tiny_mnist
+from conftest import ROOT, tiny_config, tiny_mnist
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +27,6 @@ from jaxshrink.runtime import stages
 from jaxshrink.runtime import workdir as workdir_lib
 from jaxshrink.search import batching, minimize
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A tiny Canny run through the command line: train checkpoints every 10 steps,
 # minimize checkpoints every round.
 CLI = [

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import ROOT, tiny_config
 from jax import lax
 
 from jaxshrink.config import validate
@@ -258,7 +258,7 @@ def test_an_unknown_auto_setting_is_refused(monkeypatch):
 
 
 def test_the_direct_convs_experiment_writes_its_measurements(tmp_path):
-    path = os.path.join(os.path.dirname(__file__), "..", "experiments", "direct_convs.py")
+    path = os.path.join(ROOT, "experiments", "direct_convs.py")
     spec = importlib.util.spec_from_file_location("direct_convs_experiment", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

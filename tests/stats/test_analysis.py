@@ -7,6 +7,7 @@ import os
 import pathlib
 
 import pytest
+from conftest import ROOT
 
 from jaxshrink.core import files
 from jaxshrink.stats import analysis
@@ -16,7 +17,7 @@ from jaxshrink.stats import analysis
 # 0.95 / sqrt(0.04875) = 4.30265272974946385... (the often quoted 4.302652729911275
 # is wrong in the tenth decimal).
 T_975_2 = 0.95 / math.sqrt(2 * 0.975 * 0.025)
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "figure_4_2.py"
+SCRIPT = pathlib.Path(ROOT) / "experiments" / "figure_4_2.py"
 
 
 def _run(seed, strategy, threshold, drop, disabled, baseline=0.5):

@@ -10,14 +10,12 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import die_after_saves, tiny_config
+from conftest import ROOT, die_after_saves, tiny_config
 
 from jaxshrink.core import errors
 from jaxshrink.deploy import export
 from jaxshrink.experiments import single
 from jaxshrink.runtime import compile_cache, progress
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load_config(name: str):

@@ -8,14 +8,12 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import die_after_saves, tiny_config
+from conftest import ROOT, die_after_saves, tiny_config
 
 from jaxshrink.config import schema as config_lib
 from jaxshrink.config import validate
 from jaxshrink.core import errors, files
 from jaxshrink.experiments import single, sweep
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_sweep(method="loop"):
