@@ -37,10 +37,12 @@ images; about a minute on a 2-core CPU once the data is there.
 
 Runs per vmapped group (`batch.group_size`) for B and C, about 30 million parameters
 each: one run holds params, Adam's two moments and the gradient (4 x 4 bytes per
-parameter, about 0.5 GB) plus its activations (batch 50: under 0.1 GB for B, about
-0.3 GB for C). The `b` and `c` presets set `group_size` 8, which is 5 GB of state
-per group: far inside an 80 GB GPU (which could hold about 100 runs of B) and inside
-this 24 GB CPU machine's memory.
+parameter, about 0.5 GB) plus its activations and XLA's temporaries. XLA's memory
+analysis of one training step (`experiments/results/stepbench_cifar_b_memory_cpu.json`
+and `stepbench_cifar_c_memory_cpu.json`) gives about 1.1 GiB per run of B and 1.2 GiB
+of C in a group of 8, 9.0 and 9.6 GiB per group. The `b` and `c` presets set
+`group_size` 8: inside a 24 GB CPU machine's memory and far inside an 80 GB GPU (which
+could hold roughly 60 runs of B by the same count, not measured there).
 """
 
 import ml_collections

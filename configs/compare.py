@@ -1,4 +1,4 @@
-"""One comparison of every strategy on the same trained networks (issue 13, item 4).
+"""One comparison of every strategy on the same trained networks, paired tests against random.
 
     python -m jaxshrink.main --config=configs/compare.py:fcn         # edge FCN (Canny)
     python -m jaxshrink.main --config=configs/compare.py:mnist       # MNIST classifier
@@ -8,7 +8,7 @@
 A sweep (`jaxshrink.experiments.sweep`) in the shared design: `sweep.num_seeds` = 10 networks are
 trained once, and every strategy of `sweep.strategies` minimizes each of them at one
 threshold (0.95), so runs pair by seed. The default strategy list is every strategy in
-`strategies.STRATEGIES` (`config.comparison_strategies`), each with its own stopping
+`strategies.STRATEGIES` (`sweep.comparison_strategies`), each with its own stopping
 and group rules unless the preset sets `minimize.group`; a newly registered strategy
 joins without a change here. Besides the sweep's `runs.csv`, `results.json` and Figure
 4.2, the workdir gets `comparison.md` / `.csv` (per strategy: score ratio, units and
@@ -16,7 +16,9 @@ FLOPs removed, rounds, training steps, estimated seconds), `comparison_tests.csv
 (paired Wilcoxon tests, Holm-corrected against random and over all pairs) and
 `comparison.png`.
 
-Each preset is the model's CPU-sized ("quick") config; a few minutes on 2 CPU cores:
+Each preset is the model's CPU-sized ("quick") config; with nine strategies (90 runs)
+or all of them (190) a comparison took 26-38 minutes on 2 shared CPU cores
+(`experiments/results/compare_*_cpu.json`; the tables are in docs/results/compare.md):
 
 * `fcn`: the edge FCN at `configs/sweep.py:quick`'s size (32x32 Canny crops, 600
   initial steps, 40-step rounds), the thesis's stopping rules;
@@ -28,27 +30,24 @@ Each preset is the model's CPU-sized ("quick") config; a few minutes on 2 CPU co
   shrink in bounded rounds.
 """
 
-import importlib.util
 import os
 
 import ml_collections
 
-from jaxshrink.config import schema as config_lib
+from jaxshrink.config import loader
 from jaxshrink.core import errors
+from jaxshrink.experiments import sweep
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _model_config(name: str, arg: str | None) -> ml_collections.ConfigDict:
-    """`configs/<name>.py`'s `get_config(arg)` (config files are not a package)."""
-    spec = importlib.util.spec_from_file_location(f"_compare_{name}", f"{HERE}/{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+def _model_config(name: str, arg: str) -> ml_collections.ConfigDict:
+    """`configs/<name>.py:<arg>`, a sibling config file (`jaxshrink.config.loader`)."""
+    return loader.load(f"{HERE}/{name}.py:{arg}")
 
 
 def fcn() -> ml_collections.ConfigDict:
-    return config_lib.get_sweep_preset("canny", "quick")
+    return sweep.get_preset("canny", "quick")
 
 
 def mnist() -> ml_collections.ConfigDict:
@@ -72,4 +71,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             f"config argument: got {arg!r}; allowed: one of {sorted(MODELS)} "
             "(e.g. configs/compare.py:fcn)"
         )
-    return config_lib.add_comparison(MODELS[arg]())
+    return sweep.add_comparison(MODELS[arg]())

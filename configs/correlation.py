@@ -11,11 +11,11 @@ of the 10 hidden masks disabled in turn (and once none) and trained 10000 more s
 The workdir gets `correlation.csv`, `table_4_1.csv` and `table_4_1.md` (Table 4.1 on
 both samples: one scalar per repetition, the thesis's, and every (repetition, mask)
 pair pooled), `table_4_1_selected.csv`, `figure_4_1.png` and `results.json`; see
-`jaxshrink/correlation.py` for how each number is defined.
+`jaxshrink/experiments/correlation.py` for how each number is defined.
 """
 
-from jaxshrink.config import schema as config_lib
+from jaxshrink.experiments import correlation
 
 
 def get_config(arg: str | None = None):
-    return config_lib.get_correlation_preset("canny", arg)
+    return correlation.get_preset("canny", arg)

@@ -8,11 +8,11 @@ hidden units disabled in each of the three modes (one disabled; one disabled, ot
 frozen; one disabled and frozen) with zero and with re-drawn values, and trained one
 round (2000 steps). `quick`: 2 networks on 32x32 crops, 600 + 200 steps. The workdir
 gets `relearn.csv`, `relearn_table.md`, `relearn.png` and `results.json`; see
-`jaxshrink/relearn.py` for how each number is defined.
+`jaxshrink/experiments/relearn.py` for how each number is defined.
 """
 
-from jaxshrink.config import schema as config_lib
+from jaxshrink.experiments import relearn
 
 
 def get_config(arg: str | None = None):
-    return config_lib.get_relearn_preset("canny", arg)
+    return relearn.get_preset("canny", arg)

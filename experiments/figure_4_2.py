@@ -17,8 +17,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from jaxshrink import stats
 from jaxshrink.core import files
-from jaxshrink.stats import analysis
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -29,11 +29,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Runs the analysis, prints the table and the paths, and returns `analysis.figure_4_2`."""
+    """Runs the analysis, prints the table and the paths, and returns `stats.figure_4_2`."""
     args = parse_args(argv)
     rows = files.read_csv(os.path.join(args.sweep, "runs.csv"))
-    result = analysis.figure_4_2(rows, args.out or args.sweep)
-    print(analysis.format_table(result["summary"]))
+    result = stats.figure_4_2(rows, args.out or args.sweep)
+    print(stats.format_table(result["summary"]))
     print()
     print(result["findings"])
     print()

@@ -33,7 +33,7 @@ import os
 from IPython.display import Image, display
 
 from jaxshrink.config import schema as config_lib
-from jaxshrink.experiments import single
+from jaxshrink.experiments import runner
 
 config = config_lib.get_preset("sobel", "quick")  # or "canny"; None = the thesis's sizes
 config.minimize.strategy = "cosine"  # CosMax; try "random" or "sequential"
@@ -48,11 +48,11 @@ if os.environ.get("JAXSHRINK_NOTEBOOK_SMOKE"):  # CI: seconds-sized, same code p
 WORKDIR = os.path.abspath("runs/notebook-quickstart")
 
 # %% [markdown]
-# `single.run` trains, minimizes, exports the smaller network and writes pictures
+# `runner.run` trains, minimizes, exports the smaller network and writes pictures
 # and `results.json` into the workdir. Rerunning the cell resumes from checkpoints.
 
 # %%
-results = single.run(config, WORKDIR)
+results = runner.run(config, WORKDIR)
 
 # %% [markdown]
 # ## The kept-filter matrix
@@ -138,6 +138,6 @@ mine.minimize.round_steps, mine.minimize.max_rounds = 50, 5
 if os.environ.get("JAXSHRINK_NOTEBOOK_SMOKE"):
     mine.data.train_size, mine.data.eval_size = 200, 50
     mine.train.initial_steps, mine.train.eval_every, mine.minimize.round_steps = 20, 10, 2
-own = single.run(mine, os.path.abspath("runs/notebook-mynet"), model=model)
+own = runner.run(mine, os.path.abspath("runs/notebook-mynet"), model=model)
 print(f"units per layer {own['widths']['before']} -> {own['widths']['after']}")
 display(Image(os.path.join(own["workdir"], "confusion_matrix.png")))

@@ -24,7 +24,7 @@
 # * **Figure 4.1** -- the immediate drop after disabling against the best score
 #   reached later;
 # * **Figure 4.2** -- CosMax, Random and Seq at five thresholds, with paired
-#   Wilcoxon tests (`jaxshrink.experiments.sweep`, `jaxshrink.stats.analysis`).
+#   Wilcoxon tests (`jaxshrink.experiments.sweep`, `jaxshrink.stats`).
 #
 # It stays thin: every number comes from the library. By default it runs the
 # `quick` presets (minutes on a laptop CPU). Point `SWEEP_DIR` / `CORRELATION_DIR`
@@ -39,10 +39,9 @@ import os
 
 from IPython.display import Image, Markdown, display
 
-from jaxshrink.config import schema as config_lib
+from jaxshrink import stats
 from jaxshrink.core import files
-from jaxshrink.experiments import correlation, sweep
-from jaxshrink.stats import analysis
+from jaxshrink.experiments import correlation, runner, sweep
 
 SWEEP_DIR = None  # a finished sweep's workdir, or None to run the quick sweep here
 CORRELATION_DIR = None  # a finished correlation run's workdir, or None to run it here
@@ -65,13 +64,13 @@ def smoke(c):
 
 # %%
 if CORRELATION_DIR is None:
-    c = config_lib.get_correlation_preset("canny", PRESET)
+    c = correlation.get_preset("canny", PRESET)
     if SMOKE:
         smoke(c)
         c.correlation.repetitions, c.correlation.second_steps = 3, 20
         c.correlation.eval_every = 10
     CORRELATION_DIR = os.path.abspath("runs/notebook-correlation")
-    correlation.run_correlation(c, CORRELATION_DIR)
+    runner.run(c, CORRELATION_DIR)
 
 # Both readings of the thesis's sample: one scalar per repetition, and every
 # (repetition, mask) pair pooled (`table_4_1.md` holds both, labelled).
@@ -93,16 +92,16 @@ display(Image(os.path.join(CORRELATION_DIR, "figure_4_1.png")))
 
 # %%
 if SWEEP_DIR is None:
-    c = config_lib.get_sweep_preset("canny", PRESET)
+    c = sweep.get_preset("canny", PRESET)
     if SMOKE:
         smoke(c)
         c.minimize.round_steps, c.sweep.num_seeds = 5, 2
         c.sweep.thresholds = (0.9, 1.0)
     SWEEP_DIR = os.path.abspath("runs/notebook-sweep")
-    sweep.run_sweep(c, SWEEP_DIR)
+    runner.run(c, SWEEP_DIR)
 
-figure = analysis.figure_4_2(files.read_csv(os.path.join(SWEEP_DIR, "runs.csv")), SWEEP_DIR)
-print(analysis.format_table(figure["summary"]))
+figure = stats.figure_4_2(files.read_csv(os.path.join(SWEEP_DIR, "runs.csv")), SWEEP_DIR)
+print(stats.format_table(figure["summary"]))
 display(Image(figure["paths"]["figure"]))
 
 # %% [markdown]

@@ -9,7 +9,8 @@ same machinery.
 
 The public surface, importable from here:
 
-* `run(config, workdir, model=None)`: one run (train, shrink, export, report);
+* `run(config, workdir, model=None)`: one run (train, shrink, export, report), or the
+  experiment whose section the config has (sweep, correlation, relearn, depth);
 * `Model`: the interface of any maskable Flax module (`Model.create(...)`);
 * `common_config(task, dataset)`: every config field at its default;
 * `load_config("configs/sobel.py:quick")`: a config file with presets applied.
@@ -47,7 +48,7 @@ __all__ = ["Model", "common_config", "load_config", "run", "__version__"]
 # The public names and where they live (imported on first use: `import jaxshrink` is cheap).
 _PUBLIC = {
     "Model": ("jaxshrink.core.models.base", "Model"),
-    "run": ("jaxshrink.experiments.single", "run"),
+    "run": ("jaxshrink.experiments.runner", "run"),
     "common_config": ("jaxshrink.config.schema", "common_config"),
     "load_config": ("jaxshrink.config.loader", "load"),
 }
@@ -75,7 +76,7 @@ MOVED = {
     "models": "jaxshrink.core.models (or jaxshrink.Model)",
     "onnx_export": "jaxshrink.deploy.onnx",
     "optim": "jaxshrink.core.optim",
-    "pipeline": "jaxshrink.run (jaxshrink.experiments.single) and jaxshrink.runtime",
+    "pipeline": "jaxshrink.run (jaxshrink.experiments.runner) and jaxshrink.runtime",
     "plots": "jaxshrink.report.plots",
     "quantize": "jaxshrink.deploy.quantize",
     "relearn": "jaxshrink.experiments.relearn",

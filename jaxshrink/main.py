@@ -27,7 +27,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxshrink.core import errors
-from jaxshrink.experiments import correlation, depth, relearn, single, sweep
+from jaxshrink.experiments import runner
 from jaxshrink.runtime import compile_cache, distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -74,19 +74,11 @@ def main(argv):
             timeout_s=_JOIN_TIMEOUT.value,
             heartbeat_s=_HEARTBEAT.value,
         )
-        if "sweep" in config:
-            sweep.run_sweep(config, workdir)
-        elif "correlation" in config:
-            correlation.run_correlation(config, workdir)
-        elif "relearn" in config:
-            relearn.run_relearn(config, workdir)
-        elif "depth" in config:
-            depth.run_depth(config, workdir)
-        else:
-            results = single.run(config, workdir)
-            if results.get("status", "ok") != "ok":
-                print(f"jaxshrink: run failed: {results['status']}", file=sys.stderr)
-                sys.exit(1)
+        # The config's section selects the experiment (`jaxshrink.experiments.registry`).
+        status = runner.status(runner.run(config, workdir))
+        if status != "ok":  # a run that could not go on: results.json says why
+            print(f"jaxshrink: run failed: {status}", file=sys.stderr)
+            sys.exit(1)
     except errors.UserError as e:  # the user's to fix: one line, no traceback
         print(f"jaxshrink: error: {e}", file=sys.stderr)
         sys.exit(2)

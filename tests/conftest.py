@@ -87,13 +87,11 @@ def die_after_saves(monkeypatch, stage: str, saves: int):
 
 
 def load_config(name: str, arg: str | None = None):
-    """`configs/<name>.py` loaded as `--config=configs/<name>.py:<arg>` would."""
-    import importlib.util
+    """`configs/<name>.py` loaded as `--config=configs/<name>.py:<arg>` would
+    (`jaxshrink.config.loader`, the one loader)."""
+    from jaxshrink.config import loader
 
-    spec = importlib.util.spec_from_file_location(f"{name}_config", f"{ROOT}/configs/{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return loader.load(f"{ROOT}/configs/{name}.py" + (f":{arg}" if arg else ""))
 
 
 def tiny_mnist():

@@ -335,11 +335,33 @@ def check_gradients(
     if rng is None or isinstance(rng, (int, np.integer)):
         rng = jax.random.PRNGKey(int(rng or 0))
     gen = np.random.default_rng(np.asarray(jax.random.key_data(rng), np.uint32).ravel())
-    model_spec = model.spec
     masks = {k: np.asarray(v, bool) for k, v in masks.items()}
+    if frozen is not None:
+        frozen = {k: np.asarray(v, bool) for k, v in frozen.items()}
+    probes = _probes(model.spec, params, masks, frozen, num_coordinates, num_directions, gen)
+    with jax.enable_x64(True):
+        slopes, grads, updates = _measure(
+            model, loss_fn, params, masks, x, y, frozen, optimizer, delta,
+            probes.idx, probes.dead_idx, probes.directions, dropout_rng,
+        )  # fmt: skip
+    return _verdict(probes, slopes, grads, updates, delta)
 
-    # Bookkeeping in numpy, before float64 mode: which entries disabled units own or
-    # read, and which are fair game for sampling.
+
+class _Probes(NamedTuple):
+    """What `check_gradients` probes, as flat (`ravel_pytree` order) numpy arrays."""
+
+    names: list[tuple[str, int]]  # (leaf path, size) per params leaf
+    idx: np.ndarray  # the sampled coordinates
+    dead_idx: np.ndarray  # every entry a disabled unit owns
+    fed_dead: np.ndarray  # bool: the entries that read a disabled unit
+    directions: np.ndarray  # (num_directions, total) unit vectors
+    is_frozen: np.ndarray | None  # bool: entries of frozen units (None: not checked)
+    is_trained: np.ndarray | None  # bool: entries of live, unfrozen units
+
+
+def _probes(model_spec, params, masks, frozen, num_coordinates, num_directions, gen) -> _Probes:
+    """The bookkeeping, in numpy before float64 mode: which entries disabled units own
+    or read, which are fair game for sampling, the samples and the directions."""
     dead = {k: ~v for k, v in masks.items()}
     owned_dead = _flat_mask(spec_lib.expand(model_spec, dead, params, fill=False))
     fed_dead = _flat_mask(_fed_dead(model_spec, masks, params))
@@ -353,45 +375,31 @@ def check_gradients(
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     is_frozen = is_trained = None
     if frozen is not None:
-        frozen = {k: np.asarray(v, bool) for k, v in frozen.items()}
         trained = {k: masks[k] & ~frozen[k] for k in masks}
         is_frozen = _flat_mask(spec_lib.expand(model_spec, frozen, params, fill=False))
         is_trained = _flat_mask(spec_lib.expand(model_spec, trained, params, fill=False))
+    return _Probes(names, idx, dead_idx, fed_dead, directions, is_frozen, is_trained)
 
-    with jax.enable_x64(True):
-        slopes, grads, updates = _measure(
-            model, loss_fn, params, masks, x, y, frozen, optimizer, delta,
-            idx, dead_idx, directions, dropout_rng,
-        )  # fmt: skip
 
+def _verdict(probes: _Probes, slopes, grads, updates, delta: float) -> GradCheck:
+    """The `GradCheck` of the measured slopes, gradient and optimizer update."""
+    idx, dead_idx = probes.idx, probes.dead_idx
     # (a) sampled coordinates at their largest kink-free step.
     numeric, step, kinked, fixed = slopes["coordinates"]
     analytic = grads[idx]
     errors = relative_error(analytic, numeric)
     fixed_errors = relative_error(analytic, fixed)
     ok = errors[~kinked]
-    worst = ""
-    if idx.size:
-        w = int(np.argmax(np.where(kinked, -1.0, errors)))
-        ends = np.cumsum([size for _, size in names])
-        leaf = int(np.searchsorted(ends, idx[w], side="right"))
-        offset = int(idx[w] - (ends[leaf - 1] if leaf else 0))
-        worst = (
-            f"{names[leaf][0]}[{offset}]: autodiff {analytic[w]:.12e}, "
-            f"difference {numeric[w]:.12e} (step {step[w]:.0e}), "
-            f"relative error {errors[w]:.3e}" + (" (kink)" if kinked[w] else "")
-        )
     # (b) disabled units: every owned entry probed; the inputs reading them, gradient only.
     masked_fd = float(np.max(np.abs(slopes["masked"]), initial=0.0))
     # (c) directions.
     dir_numeric, _, dir_kinked, _ = slopes["directions"]
-    dir_errors = relative_error(directions @ grads, dir_numeric)[~dir_kinked]
+    dir_errors = relative_error(probes.directions @ grads, dir_numeric)[~dir_kinked]
     # (d) one optimizer step with frozen units.
     frozen_max = live_max = None
     if updates is not None:
-        frozen_max = float(np.max(np.abs(updates[is_frozen]), initial=0.0))
-        live_max = float(np.max(np.abs(updates[is_trained]), initial=0.0))
-
+        frozen_max = float(np.max(np.abs(updates[probes.is_frozen]), initial=0.0))
+        live_max = float(np.max(np.abs(updates[probes.is_trained]), initial=0.0))
     return GradCheck(
         max_relative_error=float(np.max(ok, initial=0.0)),
         mean_relative_error=float(np.mean(ok)) if ok.size else 0.0,
@@ -400,7 +408,7 @@ def check_gradients(
         max_relative_error_all=float(np.max(errors, initial=0.0)),
         max_directional_error=float(np.max(dir_errors)) if dir_errors.size else None,
         masked_grad_max_abs=float(np.max(np.abs(grads[dead_idx]), initial=0.0)),
-        fed_grad_max_abs=float(np.max(np.abs(grads[fed_dead]), initial=0.0)),
+        fed_grad_max_abs=float(np.max(np.abs(grads[probes.fed_dead]), initial=0.0)),
         masked_fd_max_abs=masked_fd,
         frozen_update_max_abs=frozen_max,
         live_update_max_abs=live_max,
@@ -411,7 +419,23 @@ def check_gradients(
         masked_coordinates=int(dead_idx.size),
         directions_checked=int(dir_errors.size),
         delta=float(delta),
-        worst=worst,
+        worst=_worst(probes, analytic, numeric, step, errors, kinked),
+    )
+
+
+def _worst(probes: _Probes, analytic, numeric, step, errors, kinked) -> str:
+    """The sampled coordinate of the largest kink-free error, for a person ('' if none)."""
+    idx, names = probes.idx, probes.names
+    if not idx.size:
+        return ""
+    w = int(np.argmax(np.where(kinked, -1.0, errors)))
+    ends = np.cumsum([size for _, size in names])
+    leaf = int(np.searchsorted(ends, idx[w], side="right"))
+    offset = int(idx[w] - (ends[leaf - 1] if leaf else 0))
+    return (
+        f"{names[leaf][0]}[{offset}]: autodiff {analytic[w]:.12e}, "
+        f"difference {numeric[w]:.12e} (step {step[w]:.0e}), "
+        f"relative error {errors[w]:.3e}" + (" (kink)" if kinked[w] else "")
     )
 
 
@@ -452,56 +476,72 @@ def _measure(
     host = np.asarray(flat)
 
     def run(i, d, h):
-        """Central differences (and whether both sides kept θ's decisions) per probe."""
-        n = len(i)
-        i, d, h = np.repeat(i, 2), np.repeat(d, 2), np.repeat(h, 2) * np.tile([1.0, -1.0], n)
-        pad = -len(i) % CHUNK
-        i, d, h = (np.concatenate([a, np.zeros(pad, a.dtype)]) for a in (i, d, h))
-        out = [chunk(*(a[k : k + CHUNK] for a in (i, d, h))) for k in range(0, len(i), CHUNK)]
-        if not out:
-            return np.zeros(0), np.zeros(0, bool)
-        value, flips = (np.concatenate([np.asarray(o[j]) for o in out])[: 2 * n] for j in (0, 1))
-        i, d, h = i[: 2 * n : 2], d[: 2 * n : 2], h[: 2 * n : 2]
-        # The step actually taken along a coordinate: (θ_i + h) - (θ_i - h) in float64.
-        width = np.where(d < 0, (host[i] + h) - (host[i] - h), 2 * h)
-        return (value[0::2] - value[1::2]) / width, (flips[0::2] + flips[1::2]) == 0
-
-    def at_smooth_step(i, d):
-        """Each probe at the largest of delta, delta / 10, ... that crosses no kink."""
-        n = len(i)
-        numeric, step, kinked = np.zeros(n), np.full(n, delta), np.ones(n, bool)
-        todo = np.arange(n)
-        fixed = numeric
-        for s in range(SHRINK):
-            h = np.full(todo.size, delta * 10.0**-s)
-            slope, smooth = run(i[todo], d[todo], h)
-            if s == 0:
-                numeric, fixed = slope.copy(), slope
-            numeric[todo[smooth]] = slope[smooth]
-            step[todo[smooth]] = h[smooth]
-            kinked[todo[smooth]] = False
-            todo = todo[~smooth]
-        return numeric, step, kinked, fixed
+        return _central_differences(chunk, host, i, d, h)
 
     k = len(dirs)
     slopes = {
-        "coordinates": at_smooth_step(idx.astype(np.int32), np.full(idx.size, -1, np.int32)),
-        "directions": at_smooth_step(np.zeros(k, np.int32), np.arange(k, dtype=np.int32)),
+        "coordinates": _at_smooth_step(
+            run, idx.astype(np.int32), np.full(idx.size, -1, np.int32), delta
+        ),
+        "directions": _at_smooth_step(
+            run, np.zeros(k, np.int32), np.arange(k, dtype=np.int32), delta
+        ),
         "masked": run(
             dead_idx.astype(np.int32), np.full(dead_idx.size, -1, np.int32),
             np.full(dead_idx.size, delta),
         )[0],
     }  # fmt: skip
-
     updates = None
     if optimizer is not None:
-        frozen = {key: jnp.asarray(v) for key, v in frozen.items()}
-
-        @jax.jit
-        def step(params, grads, frozen):
-            grads = unravel(grads)
-            out, _ = optimizer.update(grads, optimizer.init(params), params, frozen=frozen)
-            return ravel_pytree(out)[0]
-
-        updates = np.asarray(step(params, grads, frozen))
+        updates = _optimizer_update(optimizer, unravel, params, grads, frozen)
     return slopes, np.asarray(grads), updates
+
+
+def _central_differences(chunk: Callable, host: np.ndarray, i, d, h):
+    """Central differences (and whether both sides kept θ's decisions) per probe:
+    coordinate `i` (where `d` < 0) or direction `d`, step `h`, in `chunk`'s compiled
+    loop of `CHUNK` loss evaluations; `host` is θ flat."""
+    n = len(i)
+    i, d, h = np.repeat(i, 2), np.repeat(d, 2), np.repeat(h, 2) * np.tile([1.0, -1.0], n)
+    pad = -len(i) % CHUNK
+    i, d, h = (np.concatenate([a, np.zeros(pad, a.dtype)]) for a in (i, d, h))
+    out = [chunk(*(a[k : k + CHUNK] for a in (i, d, h))) for k in range(0, len(i), CHUNK)]
+    if not out:
+        return np.zeros(0), np.zeros(0, bool)
+    value, flips = (np.concatenate([np.asarray(o[j]) for o in out])[: 2 * n] for j in (0, 1))
+    i, d, h = i[: 2 * n : 2], d[: 2 * n : 2], h[: 2 * n : 2]
+    # The step actually taken along a coordinate: (θ_i + h) - (θ_i - h) in float64.
+    width = np.where(d < 0, (host[i] + h) - (host[i] - h), 2 * h)
+    return (value[0::2] - value[1::2]) / width, (flips[0::2] + flips[1::2]) == 0
+
+
+def _at_smooth_step(run: Callable, i, d, delta: float):
+    """Each probe at the largest of delta, delta / 10, ... that crosses no kink; returns
+    (difference, step, kinked, difference at delta)."""
+    n = len(i)
+    numeric, step, kinked = np.zeros(n), np.full(n, delta), np.ones(n, bool)
+    todo = np.arange(n)
+    fixed = numeric
+    for s in range(SHRINK):
+        h = np.full(todo.size, delta * 10.0**-s)
+        slope, smooth = run(i[todo], d[todo], h)
+        if s == 0:
+            numeric, fixed = slope.copy(), slope
+        numeric[todo[smooth]] = slope[smooth]
+        step[todo[smooth]] = h[smooth]
+        kinked[todo[smooth]] = False
+        todo = todo[~smooth]
+    return numeric, step, kinked, fixed
+
+
+def _optimizer_update(optimizer, unravel: Callable, params, grads, frozen) -> np.ndarray:
+    """One optimizer step from a fresh state with the `frozen` units, flat."""
+    frozen = {key: jnp.asarray(v) for key, v in frozen.items()}
+
+    @jax.jit
+    def step(params, grads, frozen):
+        grads = unravel(grads)
+        out, _ = optimizer.update(grads, optimizer.init(params), params, frozen=frozen)
+        return ravel_pytree(out)[0]
+
+    return np.asarray(step(params, grads, frozen))

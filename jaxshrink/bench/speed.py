@@ -40,9 +40,7 @@ output says so).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 import shlex
 import subprocess
 import time
@@ -54,8 +52,9 @@ import numpy as np
 
 from jaxshrink import data
 from jaxshrink.bench import stepbench
+from jaxshrink.config import loader
 from jaxshrink.config import schema as config_lib
-from jaxshrink.core import augment, files, train
+from jaxshrink.core import augment, errors, files, train
 from jaxshrink.search import batching
 
 GPU_DEFAULTS = {"sizes": "128,256", "seeds": "1,8,64,256", "steps": 50}
@@ -82,19 +81,17 @@ def _config(size: int, precision: str, method: str, grad: str, base=None, conv: 
 
 
 def load_config(arg: str) -> ml_collections.ConfigDict:
-    """A config file as ``--config`` names it: 'configs/mnist.py' or 'configs/mnist.py:quick'."""
-    path, _, preset = arg.partition(":")
-    spec = importlib.util.spec_from_file_location("jaxshrink_bench_config", path)
-    if spec is None or not os.path.exists(path):
-        raise SystemExit(f"jaxshrink.bench.speed: no config file {path!r}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(preset or None)
+    """A config file as ``--config`` names it: 'configs/mnist.py' or 'configs/mnist.py:quick'
+    (`jaxshrink.config.loader`); a bad one stops the benchmark with its one-line error."""
+    try:
+        return loader.load(arg)
+    except errors.ConfigError as e:
+        raise SystemExit(f"jaxshrink.bench.speed: {e}") from None
 
 
 def input_shape(config) -> tuple[int, ...]:
     """One example's shape as the configured model sees it (after augmentation)."""
-    return tuple(augment.output_shape_of(config.get("augment"), data.input_shape(config.data)))
+    return tuple(augment.output_shape_of(config.augment, data.input_shape(config.data)))
 
 
 def _data(size: int, n: int, seed: int = 0):
@@ -174,17 +171,8 @@ def measure(
         .compile()
     )
     compile_eval = time.perf_counter() - t0
-
-    jax.block_until_ready(train_fn(states, data, num_steps))  # warm-up
-    rates = []
-    for _ in range(max(1, int(repeats))):
-        t0 = time.perf_counter()
-        out, _ = jax.block_until_ready(train_fn(states, data, num_steps))
-        rates.append(seeds * steps / (time.perf_counter() - t0))
-    jax.block_until_ready(eval_fn(out.params, out.model_state, out.masks, eval_data))
-    t0 = time.perf_counter()
-    jax.block_until_ready(eval_fn(out.params, out.model_state, out.masks, eval_data))
-    eval_seconds = time.perf_counter() - t0
+    rates, out = _train_rates(train_fn, states, data, num_steps, seeds * steps, repeats)
+    eval_seconds = _eval_seconds(eval_fn, out, eval_data)
     return {
         "size": size,
         "input_shape": list(input_shape(config)),
@@ -202,6 +190,25 @@ def measure(
         "train_bytes": memory,
         "train_bytes_per_run": memory / seeds,
     }
+
+
+def _train_rates(train_fn, states, data, num_steps, seed_steps: int, repeats: int):
+    """Seed-steps/s of `repeats` timed calls after a warm-up, and the trained states."""
+    jax.block_until_ready(train_fn(states, data, num_steps))  # warm-up
+    rates = []
+    for _ in range(max(1, int(repeats))):
+        t0 = time.perf_counter()
+        out, _ = jax.block_until_ready(train_fn(states, data, num_steps))
+        rates.append(seed_steps / (time.perf_counter() - t0))
+    return rates, out
+
+
+def _eval_seconds(eval_fn, states, eval_data) -> float:
+    """Seconds of one evaluation of every run, after a warm-up."""
+    jax.block_until_ready(eval_fn(states.params, states.model_state, states.masks, eval_data))
+    t0 = time.perf_counter()
+    jax.block_until_ready(eval_fn(states.params, states.model_state, states.masks, eval_data))
+    return time.perf_counter() - t0
 
 
 def program_bytes(compiled) -> int:
@@ -345,9 +352,8 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
-    backend = jax.default_backend()
-    defaults = CPU_DEFAULTS if backend == "cpu" else GPU_DEFAULTS
+def _parser(defaults: dict) -> argparse.ArgumentParser:
+    """The command line's flags; `defaults` (sizes, seeds, steps) follow the backend."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=defaults["sizes"], help="image sizes, e.g. 128,256")
     parser.add_argument("--seeds", default=defaults["seeds"], help="runs per batch, e.g. 1,8,64")
@@ -394,7 +400,14 @@ def main(argv=None) -> dict:
         "in the device's memory (needs a backend that reports its memory limit)",
     )
     parser.add_argument("--out", default="bench.json")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> dict:
+    """Measures the rows the flags ask for, prints them and writes the JSON (`--out`)."""
+    backend = jax.default_backend()
+    defaults = CPU_DEFAULTS if backend == "cpu" else GPU_DEFAULTS
+    args = _parser(defaults).parse_args(argv)
     base = load_config(args.config) if args.config else None
     precisions = args.precision.split(",")
 
@@ -402,7 +415,7 @@ def main(argv=None) -> dict:
     print(f"device: {device} ({backend}), jax {jax.__version__}, precision {args.precision}")
     if backend == "cpu" and args.sizes == CPU_DEFAULTS["sizes"]:
         print("CPU: sizes and seed counts are smaller than the GPU's 128/256 and 1..256 seeds.")
-    rows, fits = [], []
+    rows = []
     report = {
         **files.provenance("python -m jaxshrink.bench", argv),
         "precision": args.precision,
@@ -417,57 +430,68 @@ def main(argv=None) -> dict:
     sizes = _ints(args.sizes) if base is None else ["x".join(map(str, input_shape(base)))]
     for size in sizes:
         for precision in precisions:
-            flops = step_flops(_config(size, precision, "loop", "sum", base))
-            for seeds in _ints(args.seeds):
-                peer = (
-                    run_peer(args.peer, size, seeds, args.steps, args.repeats)
-                    if args.peer
-                    else None
-                )
-                for method in args.methods.split(","):
-                    for grad in args.grads.split(",") if method == "vmap" else ["sum"]:
-                        for conv in args.convs.split(","):
-                            row = measure(
-                                size,
-                                seeds,
-                                method,
-                                grad,
-                                args.steps,
-                                precision,
-                                base=base,
-                                conv=conv,
-                                repeats=args.repeats,
-                            )
-                            row["flops_per_seed_step"] = flops
-                            row["gflops_per_s"] = flops * row["seed_steps_per_s"] / 1e9
-                            if args.peak:
-                                peak = report["matmul_gflops_per_s"][precision]
-                                row["fraction_of_matmul_peak"] = row["gflops_per_s"] / peak
-                            if peer is not None:
-                                row["peer"] = peer
-                                row["ratio"] = row["seed_steps_per_s"] / peer["seed_steps_per_s"]
-                            rows.append(row)
-                            print(_table([row]).splitlines()[-1], flush=True)
-                            files.write_json(args.out, report)  # a killed run keeps its rows
+            _measure_rows(args, report, size, precision, base)
         if args.fit:
-            method, _, grad = args.fit.partition("/")
-            fit = largest_group(size, precisions[0], method, grad or "sum", base)
-            if fit is None:
-                print("--fit: this backend reports no memory limit; skipped")
-            else:
-                fits.append(fit)
-                report["largest_group"] = fits
-                print(
-                    f"size {size}: {fit['bytes_per_run'] / 2**20:.1f} MiB per run, "
-                    f"largest group {fit['largest_group']} (fits: {fit['fits']})",
-                    flush=True,
-                )
-                files.write_json(args.out, report)
+            _fit_row(args, report, size, precisions[0], base)
     print()
     print(_table(rows))
     files.write_json(args.out, report)
     print(f"\nwrote {args.out}")
     return report
+
+
+def _variants(args):
+    """(method, grad, conv) of every row of one size, precision and seed count."""
+    for method in args.methods.split(","):
+        for grad in args.grads.split(",") if method == "vmap" else ["sum"]:
+            for conv in args.convs.split(","):
+                yield method, grad, conv
+
+
+def _measure_rows(args, report: dict, size, precision: str, base) -> None:
+    """The rows of one size and precision, each printed and written when measured."""
+    flops = step_flops(_config(size, precision, "loop", "sum", base))
+    for seeds in _ints(args.seeds):
+        peer = run_peer(args.peer, size, seeds, args.steps, args.repeats) if args.peer else None
+        for method, grad, conv in _variants(args):
+            row = measure(
+                size,
+                seeds,
+                method,
+                grad,
+                args.steps,
+                precision,
+                base=base,
+                conv=conv,
+                repeats=args.repeats,
+            )
+            row["flops_per_seed_step"] = flops
+            row["gflops_per_s"] = flops * row["seed_steps_per_s"] / 1e9
+            if args.peak:
+                peak = report["matmul_gflops_per_s"][precision]
+                row["fraction_of_matmul_peak"] = row["gflops_per_s"] / peak
+            if peer is not None:
+                row["peer"] = peer
+                row["ratio"] = row["seed_steps_per_s"] / peer["seed_steps_per_s"]
+            report["rows"].append(row)
+            print(_table([row]).splitlines()[-1], flush=True)
+            files.write_json(args.out, report)  # a killed run keeps its rows
+
+
+def _fit_row(args, report: dict, size, precision: str, base) -> None:
+    """`--fit`: the largest group of one size, added to ``largest_group`` and written."""
+    method, _, grad = args.fit.partition("/")
+    fit = largest_group(size, precision, method, grad or "sum", base)
+    if fit is None:
+        print("--fit: this backend reports no memory limit; skipped")
+        return
+    report.setdefault("largest_group", []).append(fit)
+    print(
+        f"size {size}: {fit['bytes_per_run'] / 2**20:.1f} MiB per run, "
+        f"largest group {fit['largest_group']} (fits: {fit['fits']})",
+        flush=True,
+    )
+    files.write_json(args.out, report)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def split_arg(config_arg: str) -> tuple[str, str | None]:
 def load_module(path: str):
     """The config file at `path` as a module (config files are not a package)."""
     if not os.path.isfile(path):
-        raise errors.ConfigError(f"config file {path!r} does not exist; allowed: a configs/*.py")
+        raise errors.ConfigError(f"no config file {path!r}; allowed: a configs/*.py file")
     name = "jaxshrink_config_" + os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)

@@ -3,12 +3,15 @@
 Every field a run reads is created here with its thesis's value (section in
 brackets; seed 001 unless another thesis is named), so a config file only states
 what it changes. Departures from a thesis are options whose comment says why.
-`jaxshrink.config.validate` checks a config in one place before any work starts.
+`jaxshrink.config.validate` checks a config in one place before any work starts, and
+`jaxshrink.config.resolve` then replaces its automatic values (the markers: '' loss,
+-1 rules, 'auto', None) by the concrete ones a run uses.
 
 Sections: `task` (`tasks.TASKS`), `data` (`data.DATASETS`), `model`
 (`models.FAMILIES`), `optim` (`optim.OPTIMIZERS`), `train`, `minimize`
-(`strategies.STRATEGIES`), `batch` (`batching`), `output`; a sweep adds `sweep`, the
-correlation experiment `correlation`.
+(`strategies.STRATEGIES`), `batch` (`batching`), `output`, `deploy`. An experiment
+adds its own section (`sweep`, `correlation`, `relearn`, `depth`), whose defaults and
+presets live in its module (`jaxshrink.experiments.sweep`, ...).
 """
 
 from __future__ import annotations
@@ -25,6 +28,25 @@ EDGE_LOSSES = {
     # Canny targets are binary: the thesis introduces the soft F1 loss for them (2.3.1).
     "canny": "f1",
 }
+
+
+def _model() -> ml_collections.ConfigDict:
+    # The fields of every family (`models.FAMILIES`); a config adds `name` and the
+    # family's own (`layers`, `init_std`, ...). A model of your own reads none of them.
+    m = ml_collections.ConfigDict()
+    # True: a hidden layer with no live unit passes its input on, so a minimization can
+    # remove whole layers (`minimize.depth`); False: the thesis's fixed depth.
+    m.bypass = False
+    # 'highest' = true float32 convolutions; 'default' lets GPUs use TF32 (faster).
+    m.precision = "highest"
+    # How convolutions are computed (`jaxshrink.core.convs`; the same function, different
+    # float rounding): 'auto' = 'direct' on a CPU for few-channel layers (shifted planes
+    # times kernel scalars; the FCN's host step 1.1-2.1x faster than with XLA's in
+    # experiments/results/bench_direct_cpu.json, more since: README),
+    # XLA's elsewhere; or 'xla', 'taps' (per-tap kernel gradient), 'direct' everywhere.
+    # `jaxshrink.config.resolve` records which one 'auto' is (`convs.auto_form`).
+    m.conv = "auto"
+    return m
 
 
 def _optim() -> ml_collections.ConfigDict:
@@ -70,7 +92,7 @@ def _minimize() -> ml_collections.ConfigDict:
     m.group_threshold = ml_collections.config_dict.placeholder(float)  # None: the strategy's
     # Thesis 003's "distorted" pruning (2.8.1), off by default: before a round
     # retrains, every kernel w gets distort * U(-1, 1) * (1 - var(w)) added
-    # (`strategies.distort`; 003 uses distort = 1), disabled units' kernels excepted.
+    # (`minimize.distort`; 003 uses distort = 1), disabled units' kernels excepted.
     # Its "regularized" pruning is `optim.l1`.
     m.distort = 0.0
     # Depth and growth (not in the thesis's final implementation, whose aim was also
@@ -133,7 +155,7 @@ def common_config(task: str, dataset: str) -> ml_collections.ConfigDict:
     c.task = task
     c.seed = 0
     c.data = data.default_config(dataset)
-    c.model = ml_collections.ConfigDict()  # empty: a model of your own needs none
+    c.model = _model()
     c.optim = _optim()
     c.train = ml_collections.ConfigDict()
     c.train.loss = ""  # '' = the task's default (`tasks.TASKS[task].losses[0]`)
@@ -169,17 +191,6 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
     c.model.kernel_size = 5  # [2.3]
     c.model.out_channels = 1  # one edge map
     c.model.init_std = 0.05  # truncated normal, mean 0 [2.3]
-    # True: a hidden layer with no live unit passes its input on, so a minimization can
-    # remove whole layers (`minimize.depth`); False: the thesis's fixed depth.
-    c.model.bypass = False
-    # 'highest' = true float32 convolutions; 'default' lets GPUs use TF32 (faster).
-    c.model.precision = "highest"
-    # How convolutions are computed (`jaxshrink.core.convs`; the same function, different
-    # float rounding): 'auto' = 'direct' on a CPU for few-channel layers (shifted planes
-    # times kernel scalars; the FCN's host step 1.1-2.1x faster than with XLA's in
-    # experiments/results/bench_direct_cpu.json, more since: README),
-    # XLA's elsewhere; or 'xla', 'taps' (per-tap kernel gradient), 'direct' everywhere.
-    c.model.conv = "auto"
     c.train.loss = EDGE_LOSSES[dataset]
     c.deploy.input_shape = (256, 256, 1)  # the thesis's image size [2.2], whatever the crops
     return c
@@ -234,213 +245,3 @@ def apply_presets(config, presets: dict, arg: str | None) -> ml_collections.Conf
 def get_preset(dataset: str, arg: str | None = None) -> ml_collections.ConfigDict:
     """`base_config(dataset)` with the presets named by `arg` ('quick', or None)."""
     return apply_presets(base_config(dataset), PRESETS, arg)
-
-
-# How a sweep's runs get their trained networks (see `jaxshrink.experiments.sweep`): 'thesis' =
-# one network per (seed, threshold), shared by the strategies [4.3]; 'shared' = one
-# network per seed, shared by every strategy and threshold (fewer trainings, and
-# thresholds are paired too).
-SWEEP_DESIGNS = ("thesis", "shared")
-
-
-def add_sweep(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Adds the thesis's Figure 4.2 sweep (4.3) to any run config, in place."""
-    c.sweep = ml_collections.ConfigDict()
-    c.sweep.num_seeds = 50  # runs per threshold [4.3]
-    c.sweep.thresholds = (0.85, 0.9, 0.95, 0.98, 1.0)  # [2.4.2, 4.3]
-    c.sweep.strategies = ("cosine", "random", "sequential")  # CosMax, Random, Seq [4.3]
-    # 'thesis': each threshold trains its own num_seeds networks [4.3] (seeds seed +
-    # i + t * num_seeds for threshold index t); 'shared': seeds seed + i serve every
-    # threshold. See `SWEEP_DESIGNS`.
-    c.sweep.design = "thesis"
-    return c
-
-
-def sweep_config(dataset: str = "canny") -> ml_collections.ConfigDict:
-    """The thesis's Figure 4.2 experiment (4.3): `base_config(dataset)` plus a `sweep`."""
-    return add_sweep(base_config(dataset))
-
-
-def make_quick_sweep(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Shrinks a sweep in place to a few minutes on a 2-core CPU."""
-    c.data.crop_size = 32
-    c.data.train_size = 300
-    c.data.eval_size = 32
-    c.train.initial_steps = 600
-    c.train.log_every = 200
-    c.train.eval_every = 600
-    c.minimize.round_steps = 40
-    c.sweep.num_seeds = 3
-    return c
-
-
-SWEEP_PRESETS = {"quick": make_quick_sweep}
-
-
-def get_sweep_preset(dataset: str, arg: str | None = None) -> ml_collections.ConfigDict:
-    """`sweep_config(dataset)` with the presets named by `arg` ('quick', or None)."""
-    return apply_presets(sweep_config(dataset), SWEEP_PRESETS, arg)
-
-
-def comparison_strategies() -> tuple[str, ...]:
-    """Every registered strategy (`strategies.STRATEGIES`), in registration order.
-
-    Each runs under its own default rules (stopping rule and, with `minimize.group`
-    'auto', group rule), so one added with `strategies.register` joins the next
-    comparison without a config change; a config that sets `minimize.group` puts
-    every strategy under that rule instead.
-    """
-    from jaxshrink.search import strategies  # jax-heavy; only a comparison needs it
-
-    return tuple(strategies.STRATEGIES)
-
-
-def add_comparison(
-    c: ml_collections.ConfigDict, num_seeds: int = 10, threshold: float = 0.95
-) -> ml_collections.ConfigDict:
-    """Makes `c` one comparison of strategies (issue 13), in place: a sweep in the
-    shared design (every strategy minimizes the same `num_seeds` trained networks,
-    so runs pair by seed) at one threshold, over `comparison_strategies()`.
-
-    10 seeds by default: with n paired seeds the smallest two-sided exact Wilcoxon p
-    is 2 / 2^n (0.002 for 10), so a Holm correction over up to 25 strategies
-    against random can still reach 0.05; 6 seeds (0.031) could not survive even two.
-    """
-    if "sweep" not in c:
-        add_sweep(c)
-    c.sweep.design = "shared"
-    c.sweep.num_seeds = num_seeds
-    c.sweep.thresholds = (threshold,)
-    c.sweep.strategies = comparison_strategies()
-    return c
-
-
-def correlation_config(dataset: str = "canny") -> ml_collections.ConfigDict:
-    """The thesis's mask-correlation experiment (4.1, 4.2): Table 4.1 and Figure 4.1."""
-    c = base_config(dataset)
-    c.minimize.enabled = False
-    c.correlation = ml_collections.ConfigDict()
-    c.correlation.repetitions = 100  # [4.1]; seeds are seed, seed+1, ...
-    c.correlation.second_steps = 10000  # steps after disabling a mask [4.1]
-    # Eval-split F1 every this many steps of the second phase, for "best" (the
-    # thesis evaluates periodically without saying how often).
-    c.correlation.eval_every = 1000
-    return c
-
-
-def make_quick_correlation(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Shrinks the correlation experiment in place to about a minute on a 2-core CPU."""
-    c.data.crop_size = 32
-    c.data.train_size = 300
-    c.data.eval_size = 32
-    c.train.initial_steps = 400
-    c.train.log_every = 200
-    c.train.eval_every = 400
-    c.correlation.repetitions = 4
-    c.correlation.second_steps = 200
-    c.correlation.eval_every = 50
-    return c
-
-
-def make_medium_correlation(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """A CPU-sized run that still gives correlations worth reading (9 minutes, 2 cores)."""
-    make_quick_correlation(c)
-    c.train.initial_steps = 1000
-    c.train.eval_every = 1000
-    c.correlation.repetitions = 12
-    c.correlation.second_steps = 400
-    c.correlation.eval_every = 100
-    return c
-
-
-CORRELATION_PRESETS = {"quick": make_quick_correlation, "medium": make_medium_correlation}
-
-
-def get_correlation_preset(dataset: str, arg: str | None = None) -> ml_collections.ConfigDict:
-    """`correlation_config(dataset)` with the presets named by `arg` (or None)."""
-    return apply_presets(correlation_config(dataset), CORRELATION_PRESETS, arg)
-
-
-def relearn_config(dataset: str = "canny") -> ml_collections.ConfigDict:
-    """Does a disabled unit relearn? Thesis 2.4.1's three modes measured (`relearn`)."""
-    c = base_config(dataset)
-    c.minimize.enabled = False
-    c.relearn = ml_collections.ConfigDict()
-    c.relearn.repetitions = 10  # trained networks (seeds seed, seed+1, ...)
-    c.relearn.modes = ("disabled", "disabled_others_frozen", "disabled_frozen")  # [2.4.1]
-    c.relearn.fills = ("zero", "reinit")  # [2.4: zero values, or reinitialized]
-    return c
-
-
-def make_quick_relearn(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Shrinks the relearning experiment in place to a few minutes on a 2-core CPU."""
-    c.data.crop_size = 32
-    c.data.train_size = 300
-    c.data.eval_size = 32
-    c.train.initial_steps = 600
-    c.train.log_every = 100
-    c.train.eval_every = 600
-    c.minimize.round_steps = 200
-    c.relearn.repetitions = 2
-    return c
-
-
-RELEARN_PRESETS = {"quick": make_quick_relearn}
-
-
-def get_relearn_preset(dataset: str, arg: str | None = None) -> ml_collections.ConfigDict:
-    """`relearn_config(dataset)` with the presets named by `arg` ('quick', or None)."""
-    return apply_presets(relearn_config(dataset), RELEARN_PRESETS, arg)
-
-
-# The depth experiment (`jaxshrink.experiments.depth`, `configs/depth.py`): edge targets, and the
-# variants every seed runs in one deep envelope: 'thesis' (the thesis's fixed 3-layer
-# network inside it, widths only), 'depth' (the whole envelope minimized in depth and
-# width) and 'grow' (started small, grown, then minimized in depth and width).
-DEPTH_TARGETS = ("sobel", "canny")
-DEPTH_VARIANTS = ("thesis", "depth", "grow")
-
-
-def depth_config() -> ml_collections.ConfigDict:
-    """Depth and width found by the search (issue 17): a 6-layer envelope of 5 filters."""
-    c = base_config("sobel")
-    c.model.num_layers = 6  # twice the thesis's depth [2.3]
-    c.model.bypass = True
-    # Flax's LeCun normal, not the thesis's truncated normal of std 0.05 [2.3], which
-    # was chosen for 3 layers: through 6 it left a third of the quick networks (the
-    # 3-layer ones among them) at an eval F1 of 0 or at a constant output after 2000
-    # steps; with LeCun normal every one trained (experiments/results/depth/).
-    c.model.init_std = 0.0
-    c.depth = ml_collections.ConfigDict()
-    c.depth.targets = DEPTH_TARGETS  # each trains with its own loss (EDGE_LOSSES)
-    c.depth.variants = DEPTH_VARIANTS
-    c.depth.num_seeds = 10  # seeds seed, seed+1, ...: every variant runs every seed
-    c.depth.rule = "cost"  # how a round picks the layer to bypass (`strategies.LAYER_RULES`)
-    # 'thesis': conv_0, one 5-filter hidden layer, the output: the thesis's 3 layers.
-    c.depth.thesis_widths = (5, 5, 0, 0, 0, 1)
-    # 'grow': every layer computing, 2 of its 5 filters alive.
-    c.depth.grow_widths = (2, 2, 2, 2, 2, 1)
-    return c
-
-
-def make_quick_depth(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Shrinks the depth experiment in place to minutes on a 2-core CPU."""
-    c.data.crop_size = 32
-    c.data.train_size = 300
-    c.data.eval_size = 32
-    # 600 steps (the quick sweep's) left a third of the networks, the 3-layer ones
-    # too, at an eval F1 of 0 or at a constant output; the deep envelope trains slower.
-    c.train.initial_steps = 2000
-    c.train.log_every = 500
-    c.train.eval_every = 1000
-    c.minimize.round_steps = 200
-    c.depth.num_seeds = 3
-    return c
-
-
-DEPTH_PRESETS = {"quick": make_quick_depth}
-
-
-def get_depth_preset(arg: str | None = None) -> ml_collections.ConfigDict:
-    """`depth_config()` with the presets named by `arg` ('quick', or None)."""
-    return apply_presets(depth_config(), DEPTH_PRESETS, arg)

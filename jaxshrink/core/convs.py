@@ -312,6 +312,17 @@ def _direct_fits(lhs, rhs, pads) -> bool:
 _SIGNATURE = inspect.signature(lax.conv_general_dilated)
 
 
+def auto_form(backend: str | None = None) -> str:
+    """What 'auto' computes on `backend` (default: JAX's): 'direct' on a CPU (where the
+    layer fits it) unless JAXSHRINK_AUTO_CONV=xla (`AUTO_ON_CPU`), else 'xla'. A config's
+    'auto' is recorded as this (`jaxshrink.config.resolve`), so a resume under another
+    setting is refused."""
+    if AUTO_ON_CPU not in AUTO_CHOICES:  # `validate` says so first for configs
+        raise ValueError(f"JAXSHRINK_AUTO_CONV: got {AUTO_ON_CPU!r}; allowed: {AUTO_CHOICES}")
+    on_cpu = (backend or jax.default_backend()) == "cpu"
+    return "direct" if on_cpu and AUTO_ON_CPU == "direct" else "xla"
+
+
 def _dispatch(kind: str):
     def conv_general_dilated(*args, **kwargs):
         bound = _SIGNATURE.bind(*args, **kwargs)
@@ -325,10 +336,8 @@ def _dispatch(kind: str):
             precision = precision[0]
         if kind == "taps":
             return _conv(lhs, rhs, pads, precision)
-        if AUTO_ON_CPU not in AUTO_CHOICES:  # `validate` says so first for configs
-            raise ValueError(f"JAXSHRINK_AUTO_CONV: got {AUTO_ON_CPU!r}; allowed: {AUTO_CHOICES}")
-        on_cpu = jax.default_backend() == "cpu" and AUTO_ON_CPU == "direct"
-        if _direct_fits(lhs, rhs, pads) and (kind == "direct" or on_cpu):
+        direct = kind == "direct" or auto_form() == "direct"
+        if _direct_fits(lhs, rhs, pads) and direct:
             return _direct_jit(lhs, rhs, pads, precision)
         return lax.conv_general_dilated(*args, **kwargs)
 

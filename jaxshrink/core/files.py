@@ -1,4 +1,5 @@
-"""Atomic output writers: a reader sees the old file or the new one, never half of one.
+"""Atomic output writers (a reader sees the old file or the new one, never half of one), and
+the package's cache folder.
 
 Every writer goes through `atomic_path`: the content is written to a temporary file
 (named ``.tmp-*``) in the destination's own folder, flushed to disk, then moved onto
@@ -10,6 +11,9 @@ JSON or CSV file.
 `write_csv` and `read_csv` round-trip the flat rows the experiments produce: ints,
 floats (at full ``repr`` precision, so nothing is lost), booleans, ``None`` and
 strings.
+
+`cache_root` is the one folder the package keeps reusable things in (prepared datasets,
+compiled programs): ``$JAXSHRINK_CACHE``, else ``~/.cache/jaxshrink``.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = [
     "atomic_path",
+    "cache_root",
     "read_csv",
     "write_csv",
     "write_json",
@@ -34,8 +40,18 @@ __all__ = [
 ]
 
 _TMP_PREFIX = ".tmp-"
+_CACHE_DEFAULT = "~/.cache/jaxshrink"
 _INT = re.compile(r"[+-]?\d+")
 _FLOAT = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|nan|inf)", re.IGNORECASE)
+
+
+def cache_root() -> Path:
+    """The package's cache folder: ``$JAXSHRINK_CACHE`` if set, else ``~/.cache/jaxshrink``.
+
+    Prepared datasets (`jaxshrink.data.cache`) and compiled programs
+    (`jaxshrink.runtime.compile_cache`) are kept below it. It is not created here.
+    """
+    return Path(os.environ.get("JAXSHRINK_CACHE") or _CACHE_DEFAULT).expanduser()
 
 
 def _umask() -> int:

@@ -128,14 +128,14 @@ def make_optimizer(
       params: a params tree (or its shapes), for the optimizer's structure.
     """
     parts = []
-    decay = float(optim_cfg.get("weight_decay", 0.0))
+    decay = float(optim_cfg.weight_decay)
     if decay > 0:
         parts.append(optax.masked(optax.add_decayed_weights(decay), _kernels(params)))
-    l1 = float(optim_cfg.get("l1", 0.0))
+    l1 = float(optim_cfg.l1)
     if l1 > 0:
         parts.append(add_l1(l1))
-    parts += [OPTIMIZERS[optim_cfg.get("name", "adam")](optim_cfg), freeze_units(model_spec)]
-    frozen_layers = tuple(optim_cfg.get("frozen_layers", ()))
+    parts += [OPTIMIZERS[optim_cfg.name](optim_cfg), freeze_units(model_spec)]
+    frozen_layers = tuple(optim_cfg.frozen_layers)
     if frozen_layers:
         unknown = sorted(set(frozen_layers) - set(model_spec.names))
         if unknown:

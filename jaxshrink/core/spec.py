@@ -340,8 +340,28 @@ def trace(
     if len(layers) < 1:
         raise ValueError("a model needs at least one maskable layer")
     candidates = layers[:-1] if candidates is None else list(candidates)
-    seen: dict[str, tuple] = {}
+    seen, norms, variables = _record_calls(module, input_shape, layers, call_kwargs)
+    params = variables["params"]
+    stats = variables.get("batch_stats", {})
+    built = [_layer_fields(name, seen, norms, params, stats, candidates) for name in layers]
+    if bypassable == "auto":
+        bypassable = [n for n in candidates if n in seen and seen[n][1] == seen[n][2]]
+    _check_bypassable(bypassable, layers, candidates, seen)
+    for layer in built:
+        layer["bypass"] = layer["name"] in bypassable
+    return ModelSpec(layers=_chain(built), input_shape=tuple(int(d) for d in input_shape))
 
+
+def _record_calls(module: nn.Module, input_shape, layers: list[str], call_kwargs):
+    """Traces `module` once; returns what its listed layers were called with.
+
+    Returns:
+      ``(seen, norms, variables)``: per listed layer called, ``(class, input shape,
+      output shape)``; per layer, the paths of the batch norms that follow it (called
+      after it and before the next listed layer, over its units); the variables'
+      shapes.
+    """
+    seen: dict[str, tuple] = {}
     norms: dict[str, list[tuple[str, ...]]] = {}  # layer -> its batch norms' paths
     last: list[str] = []  # the latest listed layer called
 
@@ -368,43 +388,44 @@ def trace(
             return module.init(jax.random.PRNGKey(0), x, masks, **kwargs)
 
     variables = jax.eval_shape(init, x)
-    params = variables["params"]
-    stats = variables.get("batch_stats", {})
-    built = []
-    for name in layers:
-        if name not in seen:
-            raise ValueError(f"layer {name!r} was not called by the module (known: {sorted(seen)})")
-        cls, in_shape, out_shape = seen[name]
-        kind = next((k for c, k in KINDS.items() if issubclass(cls, c)), None)
-        if kind is None:
-            raise ValueError(
-                f"layer {name!r} is a {cls.__name__}; maskable: Conv, ConvTranspose, Dense"
-            )
-        path = tuple(name.split("/"))
-        node = params
-        for key in path:
-            node = node[key]
-        kernel = node["kernel"].shape
-        owns = [Leaf(path + ("kernel",), -1)]
-        if "bias" in node:
-            owns.append(Leaf(path + ("bias",), 0))
-        for norm in norms.get(name, ()):
-            owns += _norm_leaves(norm, params, stats)
-        pixels = in_shape[1:-1] if kind == "conv_transpose" else out_shape[1:-1]
-        built.append(
-            dict(
-                name=name,
-                kind=kind,
-                units=int(kernel[-1]),
-                owns=tuple(owns),
-                candidate=name in candidates,
-                window=math.prod(kernel[:-2]),
-                positions=math.prod(pixels),
-                in_features=int(kernel[-2]),
-            )
+    return seen, norms, variables
+
+
+def _layer_fields(name: str, seen, norms, params, stats, candidates) -> dict:
+    """One listed layer's `Layer` fields but its ``feeds`` and ``bypass``."""
+    if name not in seen:
+        raise ValueError(f"layer {name!r} was not called by the module (known: {sorted(seen)})")
+    cls, in_shape, out_shape = seen[name]
+    kind = next((k for c, k in KINDS.items() if issubclass(cls, c)), None)
+    if kind is None:
+        raise ValueError(
+            f"layer {name!r} is a {cls.__name__}; maskable: Conv, ConvTranspose, Dense"
         )
-    if bypassable == "auto":
-        bypassable = [n for n in candidates if n in seen and seen[n][1] == seen[n][2]]
+    path = tuple(name.split("/"))
+    node = params
+    for key in path:
+        node = node[key]
+    kernel = node["kernel"].shape
+    owns = [Leaf(path + ("kernel",), -1)]
+    if "bias" in node:
+        owns.append(Leaf(path + ("bias",), 0))
+    for norm in norms.get(name, ()):
+        owns += _norm_leaves(norm, params, stats)
+    pixels = in_shape[1:-1] if kind == "conv_transpose" else out_shape[1:-1]
+    return dict(
+        name=name,
+        kind=kind,
+        units=int(kernel[-1]),
+        owns=tuple(owns),
+        candidate=name in candidates,
+        window=math.prod(kernel[:-2]),
+        positions=math.prod(pixels),
+        in_features=int(kernel[-2]),
+    )
+
+
+def _check_bypassable(bypassable, layers, candidates, seen) -> None:
+    """Raises if a bypassable layer is not a candidate or changes the shape."""
     for name in bypassable:
         if name not in layers or name not in candidates:
             raise ValueError(f"bypassable layer {name!r} is not a candidate layer {candidates}")
@@ -414,8 +435,11 @@ def trace(
                 f"layer {name!r} cannot be bypassed: its input {in_shape[1:]} and output "
                 f"{out_shape[1:]} shapes differ"
             )
-    for layer in built:
-        layer["bypass"] = layer["name"] in bypassable
+
+
+def _chain(built: list[dict]) -> tuple[Layer, ...]:
+    """The `Layer`s, each feeding the kernel input axis of the next (checked)."""
+    chained = []
     for i, layer in enumerate(built):
         feeds = ()
         if i + 1 < len(built):
@@ -426,5 +450,5 @@ def trace(
                     f"of the {layer['units']} units of {layer['name']!r}: not a chain"
                 )
             feeds = (Leaf(nxt["owns"][0].path, -2),)
-        built[i] = Layer(feeds=feeds, **layer)
-    return ModelSpec(layers=tuple(built), input_shape=tuple(int(d) for d in input_shape))
+        chained.append(Layer(feeds=feeds, **layer))
+    return tuple(chained)

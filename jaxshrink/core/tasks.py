@@ -1,4 +1,4 @@
-"""What a network is trained for: loss, per-example metrics, the score, the pictures.
+"""What a network is trained for: loss, per-example metrics, the score, its picture's kind.
 
 A `Task` removes every task-specific string from the loops. The minimization rule
 compares `score` (higher is better, positive) between the trial network and the last
@@ -33,7 +33,15 @@ import jax.numpy as jnp
 import optax
 
 from jaxshrink.core import metrics
-from jaxshrink.report import pictures as visualize
+
+
+class SummaryMetric(NamedTuple):
+    """An eval metric the end-of-run summary prints, trained -> minimized:
+    ``f"  {label} {trained:{format}} -> {minimized:{format}}"``."""
+
+    key: str  # a key of the task's `metrics`
+    label: str
+    format: str  # a format spec, e.g. '.4g'
 
 
 class Task(NamedTuple):
@@ -44,8 +52,12 @@ class Task(NamedTuple):
     metrics: Callable  # (outputs, targets) -> {name: (batch,) per-example values}
     score: Callable  # {name: eval mean} -> scalar; higher is better, positive
     score_label: str  # how the score is named in logs and pictures
-    picture: Callable  # (path, inputs, targets, outputs, title) -> path
+    # How a few examples are pictured: a name in `jaxshrink.report.pictures.TASK_PICTURES`
+    # (training never draws, so a task names its picture and never imports matplotlib).
+    picture: str
     losses: tuple[str, ...]  # allowed `train.loss` values (the first is the default)
+    # The metrics the run's summary prints beside the score.
+    summary: tuple[SummaryMetric, ...] = ()
 
 
 def _per_image(fn):
@@ -102,8 +114,9 @@ TASKS: dict[str, Task] = {
         metrics=_edge_metrics,
         score=lambda means: means["f1"],
         score_label="F1",
-        picture=visualize.save_triptychs,
+        picture="triptychs",
         losses=("mse", "mae", "f1"),
+        summary=(SummaryMetric("mse", "eval MSE", ".4g"),),
     ),
     "classification": Task(
         name="classification",
@@ -111,8 +124,9 @@ TASKS: dict[str, Task] = {
         metrics=_class_metrics,
         score=lambda means: means["accuracy"],
         score_label="accuracy",
-        picture=visualize.save_labelled,
+        picture="labelled",
         losses=("cross_entropy",),
+        summary=(SummaryMetric("top1_error", "top-1 error", ".2%"),),
     ),
     "regression": Task(
         name="regression",
@@ -120,12 +134,13 @@ TASKS: dict[str, Task] = {
         metrics=_regression_metrics,
         score=inverse_mse,
         score_label="1/MSE",
-        picture=visualize.save_regression,
+        picture="scatter",
         losses=("mse", "mae"),
+        summary=(SummaryMetric("mse", "eval MSE", ".4g"),),
     ),
 }
 TASKS["reconstruction"] = TASKS["regression"]._replace(
-    name="reconstruction", picture=visualize.save_reconstructions
+    name="reconstruction", picture="reconstructions"
 )
 
 # (task, `train.loss`) -> loss function

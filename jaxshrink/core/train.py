@@ -20,7 +20,7 @@ split using a key folded with the step number: the draw is a pure function of
 prediction apply its deterministic eval transform (central crop, standardisation).
 
 The splits stay on the device in the compact dtypes they are stored in (uint8 pixels,
-float16 targets; `jaxshrink.data.split`): the thesis's 34000 crops take 6.7 GB there and not
+float16 targets; `jaxshrink.core.compact`): the thesis's 34000 crops take 6.7 GB there and not
 17.8 GB. `decode` widens to float32 only what a step samples and what one evaluation batch
 holds, inside the compiled programs, to exactly the values `data.decode` gives on the host.
 """
@@ -40,7 +40,7 @@ import optax
 
 from jaxshrink.core import augment, models, optim, tasks
 from jaxshrink.core import spec as spec_lib
-from jaxshrink.data.split import UINT8_VALUES
+from jaxshrink.core.compact import UINT8_VALUES
 
 
 @flax.struct.dataclass
@@ -61,6 +61,16 @@ class TrainData(NamedTuple):
 
     inputs: jax.Array
     targets: jax.Array
+
+
+class Snapshot(NamedTuple):
+    """One run at one step without its optimizer state: what a picture of it needs
+    (host arrays; e.g. the network "after a few steps" of thesis Figure 3.4)."""
+
+    step: int
+    params: dict
+    model_state: dict
+    masks: dict
 
 
 class EvalData(NamedTuple):
@@ -93,7 +103,7 @@ class Trainer(NamedTuple):
 
 
 def decode(a: jax.Array) -> jax.Array:
-    """The float32 values of a compact array (`jaxshrink.data.split.decode`); others as they are.
+    """The float32 values of a compact array (`jaxshrink.core.compact`); others as they are.
 
     uint8 is looked up in the table of k / 255, so the result is bit for bit the host's on
     every backend (a division could be compiled into a multiplication by 1/255).
@@ -163,7 +173,7 @@ def create_train_states(seeds, model: models.Model, tx, masks=None) -> TrainStat
 def from_config(config: ml_collections.ConfigDict, input_shape) -> Trainer:
     """The trainer of the configured model and task for examples of `input_shape`."""
     model = models.get_model(config.model, input_shape)
-    task = tasks.get_task(config.task, config.train.loss or None)
+    task = tasks.get_task(config.task, config.train.loss)  # '': the task's default
     return make_trainer(config, model, task)
 
 
@@ -176,6 +186,23 @@ def step(trainer: Trainer, state: TrainState, data: TrainData) -> tuple[TrainSta
         state.params, state.model_state, state.masks, x, y, rng
     )
     return trainer.update(state, grads, model_state), loss
+
+
+def _evaluator(task: tasks.Task, apply: Callable) -> Callable:
+    """`Trainer.evaluate` of `apply`: the task's metrics averaged over the eval split
+    (padding weighs 0), and its score of those means."""
+
+    def evaluate(params, model_state, masks, eval_data: EvalData) -> dict[str, jax.Array]:
+        def one_batch(batch):
+            x, y = (decode(a) for a in batch)  # float32 one batch at a time
+            return task.metrics(apply(params, model_state, masks, x), y)
+
+        per_example = jax.lax.map(one_batch, (eval_data.inputs, eval_data.targets))
+        w = eval_data.weights
+        means = {k: jnp.sum(v * w) / jnp.sum(w) for k, v in per_example.items()}
+        return {**means, "score": task.score(means)}
+
+    return evaluate
 
 
 def make_trainer(
@@ -191,7 +218,7 @@ def make_trainer(
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
     tx = optim.make_optimizer(config.optim, model.spec, shapes)
     batch_size = int(config.train.batch_size)
-    aug_cfg = config.get("augment")
+    aug_cfg = config.augment
     if augment.enabled(aug_cfg):
         augment_train, augment_eval = augment.make_augment(aug_cfg)
     else:
@@ -217,16 +244,6 @@ def make_trainer(
             params=params, model_state=model_state, opt_state=opt_state, step=state.step + 1
         )
 
-    def evaluate(params, model_state, masks, eval_data: EvalData) -> dict[str, jax.Array]:
-        def one_batch(batch):
-            x, y = (decode(a) for a in batch)  # float32 one batch at a time
-            return task.metrics(apply(params, model_state, masks, x), y)
-
-        per_example = jax.lax.map(one_batch, (eval_data.inputs, eval_data.targets))
-        w = eval_data.weights
-        means = {k: jnp.sum(v * w) / jnp.sum(w) for k, v in per_example.items()}
-        return {**means, "score": task.score(means)}
-
     return Trainer(
         model=model,
         task=task,
@@ -235,7 +252,7 @@ def make_trainer(
         loss_of=loss_of,
         sample=sample,
         update=update,
-        evaluate=evaluate,
+        evaluate=_evaluator(task, apply),
         predict=jax.jit(apply),
         eval_transform=jax.jit(augment_eval),
     )

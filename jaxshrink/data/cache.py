@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxshrink.core import files
 from jaxshrink.data.split import Dataset, Split, decode
 
 SPLITS = ("train", "eval")
@@ -40,9 +41,9 @@ _WIDEN_CHUNK_BYTES = 1 << 26
 
 
 def resolve_cache_dir(cache_dir: str) -> Path:
-    """Returns `cache_dir`, or ``$JAXSHRINK_CACHE``, or ``~/.cache/jaxshrink``, first set wins."""
-    chosen = cache_dir or os.environ.get("JAXSHRINK_CACHE") or "~/.cache/jaxshrink"
-    return Path(chosen).expanduser()
+    """Returns `cache_dir`, or else the package's cache folder (`files.cache_root`:
+    ``$JAXSHRINK_CACHE``, or ``~/.cache/jaxshrink``)."""
+    return Path(cache_dir).expanduser() if cache_dir else files.cache_root()
 
 
 def hash_key(content: dict) -> str:

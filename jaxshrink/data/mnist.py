@@ -103,7 +103,7 @@ def load(data_cfg) -> Dataset:
         raise errors.ConfigError(
             f"data.normalize: got {data_cfg.normalize!r}; allowed: {NORMALIZATIONS}"
         )
-    targets = data_cfg.get("targets", "labels")
+    targets = data_cfg.targets
     if targets not in TARGETS:
         raise errors.ConfigError(f"data.targets: got {targets!r}; allowed: {TARGETS}")
     if data_cfg.source == "builtin":

@@ -5,13 +5,10 @@ They live apart from the package's ``__init__`` so that the dataset modules, whi
 
 Compact storage: a split's arrays may be stored narrower than the float32 the network computes
 in, so that a large dataset (the thesis's 34000 256x256 crops: 17.8 GB as float32) fits in
-memory, on disk and on the device. Two encodings are defined, both decoded by `decode` on the
-host and by `jaxshrink.core.train` per batch inside the compiled step:
-  * uint8: the value k stands for the float32 nearest to k / 255 (8-bit pixels, and binary
-    edge maps as 0 and 255). Decoding looks the value up in `UINT8_VALUES`, so it is exact and
-    the same on every backend.
-  * float16: the value itself, widened to float32 (exact).
-Every other dtype (float32 images, int32 labels) is used as it is.
+memory, on disk and on the device. The two encodings (`jaxshrink.core.compact`: uint8 k for
+k / 255, looked up in `UINT8_VALUES`; float16 widened) are decoded by `decode` on the host and
+by `jaxshrink.core.train` per batch inside the compiled step. Every other dtype (float32 images,
+int32 labels) is used as it is.
 """
 
 from __future__ import annotations
@@ -20,9 +17,7 @@ import dataclasses
 
 import numpy as np
 
-# The float32 value each uint8 k stands for: k / 255 rounded once, as an 8-bit pixel converts.
-UINT8_VALUES = (np.arange(256) / 255).astype(np.float32)
-UINT8_VALUES.flags.writeable = False
+from jaxshrink.core.compact import UINT8_VALUES
 
 
 def decode(array: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxshrink.core import files
 from jaxshrink.core import spec as spec_lib
+from jaxshrink.core.results import ExportReport
 
 
 def _take(value: np.ndarray, keep: np.ndarray, axis: int) -> np.ndarray:
@@ -99,6 +100,30 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
     return out
 
 
+def _save(path: str, params: dict, state: dict) -> None:
+    """`params.npz` and (when the model has any) `state.npz` in folder `path`."""
+    os.makedirs(path, exist_ok=True)
+    with files.atomic_path(os.path.join(path, "params.npz")) as tmp:
+        np.savez(tmp, **_flat(params))
+    if state:
+        with files.atomic_path(os.path.join(path, "state.npz")) as tmp:
+            np.savez(tmp, **_flat(state))
+
+
+def _check_same(want: np.ndarray, got: np.ndarray) -> float:
+    """The largest |difference| of the masked (`want`) and compact (`got`) outputs.
+
+    Raises:
+      AssertionError: they differ beyond float32 rounding (rtol 1e-4, atol 1e-5).
+    """
+    max_diff = float(np.max(np.abs(want - got))) if want.size else 0.0
+    if not np.allclose(got, want, rtol=1e-4, atol=1e-5):
+        raise AssertionError(
+            f"exported network differs from the masked one (max |diff| {max_diff})"
+        )
+    return max_diff
+
+
 def export(path: str, model, params: dict, masks: dict, x, state: dict | None = None) -> dict:
     """Writes the compact network to `path` and checks it against the masked one.
 
@@ -112,7 +137,8 @@ def export(path: str, model, params: dict, masks: dict, x, state: dict | None = 
       state: the model's state (`Model.init_variables`), e.g. batch-norm statistics.
 
     Returns:
-      A report: widths, parameter and FLOP counts, max abs difference, timings.
+      The `ExportReport`: widths, parameter and FLOP counts, max abs difference,
+      timings.
 
     Raises:
       AssertionError: if the compact network's outputs differ from the masked one's.
@@ -129,42 +155,31 @@ def export(path: str, model, params: dict, masks: dict, x, state: dict | None = 
     full_apply = jax.jit(lambda p, s, m, v: model.apply(p, m, v, state=s))
     small_dev = jax.tree.map(jnp.asarray, small)
     small_state_dev = jax.tree.map(jnp.asarray, small_state)
-    want = np.asarray(full_apply(params, state, masks, x))
-    got = np.asarray(small_apply(small_dev, small_state_dev, x))
-    max_diff = float(np.max(np.abs(want - got))) if want.size else 0.0
-    if not np.allclose(got, want, rtol=1e-4, atol=1e-5):
-        raise AssertionError(
-            f"exported network differs from the masked one (max |diff| {max_diff})"
-        )
-
-    os.makedirs(path, exist_ok=True)
-    with files.atomic_path(os.path.join(path, "params.npz")) as tmp:
-        np.savez(tmp, **_flat(small))
-    if small_state:
-        with files.atomic_path(os.path.join(path, "state.npz")) as tmp:
-            np.savez(tmp, **_flat(small_state))
-    report = {
-        "layers": model_spec.names,
-        "widths": [widths[n] for n in model_spec.names],
-        "full_widths": [layer.units for layer in model_spec.layers],
-        "depth": spec_lib.depth(model_spec, masks),  # layers that compute (bypassed out)
-        "full_depth": len(model_spec.layers),
-        "params": spec_lib.count_params(small),
-        "full_params": spec_lib.count_params(params),
-        "flops": spec_lib.count_flops(model_spec, masks),
-        "full_flops": spec_lib.count_flops(model_spec, full_masks),
-        "max_abs_diff": max_diff,
-        "inference_seconds": time_inference(
-            lambda v: small_apply(small_dev, small_state_dev, v), x
-        ),
-        "full_inference_seconds": time_inference(
+    max_diff = _check_same(
+        np.asarray(full_apply(params, state, masks, x)),
+        np.asarray(small_apply(small_dev, small_state_dev, x)),
+    )
+    _save(path, small, small_state)
+    report = ExportReport(
+        layers=tuple(model_spec.names),
+        widths=tuple(widths[n] for n in model_spec.names),
+        full_widths=tuple(layer.units for layer in model_spec.layers),
+        depth=spec_lib.depth(model_spec, masks),
+        full_depth=len(model_spec.layers),
+        params=spec_lib.count_params(small),
+        full_params=spec_lib.count_params(params),
+        flops=spec_lib.count_flops(model_spec, masks),
+        full_flops=spec_lib.count_flops(model_spec, full_masks),
+        max_abs_diff=max_diff,
+        inference_seconds=time_inference(lambda v: small_apply(small_dev, small_state_dev, v), x),
+        full_inference_seconds=time_inference(
             lambda v: full_apply(params, state, full_masks, v), x
         ),
-        "timing_batch": list(x.shape),
-    }
+        timing_batch=tuple(x.shape),
+    )
     files.write_json(
         os.path.join(path, "model.json"),
-        {"input_shape": list(model_spec.input_shape), **report},
+        {"input_shape": list(model_spec.input_shape), **report.to_json()},
     )
     return report
 

@@ -55,6 +55,7 @@ physically factorized network (`models.Model.factorized`).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
@@ -370,19 +371,28 @@ def search_ranks(
         top = int(top)
         if top < 1:
             continue
-        best = trial(name, top)
-        if not best["accepted"]:
+        best = _smallest_passing(functools.partial(trial, name), top)
+        if best is None:
             continue
-        lo, hi = 1, top  # `hi` passes; the smallest passing rank is in [lo, hi]
-        while lo < hi:
-            mid = (lo + hi) // 2
-            record = trial(name, mid)
-            if record["accepted"]:
-                hi, best = mid, record
-            else:
-                lo = mid + 1
         best["chosen"] = True
-        ranks[name] = hi
+        ranks[name] = best["rank"]
         if rule == "last_accepted":
             last = best["score"]
     return ranks, trials
+
+
+def _smallest_passing(trial: Callable[[int], dict], top: int) -> dict | None:
+    """The trial record of the smallest rank in [1, `top`] that passes, by binary search
+    (the score taken not to fall as the rank rises); None if `top` fails."""
+    best = trial(top)
+    if not best["accepted"]:
+        return None
+    lo, hi = 1, top  # `hi` passes; the smallest passing rank is in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        record = trial(mid)
+        if record["accepted"]:
+            hi, best = mid, record
+        else:
+            lo = mid + 1
+    return best

@@ -57,6 +57,7 @@ import optax
 from jaxshrink import data as data_lib
 from jaxshrink.core import files, train
 from jaxshrink.core import spec as spec_lib
+from jaxshrink.core.results import DeployForm, DeployReport, Latency
 from jaxshrink.deploy import export, latency, lowrank
 from jaxshrink.deploy import onnx as onnx_export
 from jaxshrink.deploy import quantize as quantize_lib
@@ -354,7 +355,7 @@ def score_outputs(job, predict: Callable[[np.ndarray], np.ndarray]) -> dict:
     return {**{k: float(v) for k, v in means.items()}, "score": float(job.task.score(means))}
 
 
-def onnxruntime_int8(job, minimized: Form, src: str, out_dir: str) -> dict:
+def onnxruntime_int8(job, minimized: Form, src: str, out_dir: str) -> DeployForm:
     """onnxruntime's own static int8 quantization of the minimized ONNX file.
 
     Weights int8 per channel and activations uint8, calibrated on eval inputs
@@ -388,14 +389,14 @@ def onnxruntime_int8(job, minimized: Form, src: str, out_dir: str) -> dict:
             activation_type=ort_q.QuantType.QUInt8,
         )
     sess = onnx_export.session(path)
-    return {
-        "form": "int8",
-        **score_outputs(job, lambda x: onnx_export.run(sess, x)),
-        "params": minimized.params,
-        "flops": minimized.flops,
-        "bytes": os.path.getsize(path),
-        "onnx": {"path": "int8.onnx", "bytes": os.path.getsize(path), "calibration": n},
-    }
+    return DeployForm(
+        "int8",
+        score_outputs(job, lambda x: onnx_export.run(sess, x)),
+        params=minimized.params,
+        flops=minimized.flops,
+        bytes=os.path.getsize(path),
+        onnx={"path": "int8.onnx", "bytes": os.path.getsize(path), "calibration": n},
+    )
 
 
 # ------------------------------------------------------------------------ measuring
@@ -413,52 +414,54 @@ def _timing(d) -> dict:
     return dict(repeats=int(d.repeats), budget_s=float(d.budget_s))
 
 
-def _ort_latencies(name: str, out_dir: str, d, latency_shape) -> dict:
+def _ort_latencies(name: str, out_dir: str, d, latency_shape) -> tuple[Latency, ...]:
     path = os.path.join(out_dir, name)
-    return {
-        f"onnxruntime_b{b}": latency.onnxruntime_latency(
-            path, x, threads=int(d.threads), **_timing(d)
+    return tuple(
+        Latency(
+            "onnxruntime",
+            b,
+            **latency.onnxruntime_latency(path, x, threads=int(d.threads), **_timing(d)),
         )
         for b, x in _inputs(d, latency_shape).items()
-    }
+    )
 
 
-def _measure(form: Form, out_dir: str, d, check_x, model_shape, latency_shape) -> dict:
-    """ONNX file, its check, and the latencies of one form."""
-    row: dict = {}
+def _measure(
+    form: Form, out_dir: str, d, check_x, model_shape, latency_shape
+) -> tuple[dict | None, tuple[Latency, ...]]:
+    """ONNX file, its check, and the latencies of one form: (ONNX record, latencies)."""
+    onnx, latencies = None, ()
     spatial = tuple(latency_shape) != tuple(model_shape)
     if d.onnx:
         path = os.path.join(out_dir, f"{form.name}.onnx")
-        row["onnx"] = onnx_export.to_onnx(
+        onnx = onnx_export.to_onnx(
             form.exported(), model_shape, path, spatial=spatial, opset=int(d.opset)
         )
-        row["onnx"]["max_abs_diff"] = onnx_export.check(path, form.exported(), check_x)
-        row.update(_ort_latencies(row["onnx"]["path"], out_dir, d, latency_shape))
+        onnx["max_abs_diff"] = onnx_export.check(path, form.exported(), check_x)
+        latencies = _ort_latencies(onnx["path"], out_dir, d, latency_shape)
     for b, x in _inputs(d, latency_shape).items():
-        row[f"xla_b{b}"] = latency.xla_latency(form.exported(), x, **_timing(d))
-    return row
+        latencies += (Latency("xla", b, **latency.xla_latency(form.exported(), x, **_timing(d))),)
+    return onnx, latencies
 
 
-def _notes(rows: list[dict]) -> list[str]:
+def _notes(rows: list[DeployForm]) -> list[str]:
     """Where a form has fewer FLOPs than the full network and is not faster."""
-    full = next(r for r in rows if r["form"] == "full")
+    full = next(r for r in rows if r.form == "full")
     notes = []
     for row in rows:
-        if row["form"] == "full":
+        if row.form == "full":
             continue
-        for key, value in row.items():
-            if not (isinstance(value, dict) and "median_s" in value):
-                continue
-            ratio = value["median_s"] / full[key]["median_s"]
-            if row["flops"] < full["flops"] and ratio > NOT_FASTER:
+        for t in row.latencies:
+            ratio = t.median_s / full.latency(t.engine, t.batch).median_s
+            if row.flops < full.flops and ratio > NOT_FASTER:
                 notes.append(
-                    f"{row['form']}: FLOPs {row['flops'] / full['flops']:.0%} of the full "
-                    f"network's, but {key} latency {ratio:.0%} of its"
+                    f"{row.form}: FLOPs {row.flops / full.flops:.0%} of the full "
+                    f"network's, but {t.key} latency {ratio:.0%} of its"
                 )
     return notes
 
 
-def run(job, trained, final, out_dir: str, log=print) -> dict:
+def run(job, trained, final, out_dir: str, log=print) -> DeployReport:
     """Builds, scores, exports and times the deployable forms of one run.
 
     Args:
@@ -469,7 +472,7 @@ def run(job, trained, final, out_dir: str, log=print) -> dict:
       log: progress lines.
 
     Returns:
-      The `deploy.json` record.
+      The `DeployReport` that `deploy.json` holds.
     """
     d = job.config.deploy
     if d.onnx:
@@ -478,6 +481,34 @@ def run(job, trained, final, out_dir: str, log=print) -> dict:
     model_shape = tuple(model.spec.input_shape)
     latency_shape = tuple(d.input_shape) or model_shape
     score = make_scorer(job)
+    forms, bit_rows, rank_trials = _forms(job, trained, final, score, log)
+    check_x = np.asarray(
+        job.trainer.eval_transform(jnp.asarray(train.decode(job.dataset.eval.inputs[:8])))
+    )
+    os.makedirs(out_dir, exist_ok=True)
+    rows = []
+    for form in forms:
+        log(f"deploy: {form.name}: scoring, ONNX export and latency")
+        metrics = score(_module_apply(form.module, form.masks), form.variables)
+        onnx, latencies = _measure(form, out_dir, d, check_x, model_shape, latency_shape)
+        counts = dict(params=form.params, flops=form.flops, bytes=form.bytes, info=dict(form.info))
+        rows.append(DeployForm(form.name, metrics, **counts, onnx=onnx, latencies=latencies))
+        if form.name == "minimized" and d.onnx and d.onnxruntime_int8:
+            log("deploy: int8 (onnxruntime static quantization): scoring and latency")
+            src = os.path.join(out_dir, "minimized.onnx")
+            int8 = onnxruntime_int8(job, form, src, out_dir)
+            ort = _ort_latencies(int8.onnx["path"], out_dir, d, latency_shape)
+            rows.append(dataclasses.replace(int8, latencies=ort))
+    record = _report(job, rows, bit_rows, rank_trials, model_shape, latency_shape)
+    files.write_json(os.path.join(out_dir, "deploy.json"), record.to_json())
+    files.write_text(os.path.join(out_dir, "deploy.md"), markdown(record))
+    return record
+
+
+def _forms(job, trained, final, score, log) -> tuple[list, list, list]:
+    """The forms to deploy: full, minimized, and the quantized and factorized forms whose
+    searches found one that clears the rule; returns (forms, bit rows, rank trials)."""
+    d, model = job.config.deploy, job.model
     forms = [full_form(model, trained)]
     minimized, small = minimized_form(model, final)
     forms.append(minimized)
@@ -494,53 +525,32 @@ def run(job, trained, final, out_dir: str, log=print) -> dict:
         ranks, rank_trials = search_ranks(job, minimized, small, score)
         log(f"deploy: ranks kept {ranks or 'none (no layer clears the rule)'}")
         if ranks:
-            form = factorized_form(model, minimized, small, ranks, model_shape)
+            form = factorized_form(model, minimized, small, ranks, tuple(model.spec.input_shape))
             if int(d.finetune_steps):
                 form = finetune(form, job, int(d.finetune_steps), int(job.config.seed))
             forms.append(form)
+    return forms, bit_rows, rank_trials
 
-    check_x = np.asarray(
-        job.trainer.eval_transform(jnp.asarray(train.decode(job.dataset.eval.inputs[:8])))
+
+def _report(job, rows, bit_rows, rank_trials, model_shape, latency_shape) -> DeployReport:
+    """The deploy stage's record: its forms and searches, and where and when it ran."""
+    return DeployReport(
+        forms=tuple(rows),
+        bits=bit_rows,
+        ranks=rank_trials,
+        notes=tuple(_notes(rows)),
+        score_name=job.task.score_label,
+        flops_unit=f"forward FLOPs per example of shape {list(model_shape)}",
+        latency_input_shape=tuple(latency_shape),
+        batch_sizes=tuple(int(b) for b in job.config.deploy.batch_sizes),
+        device=jax.devices()[0].device_kind,
+        backend=jax.default_backend(),
+        cpu=platform.processor() or platform.machine(),
+        cpu_count=os.cpu_count(),
+        date=datetime.date.today().isoformat(),
+        command=_command(),
+        versions=_versions(),
     )
-    os.makedirs(out_dir, exist_ok=True)
-    rows = []
-    for form in forms:
-        log(f"deploy: {form.name}: scoring, ONNX export and latency")
-        row = {
-            "form": form.name,
-            **score(_module_apply(form.module, form.masks), form.variables),
-            "params": form.params,
-            "flops": form.flops,
-            "bytes": form.bytes,
-            **form.info,
-        }
-        row.update(_measure(form, out_dir, d, check_x, model_shape, latency_shape))
-        rows.append(row)
-        if form.name == "minimized" and d.onnx and d.onnxruntime_int8:
-            log("deploy: int8 (onnxruntime static quantization): scoring and latency")
-            src = os.path.join(out_dir, "minimized.onnx")
-            rows.append(onnxruntime_int8(job, form, src, out_dir))
-            rows[-1].update(_ort_latencies(rows[-1]["onnx"]["path"], out_dir, d, latency_shape))
-    record = {
-        "forms": rows,
-        "bits": bit_rows,
-        "ranks": rank_trials,
-        "notes": _notes(rows),
-        "score_name": job.task.score_label,
-        "flops_unit": f"forward FLOPs per example of shape {list(model_shape)}",
-        "latency_input_shape": list(latency_shape),
-        "batch_sizes": [int(b) for b in d.batch_sizes],
-        "device": jax.devices()[0].device_kind,
-        "backend": jax.default_backend(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "date": datetime.date.today().isoformat(),
-        "command": _command(),
-        "versions": _versions(),
-    }
-    files.write_json(os.path.join(out_dir, "deploy.json"), record)
-    files.write_text(os.path.join(out_dir, "deploy.md"), markdown(record))
-    return record
 
 
 def _versions() -> dict:
@@ -561,53 +571,61 @@ def _command() -> str:
     return " ".join([os.path.basename(program) if os.sep in program else program, *args])
 
 
-def _ms(value) -> str:
-    return f"{value['median_s'] * 1e3:.2f}" if isinstance(value, dict) else "-"
+def _ms(value: Latency | None) -> str:
+    return f"{value.median_s * 1e3:.2f}" if value is not None else "-"
 
 
-def markdown(record: dict) -> str:
-    """The tables of a `deploy.json` record."""
-    label = record["score_name"]
-    keys = [k for k in record["forms"][0] if k.startswith(("onnxruntime_b", "xla_b"))]
+def _forms_table(record: DeployReport) -> list[str]:
+    """The forms' Markdown table: scores, counts and latencies (the columns are the
+    first form's latencies; '-' where a form was not timed so)."""
+    label = record.score_name
+    timed = [(t.engine, t.batch) for t in record.forms[0].latencies]
+    engines = {"onnxruntime": "ORT", "xla": "xla"}
     head = ["form", label, "params", "FLOPs", "bytes", "ONNX bytes"]
-    head += [f"{k.replace('onnxruntime', 'ORT').replace('_b', ' b')} ms" for k in keys]
+    head += [f"{engines[engine]} b{batch} ms" for engine, batch in timed]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in record["forms"]:
-        onnx_bytes = r.get("onnx", {}).get("bytes", "-")
+    for r in record.forms:
+        onnx_bytes = (r.onnx or {}).get("bytes", "-")
         cells = [
-            r["form"],
-            f"{r['score']:.4g}",
-            f"{r['params']:,}",
-            f"{r['flops']:,}",
-            f"{r['bytes']:,}",
+            r.form,
+            f"{r.score:.4g}",
+            f"{r.params:,}",
+            f"{r.flops:,}",
+            f"{r.bytes:,}",
             f"{onnx_bytes:,}" if onnx_bytes != "-" else "-",
         ]
-        cells += [_ms(r.get(k)) for k in keys]
+        cells += [_ms(r.latency(engine, batch)) for engine, batch in timed]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(record: DeployReport) -> str:
+    """The tables of a `deploy.json` record."""
+    label = record.score_name
     out = [
-        f"Latency inputs {record['latency_input_shape']} ({record['device']}, "
-        f"{record['cpu_count']} CPU cores, {record['date']}); FLOPs: {record['flops_unit']}.",
+        f"Latency inputs {list(record.latency_input_shape)} ({record.device}, "
+        f"{record.cpu_count} CPU cores, {record.date}); FLOPs: {record.flops_unit}.",
         "",
-        *lines,
+        *_forms_table(record),
         "",
         "| bits | " + label + " | ratio | bytes | kept by the rule |",
         "|---|---|---|---|---|",
     ]
-    for r in record["bits"]:
+    for r in record.bits:
         kept = "yes" if r["accepted"] else ("no" if r["searched"] else "not tried")
         ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else "-"
         out.append(f"| {r['bits']} | {r['score']:.4g} | {ratio} | {r['bytes']:,} | {kept} |")
-    if record["ranks"]:
+    if record.ranks:
         out += [
             "",
             "| layer | rank | " + label + " | ratio | clears the rule |",
             "|---|---|---|---|---|",
         ]
-        for t in record["ranks"]:
+        for t in record.ranks:
             out.append(
                 f"| {t['layer']} | {t['rank']} | {t['score']:.4g} | {t['ratio']:.3f} | "
                 f"{'yes' if t['accepted'] else 'no'} |"
             )
-    if record["notes"]:
-        out += ["", "FLOPs fell, latency did not:", *[f"- {n}" for n in record["notes"]]]
+    if record.notes:
+        out += ["", "FLOPs fell, latency did not:", *[f"- {n}" for n in record.notes]]
     return "\n".join(out) + "\n"

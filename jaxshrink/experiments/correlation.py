@@ -1,6 +1,7 @@
 """Why can a mask be removed? The thesis's Table 4.1 and Figure 4.1 (sections 4.1, 4.2).
 
-`run_correlation(config, workdir)`:
+The experiment of a config with a `correlation` section (`EXPERIMENT`, run by
+`jaxshrink.experiments.runner`):
 
 1. trains R networks (seeds `seed`, `seed+1`, ...; all at once) for
    `train.initial_steps` steps (thesis: 100 repetitions of 10000 steps);
@@ -55,6 +56,7 @@ Outputs in `workdir`: `correlation.csv` (one row per repetition and mask),
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -67,11 +69,11 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
 
-from jaxshrink.config import validate
+from jaxshrink.config import schema, validate
 from jaxshrink.core import files, optim
 from jaxshrink.core import masks as masks_lib
-from jaxshrink.runtime import distributed, progress, stages
-from jaxshrink.runtime import workdir as workdir_lib
+from jaxshrink.experiments.registry import Context, Experiment, Report
+from jaxshrink.runtime import stages
 from jaxshrink.runtime.job import Job
 from jaxshrink.search import batching, minimize, strategies
 
@@ -94,6 +96,64 @@ SIGNEDNESS_NOTE = (
     "the other masks of its layer; `|cos|:<aggregation>` aggregate their absolute "
     "values. Every cell is a signed correlation coefficient."
 )
+
+
+def add_section(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Adds the thesis's mask-correlation experiment (4.1) to a run config, in place."""
+    c.correlation = ml_collections.ConfigDict()
+    c.correlation.repetitions = 100  # [4.1]; seeds are seed, seed+1, ...
+    c.correlation.second_steps = 10000  # steps after disabling a mask [4.1]
+    # Eval-split F1 every this many steps of the second phase, for "best" (the
+    # thesis evaluates periodically without saying how often).
+    c.correlation.eval_every = 1000
+    return c
+
+
+def default_config(dataset: str = "canny") -> ml_collections.ConfigDict:
+    """The thesis's mask-correlation experiment (4.1, 4.2): Table 4.1 and Figure 4.1."""
+    c = schema.base_config(dataset)
+    c.minimize.enabled = False
+    return add_section(c)
+
+
+def make_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks the correlation experiment in place to about a minute on a 2-core CPU."""
+    c.data.crop_size = 32
+    c.data.train_size = 300
+    c.data.eval_size = 32
+    c.train.initial_steps = 400
+    c.train.log_every = 200
+    c.train.eval_every = 400
+    c.correlation.repetitions = 4
+    c.correlation.second_steps = 200
+    c.correlation.eval_every = 50
+    return c
+
+
+def make_medium(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A CPU-sized run that still gives correlations worth reading (9 minutes, 2 cores)."""
+    make_quick(c)
+    c.train.initial_steps = 1000
+    c.train.eval_every = 1000
+    c.correlation.repetitions = 12
+    c.correlation.second_steps = 400
+    c.correlation.eval_every = 100
+    return c
+
+
+PRESETS = {"quick": make_quick, "medium": make_medium}
+
+
+def get_preset(dataset: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    """`default_config(dataset)` with the presets named by `arg` (or None)."""
+    return schema.apply_presets(default_config(dataset), PRESETS, arg)
+
+
+def check(c: ml_collections.ConfigDict) -> None:
+    """The `correlation` section's fields."""
+    for field in ("correlation.repetitions", "correlation.second_steps"):
+        validate.check_int(c, field)
+    validate.check_int(c, "correlation.eval_every")
 
 
 def stat_columns() -> list[str]:
@@ -150,7 +210,7 @@ def select_per_repetition(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[M
 
     The selection is the argmax of the column over the repetition's rows, ties to
     the first row: `strategies.select` on rows in candidate order (as
-    `run_correlation` writes them). Repetitions come out in order of first
+    the experiment writes them). Repetitions come out in order of first
     appearance; a repetition whose column has no finite value is left out.
     """
     by_rep: dict[Any, list[Mapping]] = {}
@@ -267,25 +327,27 @@ def plot_figure_4_1(rows: Sequence[Mapping[str, Any]], path: str) -> str:
     return path
 
 
-def run_correlation(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs the mask-correlation experiment of `config` in `workdir` (see module doc)."""
-    validate.validate(config)
-    validate.check_workdir(workdir)
-    with workdir_lib.claim(workdir, config) as workdir:
-        return _run_correlation(config, workdir)
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What every process computed: one row per (repetition, mask)."""
+
+    job: Job
+    rows: list[dict]
 
 
-def _run_correlation(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    log = progress.Logger()
-    start = time.perf_counter()
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
+def _headline(config: ml_collections.ConfigDict, workdir: str) -> str:
+    reps = int(config.correlation.repetitions)
+    return f"jaxshrink mask correlations ({config.task}): {reps} repetitions; workdir {workdir}"
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str, context: Context) -> Outcome:
+    """Trains the networks, then every variant of each, as batches (every process)."""
+    log = context.log
     ccfg = config.correlation
     reps = int(ccfg.repetitions)
     second, every = int(ccfg.second_steps), int(ccfg.eval_every)
     seeds = [int(config.seed) + i for i in range(reps)]
     job = Job(config, workdir, log)
-    log(f"jaxshrink mask correlations ({config.task}): {reps} repetitions; workdir {workdir}")
     log(job.describe())
     trained = stages.train_stage(job, seeds)
 
@@ -310,9 +372,15 @@ def _run_correlation(config: ml_collections.ConfigDict, workdir: str) -> dict:
     log(f"correlation: {n} variants ({reps} x ({m} masks + reference)), {second} steps each")
     _, scores = stages.train_variants(job, states, second, every, "correlation")
     traj = scores.reshape(reps, m + 1, -1)  # (rep, variant, eval)
+    return Outcome(job, _rows(traj, features, seeds, names))
+
+
+def _rows(traj: np.ndarray, features: dict, seeds: list[int], names: list[str]) -> list[dict]:
+    """`correlation.csv`'s rows from the (repetition, variant, eval) scores `traj`."""
+    m = len(names)
     ref = traj[:, m]
     rows = []
-    for r in range(reps):
+    for r in range(len(seeds)):
         for v in range(m):
             row = {
                 "repetition": r,
@@ -328,8 +396,13 @@ def _run_correlation(config: ml_collections.ConfigDict, workdir: str) -> dict:
             for col in stat_columns():
                 row[col] = float(features[col][r, v])
             rows.append(row)
-    if not distributed.is_primary():  # process 0 writes the job's files and report
-        return {"rows": rows}
+    return rows
+
+
+def _write(outcome: Outcome, workdir: str, context: Context) -> Report:
+    """Both readings of Table 4.1, its CSVs and Figure 4.1, on process 0."""
+    job, rows = outcome.job, outcome.rows
+    reps = int(job.config.correlation.repetitions)
     tables = {"per_repetition": table_4_1_per_repetition(rows), "pooled": table_4_1(rows)}
     sizes = {"per_repetition": reps, "pooled": len(rows)}
     files.write_csv(os.path.join(workdir, "correlation.csv"), rows)
@@ -342,18 +415,29 @@ def _run_correlation(config: ml_collections.ConfigDict, workdir: str) -> dict:
     files.write_text(os.path.join(workdir, "table_4_1.md"), markdown)
     plot_figure_4_1(rows, os.path.join(workdir, "figure_4_1.png"))
     results = {
-        "config": config.to_dict(),
+        "config": job.config.to_dict(),
         "device": jax.devices()[0].device_kind,
         "data": job.dataset.info,
-        "seconds": time.perf_counter() - start,
+        "seconds": time.perf_counter() - context.start,
         "samples": {name: {"points": sizes[name], "meaning": SAMPLES[name]} for name in SAMPLES},
         "pooled_pairs": len(rows),
         "table_4_1": tables,
         "selected": selected_rows(rows),
         "rows": rows,
     }
-    files.write_json(os.path.join(workdir, "results.json"), results)
-    print("\nTable 4.1 (correlations with loss, best and drop), both readings\n")
-    print(markdown, flush=True)
-    print(f"workdir: {workdir} ({time.perf_counter() - start:.1f}s)", flush=True)
-    return results
+    text = (
+        "\nTable 4.1 (correlations with loss, best and drop), both readings\n\n"
+        f"{markdown}\n"
+        f"workdir: {workdir} ({time.perf_counter() - context.start:.1f}s)"
+    )
+    return Report(results, text)
+
+
+EXPERIMENT = Experiment(
+    name="correlation",
+    section="correlation",
+    headline=_headline,
+    run=_run,
+    report=_write,
+    check=check,
+)

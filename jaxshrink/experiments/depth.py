@@ -1,6 +1,7 @@
 """Depth and width found by the search, from above and from below (`configs/depth.py`).
 
-`run_depth(config, workdir)` runs, for every edge target of `depth.targets`, every
+The experiment of a config with a `depth` section (`EXPERIMENT`, run by
+`jaxshrink.experiments.runner`) runs, for every edge target of `depth.targets`, every
 (seed, variant) pair as one batch of runs in one deep envelope (`model.bypass=True`):
 
 * ``thesis``: the thesis's fixed 3-layer network inside the envelope
@@ -24,6 +25,7 @@ variant, and the final layers and widths per seed) and `results.json`.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import time
@@ -32,22 +34,96 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxshrink.config import schema as config_lib
-from jaxshrink.config import validate
+from jaxshrink.config import schema, validate
 from jaxshrink.core import files
 from jaxshrink.core import masks as masks_lib
 from jaxshrink.core import spec as spec_lib
-from jaxshrink.runtime import distributed, progress, stages
-from jaxshrink.runtime import workdir as workdir_lib
+from jaxshrink.experiments.registry import Context, Experiment, Report
+from jaxshrink.runtime import stages
 from jaxshrink.runtime.job import Job
-from jaxshrink.search import batching, minimize
+from jaxshrink.search import batching, minimize, strategies
+from jaxshrink.search.plan import Plan
+
+# The edge targets, and the variants every seed runs in one deep envelope: 'thesis'
+# (the thesis's fixed 3-layer network inside it, widths only), 'depth' (the whole
+# envelope minimized in depth and width) and 'grow' (started small, grown, then
+# minimized in depth and width).
+TARGETS = ("sobel", "canny")
+VARIANTS = ("thesis", "depth", "grow")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Depth and width found by the search: a 6-layer envelope of 5 filters."""
+    c = schema.base_config("sobel")
+    c.model.num_layers = 6  # twice the thesis's depth [2.3]
+    c.model.bypass = True
+    # Flax's LeCun normal, not the thesis's truncated normal of std 0.05 [2.3], which
+    # was chosen for 3 layers: through 6 it left a third of the quick networks (the
+    # 3-layer ones among them) at an eval F1 of 0 or at a constant output after 2000
+    # steps; with LeCun normal every one trained (experiments/results/depth/).
+    c.model.init_std = 0.0
+    c.depth = ml_collections.ConfigDict()
+    c.depth.targets = TARGETS  # each trains with its own loss (schema.EDGE_LOSSES)
+    c.depth.variants = VARIANTS
+    c.depth.num_seeds = 10  # seeds seed, seed+1, ...: every variant runs every seed
+    c.depth.rule = "cost"  # how a round picks the layer to bypass (`strategies.LAYER_RULES`)
+    # 'thesis': conv_0, one 5-filter hidden layer, the output: the thesis's 3 layers.
+    c.depth.thesis_widths = (5, 5, 0, 0, 0, 1)
+    # 'grow': every layer computing, 2 of its 5 filters alive.
+    c.depth.grow_widths = (2, 2, 2, 2, 2, 1)
+    return c
+
+
+def make_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks the depth experiment in place to minutes on a 2-core CPU."""
+    c.data.crop_size = 32
+    c.data.train_size = 300
+    c.data.eval_size = 32
+    # 600 steps (the quick sweep's) left a third of the networks, the 3-layer ones
+    # too, at an eval F1 of 0 or at a constant output; the deep envelope trains slower.
+    c.train.initial_steps = 2000
+    c.train.log_every = 500
+    c.train.eval_every = 1000
+    c.minimize.round_steps = 200
+    c.depth.num_seeds = 3
+    return c
+
+
+PRESETS = {"quick": make_quick}
+
+
+def get_preset(arg: str | None = None) -> ml_collections.ConfigDict:
+    """`default_config()` with the presets named by `arg` ('quick', or None)."""
+    return schema.apply_presets(default_config(), PRESETS, arg)
+
+
+def check(c: ml_collections.ConfigDict) -> None:
+    """The `depth` section's fields, its widths against the envelope, and every target's
+    config (`target_config`)."""
+    d = c.depth
+    validate.check_int(c, "depth.num_seeds")
+    validate.check_one_of(d.rule, "depth.rule", strategies.LAYER_RULES[1:])
+    for field, allowed in (("targets", TARGETS), ("variants", VARIANTS)):
+        values = tuple(d[field])
+        ok = 0 < len(values) == len(set(values)) and set(values) <= set(allowed)
+        allowed_text = f"a non-empty list from {allowed} without repeats"
+        validate.check_field(ok, f"depth.{field}", values, allowed_text)
+    for field in ("thesis_widths", "grow_widths"):
+        widths = tuple(d[field])
+        validate.check_field(len(widths) > 0, f"depth.{field}", widths, "widths per layer")
+    model_spec = validate.model_of(c).spec
+    for field in ("thesis_widths", "grow_widths"):
+        validate.check_widths(f"depth.{field}", tuple(d[field]), model_spec)
+    validate.check_layer_rule("depth.rule", d.rule, model_spec)
+    for target in d.targets:
+        validate.validate(target_config(c, target))
 
 
 def target_config(config: ml_collections.ConfigDict, target: str) -> ml_collections.ConfigDict:
-    """`config` for one edge target, with that target's loss (`config.EDGE_LOSSES`)."""
+    """`config` for one edge target, with that target's loss (`schema.EDGE_LOSSES`)."""
     c = ml_collections.ConfigDict(config.to_dict())
     c.data.dataset = target
-    c.train.loss = config_lib.EDGE_LOSSES[target]
+    c.train.loss = schema.EDGE_LOSSES[target]
     return c
 
 
@@ -72,19 +148,6 @@ def run_spec(config: ml_collections.ConfigDict, variant: str) -> minimize.RunSpe
     return minimize.run_spec(config.minimize, depth=rule, grow=variant == "grow")
 
 
-def run_depth(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs the depth experiment of `config` in `workdir` (resuming if it has checkpoints).
-
-    Returns the results dictionary also written to `workdir/results.json`.
-    """
-    validate.validate(config)
-    for target in config.depth.targets:
-        validate.validate(target_config(config, target))
-    validate.check_workdir(workdir)
-    with workdir_lib.claim(workdir, config) as workdir:
-        return _run_depth(config, workdir)
-
-
 def _widths(model_spec, masks) -> str:
     """'5-3-0-0-2-1': units alive per layer (0: bypassed)."""
     return "-".join(str(w) for w in model_spec.widths(masks).values())
@@ -94,7 +157,13 @@ def _target(config, target: str, workdir: str, log) -> tuple[list[dict], str]:
     """The runs of one target: trains, minimizes and returns one row per run, and the
     score's label."""
     c = target_config(config, target)
-    job = Job(c, os.path.join(workdir, target), log)
+    # One compiled round serves every variant: the layer rule, and growth if one grows.
+    plan = Plan.single(c.minimize)
+    plan = plan.replace(
+        layer_rules=(*plan.layer_rules, c.depth.rule),
+        grows=plan.grows or "grow" in tuple(c.depth.variants),
+    )
+    job = Job(c, os.path.join(workdir, target), log, plan=plan)
     model_spec = job.model.spec
     todo = runs(c)
     log(
@@ -111,11 +180,19 @@ def _target(config, target: str, workdir: str, log) -> tuple[list[dict], str]:
         job, ms, specs, f"minimize: {len(todo)} runs, {c.minimize.round_steps} steps per round"
     )
     final = job.evaluate(ms.run)["score"]
+    rows = _rows(target, todo, model_spec, (trained, ms.run), (baselines, final), history)
+    return rows, job.score_label
+
+
+def _rows(target: str, todo, model_spec, states, scores, history) -> list[dict]:
+    """`depth.csv`'s rows of one target's runs `todo`: `states` = (trained, final) batches,
+    `scores` their eval scores."""
+    (trained, ends), (baselines, final) = states, scores
     rows = []
     for r, (seed, variant) in enumerate(todo):
-        start, kept = batching.take(trained.masks, r), batching.take(ms.run.masks, r)
+        start, kept = batching.take(trained.masks, r), batching.take(ends.masks, r)
         rounds = stages.round_entries(history, r, model_spec)
-        kinds = [e["kind"] for e in rounds if e["accepted"]]
+        kinds = [e.kind for e in rounds if e.accepted]
         baseline = float(baselines[r])
         rows.append(
             {
@@ -142,7 +219,7 @@ def _target(config, target: str, workdir: str, log) -> tuple[list[dict], str]:
         thesis = by_seed.get((r["seed"], "thesis"))
         ok = thesis is not None and thesis["final"] > 0
         r["vs_thesis"] = r["final"] / thesis["final"] if ok else float("nan")
-    return rows, job.score_label
+    return rows
 
 
 def summary(rows: list[dict]) -> list[dict]:
@@ -208,34 +285,56 @@ def markdown(rows: list[dict], table: list[dict], score: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _run_depth(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    log = progress.Logger()
-    start = time.perf_counter()
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    log(f"jaxshrink depth: targets {list(config.depth.targets)}; workdir {workdir}")
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What every process computed: one row per run of every target, and the times."""
+
+    config: ml_collections.ConfigDict
+    rows: list[dict]
+    seconds: dict[str, float]  # per target
+    score_label: str
+
+
+def _headline(config: ml_collections.ConfigDict, workdir: str) -> str:
+    return f"jaxshrink depth: targets {list(config.depth.targets)}; workdir {workdir}"
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str, context: Context) -> Outcome:
+    """Every target's runs, one target after the other (every process)."""
     rows, seconds = [], {}
     for target in config.depth.targets:
         t0 = time.perf_counter()
-        mine, label = _target(config, target, workdir, log)
+        mine, label = _target(config, target, workdir, context.log)
         rows += mine
         seconds[target] = time.perf_counter() - t0
-    if not distributed.is_primary():  # process 0 writes the job's files
-        return {"runs": rows}
+    return Outcome(config, rows, seconds, label)
+
+
+def _write(outcome: Outcome, workdir: str, context: Context) -> Report:
+    """`depth.csv` and `depth.md`, on process 0."""
+    rows = outcome.rows
     table = summary(rows)
-    text = markdown(rows, table, label)
+    text = markdown(rows, table, outcome.score_label)
     files.write_csv(os.path.join(workdir, "depth.csv"), rows)
     files.write_text(
         os.path.join(workdir, "depth.md"), "# Depth and width found by the search\n\n" + text
     )
     results = {
-        "config": config.to_dict(),
+        "config": outcome.config.to_dict(),
         "device": jax.devices()[0].device_kind,
-        "seconds": {**seconds, "total": time.perf_counter() - start},
+        "seconds": {**outcome.seconds, "total": time.perf_counter() - context.start},
         "summary": table,
         "runs": rows,
     }
-    files.write_json(os.path.join(workdir, "results.json"), results)
-    print("\n" + text, flush=True)
-    print(f"workdir: {workdir} ({time.perf_counter() - start:.1f}s)", flush=True)
-    return results
+    out = f"\n{text}\nworkdir: {workdir} ({time.perf_counter() - context.start:.1f}s)"
+    return Report(results, out)
+
+
+EXPERIMENT = Experiment(
+    name="depth",
+    section="depth",
+    headline=_headline,
+    run=_run,
+    report=_write,
+    check=check,
+)

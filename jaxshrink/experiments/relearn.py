@@ -1,8 +1,8 @@
 """Does a disabled unit relearn its past values? Thesis 2.4.1's observation, measured.
 
 The thesis tried its three ways of testing "the worth of a neuron" and reports only
-that "the disabled neuron relearned its past values". `run_relearn(config, workdir)`
-measures it:
+that "the disabled neuron relearned its past values". The experiment of a config with
+a `relearn` section (`EXPERIMENT`, run by `jaxshrink.experiments.runner`) measures it:
 
 1. trains R networks (seeds `seed`, `seed+1`, ...; all at once) for
    `train.initial_steps` steps;
@@ -35,6 +35,7 @@ Outputs in `workdir`: `relearn.csv` (one row per variant), `relearn_table.csv` a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import os
@@ -46,17 +47,66 @@ import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
 
-from jaxshrink.config import validate
+from jaxshrink.config import schema, validate
 from jaxshrink.core import files, optim
 from jaxshrink.core import masks as masks_lib
 from jaxshrink.core import spec as spec_lib
-from jaxshrink.runtime import progress, stages
-from jaxshrink.runtime import workdir as workdir_lib
+from jaxshrink.experiments.registry import Context, Experiment, Report
+from jaxshrink.runtime import stages
 from jaxshrink.runtime.job import Job
 from jaxshrink.search import batching, minimize
 
 VALUES = ("zero", "reinit")
 COLUMNS = ("cos_start", "cos_end", "norm_end", "stayed_zero", "drop", "ratio", "ratio_reference")
+
+
+def add_section(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Adds the relearning experiment (thesis 2.4.1's three modes) to a run config."""
+    c.relearn = ml_collections.ConfigDict()
+    c.relearn.repetitions = 10  # trained networks (seeds seed, seed+1, ...)
+    c.relearn.modes = ("disabled", "disabled_others_frozen", "disabled_frozen")  # [2.4.1]
+    c.relearn.fills = ("zero", "reinit")  # [2.4: zero values, or reinitialized]
+    return c
+
+
+def default_config(dataset: str = "canny") -> ml_collections.ConfigDict:
+    """Does a disabled unit relearn? Thesis 2.4.1's three modes measured."""
+    c = schema.base_config(dataset)
+    c.minimize.enabled = False
+    return add_section(c)
+
+
+def make_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks the relearning experiment in place to a few minutes on a 2-core CPU."""
+    c.data.crop_size = 32
+    c.data.train_size = 300
+    c.data.eval_size = 32
+    c.train.initial_steps = 600
+    c.train.log_every = 100
+    c.train.eval_every = 600
+    c.minimize.round_steps = 200
+    c.relearn.repetitions = 2
+    return c
+
+
+PRESETS = {"quick": make_quick}
+
+
+def get_preset(dataset: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    """`default_config(dataset)` with the presets named by `arg` ('quick', or None)."""
+    return schema.apply_presets(default_config(dataset), PRESETS, arg)
+
+
+def check(c: ml_collections.ConfigDict) -> None:
+    """The `relearn` section's fields."""
+    validate.check_int(c, "relearn.repetitions")
+    r = c.relearn
+    validate.check_field(len(r.modes) > 0, "relearn.modes", r.modes, str(minimize.MODES))
+    for mode in r.modes:
+        validate.check_one_of(mode, "relearn.modes", minimize.MODES)
+    validate.check_field(len(r.fills) > 0, "relearn.fills", r.fills, str(VALUES))
+    for how in r.fills:
+        validate.check_one_of(how, "relearn.fills", VALUES)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -208,29 +258,31 @@ def plot(rows: list[dict], path: str) -> str:
     return path
 
 
-def run_relearn(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs the relearning experiment of `config` in `workdir` (see the module doc)."""
-    validate.validate(config)
-    validate.check_workdir(workdir)
-    with workdir_lib.claim(workdir, config) as workdir:
-        return _run_relearn(config, workdir)
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What every process computed: one row per variant, and the scores before."""
+
+    job: Job
+    rows: list[dict]
+    before: np.ndarray  # eval score of each trained network
 
 
-def _run_relearn(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    log = progress.Logger()
-    start = time.perf_counter()
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
+def _headline(config: ml_collections.ConfigDict, workdir: str) -> str:
+    reps = int(config.relearn.repetitions)
+    return f"jaxshrink relearning ({config.task}): {reps} repetitions; workdir {workdir}"
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str, context: Context) -> Outcome:
+    """Trains the networks, then every variant one round, as batches (every process)."""
+    log = context.log
     reps = int(config.relearn.repetitions)
     seeds = [int(config.seed) + i for i in range(reps)]
     steps = int(config.minimize.round_steps)
     job = Job(config, workdir, log)
-    log(f"jaxshrink relearning ({config.task}): {reps} repetitions; workdir {workdir}")
     log(job.describe())
     trained = stages.train_stage(job, seeds)
     before = job.evaluate(trained)["score"]
-    model_spec = job.model.spec
-    m = masks_lib.num_candidates(model_spec)
+    m = masks_lib.num_candidates(job.model.spec)
     variants = plan(config, m)
     states = start_states(job, trained, seeds, variants)
     log(
@@ -240,11 +292,17 @@ def _run_relearn(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     every = max(1, int(config.train.log_every))
     ends, scores = stages.train_variants(job, states, steps, every, "relearn")
+    rows = _rows(job.model.spec, variants, seeds, (trained, states, ends), scores, before)
+    return Outcome(job, rows, before)
 
+
+def _rows(model_spec, variants, seeds, states, scores, before) -> list[dict]:
+    """`relearn.csv`'s rows: `states` = (trained, start and end of the round) batches."""
+    trained, starts, ends = states
     rep = np.asarray([v["repetition"] for v in variants])
     cand = np.asarray([max(v["candidate"], 0) for v in variants])
     before_rows = unit_rows(model_spec, batching.take(trained.params, rep), cand)
-    start_rows = unit_rows(model_spec, states.params, cand)
+    start_rows = unit_rows(model_spec, starts.params, cand)
     end_rows = unit_rows(model_spec, ends.params, cand)
     cos_start, cos_end = cosine(before_rows, start_rows), cosine(before_rows, end_rows)
     norm_before = np.linalg.norm(before_rows, axis=-1)
@@ -271,6 +329,13 @@ def _run_relearn(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 "ratio_reference": float(scores[i, -1] / scores[reference[r], -1]),
             }
         )
+    return rows
+
+
+def _write(outcome: Outcome, workdir: str, context: Context) -> Report:
+    """The table of means per mode and values, its CSVs and the picture, on process 0."""
+    job, rows = outcome.job, outcome.rows
+    steps = int(job.config.minimize.round_steps)
     table = summarize(rows)
     files.write_csv(os.path.join(workdir, "relearn.csv"), rows)
     files.write_csv(os.path.join(workdir, "relearn_table.csv"), table)
@@ -278,16 +343,27 @@ def _run_relearn(config: ml_collections.ConfigDict, workdir: str) -> dict:
     files.write_text(os.path.join(workdir, "relearn_table.md"), markdown)
     plot(rows, os.path.join(workdir, "relearn.png"))
     results = {
-        "config": config.to_dict(),
+        "config": job.config.to_dict(),
         "device": jax.devices()[0].device_kind,
         "data": job.dataset.info,
-        "seconds": time.perf_counter() - start,
-        "scores_before": before.tolist(),
+        "seconds": time.perf_counter() - context.start,
+        "scores_before": outcome.before.tolist(),
         "table": table,
         "rows": rows,
     }
-    files.write_json(os.path.join(workdir, "results.json"), results)
-    print(f"\nRelearning after one round of {steps} steps (means per mode and values)\n")
-    print(markdown, flush=True)
-    print(f"workdir: {workdir} ({time.perf_counter() - start:.1f}s)", flush=True)
-    return results
+    text = (
+        f"\nRelearning after one round of {steps} steps (means per mode and values)\n\n"
+        f"{markdown}\n"
+        f"workdir: {workdir} ({time.perf_counter() - context.start:.1f}s)"
+    )
+    return Report(results, text)
+
+
+EXPERIMENT = Experiment(
+    name="relearn",
+    section="relearn",
+    headline=_headline,
+    run=_run,
+    report=_write,
+    check=check,
+)

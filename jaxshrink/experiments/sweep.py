@@ -1,6 +1,7 @@
 """The thesis's strategy comparison (section 4.3, Figure 4.2) as one batched job.
 
-`run_sweep(config, workdir)` trains the sweep's networks (all at once), then
+The experiment of a config with a `sweep` section (`EXPERIMENT`, run by
+`jaxshrink.experiments.runner`): it trains the sweep's networks (all at once), then
 minimizes every (seed, strategy, threshold) combination as one batch of runs.
 `sweep.design` says which runs share a trained network:
 
@@ -18,7 +19,7 @@ minimizes every (seed, strategy, threshold) combination as one batch of runs.
 Either way:
 
 * the runs of one network all start from it and draw the same training batches, so
-  strategies are compared on the same networks (`analysis.paired_tests` pairs them by
+  strategies are compared on the same networks (`stats.paired_tests` pairs them by
   seed within a threshold, which both designs share);
 * run (seed s, strategy k, threshold t) is exactly the single run of
   `python -m jaxshrink.main` with `seed=s`, `minimize.strategy=k`,
@@ -32,13 +33,14 @@ score ratio final / baseline, the fraction of FLOPs removed, rounds, training st
 and an estimated share of the wall time), `results.json` (rows, per-run round logs,
 timing and device), Figure 4.2 with its statistics (`figure_4_2.png`,
 `figure_4_2_summary.csv`, `figure_4_2_tests.csv`, `figure_4_2.json`), and the
-per-strategy comparison (`analysis.comparison`: `comparison.md`, `comparison.csv`,
+per-strategy comparison (`stats.comparison`: `comparison.md`, `comparison.csv`,
 `comparison_tests.csv` with Holm-corrected Wilcoxon tests, `comparison.png`;
 `configs/compare.py` is the sweep made for it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import time
@@ -47,15 +49,108 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxshrink.config import validate
-from jaxshrink.core import files
+from jaxshrink import stats
+from jaxshrink.config import schema, validate
+from jaxshrink.core import files, train
 from jaxshrink.core import masks as masks_lib
 from jaxshrink.core import spec as spec_lib
-from jaxshrink.runtime import distributed, progress, stages
-from jaxshrink.runtime import workdir as workdir_lib
+from jaxshrink.core.results import RoundEntry, SweepRow
+from jaxshrink.experiments.registry import Context, Experiment, Report
+from jaxshrink.runtime import stages
 from jaxshrink.runtime.job import Job
-from jaxshrink.search import batching, minimize
-from jaxshrink.stats import analysis
+from jaxshrink.search import batching, minimize, strategies
+from jaxshrink.search.plan import Plan
+
+# How a sweep's runs get their trained networks: 'thesis' = one network per (seed,
+# threshold), shared by the strategies [4.3]; 'shared' = one network per seed, shared
+# by every strategy and threshold (fewer trainings, and thresholds are paired too).
+DESIGNS = ("thesis", "shared")
+
+
+def add_section(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Adds the thesis's Figure 4.2 sweep (4.3) to any run config, in place."""
+    c.sweep = ml_collections.ConfigDict()
+    c.sweep.num_seeds = 50  # runs per threshold [4.3]
+    c.sweep.thresholds = (0.85, 0.9, 0.95, 0.98, 1.0)  # [2.4.2, 4.3]
+    c.sweep.strategies = ("cosine", "random", "sequential")  # CosMax, Random, Seq [4.3]
+    # 'thesis': each threshold trains its own num_seeds networks [4.3] (seeds seed +
+    # i + t * num_seeds for threshold index t); 'shared': seeds seed + i serve every
+    # threshold. See `DESIGNS`.
+    c.sweep.design = "thesis"
+    return c
+
+
+def default_config(dataset: str = "canny") -> ml_collections.ConfigDict:
+    """The thesis's Figure 4.2 experiment (4.3): `schema.base_config(dataset)` plus a `sweep`."""
+    return add_section(schema.base_config(dataset))
+
+
+def make_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks a sweep in place to a few minutes on a 2-core CPU."""
+    c.data.crop_size = 32
+    c.data.train_size = 300
+    c.data.eval_size = 32
+    c.train.initial_steps = 600
+    c.train.log_every = 200
+    c.train.eval_every = 600
+    c.minimize.round_steps = 40
+    c.sweep.num_seeds = 3
+    return c
+
+
+PRESETS = {"quick": make_quick}
+
+
+def get_preset(dataset: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    """`default_config(dataset)` with the presets named by `arg` ('quick', or None)."""
+    return schema.apply_presets(default_config(dataset), PRESETS, arg)
+
+
+def comparison_strategies() -> tuple[str, ...]:
+    """Every registered strategy (`strategies.STRATEGIES`), in registration order.
+
+    Each runs under its own default rules (stopping rule and, with `minimize.group`
+    'auto', group rule), so one added with `strategies.register` joins the next
+    comparison without a config change; a config that sets `minimize.group` puts
+    every strategy under that rule instead.
+    """
+    return tuple(strategies.STRATEGIES)
+
+
+def add_comparison(
+    c: ml_collections.ConfigDict, num_seeds: int = 10, threshold: float = 0.95
+) -> ml_collections.ConfigDict:
+    """Makes `c` one comparison of strategies, in place: a sweep in the shared design
+    (every strategy minimizes the same `num_seeds` trained networks, so runs pair by
+    seed) at one threshold, over `comparison_strategies()`.
+
+    10 seeds by default: with n paired seeds the smallest two-sided exact Wilcoxon p
+    is 2 / 2^n (0.002 for 10), so a Holm correction over up to 25 strategies
+    against random can still reach 0.05; 6 seeds (0.031) could not survive even two.
+    """
+    if "sweep" not in c:
+        add_section(c)
+    c.sweep.design = "shared"
+    c.sweep.num_seeds = num_seeds
+    c.sweep.thresholds = (threshold,)
+    c.sweep.strategies = comparison_strategies()
+    return c
+
+
+def check(c: ml_collections.ConfigDict) -> None:
+    """The `sweep` section's fields; a sweep always minimizes (`validate.check_minimizing`)."""
+    validate.check_int(c, "sweep.num_seeds")
+    for name in c.sweep.strategies:
+        validate.check_one_of(name, "sweep.strategies", strategies.STRATEGIES)
+    for t in c.sweep.thresholds:
+        validate.check_field(0.0 < t <= 1.0, "sweep.thresholds", t, "ratios in (0, 1]")
+    # A repeated name would pair a seed with itself in the tests, after the compute.
+    for field in ("strategies", "thresholds"):
+        values = tuple(c.sweep[field])
+        ok = 0 < len(values) == len(set(values))
+        validate.check_field(ok, f"sweep.{field}", values, "a non-empty list without repeats")
+    validate.check_one_of(c.sweep.get("design"), "sweep.design", DESIGNS)
+    validate.check_minimizing(c)
 
 
 def run_seed(config: ml_collections.ConfigDict, index: int, threshold_index: int) -> int:
@@ -81,36 +176,37 @@ def sweep_runs(config: ml_collections.ConfigDict) -> list[tuple[int, str, float]
     ]
 
 
-def _ratio(score: float, baseline: float) -> float:
-    """score / baseline; NaN for a baseline of 0 (a network that never learned)."""
-    return score / baseline if baseline else float("nan")
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What every process computed: one row and one round log per run, and the times."""
+
+    job: Job
+    rows: list[dict]
+    round_logs: list[list[dict]]
+    trained_networks: int
+    train_seconds: float
+    minimize_seconds: float
 
 
-def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs the sweep of `config` in `workdir` (resuming if it has checkpoints).
-
-    Returns the results dictionary also written to `workdir/results.json`.
-    """
-    validate.validate(config)
-    validate.check_workdir(workdir)
-    with workdir_lib.claim(workdir, config) as workdir:
-        return _run_sweep(config, workdir)
-
-
-def _run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    log = progress.Logger()
-    start = time.perf_counter()
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
+def _headline(config: ml_collections.ConfigDict, workdir: str) -> str:
     runs = sweep_runs(config)
-    seeds = sorted({s for s, _, _ in runs})
-    log(
+    seeds = {s for s, _, _ in runs}
+    return (
         f"jaxshrink sweep ({config.task}, {config.data.dataset}): {config.sweep.num_seeds} "
         f"seeds x {len(config.sweep.strategies)} strategies x {len(config.sweep.thresholds)} "
         f"thresholds = {len(runs)} runs on {len(seeds)} trained networks "
         f"({config.sweep.design} design); workdir {workdir}"
     )
-    job = Job(config, workdir, log)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str, context: Context) -> Outcome:
+    """Trains every network, then minimizes every run, as batches (every process)."""
+    log = context.log
+    runs = sweep_runs(config)
+    seeds = sorted({s for s, _, _ in runs})
+    # One compiled round computes the scores of every strategy of the sweep.
+    plan = Plan.single(config.minimize).replace(strategies=tuple(config.sweep.strategies))
+    job = Job(config, workdir, log, plan=plan)
     log(job.describe())
 
     t0 = time.perf_counter()
@@ -137,70 +233,93 @@ def _run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     minimize_seconds = time.perf_counter() - t0
     final = job.evaluate(ms.run)["score"]
-
     template = batching.take(trained.masks, 0)
-    full = int(masks_lib.count_alive(template))
-    full_flops = spec_lib.count_flops(job.model.spec, template)
-    round_steps = int(config.minimize.round_steps)
     rows, logs = [], []
-    for r, (seed, strategy, threshold) in enumerate(runs):
-        kept = batching.take(ms.run.masks, r)
-        baseline = float(baselines[seeds.index(seed)])
+    for r, key in enumerate(runs):
         rounds = stages.round_entries(history, r, job.model.spec)
-        if not np.isfinite(baseline):
-            status = "failed: trained network not finite"
-        elif baseline <= 0:  # no score ratio exists; its rounds compared against 0
-            status = "failed: trained network scores 0"
-        elif not np.isfinite(final[r]) or not stages.all_finite(batching.take(ms.run.params, r)):
-            status = "failed: final network not finite"
-        else:
-            status = "ok"
-        rows.append(
-            {
-                "status": status,
-                "seed": seed,
-                "strategy": strategy,
-                "threshold": threshold,
-                "baseline": baseline,
-                "final": float(final[r]),
-                "relative_drop": 1.0 - _ratio(float(final[r]), baseline),
-                "score_ratio": _ratio(float(final[r]), baseline),
-                "disabled": full - int(masks_lib.count_alive(kept)),
-                "flops_removed": 1.0 - spec_lib.count_flops(job.model.spec, kept) / full_flops,
-                "rounds": len(rounds),
-                "accepted": sum(e["accepted"] for e in rounds),
-                "steps": len(rounds) * round_steps,
-                "kept": " ".join(
-                    "".join("#" if k else "." for k in row)
-                    for row in masks_lib.to_rows(job.model.spec, kept)
-                ),
-            }
-        )
-        logs.append(rounds)
-    if not distributed.is_primary():  # process 0 writes the job's files and report
-        return {"runs": rows, "round_logs": logs}
+        baseline = float(baselines[seeds.index(key[0])])
+        run = batching.take(ms.run, r)
+        rows.append(_row(job, template, key, baseline, final[r], run, rounds))
+        logs.append([e.to_json() for e in rounds])
+    return Outcome(job, rows, logs, len(seeds), train_seconds, minimize_seconds)
+
+
+def _status(baseline: float, final: float, run: train.TrainState) -> str:
+    """'ok', or why the run's scores are left out of Figure 4.2."""
+    if not np.isfinite(baseline):
+        return "failed: trained network not finite"
+    if baseline <= 0:  # no score ratio exists; its rounds compared against 0
+        return "failed: trained network scores 0"
+    if not np.isfinite(final) or not stages.all_finite(run.params):
+        return "failed: final network not finite"
+    return "ok"
+
+
+def _row(job: Job, template, key, baseline: float, final, run, rounds: list[RoundEntry]) -> dict:
+    """`runs.csv`'s row of one run: `key` = (seed, strategy, threshold), `run` its end."""
+    seed, strategy, threshold = key
+    model_spec, kept, final = job.model.spec, run.masks, float(final)
+    full = int(masks_lib.count_alive(template))
+    full_flops = spec_lib.count_flops(model_spec, template)
+    return SweepRow(
+        status=_status(baseline, final, run),
+        seed=seed,
+        strategy=strategy,
+        threshold=threshold,
+        baseline=baseline,
+        final=final,
+        disabled=full - int(masks_lib.count_alive(kept)),
+        flops_removed=1.0 - spec_lib.count_flops(model_spec, kept) / full_flops,
+        rounds=len(rounds),
+        accepted=sum(e.accepted for e in rounds),
+        steps=len(rounds) * int(job.config.minimize.round_steps),
+        kept=" ".join(
+            "".join("#" if k else "." for k in row) for row in masks_lib.to_rows(model_spec, kept)
+        ),
+    ).to_json()
+
+
+def _write(outcome: Outcome, workdir: str, context: Context) -> Report:
+    """`runs.csv`, Figure 4.2 and the comparison of strategies, on process 0."""
+    config, rows = outcome.job.config, outcome.rows
     # The rows stay deterministic (a resumed sweep writes the same ones); the
     # comparison gets each run's estimated share of the wall time beside them.
     timed = [dict(r) for r in rows]
-    _share_seconds(timed, minimize_seconds)
+    _share_seconds(timed, outcome.minimize_seconds)
     files.write_csv(os.path.join(workdir, "runs.csv"), rows)
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
-        log(
+        context.log(
             f"WARNING: {len(failed)} of {len(rows)} runs failed (NaN/Inf, or a trained score "
             f"of 0), seeds "
             f"{sorted({r['seed'] for r in failed})}; Figure 4.2 leaves them out"
         )
-    figure = analysis.figure_4_2(rows, workdir)
-    compared = analysis.comparison(
-        timed, workdir, _comparison_notes(config, len(seeds), train_seconds, minimize_seconds)
+    figure = stats.figure_4_2(rows, workdir)
+    notes = _comparison_notes(
+        config, outcome.trained_networks, outcome.train_seconds, outcome.minimize_seconds
     )
-    results = {
-        "config": config.to_dict(),
+    compared = stats.comparison(timed, workdir, notes)
+    results = _results(outcome, len(failed), figure, compared, context.start)
+    text = "\n".join(
+        [
+            "\n" + stats.format_table(figure["summary"]),
+            "\n" + figure["findings"],
+            "\n" + compared["markdown"],
+            f"\nworkdir: {workdir} ({time.perf_counter() - context.start:.1f}s)",
+        ]
+    )
+    return Report(results, text)
+
+
+def _results(outcome: Outcome, failed: int, figure: dict, compared: dict, start: float) -> dict:
+    """`results.json`'s record of the sweep."""
+    job = outcome.job
+    return {
+        "config": job.config.to_dict(),
         "device": jax.devices()[0].device_kind,
         "data": job.dataset.info,
-        "design": config.sweep.design,
-        "trained_networks": len(seeds),
+        "design": job.config.sweep.design,
+        "trained_networks": outcome.trained_networks,
         "devices": job.devices,
         "batch": {
             "method": job.engine.method,
@@ -209,22 +328,16 @@ def _run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
             "steps": job.steps,
         },
         "seconds": {
-            "train": train_seconds,
-            "minimize": minimize_seconds,
+            "train": outcome.train_seconds,
+            "minimize": outcome.minimize_seconds,
             "total": time.perf_counter() - start,
         },
-        "failed_runs": len(failed),
-        "runs": rows,
-        "round_logs": logs,
+        "failed_runs": failed,
+        "runs": outcome.rows,
+        "round_logs": outcome.round_logs,
         "figure_4_2": {k: v for k, v in figure.items() if k != "summary"},
         "comparison": {k: v for k, v in compared.items() if k not in ("paths", "markdown")},
     }
-    files.write_json(os.path.join(workdir, "results.json"), results)
-    print("\n" + analysis.format_table(figure["summary"]), flush=True)
-    print("\n" + figure["findings"], flush=True)
-    print("\n" + compared["markdown"], flush=True)
-    print(f"\nworkdir: {workdir} ({time.perf_counter() - start:.1f}s)", flush=True)
-    return results
 
 
 def _share_seconds(rows: list[dict], minimize_seconds: float) -> None:
@@ -255,3 +368,13 @@ def _comparison_notes(config, networks: int, train_seconds: float, minimize_seco
         "differences dropped), Holm-corrected per threshold and metric, once over the "
         "tests against random and once over all pairs.",
     ]
+
+
+EXPERIMENT = Experiment(
+    name="sweep",
+    section="sweep",
+    headline=_headline,
+    run=_run,
+    report=_write,
+    check=check,
+)

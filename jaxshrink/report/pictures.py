@@ -5,7 +5,9 @@ travel through the network" to image files; values that can be negative (kernels
 drawn "red, positive values ... green and color intensity represents absolute value".
 This module draws those pictures and the plots that summarise a run:
 
-* `save_triptychs`: input / target / output per example (Figures 3.2 and 3.3).
+* `save_triptychs`: input / target / output per example (Figures 3.2 and 3.3); with
+  `save_labelled`, `save_regression` and `save_reconstructions` one of the pictures a
+  task names (`TASK_PICTURES`, looked up by `task_picture`).
 * `save_masks`: every kernel of every layer in the red/green code (Figure 3.1).
 * `save_filter_outputs`, `save_filter_outputs_stages`: what every filter outputs for
   one image, e.g. after a few steps and after convergence (Figure 3.4).
@@ -26,7 +28,8 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,17 +42,20 @@ from jaxshrink.core import files
 from jaxshrink.core import spec as spec_lib
 
 __all__ = [
+    "TASK_PICTURES",
     "layer_outputs",
     "save_filter_outputs",
     "save_filter_outputs_stages",
     "save_kept_matrix",
     "save_labelled",
     "save_masks",
+    "save_reconstructions",
     "save_regression",
     "save_timeline",
     "save_training_curve",
     "save_triptychs",
     "signed_rgb",
+    "task_picture",
 ]
 
 _DPI = 100
@@ -323,67 +329,101 @@ def save_masks(
     Returns:
       `path`.
     """
+    rows = _mask_rows(model_spec, params, masks)
+    if not rows:
+        raise ValueError("save_masks: the model has no square 2-D convolution to draw")
+    layout = _mask_layout(rows, title)
+    fig = _new_figure(max(layout.width, 3.0), layout.height)
+    fw, fh = fig.get_size_inches()
+    y = fh - layout.top
+    for row, row_h in zip(rows, layout.heights, strict=True):
+        y -= row_h
+        _draw_mask_row(fig, row, layout, y)
+    if title:
+        fig.suptitle(title, y=1 - 0.08 / fh, va="top")
+    return _save(fig, path)
+
+
+class _MaskRow(NamedTuple):
+    """One layer's row of `save_masks`: its label, weight scale, cells and mask."""
+
+    label: str
+    scale: float
+    cells: list[np.ndarray]
+    mask: np.ndarray
+
+
+def _mask_rows(model_spec, params: dict, masks: dict | None) -> list[_MaskRow]:
+    """The rows of `save_masks`: the convolutions with square kernels, in network order."""
     rows = []
     for layer in model_spec.layers:
-        name = layer.name
         kernel = np.asarray(spec_lib.get(params, layer.kernel), np.float64)
         if layer.kind != "conv" or kernel.ndim != 4 or kernel.shape[0] != kernel.shape[1]:
             continue
         scale = float(np.max(np.abs(kernel))) if kernel.size else 0.0
         cells = [_mask_cell(kernel[..., j], scale) for j in range(kernel.shape[-1])]
-        mask = _mask_of(masks, name, kernel.shape[-1])
-        rows.append((_row_label(layer, mask), scale, cells, mask))
-    if not rows:
-        raise ValueError("save_masks: the model has no square 2-D convolution to draw")
+        mask = _mask_of(masks, layer.name, kernel.shape[-1])
+        rows.append(_MaskRow(_row_label(layer, mask), scale, cells, mask))
+    return rows
 
-    # Manual layout in inches: one kernel pixel has the same size everywhere.
+
+class _MaskLayout(NamedTuple):
+    """`save_masks`'s manual layout in inches: one kernel pixel has the same size everywhere."""
+
+    left: float
+    pad: float
+    top: float
+    gap: float  # between cells
+    px: float  # one kernel pixel
+    heights: list[float]  # per row
+    width: float
+    height: float
+
+
+def _mask_layout(rows: list[_MaskRow], title: str | None) -> _MaskLayout:
     left, right, label_h, pad = 1.1, 0.2, 0.22, 0.12
     top = 0.3 if title else 0.05
-    widest = max(sum(c.shape[1] for c in cells) for _, _, cells, _ in rows)
-    most_cells = max(len(cells) for _, _, cells, _ in rows)
-    gap = 0.25 if most_cells <= 8 else 0.15  # inches between cells
+    widest = max(sum(c.shape[1] for c in row.cells) for row in rows)
+    most_cells = max(len(row.cells) for row in rows)
+    gap = 0.25 if most_cells <= 8 else 0.15
     px = float(np.clip((9.0 - (most_cells - 1) * gap) / widest, 0.02, 0.09))
-    heights = [max(c.shape[0] for c in cells) * px + label_h + pad for _, _, cells, _ in rows]
+    heights = [max(c.shape[0] for c in row.cells) * px + label_h + pad for row in rows]
     width = (
         left
         + right
-        + max(
-            sum(c.shape[1] for c in cells) * px + (len(cells) - 1) * gap for _, _, cells, _ in rows
-        )
+        + max(sum(c.shape[1] for c in row.cells) * px + (len(row.cells) - 1) * gap for row in rows)
     )
     height = top + sum(heights) + 0.1
-    fig = _new_figure(max(width, 3.0), height)
-    fw, fh = fig.get_size_inches()
+    return _MaskLayout(left, pad, top, gap, px, heights, width, height)
 
-    y = fh - top
-    for (name, scale, cells, mask), row_h in zip(rows, heights, strict=True):
-        y -= row_h
-        x = left
-        cell_h = max(c.shape[0] for c in cells) * px
-        fig.text(
-            0.1 / fw,
-            (y + pad + cell_h / 2) / fh,
-            f"{name}\nmax |w| {scale:.2g}",
-            va="center",
-            ha="left",
-            fontsize=9,
-        )
-        for j, (cell, on) in enumerate(zip(cells, mask, strict=True)):
-            w, h = cell.shape[1] * px, cell.shape[0] * px
-            ax = fig.add_axes((x / fw, (y + pad) / fh, w / fw, h / fh))
-            ax.imshow(cell if on else _grey_out(cell), interpolation="nearest", aspect="auto")
-            _bare(ax)
-            if on:
-                ax.set_title(str(j), fontsize=8, pad=2)
-            else:
-                _cross(ax)
-                ax.set_title(f"{j} off", fontsize=8, pad=2, color=_OFF_COLOR)
-                for spine in ax.spines.values():
-                    spine.set_color(_OFF_COLOR)
-            x += w + gap
-    if title:
-        fig.suptitle(title, y=1 - 0.08 / fh, va="top")
-    return _save(fig, path)
+
+def _draw_mask_row(fig: Figure, row: _MaskRow, layout: _MaskLayout, y: float) -> None:
+    """Draws one layer's label and cells with their bottom edge `y` inches up."""
+    fw, fh = fig.get_size_inches()
+    px, pad = layout.px, layout.pad
+    cell_h = max(c.shape[0] for c in row.cells) * px
+    fig.text(
+        0.1 / fw,
+        (y + pad + cell_h / 2) / fh,
+        f"{row.label}\nmax |w| {row.scale:.2g}",
+        va="center",
+        ha="left",
+        fontsize=9,
+    )
+    x = layout.left
+    for j, (cell, on) in enumerate(zip(row.cells, row.mask, strict=True)):
+        w, h = cell.shape[1] * px, cell.shape[0] * px
+        ax = fig.add_axes((x / fw, (y + pad) / fh, w / fw, h / fh))
+        ax.imshow(cell if on else _grey_out(cell), interpolation="nearest", aspect="auto")
+        _bare(ax)
+        if on:
+            ax.set_title(str(j), fontsize=8, pad=2)
+        else:
+            _cross(ax)
+            ax.set_title(f"{j} off", fontsize=8, pad=2, color=_OFF_COLOR)
+            for spine in ax.spines.values():
+                spine.set_color(_OFF_COLOR)
+        x += w + layout.gap
 
 
 # ------------------------------------------------------------------- filter outputs
@@ -614,15 +654,28 @@ def save_timeline(
       `path`.
     """
     n = len(rounds)
-    x = np.arange(1, n + 1)
     scores = np.array([float(r["score"]) for r in rounds])
     accepted = np.array([bool(r["accepted"]) for r in rounds], bool)
+    fig = _new_figure(max(6.0, 0.45 * n + 2.5), 4.2, layout="constrained")
+    ax = fig.add_subplot()
+    handles = _timeline_lines(ax, rounds, scores, accepted, baseline, threshold)
+    handles += _timeline_points(ax, rounds, scores, accepted)
+    ax.set_xlim(-0.5, n + 0.8)
+    ax.set_xticks(np.arange(n + 1) if n <= 30 else np.linspace(0, n, 11).round())
+    ax.set_xlabel("round")
+    ax.set_ylabel(f"eval {score_label}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(handles=handles, loc="best", fontsize=8)
+    ax.set_title(title or f"minimization: {int(accepted.sum())} of {n} rounds kept")
+    return _save(fig, path)
+
+
+def _timeline_lines(ax, rounds, scores, accepted, baseline: float, threshold) -> list:
+    """The last accepted score, the threshold band and the baseline; their legend handles."""
+    n = len(rounds)
     running = [float(baseline)]
     for score, ok in zip(scores, accepted, strict=True):
         running.append(score if ok else running[-1])
-
-    fig = _new_figure(max(6.0, 0.45 * n + 2.5), 4.2, layout="constrained")
-    ax = fig.add_subplot()
     line = ax.plot(
         np.arange(n + 1), running, drawstyle="steps-post", color="k", lw=1.2, label="last accepted"
     )
@@ -639,6 +692,14 @@ def save_timeline(
             label=f"threshold x{float(threshold):g}",
         )
     handles += ax.plot([0], [float(baseline)], "D", color="k", ms=6, label="baseline")
+    return handles
+
+
+def _timeline_points(ax, rounds, scores, accepted) -> list:
+    """Each round's score, kept or rolled back, labelled with its candidate; legend handles."""
+    n = len(rounds)
+    x = np.arange(1, n + 1)
+    handles = []
     for pick, style, color, label in (
         (accepted, "o", "tab:green", "kept"),
         (~accepted, "x", "tab:red", "rolled back"),
@@ -656,14 +717,7 @@ def save_timeline(
                 rotation=45 if n > 10 else 0,
                 fontsize=7,
             )
-    ax.set_xlim(-0.5, n + 0.8)
-    ax.set_xticks(np.arange(n + 1) if n <= 30 else np.linspace(0, n, 11).round())
-    ax.set_xlabel("round")
-    ax.set_ylabel(f"eval {score_label}")
-    ax.grid(True, alpha=0.3)
-    ax.legend(handles=handles, loc="best", fontsize=8)
-    ax.set_title(title or f"minimization: {int(accepted.sum())} of {n} rounds kept")
-    return _save(fig, path)
+    return handles
 
 
 # ----------------------------------------------------------------------- kept matrix
@@ -722,3 +776,29 @@ def save_kept_matrix(
     total = int(sum(r.size for r in rows))
     ax.set_title(title or f"kept filters: {kept_total} of {total}")
     return _save(fig, path)
+
+
+# ------------------------------------------------------------------- task pictures
+
+# `tasks.Task.picture` -> the drawing of a few eval examples and a network's outputs,
+# each called as ``(path, inputs, targets, outputs, title) -> path``.
+TASK_PICTURES: dict[str, Callable[..., str]] = {
+    "triptychs": save_triptychs,
+    "labelled": save_labelled,
+    "scatter": save_regression,
+    "reconstructions": save_reconstructions,
+}
+
+
+def task_picture(name: str) -> Callable[..., str]:
+    """The drawing a task names in `tasks.Task.picture`.
+
+    Raises:
+      KeyError: `name` is not in `TASK_PICTURES` (the message lists the names).
+    """
+    try:
+        return TASK_PICTURES[name]
+    except KeyError:
+        raise KeyError(
+            f"task picture: got {name!r}; allowed: {sorted(TASK_PICTURES)}"
+        ) from None

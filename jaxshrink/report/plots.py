@@ -148,21 +148,9 @@ def save_confusion_matrix(
     """
     counts = confusion_matrix(labels, predictions, num_classes)
     n = counts.shape[0]
-    if class_names is None:
-        names = [str(i) for i in range(n)]
-    else:
-        names = [str(name) for name in class_names]
-        if len(names) != n:
-            raise ValueError(f"{len(names)} class_names for {n} classes")
+    names = _class_names(class_names, n)
     totals = counts.sum(axis=1, keepdims=True)
     fraction = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
-    total, correct = int(counts.sum()), int(np.trace(counts))
-    accuracy = (
-        f"accuracy {correct / total:.1%} ({correct}/{total})"
-        if total
-        else "accuracy n/a (0 examples)"
-    )
-
     longest = max(len(name) for name in names)
     side = float(np.clip(0.42 * n + 0.1 * min(longest, 20) + 2.2, 4.0, 20.0))
     fig = _new_figure(side + 1.2, side, layout="constrained")
@@ -171,18 +159,49 @@ def save_confusion_matrix(
     colorbar = fig.colorbar(image, ax=ax, shrink=0.8)
     colorbar.set_label("fraction of the true class (diagonal = recall)")
     if n <= _MAX_CELL_TEXT:
-        fontsize = float(np.clip(12.0 - 0.25 * n, 6.0, 10.0))
-        for i in range(n):
-            for j in range(n):
-                ax.text(
-                    j,
-                    i,
-                    str(int(counts[i, j])),
-                    ha="center",
-                    va="center",
-                    fontsize=fontsize,
-                    color="white" if fraction[i, j] > 0.5 else "black",
-                )
+        _write_counts(ax, counts, fraction)
+    _class_ticks(ax, names)
+    accuracy = _accuracy_text(counts)
+    ax.set_title(f"{title}\n{accuracy}" if title else accuracy)
+    return _save(fig, path)
+
+
+def _class_names(class_names: Sequence[str] | None, n: int) -> list[str]:
+    if class_names is None:
+        return [str(i) for i in range(n)]
+    names = [str(name) for name in class_names]
+    if len(names) != n:
+        raise ValueError(f"{len(names)} class_names for {n} classes")
+    return names
+
+
+def _accuracy_text(counts: np.ndarray) -> str:
+    total, correct = int(counts.sum()), int(np.trace(counts))
+    if not total:
+        return "accuracy n/a (0 examples)"
+    return f"accuracy {correct / total:.1%} ({correct}/{total})"
+
+
+def _write_counts(ax, counts: np.ndarray, fraction: np.ndarray) -> None:
+    """Every cell's count, white on the dark cells."""
+    n = counts.shape[0]
+    fontsize = float(np.clip(12.0 - 0.25 * n, 6.0, 10.0))
+    for i in range(n):
+        for j in range(n):
+            ax.text(
+                j,
+                i,
+                str(int(counts[i, j])),
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="white" if fraction[i, j] > 0.5 else "black",
+            )
+
+
+def _class_ticks(ax, names: list[str]) -> None:
+    """The class names on both axes (rotated when many or long), and the axis labels."""
+    n, longest = len(names), max(len(name) for name in names)
     tick_size = float(np.clip(11.0 - 0.1 * n, 5.0, 10.0))
     rotate = n > 10 or longest > 3
     ax.set_xticks(
@@ -197,8 +216,6 @@ def save_confusion_matrix(
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.tick_params(length=0)
-    ax.set_title(f"{title}\n{accuracy}" if title else accuracy)
-    return _save(fig, path)
 
 
 # ------------------------------------------------------------------ first-layer filters
@@ -237,19 +254,8 @@ def save_first_layer_filters(
     Returns:
       `path`, as a string.
     """
-    kernel = np.asarray(kernel, np.float64)
-    if kernel.ndim != 4 or kernel.shape[2] not in (1, 3) or kernel.shape[3] < 1:
-        raise ValueError(
-            f"kernel shape {kernel.shape}: expected (k, k, c_in, units) with c_in 1 or 3 "
-            "and at least one unit"
-        )
+    kernel, keep = _filters_and_keep(kernel, keep)
     kh, kw, c_in, units = kernel.shape
-    if kh < 1 or kw < 1:
-        raise ValueError(f"kernel shape {kernel.shape}: empty filters")
-    keep = np.ones(units, bool) if keep is None else np.asarray(keep, bool)
-    if keep.shape != (units,):
-        raise ValueError(f"keep shape {keep.shape}, expected ({units},) for kernel {kernel.shape}")
-
     cols = math.ceil(math.sqrt(units))
     rows = math.ceil(units / cols)
     cell = float(np.clip(9.0 / cols, 0.55, 1.1))  # inches per cell, labels included
@@ -270,20 +276,41 @@ def save_first_layer_filters(
     for index, ax in enumerate(axes.flat):
         if index >= units:
             ax.set_axis_off()
-            continue
-        rgb = _filter_cell(kernel[..., index])
-        on = bool(keep[index])
-        ax.imshow(rgb if on else _grey_out(rgb), interpolation="nearest")
-        _bare(ax)
-        if on:
-            ax.set_title(str(index), fontsize=label_size, pad=2)
         else:
-            _cross(ax)
-            ax.set_title(f"{index} off", fontsize=label_size, pad=2, color=_OFF_COLOR)
-            for spine in ax.spines.values():
-                spine.set_color(_OFF_COLOR)
+            _draw_filter(ax, kernel[..., index], index, bool(keep[index]), label_size)
     fig.suptitle(f"{head}{kept} of {units} units kept\n{code}", fontsize=9)
     return _save(fig, path)
+
+
+def _filters_and_keep(kernel, keep) -> tuple[np.ndarray, np.ndarray]:
+    """`save_first_layer_filters`'s arguments checked, as float64 and bool arrays."""
+    kernel = np.asarray(kernel, np.float64)
+    if kernel.ndim != 4 or kernel.shape[2] not in (1, 3) or kernel.shape[3] < 1:
+        raise ValueError(
+            f"kernel shape {kernel.shape}: expected (k, k, c_in, units) with c_in 1 or 3 "
+            "and at least one unit"
+        )
+    kh, kw, _, units = kernel.shape
+    if kh < 1 or kw < 1:
+        raise ValueError(f"kernel shape {kernel.shape}: empty filters")
+    keep = np.ones(units, bool) if keep is None else np.asarray(keep, bool)
+    if keep.shape != (units,):
+        raise ValueError(f"keep shape {keep.shape}, expected ({units},) for kernel {kernel.shape}")
+    return kernel, keep
+
+
+def _draw_filter(ax, weights: np.ndarray, index: int, on: bool, label_size: float) -> None:
+    """One unit's cell: its filter, or the faded, crossed filter of a removed unit."""
+    rgb = _filter_cell(weights)
+    ax.imshow(rgb if on else _grey_out(rgb), interpolation="nearest")
+    _bare(ax)
+    if on:
+        ax.set_title(str(index), fontsize=label_size, pad=2)
+    else:
+        _cross(ax)
+        ax.set_title(f"{index} off", fontsize=label_size, pad=2, color=_OFF_COLOR)
+        for spine in ax.spines.values():
+            spine.set_color(_OFF_COLOR)
 
 
 # ------------------------------------------------------------------------ loss curves
@@ -334,22 +361,7 @@ def save_normalised_loss(
       ValueError: if there is no curve, a curve is empty, its steps and losses
         differ in shape, or its first loss is 0 or not finite (nothing is written).
     """
-    if not curves:
-        raise ValueError("save_normalised_loss: no curves given")
-    data = []
-    for name, pair in curves.items():
-        steps, losses = (np.asarray(a, np.float64) for a in pair)
-        if steps.shape != losses.shape or losses.ndim != 1:
-            raise ValueError(
-                f"curve {name!r}: steps {steps.shape} and losses {losses.shape} "
-                "must be equally long 1-D sequences"
-            )
-        try:
-            normalised = normalise_curve(losses)
-        except ValueError as error:
-            raise ValueError(f"curve {name!r}: {error}") from None
-        data.append((str(name), steps, losses, normalised))
-
+    data = _loss_curves(curves)
     fig = _new_figure(11.0, 4.4, layout="constrained")
     raw_ax, norm_ax = fig.subplots(1, 2, sharex=True)
     for name, steps, losses, normalised in data:
@@ -373,6 +385,26 @@ def save_normalised_loss(
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def _loss_curves(curves) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """``[(name, steps, losses, normalised losses)]``, checked (see `save_normalised_loss`)."""
+    if not curves:
+        raise ValueError("save_normalised_loss: no curves given")
+    data = []
+    for name, pair in curves.items():
+        steps, losses = (np.asarray(a, np.float64) for a in pair)
+        if steps.shape != losses.shape or losses.ndim != 1:
+            raise ValueError(
+                f"curve {name!r}: steps {steps.shape} and losses {losses.shape} "
+                "must be equally long 1-D sequences"
+            )
+        try:
+            normalised = normalise_curve(losses)
+        except ValueError as error:
+            raise ValueError(f"curve {name!r}: {error}") from None
+        data.append((str(name), steps, losses, normalised))
+    return data
 
 
 # ------------------------------------------------------------------------ unit weights
@@ -406,22 +438,8 @@ def save_unit_weights(
     Returns:
       `path`, as a string.
     """
-    w_in = np.asarray(w_in, np.float64)
-    bias = np.asarray(bias, np.float64)
-    w_out = np.asarray(w_out, np.float64)
-    if w_in.ndim != 2:
-        raise ValueError(f"w_in shape {w_in.shape}, expected (n_in, units)")
+    w_in, bias, w_out, keep = _dense_arrays(w_in, bias, w_out, keep)
     n_in, units = w_in.shape
-    if w_out.ndim == 1:
-        w_out = w_out[:, None]
-    if bias.shape != (units,):
-        raise ValueError(f"bias shape {bias.shape}, expected ({units},) for w_in {w_in.shape}")
-    if w_out.ndim != 2 or w_out.shape[0] != units or w_out.shape[1] < 1:
-        raise ValueError(f"w_out shape {w_out.shape}, expected ({units}, n_out)")
-    keep = np.asarray(keep, bool)
-    if keep.shape != (units,):
-        raise ValueError(f"keep shape {keep.shape}, expected ({units},)")
-
     kept = np.flatnonzero(keep)
     k = int(kept.size)
     summary = f"{k} of {units} units kept"
@@ -438,7 +456,6 @@ def save_unit_weights(
         strongest = np.argmax(np.abs(out), axis=1)
         colour = out[np.arange(k), strongest]
         colour_label = "largest-magnitude output weight"
-    magnitude = np.linalg.norm(out, axis=1)
     if n_in == 2:
         x, y = w_in[0, kept], w_in[1, kept]
         x_label, y_label = "input weight 1 (w1)", "input weight 2 (w2)"
@@ -449,10 +466,45 @@ def save_unit_weights(
     fig = _new_figure(11.0, 4.8, layout="constrained")
     fig.get_layout_engine().set(wspace=0.08)  # the colorbar's label apart from the bars'
     scatter_ax, bar_ax = fig.subplots(1, 2, width_ratios=(1.15, 1.0))
+    _draw_unit_scatter(fig, scatter_ax, kept, x, y, colour, colour_label, square=n_in == 2)
+    scatter_ax.set_xlabel(x_label)
+    scatter_ax.set_ylabel(y_label)
+    scatter_ax.grid(True, alpha=0.3)
+    scatter_ax.set_title("kept units", fontsize=10)
+    _draw_output_bars(bar_ax, kept, np.linalg.norm(out, axis=1), single=out.shape[1] == 1)
+    fig.suptitle(heading)
+    return _save(fig, path)
+
+
+def _dense_arrays(w_in, bias, w_out, keep) -> tuple[np.ndarray, ...]:
+    """`save_unit_weights`'s arguments checked, as float64 arrays and a bool mask;
+    `w_out` always (units, n_out)."""
+    w_in = np.asarray(w_in, np.float64)
+    bias = np.asarray(bias, np.float64)
+    w_out = np.asarray(w_out, np.float64)
+    if w_in.ndim != 2:
+        raise ValueError(f"w_in shape {w_in.shape}, expected (n_in, units)")
+    units = w_in.shape[1]
+    if w_out.ndim == 1:
+        w_out = w_out[:, None]
+    if bias.shape != (units,):
+        raise ValueError(f"bias shape {bias.shape}, expected ({units},) for w_in {w_in.shape}")
+    if w_out.ndim != 2 or w_out.shape[0] != units or w_out.shape[1] < 1:
+        raise ValueError(f"w_out shape {w_out.shape}, expected ({units}, n_out)")
+    keep = np.asarray(keep, bool)
+    if keep.shape != (units,):
+        raise ValueError(f"keep shape {keep.shape}, expected ({units},)")
+    return w_in, bias, w_out, keep
+
+
+def _draw_unit_scatter(fig, ax, kept, x, y, colour, colour_label: str, square: bool) -> None:
+    """One dot per kept unit coloured by its output weight; with `square` (two inputs)
+    the same range on both axes, the diagonal w1 = w2 and the origin."""
+    k = int(kept.size)
     finite = colour[np.isfinite(colour)]
     limit = float(np.max(np.abs(finite))) if finite.size else 0.0
     limit = limit if limit > 0 else 1.0
-    points = scatter_ax.scatter(
+    points = ax.scatter(
         x,
         y,
         c=colour,
@@ -463,47 +515,45 @@ def save_unit_weights(
         linewidths=0.5,
         zorder=3,
     )
-    fig.colorbar(points, ax=scatter_ax, label=colour_label)
-    if n_in == 2:
+    fig.colorbar(points, ax=ax, label=colour_label)
+    if square:
         # Same square range on both axes, origin included: the diagonal runs at 45
         # degrees and a lone unit is not drawn in a corner.
-        scatter_ax.axline((0.0, 0.0), slope=1.0, color="0.5", ls="--", lw=1.0, zorder=1)
-        scatter_ax.plot([0.0], [0.0], "+", color="0.5", ms=8, zorder=2)
+        ax.axline((0.0, 0.0), slope=1.0, color="0.5", ls="--", lw=1.0, zorder=1)
+        ax.plot([0.0], [0.0], "+", color="0.5", ms=8, zorder=2)
         both = np.concatenate([x, y, [0.0]])
         both = both[np.isfinite(both)]
         low, high = float(both.min()), float(both.max())
         pad = 0.12 * (high - low) if high > low else 1.0
-        scatter_ax.set_xlim(low - pad, high + pad)
-        scatter_ax.set_ylim(low - pad, high + pad)
-        scatter_ax.set_aspect("equal", adjustable="box")
+        ax.set_xlim(low - pad, high + pad)
+        ax.set_ylim(low - pad, high + pad)
+        ax.set_aspect("equal", adjustable="box")
     else:
-        scatter_ax.margins(0.12)
+        ax.margins(0.12)
     if k <= 12:
         for unit, xi, yi in zip(kept, x, y):
             if np.isfinite(xi) and np.isfinite(yi):
-                scatter_ax.annotate(
+                ax.annotate(
                     str(int(unit)), (xi, yi), xytext=(5, 5), textcoords="offset points", fontsize=8
                 )
-    scatter_ax.set_xlabel(x_label)
-    scatter_ax.set_ylabel(y_label)
-    scatter_ax.grid(True, alpha=0.3)
-    scatter_ax.set_title("kept units", fontsize=10)
 
+
+def _draw_output_bars(ax, kept, magnitude, single: bool) -> None:
+    """The kept units' output-weight magnitudes, largest first."""
+    k = int(kept.size)
     order = np.argsort(-np.where(np.isfinite(magnitude), magnitude, -np.inf), kind="stable")
-    bar_ax.bar(np.arange(k), magnitude[order], width=0.8, color="0.35")
+    ax.bar(np.arange(k), magnitude[order], width=0.8, color="0.35")
     if k <= 30:
-        bar_ax.set_xticks(
+        ax.set_xticks(
             np.arange(k),
             [str(int(u)) for u in kept[order]],
             fontsize=8,
             rotation=90 if k > 15 else 0,
         )
-        bar_ax.set_xlabel("unit")
+        ax.set_xlabel("unit")
     else:
-        bar_ax.set_xlabel("rank among kept units")
-    bar_ax.set_xlim(-0.7, k - 0.3)
-    bar_ax.set_ylabel("|output weight|" if out.shape[1] == 1 else "output-weight L2 norm")
-    bar_ax.grid(True, axis="y", alpha=0.3)
-    bar_ax.set_title("output-weight magnitude, largest first", fontsize=10)
-    fig.suptitle(heading)
-    return _save(fig, path)
+        ax.set_xlabel("rank among kept units")
+    ax.set_xlim(-0.7, k - 0.3)
+    ax.set_ylabel("|output weight|" if single else "output-weight L2 norm")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.set_title("output-weight magnitude, largest first", fontsize=10)

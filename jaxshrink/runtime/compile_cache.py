@@ -11,19 +11,18 @@ import sys
 
 import jax
 
-from jaxshrink.core import errors
-from jaxshrink.data import cache as data_cache
+from jaxshrink.core import errors, files
 
 CHOICES = ("0", "1")  # JAXSHRINK_COMPILE_CACHE: off, on (the default)
 
 
 def use() -> str | None:
-    """Keeps compiled programs on disk in `<data cache>/xla` (`$JAXSHRINK_CACHE`, else
-    ``~/.cache/jaxshrink``), so that rerunning or resuming a config skips XLA's compile
-    of its programs (the quick run on 2 CPU cores: 36-41 s warm, 48-51 s without). JAX's
-    own ``JAX_COMPILATION_CACHE_DIR`` wins when set; ``JAXSHRINK_COMPILE_CACHE=0`` turns
-    it off. A folder others may write to is not used (one note line). Returns the
-    folder used, or None.
+    """Keeps compiled programs on disk in `<cache root>/xla` (`files.cache_root`:
+    ``$JAXSHRINK_CACHE``, else ``~/.cache/jaxshrink``), beside the prepared datasets, so
+    that rerunning or resuming a config skips XLA's compile of its programs (the quick run
+    on 2 CPU cores: 36-41 s warm, 48-51 s without). JAX's own ``JAX_COMPILATION_CACHE_DIR``
+    wins when set; ``JAXSHRINK_COMPILE_CACHE=0`` turns it off. A folder others may write to
+    is not used (one note line). Returns the folder used, or None.
 
     Raises:
       errors.ConfigError: JAXSHRINK_COMPILE_CACHE is neither '0' nor '1'.
@@ -37,7 +36,7 @@ def use() -> str | None:
         return None
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return os.environ["JAX_COMPILATION_CACHE_DIR"]
-    folder = data_cache.resolve_cache_dir("") / "xla"
+    folder = files.cache_root() / "xla"
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         shared = folder.stat().st_mode & 0o022

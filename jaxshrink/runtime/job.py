@@ -15,9 +15,11 @@ import numpy as np
 
 from jaxshrink import data
 from jaxshrink.core import augment, errors, models, tasks, train
+from jaxshrink.report import pictures
 from jaxshrink.runtime import checkpoint, distributed
 from jaxshrink.runtime.progress import Logger
 from jaxshrink.search import batching, minimize
+from jaxshrink.search import plan as search_plan
 
 
 class Job:
@@ -34,9 +36,14 @@ class Job:
         workdir: str,
         log: Logger,
         model: models.Model | None = None,
+        *,
+        plan: search_plan.Plan | None = None,
     ):
+        # `plan`: what the runs' rounds may do (None: the single run of config.minimize).
         self.config, self.workdir, self.log = config, workdir, log
+        self.plan = plan or search_plan.Plan.single(config.minimize)
         self.curve: dict | None = None  # training curves, set by `train_stage`
+        self.early: train.Snapshot | None = None  # run 0 at `train_stage`'s `keep_step`
         self.dataset = data.load_dataset(config.data)
         # What the model sees: the examples after augmentation (e.g. a 24x24 crop).
         example_shape = augment.output_shape_of(
@@ -73,13 +80,13 @@ class Job:
         self.steps = batching.resolve_steps(config.batch, self.devices, xla_convs=xla_convs)
         if self.steps == "host":
             self.train_fn = batching.host_train(self.trainer)
-            self.round_fn = minimize.make_host_round(config, self.engine, self.train_fn)
+            self.round_fn = minimize.make_host_round(config, self.engine, self.train_fn, self.plan)
         else:
             self.train_fn = batching.distribute(
                 self.engine.train, (True, False, True), self.device_list
             )
             self.round_fn = batching.distribute(
-                minimize.make_round(config, self.engine),
+                minimize.make_round(config, self.engine, self.plan),
                 (True, True, False, False),
                 self.device_list,
             )
@@ -133,4 +140,5 @@ class Job:
         x = data.decode(self.dataset.eval.inputs[:n])  # the splits may be stored compact
         out = self.predict(run, x)
         path = os.path.join(self.workdir, name)
-        return self.task.picture(path, x, data.decode(self.dataset.eval.targets[:n]), out, title)
+        draw = pictures.task_picture(self.task.picture)
+        return draw(path, x, data.decode(self.dataset.eval.targets[:n]), out, title)

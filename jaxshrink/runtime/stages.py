@@ -8,15 +8,19 @@ same workdir continues where an interrupted run stopped.
 from __future__ import annotations
 
 import functools
+import os
 import time
 
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxshrink.core import files, train
 from jaxshrink.core import masks as masks_lib
 from jaxshrink.core import spec as spec_lib
-from jaxshrink.core import train
+from jaxshrink.core.results import RoundEntry
+from jaxshrink.runtime import distributed
 from jaxshrink.runtime.job import Job
 from jaxshrink.runtime.progress import eta, spread
 from jaxshrink.search import batching, minimize
@@ -29,31 +33,28 @@ def _steps(live, count: int) -> jax.Array:
     return jnp.where(live, jnp.int32(count), jnp.int32(0))
 
 
-def train_stage(job: Job, seeds, masks=None) -> train.TrainState:
+def train_stage(
+    job: Job, seeds, masks=None, keep_step: int | None = None
+) -> train.TrainState:
     """Initial training of one run per seed, batched; resumes from the newest checkpoint.
 
     Run i starts from `PRNGKey(seeds[i])`, exactly as a single run with that seed, with
     the units of `masks` alive (one tree, or a batch with a leading run axis; None:
-    `train.start_widths`).
+    `train.start_widths`). With `keep_step`, run 0 at that step is kept as `job.early`
+    (`_keep_early`), e.g. for the picture of the network after a few steps.
     """
     config, log = job.config, job.log
     n = len(seeds)
-    if masks is None:
-        masks = masks_lib.start_masks(job.model.spec, tuple(config.train.start_widths))
-    states = job.place(train.create_train_states(seeds, job.model, job.trainer.tx, masks))
-    live = job.place(jnp.arange(batching.num_runs(states)) < n)
     ckpt = job.checkpointer("train")
-    # Training curves, per run: what `visualize.save_training_curve` draws.
-    curve: dict[str, list] = {"step": [], "loss": [], "eval_step": [], "eval_score": []}
-    latest, states, meta = ckpt.restore_latest(states)
-    if latest is not None:
-        states = job.place(states)
-        curve = meta.get("curve", curve)
-        log(f"train: resumed at step {latest}")
+    states, curve = _start_training(job, seeds, masks, ckpt)
+    live = job.place(jnp.arange(batching.num_runs(states)) < n)
     total = int(config.train.initial_steps)
     log_every = max(1, int(config.train.log_every))
     eval_every = max(1, int(config.train.eval_every))
     step = int(states.step[0])
+    job.early = None
+    if keep_step is not None and step >= keep_step:
+        _resume_early(job, states, keep_step)
     runs = "" if n == 1 else f", {n} seeds at once"
     if step < total:
         log(
@@ -64,10 +65,14 @@ def train_stage(job: Job, seeds, masks=None) -> train.TrainState:
     while step < total:
         chunk = min(log_every - step % log_every, total - step)
         t0 = time.perf_counter()
+        if keep_step is not None and step < keep_step < step + chunk:
+            _keep_on_the_side(job, states, live, keep_step - step)
         states, loss = job.train_fn(states, job.train_data, _steps(live, chunk))
         loss = batching.to_host(loss)[:n]  # waits for the chunk
         rate = chunk * n / (time.perf_counter() - t0)
         step = int(batching.to_host(states.step)[0])
+        if step == keep_step:
+            _keep_early(job, states)
         unit = "steps/s" if n == 1 else "seed-steps/s"
         line = f"train: step {step:6d}/{total}  loss {spread(loss, '.5f')}  {rate:7.1f} {unit}"
         curve["step"].append(step)
@@ -86,6 +91,65 @@ def train_stage(job: Job, seeds, masks=None) -> train.TrainState:
     ckpt.close()
     job.curve = curve
     return batching.local(states, n)
+
+
+def _start_training(job: Job, seeds, masks, ckpt) -> tuple[train.TrainState, dict]:
+    """The runs' placed states, fresh or from the newest checkpoint, and their training
+    curves so far (per run: what `pictures.save_training_curve` draws)."""
+    if masks is None:
+        masks = masks_lib.start_masks(job.model.spec, tuple(job.config.train.start_widths))
+    states = job.place(train.create_train_states(seeds, job.model, job.trainer.tx, masks))
+    curve: dict[str, list] = {"step": [], "loss": [], "eval_step": [], "eval_score": []}
+    latest, states, meta = ckpt.restore_latest(states)
+    if latest is not None:
+        states = job.place(states)
+        curve = meta.get("curve", curve)
+        job.log(f"train: resumed at step {latest}")
+    return states, curve
+
+
+def _early_path(job: Job) -> str:
+    return os.path.join(job.workdir, "checkpoints", "train_early.msgpack")
+
+
+def _keep_early(job: Job, states: train.TrainState) -> None:
+    """Keeps run 0 of `states` as `job.early` (host arrays) and saves it in the workdir
+    (process 0; written atomically), so that a run resumed past that step has it too."""
+    fields = (states.step, states.params, states.model_state, states.masks)
+    step, params, model_state, masks = batching.take(
+        batching.to_host(batching.take(fields, slice(0, 1))), 0
+    )
+    job.early = train.Snapshot(int(step), params, model_state, masks)
+    if distributed.is_primary():
+        with files.atomic_path(_early_path(job)) as tmp, open(tmp, "wb") as f:
+            f.write(flax.serialization.msgpack_serialize(job.early._asdict()))
+
+
+def _keep_on_the_side(job: Job, states: train.TrainState, live, steps: int) -> None:
+    """`_keep_early` of `states` trained `steps` more steps, on the side: the chunk that
+    passes the step to keep is not split there, since it logs the mean loss its compiled
+    loop sums, and two loops would round that sum differently. The steps are the same
+    steps (a pure function of seed and step), so the snapshot is the run's own."""
+    side, _ = job.train_fn(states, job.train_data, _steps(live, steps))
+    _keep_early(job, side)
+
+
+def _resume_early(job: Job, states: train.TrainState, keep_step: int) -> None:
+    """`job.early` of a run that starts at or past `keep_step`: kept now, or as a previous
+    process saved it; None if it is not there (a workdir trained before snapshots were
+    kept: its pictures go without)."""
+    if int(states.step[0]) == keep_step:
+        _keep_early(job, states)
+        return
+    try:
+        with open(_early_path(job), "rb") as f:
+            kept = flax.serialization.msgpack_restore(f.read())
+    except FileNotFoundError:
+        return
+    if int(kept["step"]) == keep_step:
+        job.early = train.Snapshot(
+            int(kept["step"]), kept["params"], kept["model_state"], kept["masks"]
+        )
 
 
 def train_variants(job: Job, states: train.TrainState, steps: int, every: int, stage: str):
@@ -131,12 +195,9 @@ def init_minimize(model_spec, trained: train.TrainState, baselines, seeds) -> mi
     return jax.vmap(start)(trained, jnp.asarray(baselines, jnp.float32), keys)
 
 
-def round_entries(history: list[dict], run: int, model_spec) -> list[dict]:
-    """The rounds in which run `run` tested a change, as readable records.
-
-    ``kind`` is 'unit' (a unit or group disabled), 'layer' (a layer bypassed:
-    ``candidate`` is the layer's name) or 'grow' (a unit enabled).
-    """
+def round_entries(history: list[dict], run: int, model_spec) -> list[RoundEntry]:
+    """The rounds in which run `run` tested a change, as `RoundEntry` records (one
+    per round; `history` as `minimize_stage` returns it)."""
     out = []
     for rec in history:
         candidate = int(rec["candidate"][run])
@@ -145,20 +206,39 @@ def round_entries(history: list[dict], run: int, model_spec) -> list[dict]:
         kind = minimize.KINDS[int(rec["kind"][run])] if "kind" in rec else "unit"
         name = masks_lib.candidate_name(model_spec, candidate)
         out.append(
-            {
-                "kind": kind,
-                "candidate": name.split("/")[0] if kind == "layer" else name,
-                "candidate_index": candidate,
-                "count": int(rec["count"][run]) if "count" in rec else 1,
-                "score": float(rec["score"][run]),
-                "reference": float(rec["reference"][run]),
-                "ratio": float(rec["ratio"][run]),
-                "accepted": bool(rec["accepted"][run]),
-                "train_loss": float(rec["train_loss"][run]),
-                "finite": bool(rec["finite"][run]),
-            }
+            RoundEntry(
+                kind=kind,
+                candidate=name.split("/")[0] if kind == "layer" else name,
+                candidate_index=candidate,
+                count=int(rec["count"][run]) if "count" in rec else 1,
+                score=float(rec["score"][run]),
+                reference=float(rec["reference"][run]),
+                ratio=float(rec["ratio"][run]),
+                accepted=bool(rec["accepted"][run]),
+                train_loss=float(rec["train_loss"][run]),
+                finite=bool(rec["finite"][run]),
+            )
         )
     return out
+
+
+def _round_line(job: Job, calls: int, e: RoundEntry, masks, seconds: float) -> str:
+    """The progress line of a single run's round: the change, its score and verdict."""
+    verdict = "kept" if e.accepted else "rolled back"
+    if not e.finite:
+        verdict = "rolled back (NaN/Inf)"
+    alive = int(masks_lib.count_alive(masks))
+    if job.model.spec.bypassable:
+        alive = f"{alive} in {spec_lib.depth(job.model.spec, masks)} layers"
+    what = e.candidate
+    if e.kind == "unit" and e.count > 1:
+        what += f" +{e.count - 1}"
+    verb = {"unit": "disable", "layer": "bypass ", "grow": "enable "}[e.kind]
+    return (
+        f"minimize: round {calls:2d}  {verb} {what:9s} "
+        f"{job.score_label} {e.score:.4g}  ratio {e.ratio:.3f}  {verdict:11s} "
+        f"alive {alive}  ({seconds:.1f}s)"
+    )
 
 
 def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, describe=None):
@@ -192,25 +272,9 @@ def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, des
         calls += 1
         seconds = time.perf_counter() - t0
         if n == 1:
-            entries = round_entries([rec], 0, job.model.spec)
-            if entries:
-                e = entries[0]
-                verdict = "kept" if e["accepted"] else "rolled back"
-                if not e["finite"]:
-                    verdict = "rolled back (NaN/Inf)"
+            for e in round_entries([rec], 0, job.model.spec):
                 kept = batching.take(batching.to_host(ms.run.masks), 0)
-                alive = int(masks_lib.count_alive(kept))
-                if job.model.spec.bypassable:
-                    alive = f"{alive} in {spec_lib.depth(job.model.spec, kept)} layers"
-                what = e["candidate"]
-                if e["kind"] == "unit" and e["count"] > 1:
-                    what += f" +{e['count'] - 1}"
-                verb = {"unit": "disable", "layer": "bypass ", "grow": "enable "}[e["kind"]]
-                log(
-                    f"minimize: round {calls:2d}  {verb} {what:9s} "
-                    f"{job.score_label} {e['score']:.4g}  ratio {e['ratio']:.3f}  {verdict:11s} "
-                    f"alive {alive}  ({seconds:.1f}s)"
-                )
+                log(_round_line(job, calls, e, kept, seconds))
         else:
             active = int(np.sum(rec["active"]))
             kept = int(np.sum(rec["accepted"]))

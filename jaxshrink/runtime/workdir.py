@@ -7,10 +7,12 @@
   the holding process exits, however it exits (SIGKILL included), so a lock left by a
   dead process never blocks; a live holder makes a second process stop at once with
   `errors.WorkdirBusy`, naming the holder's pid, host, start time and command.
-* **config**: the first run writes `<workdir>/config.json`; a later run (a resume)
-  must have the same config, apart from fields that only change how it executes or
-  reports (`RESUMABLE`). Otherwise `errors.ConfigError` lists what changed, because
-  resuming checkpoints under another config would silently mix two experiments.
+* **config**: the first run writes `<workdir>/config.json` (the config as resolved,
+  `jaxshrink.config.resolve`: what its automatic values were); a later run (a resume)
+  must have the same config, resolved the same way, apart from fields that only change
+  how it executes or reports (`RESUMABLE`). Otherwise `errors.ConfigError` lists what
+  changed, because resuming checkpoints under another config would silently mix two
+  experiments.
   Options added to jaxshrink after the workdir was started are not changes: the run
   resumes with their values, says so in one line, and records them in `config.json`.
 """
@@ -142,7 +144,11 @@ def claim(workdir: str, config: ml_collections.ConfigDict):
         if os.path.exists(config_path):
             with open(config_path) as f:
                 saved = json.load(f)
-            changes = config_changes(saved, config)
+            # Markers a workdir started before they were resolved recorded, read as
+            # what they mean now (`config.resolve.as_resolved`).
+            from jaxshrink.config import resolve  # here: the rest needs no JAX
+
+            changes = config_changes(resolve.as_resolved(saved, config), config)
             if changes:
                 raise errors.ConfigError(
                     f"config changed since {workdir} was started ({'; '.join(changes)}); "

@@ -115,7 +115,7 @@ def resolve_steps(
 
     `xla_convs`: whether the training step holds XLA convolutions (`xla_convolutions`)."""
     backend = backend or jax.default_backend()
-    steps = batch_cfg.get("steps", "auto")
+    steps = batch_cfg.steps
     if steps == "auto":
         # Measured on a 2-core CPU (the thesis FCN at 64 to 256 px, 1 and 8 runs;
         # experiments/results/bench_host_cpu.json and bench_auto_cpu.json): XLA's
@@ -137,7 +137,7 @@ def needs_convolution_count(batch_cfg, device_count: int = 1, backend: str | Non
     steps for one process on one CPU device (elsewhere the count need not be traced)."""
     backend = backend or jax.default_backend()
     single = device_count == 1 and jax.process_count() == 1
-    return backend == "cpu" and single and batch_cfg.get("steps", "auto") == "auto"
+    return backend == "cpu" and single and batch_cfg.steps == "auto"
 
 
 def host_train(trainer: train.Trainer) -> Callable:
@@ -214,48 +214,62 @@ def _grouped(fn: Callable, group_size: int, batched_args, shared_args):
 def make_engine(trainer: train.Trainer, batch_cfg, backend: str | None = None) -> Engine:
     """Composes `trainer`'s single-run pieces into batched programs (see module doc)."""
     method, group_size, grad = resolve(batch_cfg, backend)
-
-    def step(states: train.TrainState, data: train.TrainData):
-        x, y, rng = jax.vmap(trainer.sample, in_axes=(0, None))(states, data)
-        if grad == "sum":
-
-            def total(params):
-                losses, new_state = jax.vmap(trainer.loss_of)(
-                    params, states.model_state, states.masks, x, y, rng
-                )
-                return jnp.sum(losses), (losses, new_state)
-
-            grads, (losses, new_state) = jax.grad(total, has_aux=True)(states.params)
-        else:
-            (losses, new_state), grads = jax.vmap(
-                jax.value_and_grad(trainer.loss_of, has_aux=True)
-            )(states.params, states.model_state, states.masks, x, y, rng)
-        return jax.vmap(trainer.update)(states, grads, new_state), losses
-
-    def group_train(states, num_steps, data):
-        def body(i, carry):
-            states, total = carry
-            new, losses = step(states, data)
-            live = i < num_steps
-            return tree_where(live, new, states), total + jnp.where(live, losses, 0.0)
-
-        zeros = jnp.zeros(num_steps.shape, jnp.float32)
-        states, total = jax.lax.fori_loop(0, jnp.max(num_steps), body, (states, zeros))
-        return states, total / jnp.maximum(num_steps, 1)
-
-    def group_evaluate(params, model_state, masks, eval_data):
-        return jax.vmap(trainer.evaluate, in_axes=(0, 0, 0, None))(
-            params, model_state, masks, eval_data
-        )
-
-    def train_runs(states, data, num_steps):
-        num_steps = jnp.asarray(num_steps, jnp.int32)
-        return _grouped(group_train, group_size, (states, num_steps), (data,))
-
-    def evaluate_runs(params, model_state, masks, eval_data):
-        return _grouped(group_evaluate, group_size, (params, model_state, masks), (eval_data,))
-
+    train_runs = functools.partial(_train_runs, trainer, grad, group_size)
+    evaluate_runs = functools.partial(_evaluate_runs, trainer, group_size)
     return Engine(trainer, train_runs, evaluate_runs, method, group_size, grad)
+
+
+def _step(trainer: train.Trainer, grad: str, states: train.TrainState, data: train.TrainData):
+    """One Adam step of every run of a group: (states, losses)."""
+    x, y, rng = jax.vmap(trainer.sample, in_axes=(0, None))(states, data)
+    if grad == "sum":
+
+        def total(params):
+            losses, new_state = jax.vmap(trainer.loss_of)(
+                params, states.model_state, states.masks, x, y, rng
+            )
+            return jnp.sum(losses), (losses, new_state)
+
+        grads, (losses, new_state) = jax.grad(total, has_aux=True)(states.params)
+    else:
+        (losses, new_state), grads = jax.vmap(jax.value_and_grad(trainer.loss_of, has_aux=True))(
+            states.params, states.model_state, states.masks, x, y, rng
+        )
+    return jax.vmap(trainer.update)(states, grads, new_state), losses
+
+
+def _train_group(trainer: train.Trainer, grad: str, states, num_steps, data):
+    """`num_steps[r]` steps of every run r of a group, and each run's mean loss."""
+
+    def body(i, carry):
+        states, total = carry
+        new, losses = _step(trainer, grad, states, data)
+        live = i < num_steps
+        return tree_where(live, new, states), total + jnp.where(live, losses, 0.0)
+
+    zeros = jnp.zeros(num_steps.shape, jnp.float32)
+    states, total = jax.lax.fori_loop(0, jnp.max(num_steps), body, (states, zeros))
+    return states, total / jnp.maximum(num_steps, 1)
+
+
+def _evaluate_group(trainer: train.Trainer, params, model_state, masks, eval_data):
+    """Every run of a group's eval-split scores."""
+    return jax.vmap(trainer.evaluate, in_axes=(0, 0, 0, None))(
+        params, model_state, masks, eval_data
+    )
+
+
+def _train_runs(trainer: train.Trainer, grad: str, group_size: int, states, data, num_steps):
+    """`Engine.train`: `_train_group` over the groups of the run axis."""
+    num_steps = jnp.asarray(num_steps, jnp.int32)
+    group_train = functools.partial(_train_group, trainer, grad)
+    return _grouped(group_train, group_size, (states, num_steps), (data,))
+
+
+def _evaluate_runs(trainer: train.Trainer, group_size: int, params, model_state, masks, eval_data):
+    """`Engine.evaluate`: `_evaluate_group` over the groups of the run axis."""
+    group_evaluate = functools.partial(_evaluate_group, trainer)
+    return _grouped(group_evaluate, group_size, (params, model_state, masks), (eval_data,))
 
 
 def devices(count: int = 0) -> list:

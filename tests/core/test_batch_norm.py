@@ -64,7 +64,7 @@ def test_freezing_a_unit_freezes_its_scale_and_bias_and_cosine_rows_include_them
     assert np.asarray(tree["conv_0_bn"]["bias"]).tolist() == [False, True, False, False]
     grads = jax.tree.map(jnp.ones_like, params)
     cfg = ml_collections.ConfigDict(
-        {"name": "sgd", "learning_rate": 1.0, "weight_decay": 0.0, "frozen_layers": ()}
+        {"name": "sgd", "learning_rate": 1.0, "weight_decay": 0.0, "l1": 0.0, "frozen_layers": ()}
     )
     tx = optim.make_optimizer(cfg, model.spec, params)
     updates, _ = tx.update(grads, tx.init(params), params, frozen=frozen)
@@ -105,7 +105,7 @@ def test_export_writes_the_kept_statistics_and_checks_them(model, tmp_path):
     masks["convT_0"] = jnp.array([True, False, True])
     x = jax.random.normal(jax.random.PRNGKey(4), (2, *SHAPE))
     report = export.export(str(tmp_path), model, params, masks, x, state=state)
-    assert report["widths"] == [4, 2, 5, 2]
+    assert report.widths == (4, 2, 5, 2)
     stats = export.load(str(tmp_path), "state")
     assert stats["batch_stats"]["convT_0_bn"]["mean"].shape == (2,)
     compact = model.at_widths(model.spec.widths(masks))

@@ -33,7 +33,16 @@ def _grads(params):
 
 def _cfg(**kw):
     c = ml_collections.ConfigDict(
-        {"learning_rate": 0.1, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "frozen_layers": ()}
+        {
+            "name": "adam",
+            "learning_rate": 0.1,
+            "b1": 0.9,
+            "b2": 0.999,
+            "eps": 1e-8,
+            "weight_decay": 0.0,
+            "l1": 0.0,
+            "frozen_layers": (),
+        }
     )
     c.update(kw)
     return c

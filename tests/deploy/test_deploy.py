@@ -13,10 +13,11 @@ from conftest import load_config, tiny_config
 from jaxshrink.config import validate
 from jaxshrink.core import errors, models, train
 from jaxshrink.core import spec as spec_lib
+from jaxshrink.core.results import DeployForm, Latency
 from jaxshrink.deploy import export, quantize
 from jaxshrink.deploy import onnx as onnx_export
 from jaxshrink.deploy import stage as deploy
-from jaxshrink.experiments import single
+from jaxshrink.experiments import runner
 from jaxshrink.report import summary as report
 
 # (config, preset, one example's shape): every registered network family and layer kind
@@ -145,7 +146,7 @@ def test_only_a_convolutional_network_is_timed_on_other_image_sizes():
 
 def test_notes_say_where_flops_fell_and_latency_did_not():
     def row(form, flops, ort):
-        return {"form": form, "flops": flops, "onnxruntime_b1": {"median_s": ort}}
+        return DeployForm(form, {}, 0, flops, 0, latencies=(Latency("onnxruntime", 1, ort, 3),))
 
     rows = [row("full", 100, 1.0), row("minimized", 50, 0.5), row("factorized", 30, 0.95)]
     assert deploy._notes(rows) == [
@@ -167,7 +168,7 @@ def deployed(tmp_path_factory):
     d.repeats, d.budget_s = 3, 1.0
     d.finetune_steps = 5
     workdir = tmp_path_factory.mktemp("deploy")
-    return c, workdir, single.run(c, str(workdir))
+    return c, workdir, runner.run(c, str(workdir))
 
 
 def test_deploy_stage_writes_every_form(deployed):

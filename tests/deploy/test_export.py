@@ -224,20 +224,20 @@ def test_export_writes_and_loads(tmp_path):
     report = export.export(path, model, params, masks, x)
     assert sorted(os.listdir(path)) == ["model.json", "params.npz"]
 
-    assert report["layers"] == ["conv_0", "conv_1", "conv_2"]
-    assert report["widths"] == [3, 4, 1]
-    assert report["full_widths"] == [5, 5, 1]
-    assert report["params"] == 483
-    assert report["full_params"] == 886
-    assert report["flops"] == 958 * 64  # hand counts per pixel (above), 8x8 pixels
-    assert report["full_flops"] == 1761 * 64
+    assert report.layers == ("conv_0", "conv_1", "conv_2")
+    assert report.widths == (3, 4, 1)
+    assert report.full_widths == (5, 5, 1)
+    assert report.params == 483
+    assert report.full_params == 886
+    assert report.flops == 958 * 64  # hand counts per pixel (above), 8x8 pixels
+    assert report.full_flops == 1761 * 64
     want = np.asarray(model.apply(params, masks, x))
-    assert report["max_abs_diff"] <= 1e-5 * max(1.0, float(np.abs(want).max()))
-    assert report["inference_seconds"] > 0 and report["full_inference_seconds"] > 0
-    assert report["timing_batch"] == [1, 8, 8, 1]
+    assert report.max_abs_diff <= 1e-5 * max(1.0, float(np.abs(want).max()))
+    assert report.inference_seconds > 0 and report.full_inference_seconds > 0
+    assert report.timing_batch == (1, 8, 8, 1)
     with open(os.path.join(path, "model.json")) as f:
         meta = json.load(f)
-    assert meta == {"input_shape": [8, 8, 1], **report}
+    assert meta == {"input_shape": [8, 8, 1], **report.to_json()}
 
     loaded = export.load(path)
     small = export.compact(model.spec, params, masks)

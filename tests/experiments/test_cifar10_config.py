@@ -9,7 +9,7 @@ from test_cifar10 import _write_folder
 
 from jaxshrink import data
 from jaxshrink.core import errors, models, spec
-from jaxshrink.experiments import single
+from jaxshrink.experiments import runner
 
 # Parameters by hand: 5x5 kernels, 'SAME', two 2x2 poolings (32 -> 8), biases.
 A = (5 * 5 * 3 * 32 + 32) + (5 * 5 * 32 * 64 + 64) + (8 * 8 * 64 * 1024 + 1024) + (1024 * 10 + 10)
@@ -44,7 +44,7 @@ def test_missing_cifar_stops_with_one_line(tmp_path):
     c = load_config("cifar10", "quick")
     c.data.tfds_data_dir = str(tmp_path / "nothing")
     with pytest.raises(errors.DataError) as info:
-        single.run(c, str(tmp_path / "w"))
+        runner.run(c, str(tmp_path / "w"))
     message = str(info.value)
     assert "tfds build cifar10" in message and "cifar-10-batches-py" in message
     assert "\n" not in message
@@ -58,7 +58,7 @@ def test_quick_model_a_on_a_fake_folder(tmp_path):
     c.train.batch_size, c.train.initial_steps, c.train.eval_every = 4, 20, 10
     c.minimize.round_steps, c.minimize.max_rounds, c.minimize.threshold = 2, 2, 0.01
     c.output.num_examples = 3
-    results = single.run(c, str(tmp_path / "w"))
+    results = runner.run(c, str(tmp_path / "w"))
     assert results["status"] == "ok" and results["removed_units"] >= 1
     assert results["widths"]["before"] == [4, 8, 128, 10]
     saved = json.loads((tmp_path / "w" / "results.json").read_text())
@@ -82,7 +82,7 @@ def test_thesis_003_network_and_its_distortions_on_a_fake_folder(tmp_path):
     c.train.batch_size, c.train.initial_steps, c.train.eval_every = 4, 12, 6
     c.minimize.round_steps, c.minimize.max_rounds, c.minimize.threshold = 2, 2, 0.01
     c.output.num_examples = 3
-    results = single.run(c, str(tmp_path / "w"))
+    results = runner.run(c, str(tmp_path / "w"))
     assert results["status"] == "ok" and results["removed_units"] >= 1
     assert results["widths"]["before"] == [8, 8, 48, 24, 10]
     assert (tmp_path / "w" / "export" / "state.npz").stat().st_size > 0

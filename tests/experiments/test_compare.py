@@ -1,18 +1,16 @@
 """One comparison (issue 13 item 4): Holm, the per-strategy table and tests on hand-made
 runs, the answer's reading, and configs/compare.py for every model."""
 
-import importlib.util
 import math
 import os
 
 import pytest
-from conftest import ROOT
+from conftest import load_config
 
-from jaxshrink.config import validate
+from jaxshrink import stats
 from jaxshrink.core import errors, files
-from jaxshrink.experiments import sweep
+from jaxshrink.experiments import runner, sweep
 from jaxshrink.search import strategies
-from jaxshrink.stats import analysis
 
 
 def _row(seed, strategy, ratio, disabled, rounds=2, steps=100, flops=0.5, threshold=0.95):
@@ -52,15 +50,15 @@ def _test(tests, metric, a, b):
 def test_holm_by_hand():
     # Sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 ->
     # monotone 0.06; back in input order.
-    assert analysis.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     # Capped at 1, and monotone after the cap: 0.5 x 2 = 1, 0.6 x 1 -> 1.
-    assert analysis.holm([0.6, 0.5]) == [1.0, 1.0]
+    assert stats.holm([0.6, 0.5]) == [1.0, 1.0]
     # A NaN stays NaN and is not counted: m = 2.
-    got = analysis.holm([0.02, math.nan, 0.01])
+    got = stats.holm([0.02, math.nan, 0.01])
     assert got[0] == pytest.approx(0.02) and math.isnan(got[1]) and got[2] == pytest.approx(0.02)
-    assert analysis.holm([0.04]) == [0.04] and analysis.holm([]) == []
+    assert stats.holm([0.04]) == [0.04] and stats.holm([]) == []
     # Ties keep their order and get the same adjusted value: 0.01 x 3, then x 2 -> 0.03.
-    assert analysis.holm([0.01, 0.01, 0.2]) == pytest.approx([0.03, 0.03, 0.2])
+    assert stats.holm([0.01, 0.01, 0.2]) == pytest.approx([0.03, 0.03, 0.2])
 
 
 def test_strategy_table_on_hand_made_runs():
@@ -72,7 +70,7 @@ def test_strategy_table_on_hand_made_runs():
         _row(1, "cosine", 0.97, 1, rounds=2, steps=80, flops=0.1),
         _row(2, "cosine", 0.94, 4, rounds=4, steps=160, flops=0.3),
     ]
-    table = analysis.strategy_table(rows)
+    table = stats.strategy_table(rows)
     assert [(r["strategy"], r["n"]) for r in table] == [("cosine", 3), ("random", 3)]
     cosine, random = table
     assert cosine["score_ratio_mean"] == pytest.approx(0.97)
@@ -86,7 +84,7 @@ def test_strategy_table_on_hand_made_runs():
 
 
 def test_tests_against_random_and_all_pairs_holm_by_hand():
-    tests = analysis.comparison_tests(_runs(6))
+    tests = stats.comparison_tests(_runs(6))
     # Random is always b, and its tests come first.
     assert [(t["a"], t["b"]) for t in tests if t["metric"] == "disabled"] == [
         ("cosine", "random"),
@@ -113,17 +111,17 @@ def test_tests_against_random_and_all_pairs_holm_by_hand():
 
 def test_the_answer_needs_the_corrected_p():
     # 6 seeds: 2/64 x 2 = 0.0625 after Holm, so no strategy beats random at 0.05.
-    six = analysis.comparison_answer(analysis.comparison_tests(_runs(6)))
+    six = stats.comparison_answer(stats.comparison_tests(_runs(6)))
     assert "on disabled: none beat random" in six and "Holm 0.0625" in six
     # 7 seeds: 2/128 x 2 = 0.03125: taylor removes more units, and scores worse.
-    seven = analysis.comparison_answer(analysis.comparison_tests(_runs(7)))
+    seven = stats.comparison_answer(stats.comparison_tests(_runs(7)))
     assert "on disabled: beat random: taylor" in seven
     assert "on score_ratio: none beat random; worse than random: taylor" in seven
 
 
 def test_comparison_writes_every_file(tmp_path):
     rows = _runs(6) + [dict(_row(9, "random", math.nan, 0), status="failed: x")]
-    out = analysis.comparison(rows, tmp_path, notes=["a note"])
+    out = stats.comparison(rows, tmp_path, notes=["a note"])
     assert sorted(os.listdir(tmp_path)) == [
         "comparison.csv",
         "comparison.md",
@@ -150,15 +148,13 @@ def test_wall_time_shares_follow_the_steps():
 
 
 def _compare_config(arg):
-    spec = importlib.util.spec_from_file_location("compare", f"{ROOT}/configs/compare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return load_config("compare", arg)
 
 
 @pytest.mark.parametrize("arg", ["fcn", "mnist", "summation"])
 def test_every_preset_is_one_valid_comparison(arg):
-    c = validate.validate(_compare_config(arg))
+    c = _compare_config(arg)
+    assert runner.check(c).name == "sweep"
     assert c.sweep.design == "shared" and len(c.sweep.thresholds) == 1
     assert tuple(c.sweep.strategies) == tuple(strategies.STRATEGIES)
     # With n seeds the smallest exact p is 2 / 2^n: Holm over the strategies against
@@ -176,4 +172,4 @@ def test_bad_comparison_settings_are_clear_errors():
         c = _compare_config("fcn")
         c.sweep[field] = value
         with pytest.raises(errors.ConfigError, match=f"sweep.{field}"):
-            validate.validate(c)
+            runner.check(c)

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from jaxshrink.config import schema as config_lib
 from jaxshrink.core import files
-from jaxshrink.experiments import correlation
+from jaxshrink.experiments import correlation, runner
 
 # The thesis's Table 4.1: its six coefficient rows and its "n. max" rows.
 THESIS_COEFFICIENTS = [
@@ -135,11 +134,11 @@ def test_both_readings_on_known_correlations():
 
 def test_experiment_end_to_end(tmp_path):
     c = tiny_config("canny")
-    c.correlation = config_lib.correlation_config("canny").correlation
+    c.correlation = correlation.default_config("canny").correlation
     c.correlation.repetitions = 3
     c.correlation.second_steps = 20
     c.correlation.eval_every = 10
-    results = correlation.run_correlation(c, str(tmp_path))
+    results = runner.run(c, str(tmp_path))
     rows = files.read_csv(tmp_path / "correlation.csv")
     assert len(rows) == 3 * 10 and results["pooled_pairs"] == 30
     assert {r["candidate"] for r in rows} == {f"conv_{i}/{u}" for i in (0, 1) for u in range(5)}

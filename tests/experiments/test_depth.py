@@ -9,13 +9,12 @@ import pytest
 from conftest import tiny_config
 
 from jaxshrink import data
-from jaxshrink.config import schema as config_lib
 from jaxshrink.config import validate
 from jaxshrink.core import errors, models, train
 from jaxshrink.core import masks as masks_lib
 from jaxshrink.core import spec as spec_lib
 from jaxshrink.deploy import export
-from jaxshrink.experiments import depth, single
+from jaxshrink.experiments import depth, runner
 from jaxshrink.search import batching, minimize
 
 SIX = ["conv:3:3"] * 5 + ["conv:1:3"]  # conv_0 1->3, conv_1..conv_4 3->3, conv_5 3->1
@@ -86,7 +85,7 @@ def test_the_export_leaves_a_bypassed_layer_out(tmp_path):
     masks["conv_3"] = jnp.zeros(3, bool)
     masks["conv_2"] = jnp.array([False, True, True])
     report = export.export(str(tmp_path), model, params, masks, _x())  # checks equality
-    assert report["widths"] == [3, 3, 2, 0, 3, 1] and report["depth"] == 5
+    assert report.widths == (3, 3, 2, 0, 3, 1) and report.depth == 5
     small = export.load(str(tmp_path))
     assert "conv_3" not in small
     assert small["conv_4"]["kernel"].shape == (3, 3, 2, 3)  # reads conv_2's live units
@@ -118,7 +117,7 @@ def test_your_own_module_can_declare_a_bypassable_layer(tmp_path):
     masks["hidden1"] = masks["hidden1"].at[0].set(False)
     x = jax.random.normal(jax.random.PRNGKey(1), (3, 4))
     report = export.export(str(tmp_path), model, params, masks, x)  # checks equality
-    assert report["widths"] == [5, 0, 2] and report["depth"] == 2
+    assert report.widths == (5, 0, 2) and report.depth == 2
     assert export.load(str(tmp_path))["out"]["kernel"].shape == (5, 2)
 
 
@@ -227,7 +226,7 @@ def test_growth_enables_a_fresh_unit_equal_to_a_network_built_with_it(deep, tmp_
     # The grown network equals the network built at those widths with the same weights.
     model, x = engine.trainer.model, _x16(c)
     report = export.export(str(tmp_path), model, new.run.params, new.run.masks, x)
-    assert report["widths"] == [3, 3, 2, 1] and report["max_abs_diff"] == 0.0
+    assert report.widths == (3, 3, 2, 1) and report.max_abs_diff == 0.0
 
 
 def _x16(c):
@@ -283,7 +282,7 @@ def test_configs_refuse_depth_without_bypassable_layers_and_bad_widths():
 
 
 def test_depth_experiment_end_to_end(tmp_path):
-    c = config_lib.get_depth_preset("quick")
+    c = depth.get_preset("quick")
     c.data.crop_size = 16
     c.data.train_size = 24
     c.data.eval_size = 6
@@ -297,7 +296,7 @@ def test_depth_experiment_end_to_end(tmp_path):
     c.depth.num_seeds = 1
     c.depth.thesis_widths = (5, 5, 0, 1)
     c.depth.grow_widths = (2, 2, 2, 1)
-    results = depth.run_depth(c, str(tmp_path))
+    results = runner.run(c, str(tmp_path))
     rows = results["runs"]
     assert [(r["target"], r["variant"]) for r in rows] == [
         (t, v) for t in ("sobel", "canny") for v in ("thesis", "depth", "grow")
@@ -319,7 +318,7 @@ def test_a_single_run_bypasses_layers_and_exports_without_them(tmp_path, capsys)
     c.minimize.depth = "fewest"
     c.minimize.threshold = 0.01  # keeps almost anything: both layers go first
     c.minimize.max_rounds = 3
-    results = single.run(c, str(tmp_path))
+    results = runner.run(c, str(tmp_path))
     kinds = [r["kind"] for r in results["rounds"]]
     assert kinds == ["layer", "layer", "unit"]
     assert [r["candidate"] for r in results["rounds"][:2]] == ["conv_1", "conv_2"]

@@ -10,10 +10,9 @@ import sys
 import pytest
 from conftest import ROOT, die_after_saves, load_config, tiny_mnist
 
-from jaxshrink.config import schema as config_lib
 from jaxshrink.config import validate
 from jaxshrink.core import errors
-from jaxshrink.experiments import single, sweep
+from jaxshrink.experiments import runner, sweep
 
 
 def _cli(config_arg, workdir, *overrides, timeout=300):
@@ -56,11 +55,11 @@ def test_summation_quick_config_from_the_command_line(tmp_path):
 
 def test_a_sweep_of_the_mnist_classifier(tmp_path):
     c = tiny_mnist()
-    config_lib.add_sweep(c)
+    sweep.add_section(c)
     c.sweep.num_seeds = 2
     c.sweep.strategies = ("cosine", "random")
     c.sweep.thresholds = (0.5,)
-    results = sweep.run_sweep(c, str(tmp_path))
+    results = runner.run(c, str(tmp_path))
     rows = results["runs"]
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
     assert {(r["seed"], r["strategy"]) for r in rows} == {
@@ -74,13 +73,13 @@ def test_a_sweep_of_the_mnist_classifier(tmp_path):
 
 @pytest.mark.parametrize("make", [tiny_summation])
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, make):
-    want = single.run(make(), str(tmp_path / "straight"))
+    want = runner.run(make(), str(tmp_path / "straight"))
     assert len(want["rounds"]) >= 2
     undo = die_after_saves(monkeypatch, "minimize", 2)
     with pytest.raises(KeyboardInterrupt):
-        single.run(make(), str(tmp_path / "resumed"))
+        runner.run(make(), str(tmp_path / "resumed"))
     undo()
-    got = single.run(make(), str(tmp_path / "resumed"))
+    got = runner.run(make(), str(tmp_path / "resumed"))
     for key in ("kept", "rounds", "trained", "final", "params", "widths"):
         assert got[key] == want[key], key
 

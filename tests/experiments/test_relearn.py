@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from jaxshrink.config import schema as config_lib
-from jaxshrink.experiments import relearn
+from jaxshrink.experiments import relearn, runner
 
 
 def test_cosine_is_nan_for_an_all_zero_row():
@@ -21,12 +20,12 @@ def test_cosine_is_nan_for_an_all_zero_row():
 def result(tmp_path_factory):
     c = tiny_config("canny")
     c.minimize.enabled = False
-    c.relearn = config_lib.relearn_config("canny").relearn
+    c.relearn = relearn.default_config("canny").relearn
     c.relearn.repetitions = 1
     c.relearn.modes = ("disabled", "disabled_frozen")
     c.minimize.round_steps = 4
     workdir = str(tmp_path_factory.mktemp("relearn"))
-    return workdir, relearn.run_relearn(c, workdir)
+    return workdir, runner.run(c, workdir)
 
 
 def _rows(result, mode, fill):

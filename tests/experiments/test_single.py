@@ -1,6 +1,5 @@
 """End to end: the quick configs through `run`, resuming, and the command line."""
 
-import importlib.util
 import json
 import os
 import re
@@ -10,20 +9,17 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, die_after_saves, tiny_config
+from conftest import ROOT, die_after_saves, load_config, tiny_config
 
 from jaxshrink.core import errors
 from jaxshrink.deploy import export
-from jaxshrink.experiments import single
+from jaxshrink.experiments import runner
 from jaxshrink.runtime import compile_cache, progress
 
 
 def _load_config(name: str):
     """Loads `configs/<name>.py:quick` as `--config` would."""
-    spec = importlib.util.spec_from_file_location(f"{name}_config", f"{ROOT}/configs/{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config("quick")
+    return load_config(name, "quick")
 
 
 def test_canny_quick_config_is_the_canny_task_at_quick_sizes():
@@ -44,7 +40,7 @@ def test_quick_config_shrinks_and_keeps_the_score(tmp_path, direct_convs):
     # Its first two rounds (the README's run keeps round 1): the whole command costs
     # two minutes of the suite, its first 2500 steps one.
     config.minimize.max_rounds = 2
-    results = single.run(config, str(tmp_path))
+    results = runner.run(config, str(tmp_path))
     threshold = config.minimize.threshold
     assert results["removed_units"] >= 1
     assert results["reference_ratio"] >= threshold
@@ -79,17 +75,17 @@ def test_eta_reads_the_time_left_at_the_pace_so_far():
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     config = tiny_config("canny")
     config.minimize.threshold = 0.9
-    want = single.run(config, str(tmp_path / "straight"))
+    want = runner.run(config, str(tmp_path / "straight"))
     assert len(want["rounds"]) >= 2
 
     # Interrupt after the second checkpointed round, as a kill between rounds would.
     undo = die_after_saves(monkeypatch, "minimize", 2)
     with pytest.raises(KeyboardInterrupt):
-        single.run(config, str(tmp_path / "resumed"))
+        runner.run(config, str(tmp_path / "resumed"))
     undo()
     assert not (tmp_path / "resumed" / "results.json").exists()
 
-    got = single.run(config, str(tmp_path / "resumed"))
+    got = runner.run(config, str(tmp_path / "resumed"))
     assert _comparable(got) == _comparable(want)
     a = np.load(tmp_path / "straight" / "export" / "params.npz")
     b = np.load(tmp_path / "resumed" / "export" / "params.npz")

@@ -8,18 +8,16 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, die_after_saves, tiny_config
+from conftest import ROOT, die_after_saves, load_config, tiny_config
 
-from jaxshrink.config import schema as config_lib
-from jaxshrink.config import validate
 from jaxshrink.core import errors, files
-from jaxshrink.experiments import single, sweep
+from jaxshrink.experiments import runner, sweep
 
 
 def tiny_sweep(method="loop"):
     """2 seeds x 3 strategies x 2 thresholds of the tiny Canny config (thesis design)."""
     c = tiny_config("canny")
-    c.sweep = config_lib.sweep_config("canny").sweep
+    c.sweep = sweep.default_config("canny").sweep
     c.sweep.num_seeds = 2
     c.sweep.thresholds = (0.9, 1.0)
     c.batch.method = method
@@ -38,7 +36,7 @@ def loop_sweep(tmp_path_factory):
 
     sweep.Job = keep  # to look at its compiled programs afterwards
     try:
-        results = sweep.run_sweep(tiny_sweep("loop"), str(workdir))
+        results = runner.run(tiny_sweep("loop"), str(workdir))
     finally:
         sweep.Job = real_job
     results["_job"] = jobs[0]
@@ -111,7 +109,7 @@ def test_a_sweep_run_equals_the_single_run(loop_sweep, run, tmp_path):
     rounds = results["round_logs"][results["runs"].index(row)]
     c = tiny_config("canny")
     c.seed, c.minimize.strategy, c.minimize.threshold = seed, strategy, threshold
-    alone = single.run(c, str(tmp_path))
+    alone = runner.run(c, str(tmp_path))
     assert [" ".join("".join("#" if k else "." for k in r) for r in alone["kept"])] == [
         row["kept"]
     ]
@@ -126,7 +124,7 @@ def test_vmap_batching_runs_the_same_sweep(loop_sweep, tmp_path):
     rounding differences grow over hundreds of Adam steps on these barely trained
     tiny networks, so whole sweeps agree in structure, not bit for bit."""
     want, _ = loop_sweep
-    got = sweep.run_sweep(tiny_sweep("vmap"), str(tmp_path))
+    got = runner.run(tiny_sweep("vmap"), str(tmp_path))
     assert got["batch"]["method"] == "vmap"
     # The suite's XLA convolutions (conftest) keep the steps on the host on one CPU.
     assert got["batch"]["steps"] == want["batch"]["steps"] == "host"
@@ -152,10 +150,10 @@ def test_interrupted_sweep_resumes_to_the_same_result(loop_sweep, tmp_path, monk
     want, _ = loop_sweep
     undo = die_after_saves(monkeypatch, "minimize", 3)
     with pytest.raises(KeyboardInterrupt):
-        sweep.run_sweep(tiny_sweep(), str(tmp_path))
+        runner.run(tiny_sweep(), str(tmp_path))
     undo()
     assert not (tmp_path / "runs.csv").exists()
-    got = sweep.run_sweep(tiny_sweep(), str(tmp_path))
+    got = runner.run(tiny_sweep(), str(tmp_path))
     assert got["runs"] == want["runs"]
     assert got["round_logs"] == want["round_logs"]
 
@@ -165,12 +163,12 @@ def test_four_devices_give_the_same_results_as_one(tmp_path):
     # happen in the same 4-device process: `batch.devices=1` versus all 4.
     script = (
         "import sys, jax; sys.path.insert(0, sys.argv[2]);"
-        "from test_sweep import tiny_sweep; from jaxshrink import sweep;"
+        "from test_sweep import tiny_sweep; from jaxshrink.experiments import runner;"
         "assert jax.device_count() == 4, jax.devices();"
         "c1 = tiny_sweep(); c1.batch.devices = 1; c1.sweep.thresholds = (0.9,);"
-        "sweep.run_sweep(c1, sys.argv[1] + '/one');"
+        "runner.run(c1, sys.argv[1] + '/one');"
         "c4 = tiny_sweep(); c4.sweep.thresholds = (0.9,);"
-        "sweep.run_sweep(c4, sys.argv[1] + '/four')"
+        "runner.run(c4, sys.argv[1] + '/four')"
     )
     env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     proc = subprocess.run(
@@ -200,10 +198,7 @@ def test_four_devices_give_the_same_results_as_one(tmp_path):
 
 
 def test_quick_sweep_config_and_figure_script(tmp_path):
-    spec = importlib.util.spec_from_file_location("sweep_config", f"{ROOT}/configs/sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("quick")
+    config = load_config("sweep", "quick")
     assert config.sweep.num_seeds == 3 and len(config.sweep.thresholds) == 5
     assert config.sweep.design == "thesis"
     # The quick config with 2 of its 3 seeds and shorter rounds, to keep the suite short,
@@ -213,7 +208,7 @@ def test_quick_sweep_config_and_figure_script(tmp_path):
     config.sweep.thresholds = (0.85, 1.0)
     config.train.initial_steps = config.train.eval_every = 300
     config.minimize.round_steps = 20
-    results = sweep.run_sweep(config, str(tmp_path))
+    results = runner.run(config, str(tmp_path))
     rows = results["runs"]
     assert len(rows) == 12 and all(r["status"] == "ok" for r in rows)
     assert any(r["disabled"] > 0 for r in rows)
@@ -244,7 +239,7 @@ def test_bad_sweep_settings_are_clear_errors():
         c = tiny_sweep()
         c.sweep[field] = value
         with pytest.raises(errors.ConfigError, match=match):
-            validate.validate(c)
+            runner.check(c)
 
 
 def test_a_trained_score_of_zero_has_no_ratio():

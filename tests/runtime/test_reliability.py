@@ -22,7 +22,7 @@ from jaxshrink.config import schema as config_lib
 from jaxshrink.config import validate
 from jaxshrink.core import errors, files, models, spec, train
 from jaxshrink.core import masks as masks_lib
-from jaxshrink.experiments import single, sweep
+from jaxshrink.experiments import runner, sweep
 from jaxshrink.runtime import stages
 from jaxshrink.runtime import workdir as workdir_lib
 from jaxshrink.search import batching, minimize
@@ -117,7 +117,7 @@ def tiny_run(tmp_path_factory):
     c = tiny_config("canny")
     c.minimize.threshold = 0.9
     workdir = tmp_path_factory.mktemp("tiny_run")
-    return c, workdir, single.run(c, str(workdir))
+    return c, workdir, runner.run(c, str(workdir))
 
 
 def test_damaged_checkpoint_falls_back_to_the_previous_one(tiny_run, tmp_path):
@@ -130,7 +130,7 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one(tiny_run, tmp_path):
             path.write_bytes(b"garbage")  # every file of the newest checkpoint
     (tmp_path / "results.json").unlink()
     with pytest.warns(UserWarning, match=f"checkpoint {steps[-1]} .* is damaged"):
-        got = single.run(c, str(tmp_path))
+        got = runner.run(c, str(tmp_path))
     assert (ckpt_dir / f"damaged-{steps[-1]}").is_dir()  # kept for inspection
     for key in ("kept", "rounds", "final"):
         assert got[key] == want[key]
@@ -142,8 +142,8 @@ def test_a_second_process_on_a_live_workdir_is_refused(tmp_path):
             sys.executable,
             "-u",
             "-c",
-            "import sys, time; from jaxshrink import workdir, config;"
-            "c = config.get_preset('canny', 'quick');"
+            "import sys, time; from jaxshrink.runtime import workdir; from jaxshrink import config;"
+            "c = config.schema.get_preset('canny', 'quick');"
             "ctx = workdir.claim(sys.argv[1], c); ctx.__enter__(); print('held', flush=True);"
             "time.sleep(120)",
             str(tmp_path),
@@ -266,11 +266,11 @@ def test_a_workdir_from_before_an_option_existed_resumes_with_it(tmp_path, capsy
 def test_nan_in_one_seed_of_a_batch_fails_only_that_seed(tmp_path, monkeypatch):
     def small():
         c = tiny_config("canny")
-        config_lib.add_sweep(c)
+        sweep.add_section(c)
         c.sweep.num_seeds, c.sweep.thresholds = 2, (0.9,)
         return c
 
-    clean = sweep.run_sweep(small(), str(tmp_path / "clean"))
+    clean = runner.run(small(), str(tmp_path / "clean"))
     real = stages.train_stage
 
     def poisoned(job, seeds):
@@ -280,7 +280,7 @@ def test_nan_in_one_seed_of_a_batch_fails_only_that_seed(tmp_path, monkeypatch):
         return trained.replace(params=params)  # seed 1's network is poisoned
 
     monkeypatch.setattr(stages, "train_stage", poisoned)
-    got = sweep.run_sweep(small(), str(tmp_path / "poisoned"))
+    got = runner.run(small(), str(tmp_path / "poisoned"))
     for a, b in zip(clean["runs"], got["runs"]):
         if b["seed"] == 0:
             assert a == b  # untouched by its neighbour's NaN
@@ -317,7 +317,7 @@ def test_a_round_with_nan_rolls_back_exactly(make):
 
 def test_same_config_same_bits(tiny_run, tmp_path):
     c, done, a = tiny_run
-    b = single.run(c, str(tmp_path))
+    b = runner.run(c, str(tmp_path))
     for key in ("kept", "rounds", "trained", "final", "curve"):
         assert a[key] == b[key]
     za, zb = (np.load(d / "export" / "params.npz") for d in (done, tmp_path))

@@ -12,6 +12,7 @@ from jaxshrink.core import errors, optim, train
 from jaxshrink.core import masks as masks_lib
 from jaxshrink.core import spec as spec_lib
 from jaxshrink.search import batching, minimize, strategies
+from jaxshrink.search.plan import Plan
 
 
 def _one(tree):
@@ -368,3 +369,30 @@ def test_a_distorted_round_moves_live_kernels_only_and_rolls_back_exactly(setup)
     undistorted, _ = _SingleRound(c, engine)(plain, 0.0, d, ev)
     np.testing.assert_array_equal(undistorted.run.masks["conv_0"], new.run.masks["conv_0"])
     assert not np.allclose(kernel[..., 1:], undistorted.run.params["conv_0"]["kernel"][..., 1:])
+
+
+def _dense(kernel, bias):
+    return {"kernel": jnp.asarray(kernel, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)}
+
+
+def test_distortion_adds_scaled_uniform_noise_to_kernels_only():
+    params = {"dense_0": _dense([[1.0, -1.0], [1.0, -1.0]], [5.0, 5.0])}  # var(kernel) = 1
+    key = jax.random.PRNGKey(0)
+    assert minimize.distort(params, key, 0.0) is params
+    same = minimize.distort(params, key, 2.0)  # 1 - var = 0: nothing moves
+    np.testing.assert_array_equal(same["dense_0"]["kernel"], params["dense_0"]["kernel"])
+    params = {"dense_0": _dense([[0.0, 0.0], [0.0, 0.0]], [5.0, 5.0])}  # var 0: noise * scale
+    out = minimize.distort(params, key, 0.5)
+    kernel = np.asarray(out["dense_0"]["kernel"])
+    assert np.all(np.abs(kernel) <= 0.5) and np.all(kernel != 0)
+    np.testing.assert_array_equal(out["dense_0"]["bias"], [5.0, 5.0])
+
+
+def test_a_plan_is_static_and_the_single_run_reads_only_config_minimize():
+    c = tiny_config()
+    c.minimize.update(strategy="random", depth="fewest", grow=True)
+    plan = Plan.single(c.minimize)
+    assert plan == Plan(("random",), ("fewest",), True)
+    assert hash(plan) == hash(Plan(["random"], ["fewest"], 1))  # tuples, hashable
+    wider = plan.replace(strategies=("cosine", "random"))
+    assert wider.strategies == ("cosine", "random") and wider.layer_rules == ("fewest",)

@@ -232,18 +232,6 @@ def test_informed_scores_propose_one_unit_and_stop_after_two_failures(name):
     assert (rule.group, rule.max_rounds, rule.max_failures, rule.visit_once) == ("one", 0, 2, False)
 
 
-def test_distortion_adds_scaled_uniform_noise_to_kernels_only():
-    params = {"dense_0": _dense([[1.0, -1.0], [1.0, -1.0]], [5.0, 5.0])}  # var(kernel) = 1
-    assert strategies.distort(params, KEY, 0.0) is params
-    same = strategies.distort(params, KEY, 2.0)  # 1 - var = 0: nothing moves
-    np.testing.assert_array_equal(same["dense_0"]["kernel"], params["dense_0"]["kernel"])
-    params = {"dense_0": _dense([[0.0, 0.0], [0.0, 0.0]], [5.0, 5.0])}  # var 0: noise * scale
-    out = strategies.distort(params, KEY, 0.5)
-    kernel = np.asarray(out["dense_0"]["kernel"])
-    assert np.all(np.abs(kernel) <= 0.5) and np.all(kernel != 0)
-    np.testing.assert_array_equal(out["dense_0"]["bias"], [5.0, 5.0])
-
-
 def test_l1_option_adds_l1_times_sign_to_the_gradient_and_validates():
     import ml_collections
 

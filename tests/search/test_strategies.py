@@ -21,6 +21,7 @@ from jaxshrink.config import validate
 from jaxshrink.core import errors, models
 from jaxshrink.core import masks as masks_lib
 from jaxshrink.core import spec as spec_lib
+from jaxshrink.experiments import runner, sweep
 from jaxshrink.search import strategies
 
 A = 1 / math.sqrt(2)  # cos 45 degrees
@@ -593,10 +594,10 @@ def test_unknown_names_raise():
         validate.validate(_config(aggregation="mode"))
     for name in ("max", "mean", "min", "std", "median", "mode"):
         assert name in str(err.value)
-    c = config_lib.add_sweep(_config())
+    c = sweep.add_section(_config())
     c.sweep.strategies = ("cosine", "greedy")
     with pytest.raises(errors.ConfigError, match="sweep.strategies") as err:
-        validate.validate(c)
+        runner.check(c)
     assert "greedy" in str(err.value)
     with pytest.raises(ValueError, match="aggregation 'sum'") as err:
         strategies.aggregate(jnp.zeros((2, 2)), jnp.ones((2, 2), bool), "sum")

@@ -95,7 +95,7 @@ def get_model(model_cfg, input_shape: Sequence[int]) -> Model:
         input_shape,
         init_std=float(model_cfg.init_std),
         final_activation=final,
-        precision=model_cfg.get("precision", "highest"),
-        conv=model_cfg.get("conv", "auto"),
-        bypass=bool(model_cfg.get("bypass", False)),
+        precision=model_cfg.precision,
+        conv=model_cfg.conv,
+        bypass=bool(model_cfg.bypass),
     )

@@ -42,7 +42,7 @@ ranks the module is the unfactorized one, parameter for parameter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -143,10 +143,7 @@ class Sequential(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, masks: Mapping[str, jax.Array], train: bool = False):
-        if self.init_std > 0:
-            kernel_init = bias_init = nn.initializers.truncated_normal(self.init_std)
-        else:
-            kernel_init, bias_init = nn.initializers.lecun_normal(), nn.initializers.zeros
+        inits = _initializers(self.init_std)
         names = iter(layer_names(self.layers))
         last = layer_names(self.layers)[-1]
         ranks = _check_ranks(self.layers, self.ranks)
@@ -154,14 +151,8 @@ class Sequential(nn.Module):
         conv_kw = {} if self.conv == "xla" else {"conv_general_dilated": conv_fn}
         for token in self.layers:
             kind, args = parse(token)
-            if kind == "maxpool":
-                w = int(args[0])
-                s = _stride(args[1:], w)
-                padding = "SAME" if "same" in args[1:] else "VALID"
-                x = nn.max_pool(x, window_shape=(w, w), strides=(s, s), padding=padding)
-                continue
-            if kind == "dropout":
-                x = nn.Dropout(float(args[0]), deterministic=not train)(x)
+            if kind in ("maxpool", "dropout"):
+                x = _unmasked_layer(x, kind, args, train)
                 continue
             name = next(names)
             units = int(args[0])
@@ -171,55 +162,10 @@ class Sequential(nn.Module):
                     continue  # a bypassed layer, left out of the compact network
             inputs = x
             if kind in ("conv", "convT"):
-                k = int(args[1])
-                options = args[2:]
-                stride = _stride(options, 1)
-                padding = "VALID" if "valid" in options else "SAME"
-                layer = nn.Conv if kind == "conv" else nn.ConvTranspose
-                kernel, strides = (k, k), (stride, stride)
-                if name in ranks:
-                    # Per-dimension padding: exactly the K x K convolution of the product.
-                    x = nn.Conv(
-                        ranks[name],
-                        (k, 1),
-                        strides=(stride, 1),
-                        padding=padding,
-                        use_bias=False,
-                        kernel_init=kernel_init,
-                        precision=self.precision,
-                        name=f"{name}_v",
-                        **conv_kw,
-                    )(x)
-                    kernel, strides = (1, k), (1, stride)
-                x = layer(
-                    units,
-                    kernel,
-                    strides=strides,
-                    padding=padding,
-                    kernel_init=kernel_init,
-                    bias_init=bias_init,
-                    precision=self.precision,
-                    name=name,
-                    **(conv_kw if kind == "conv" else {}),
-                )(x)
+                rank = ranks.get(name)
+                x = _conv(x, kind, args, units, name, rank, inits, self.precision, conv_kw)
             else:
-                if x.ndim > 2:
-                    x = x.reshape(x.shape[0], -1)  # NHWC flatten: unit c feeds c, c+C, ...
-                if name in ranks:
-                    x = nn.Dense(
-                        ranks[name],
-                        use_bias=False,
-                        kernel_init=kernel_init,
-                        precision=self.precision,
-                        name=f"{name}_in",
-                    )(x)
-                x = nn.Dense(
-                    units,
-                    kernel_init=kernel_init,
-                    bias_init=bias_init,
-                    precision=self.precision,
-                    name=name,
-                )(x)
+                x = _dense(x, units, name, ranks.get(name), inits, self.precision)
             if "bn" in args:
                 x = nn.BatchNorm(
                     use_running_average=not train,
@@ -235,3 +181,70 @@ class Sequential(nn.Module):
             if self.bypass and name != last and x.shape == inputs.shape:
                 x = jnp.where(jnp.any(mask), x, inputs)  # the layer's gate
         return x
+
+
+def _initializers(init_std: float) -> tuple[Callable, Callable]:
+    """(kernel, bias) initializers: a truncated normal of `init_std`, or Flax's defaults."""
+    if init_std > 0:
+        return (nn.initializers.truncated_normal(init_std),) * 2
+    return nn.initializers.lecun_normal(), nn.initializers.zeros
+
+
+def _unmasked_layer(x: jax.Array, kind: str, args, train: bool) -> jax.Array:
+    """A layer without units: ``maxpool`` or ``dropout``."""
+    if kind == "maxpool":
+        w = int(args[0])
+        s = _stride(args[1:], w)
+        padding = "SAME" if "same" in args[1:] else "VALID"
+        return nn.max_pool(x, window_shape=(w, w), strides=(s, s), padding=padding)
+    return nn.Dropout(float(args[0]), deterministic=not train)(x)
+
+
+def _conv(x, kind: str, args, units: int, name: str, rank, inits, precision, conv_kw):
+    """A ``conv`` or ``convT`` layer; with `rank`, the K x 1 then 1 x K factorized conv."""
+    kernel_init, bias_init = inits
+    k = int(args[1])
+    options = args[2:]
+    stride = _stride(options, 1)
+    padding = "VALID" if "valid" in options else "SAME"
+    layer = nn.Conv if kind == "conv" else nn.ConvTranspose
+    kernel, strides = (k, k), (stride, stride)
+    if rank is not None:
+        # Per-dimension padding: exactly the K x K convolution of the product.
+        x = nn.Conv(
+            rank,
+            (k, 1),
+            strides=(stride, 1),
+            padding=padding,
+            use_bias=False,
+            kernel_init=kernel_init,
+            precision=precision,
+            name=f"{name}_v",
+            **conv_kw,
+        )(x)
+        kernel, strides = (1, k), (1, stride)
+    return layer(
+        units,
+        kernel,
+        strides=strides,
+        padding=padding,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+        precision=precision,
+        name=name,
+        **(conv_kw if kind == "conv" else {}),
+    )(x)
+
+
+def _dense(x, units: int, name: str, rank, inits, precision):
+    """A ``dense`` layer (after an NHWC flatten); with `rank`, through `rank` inputs first."""
+    kernel_init, bias_init = inits
+    if x.ndim > 2:
+        x = x.reshape(x.shape[0], -1)  # NHWC flatten: unit c feeds c, c+C, ...
+    if rank is not None:
+        x = nn.Dense(
+            rank, use_bias=False, kernel_init=kernel_init, precision=precision, name=f"{name}_in"
+        )(x)
+    return nn.Dense(
+        units, kernel_init=kernel_init, bias_init=bias_init, precision=precision, name=name
+    )(x)

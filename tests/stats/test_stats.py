@@ -9,8 +9,8 @@ import pathlib
 import pytest
 from conftest import ROOT
 
+from jaxshrink import stats
 from jaxshrink.core import files
-from jaxshrink.stats import analysis
 
 # Student t, 97.5% quantile, 2 degrees of freedom. With 2 degrees of freedom the t
 # quantile has the closed form t_p = (2p - 1) / sqrt(2 p (1 - p)):
@@ -48,7 +48,7 @@ def _test(tests, metric, a, b):
 
 
 def test_mean_ci_by_hand():
-    mean, low, high = analysis.mean_ci([1.0, 2.0, 3.0])
+    mean, low, high = stats.mean_ci([1.0, 2.0, 3.0])
     half = T_975_2 * 1.0 / math.sqrt(3)  # sample std 1, sem 1/sqrt(3)
     assert T_975_2 == pytest.approx(4.302652729749464, rel=1e-15)
     assert mean == 2.0
@@ -57,15 +57,15 @@ def test_mean_ci_by_hand():
 
 
 def test_mean_ci_degenerate_cases():
-    assert analysis.mean_ci([3.0, 3.0, 3.0]) == (3.0, 3.0, 3.0)
-    mean, low, high = analysis.mean_ci([4.0])
+    assert stats.mean_ci([3.0, 3.0, 3.0]) == (3.0, 3.0, 3.0)
+    mean, low, high = stats.mean_ci([4.0])
     assert mean == 4.0 and math.isnan(low) and math.isnan(high)
-    assert all(math.isnan(v) for v in analysis.mean_ci([]))
+    assert all(math.isnan(v) for v in stats.mean_ci([]))
 
 
 @pytest.mark.filterwarnings("error")
 def test_wilcoxon_exact_p_for_six_positive_distinct_differences():
-    tests = analysis.paired_tests(_six_seeds())
+    tests = stats.paired_tests(_six_seeds())
     disabled = _test(tests, "disabled", "cosine", "random")
     # All 6 differences have one sign: only 1 of 2**6 sign patterns is as extreme on
     # each side, so the two-sided exact p is 2/64.
@@ -78,7 +78,7 @@ def test_wilcoxon_exact_p_for_six_positive_distinct_differences():
 
 @pytest.mark.filterwarnings("error")
 def test_all_equal_pairs_give_p_one_and_tie():
-    tests = analysis.paired_tests(_six_seeds())
+    tests = stats.paired_tests(_six_seeds())
     for metric in ("relative_drop", "disabled"):
         same = _test(tests, metric, "cosine", "sequential")
         assert same["p_value"] == 1.0 and math.isnan(same["statistic"])
@@ -87,7 +87,7 @@ def test_all_equal_pairs_give_p_one_and_tie():
 
 
 def test_better_direction_for_each_metric():
-    tests = analysis.paired_tests(_six_seeds())
+    tests = stats.paired_tests(_six_seeds())
     # More masks disabled is better; a smaller drop in score is better.
     assert _test(tests, "disabled", "cosine", "random")["better"] == "random"
     assert _test(tests, "disabled", "random", "sequential")["better"] == "random"
@@ -96,7 +96,7 @@ def test_better_direction_for_each_metric():
 
 
 def test_paired_tests_order_and_keys():
-    tests = analysis.paired_tests(_six_seeds())
+    tests = stats.paired_tests(_six_seeds())
     assert [(t["a"], t["b"], t["metric"]) for t in tests] == [
         ("cosine", "random", "relative_drop"),
         ("cosine", "random", "disabled"),
@@ -114,7 +114,7 @@ def test_paired_tests_order_and_keys():
 def test_pairs_only_seeds_both_strategies_ran():
     rows = [r for r in _six_seeds() if not (r["strategy"] == "random" and r["seed"] == 5)]
     rows.append(_run(9, "cosine", 0.95, 0.0, 0))
-    disabled = _test(analysis.paired_tests(rows), "disabled", "cosine", "random")
+    disabled = _test(stats.paired_tests(rows), "disabled", "cosine", "random")
     assert disabled["n_pairs"] == 5
     assert disabled["p_value"] == 2 / 32
     assert disabled["median_difference"] == -3.0
@@ -123,13 +123,13 @@ def test_pairs_only_seeds_both_strategies_ran():
 @pytest.mark.filterwarnings("error")
 def test_no_common_seed_and_ties_do_not_warn():
     rows = [_run(0, "cosine", 0.9, 0.0, 1), _run(1, "random", 0.9, 0.0, 1)]
-    (drop, disabled) = analysis.paired_tests(rows)
+    (drop, disabled) = stats.paired_tests(rows)
     assert disabled["n_pairs"] == 0 and disabled["p_value"] == 1.0
     assert disabled["note"] == "no seed ran both strategies"
     # Ties and a zero among the differences: scipy switches to a permutation test.
     rows = [_run(s, "cosine", 0.9, 0.0, d) for s, d in enumerate([0, 1, 1, 2, -1])]
     rows += [_run(s, "random", 0.9, 0.0, 0) for s in range(5)]
-    disabled = _test(analysis.paired_tests(rows), "disabled", "cosine", "random")
+    disabled = _test(stats.paired_tests(rows), "disabled", "cosine", "random")
     assert disabled["n_pairs"] == 5 and 0.0 < disabled["p_value"] <= 1.0
     assert disabled["better"] == "cosine"
 
@@ -137,7 +137,7 @@ def test_no_common_seed_and_ties_do_not_warn():
 def test_duplicate_runs_are_an_error():
     rows = _six_seeds() + [_run(0, "cosine", 0.95, 0.0, 0)]
     with pytest.raises(ValueError, match="duplicate"):
-        analysis.paired_tests(rows)
+        stats.paired_tests(rows)
 
 
 def test_summarize_groups_and_sorts():
@@ -146,7 +146,7 @@ def test_summarize_groups_and_sorts():
         for threshold in (0.9, 0.85):
             for seed, value in enumerate([1, 2, 3]):
                 rows.append(_run(seed, strategy, threshold, value / 10, value))
-    summary = analysis.summarize(rows)
+    summary = stats.summarize(rows)
     assert [(r["threshold"], r["strategy"]) for r in summary] == [
         (t, s) for t in (0.85, 0.9) for s in ("cosine", "random", "sequential", "alpha", "zeta")
     ]
@@ -169,7 +169,7 @@ def test_summarize_groups_and_sorts():
 
 
 def test_format_table_is_fixed_width():
-    table = analysis.format_table(analysis.summarize(_six_seeds()))
+    table = stats.format_table(stats.summarize(_six_seeds()))
     lines = table.splitlines()
     assert len(lines) == 2 + 3
     assert "threshold" in lines[0] and set(lines[1]) == {"-"}
@@ -212,7 +212,7 @@ def _check_outputs(result, out_dir):
 
 def test_figure_4_2_writes_all_files(tmp_path):
     out = tmp_path / "fig"
-    result = analysis.figure_4_2(_synthetic_sweep(), out)
+    result = stats.figure_4_2(_synthetic_sweep(), out)
     assert set(result["paths"]) == {"figure", "summary", "tests", "json"}
     assert sorted(os.listdir(out)) == [
         "figure_4_2.json", "figure_4_2.png", "figure_4_2_summary.csv", "figure_4_2_tests.csv",
@@ -228,7 +228,7 @@ def test_figure_4_2_writes_all_files(tmp_path):
 
 def test_plot_accepts_missing_cells_and_single_runs(tmp_path):
     rows = [_run(0, "cosine", 0.85, 0.1, 1), _run(0, "random", 1.0, 0.0, 2)]
-    path = analysis.plot_figure_4_2(analysis.summarize(rows), tmp_path / "f.pdf", title="t")
+    path = stats.plot_figure_4_2(stats.summarize(rows), tmp_path / "f.pdf", title="t")
     assert path == str(tmp_path / "f.pdf")
     assert (tmp_path / "f.pdf").read_bytes()[:5] == b"%PDF-"
 
@@ -255,6 +255,6 @@ def test_script_main(tmp_path, capsys):
 
 def test_findings_do_not_crown_a_tie(tmp_path):
     rows = [_run(s, st, 0.9, 0.2, s) for s in range(3) for st in ("cosine", "random")]
-    findings = analysis.figure_4_2(rows, tmp_path)["findings"]
+    findings = stats.figure_4_2(rows, tmp_path)["findings"]
     assert "(Wilcoxon p=1, n=3)" in findings
     assert "no strategy alone disabled the most masks at any threshold" in findings
