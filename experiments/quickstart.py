@@ -32,10 +32,10 @@ import os
 
 from IPython.display import Image, display
 
-from jaxshrink.config import schema as config_lib
-from jaxshrink.experiments import runner
+import jaxshrink
+from jaxshrink.config import get_preset
 
-config = config_lib.get_preset("sobel", "quick")  # or "canny"; None = the thesis's sizes
+config = get_preset("sobel", "quick")  # or "canny"; None = the thesis's sizes
 config.minimize.strategy = "cosine"  # CosMax; try "random" or "sequential"
 config.minimize.threshold = 0.95
 config.deploy.enabled = True  # then quantize, factorize, export to ONNX and time it
@@ -48,11 +48,11 @@ if os.environ.get("JAXSHRINK_NOTEBOOK_SMOKE"):  # CI: seconds-sized, same code p
 WORKDIR = os.path.abspath("runs/notebook-quickstart")
 
 # %% [markdown]
-# `runner.run` trains, minimizes, exports the smaller network and writes pictures
+# `jaxshrink.run` trains, minimizes, exports the smaller network and writes pictures
 # and `results.json` into the workdir. Rerunning the cell resumes from checkpoints.
 
 # %%
-results = runner.run(config, WORKDIR)
+results = jaxshrink.run(config, WORKDIR)
 
 # %% [markdown]
 # ## The kept-filter matrix
@@ -114,8 +114,6 @@ display(Markdown(open(os.path.join(WORKDIR, "deploy", "deploy.md")).read()))
 # %%
 import flax.linen as nn
 
-from jaxshrink.core import models
-
 
 class MyNet(nn.Module):
     widths: dict | None = None  # layer -> units; None = full size
@@ -129,15 +127,15 @@ class MyNet(nn.Module):
         return nn.Dense(10, name="out")(x) * masks["out"]
 
 
-model = models.Model.create(
+model = jaxshrink.Model.create(
     lambda widths: MyNet(widths), input_shape=(28, 28, 1), layers=("conv", "hidden", "out")
 )
-mine = config_lib.common_config("classification", "mnist")  # data, training, minimization
+mine = jaxshrink.common_config("classification", "mnist")  # data, training, minimization
 mine.train.batch_size, mine.train.initial_steps, mine.train.eval_every = 32, 300, 150
 mine.minimize.round_steps, mine.minimize.max_rounds = 50, 5
 if os.environ.get("JAXSHRINK_NOTEBOOK_SMOKE"):
     mine.data.train_size, mine.data.eval_size = 200, 50
     mine.train.initial_steps, mine.train.eval_every, mine.minimize.round_steps = 20, 10, 2
-own = runner.run(mine, os.path.abspath("runs/notebook-mynet"), model=model)
+own = jaxshrink.run(mine, os.path.abspath("runs/notebook-mynet"), model=model)
 print(f"units per layer {own['widths']['before']} -> {own['widths']['after']}")
 display(Image(os.path.join(own["workdir"], "confusion_matrix.png")))

@@ -117,6 +117,7 @@ LONGEST_FIRST = (
     "test_notebooks.py",
     "test_reliability.py",
     "test_sweep.py",
+    "test_resume.py",
 )
 
 

@@ -23,6 +23,7 @@ def test_ipynb_matches_its_py_twin(name):
     assert _sources(py) == _sources(ipynb), f"run: jupytext --sync experiments/{name}.py"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs(name, tmp_path, monkeypatch):
     nb = jupytext.read(os.path.join(ROOT, "experiments", f"{name}.py"))

@@ -10,9 +10,9 @@ from __future__ import annotations
 import ml_collections
 
 from jaxshrink.config.loader import load
-from jaxshrink.config.schema import base_config, common_config
+from jaxshrink.config.schema import base_config, common_config, get_preset
 
-__all__ = ["base_config", "common_config", "load", "prepare"]
+__all__ = ["base_config", "common_config", "get_preset", "load", "prepare"]
 
 
 def prepare(config: ml_collections.ConfigDict, model=None) -> ml_collections.ConfigDict:

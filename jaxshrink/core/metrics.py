@@ -228,28 +228,9 @@ def _window_reduce(x: jnp.ndarray, window: int, op: str) -> jnp.ndarray:
 
 
 @functools.partial(jax.jit, static_argnames="window")
-def uiqi_per_image(output, target, window: int = UIQI_WINDOW) -> jnp.ndarray:
-    """Universal Image Quality Index of every image (Wang & Bovik 2002; thesis 3.1).
-
-    For every ``window x window`` window (stride 1, 'valid' positions only, as in
-    the authors' MATLAB ``img_qi.m``) with means ``mx, my``, variances
-    ``sx^2, sy^2`` and covariance ``sxy``::
-
-        Q = 4 sxy mx my / ((sx^2 + sy^2) (mx^2 + my^2))
-
-    and the image's index is the mean of ``Q`` over windows (and channels,
-    which are treated independently; the thesis has ``C == 1``).
-
-    Special cases follow the authors' MATLAB code literally (it starts from a
-    map of ones and overwrites it)::
-
-        (sx^2 + sy^2) == 0 and (mx^2 + my^2) != 0  ->  Q = 2 mx my / (mx^2 + my^2)
-        both factors != 0                          ->  Q = formula above
-        otherwise, i.e. (mx^2 + my^2) == 0         ->  Q = 1
-
-    Note that the MATLAB code has no ``2 sxy / (sx^2 + sy^2)`` branch: a window
-    with zero means but non-zero variance gets ``Q = 1``. For non-negative images
-    zero means imply all-zero windows, so this only matters for signed inputs.
+def _uiqi_statistics(x, y, window: int):
+    """The window sums of `x` and `y`, and ``N (N - 1)`` times their variances and
+    covariance, per ``window x window`` window.
 
     Variance normalisation: the paper defines ``sx^2`` and ``sxy`` with
     ``1 / (N - 1)``; the MATLAB code never normalises at all -- it works with
@@ -265,6 +246,68 @@ def uiqi_per_image(output, target, window: int = UIQI_WINDOW) -> jnp.ndarray:
     variance of a constant window and any covariance involving one are then set
     to exactly 0, which is what exact arithmetic gives and lets the MATLAB
     branches fire as intended.
+    """
+    n = float(window * window)
+
+    def box(a):
+        return _window_reduce(a, window, "sum")
+
+    def is_constant(a):
+        return _window_reduce(a, window, "max") == _window_reduce(a, window, "min")
+
+    sum_x, sum_y = box(x), box(y)
+    xc = x - jnp.mean(x, axis=_IMAGE_AXES, keepdims=True)
+    yc = y - jnp.mean(y, axis=_IMAGE_AXES, keepdims=True)
+    sum_xc, sum_yc = box(xc), box(yc)
+    const_x, const_y = is_constant(x), is_constant(y)
+
+    # N * sum(x^2) - sum(x)^2 == N (N - 1) sx^2; clamp rounding noise below 0.
+    var_x = jnp.where(const_x, 0.0, jnp.maximum(n * box(xc * xc) - sum_xc * sum_xc, 0.0))
+    var_y = jnp.where(const_y, 0.0, jnp.maximum(n * box(yc * yc) - sum_yc * sum_yc, 0.0))
+    cov = jnp.where(const_x | const_y, 0.0, n * box(xc * yc) - sum_xc * sum_yc)
+    return sum_x, sum_y, var_x, var_y, cov
+
+
+def _uiqi_map(sum_x, sum_y, var_x, var_y, cov):
+    """``Q`` per window, with the special cases of the authors' MATLAB code taken
+    literally (it starts from a map of ones and overwrites it)::
+
+        (sx^2 + sy^2) == 0 and (mx^2 + my^2) != 0  ->  Q = 2 mx my / (mx^2 + my^2)
+        both factors != 0                          ->  Q = formula above
+        otherwise, i.e. (mx^2 + my^2) == 0         ->  Q = 1
+
+    Note that the MATLAB code has no ``2 sxy / (sx^2 + sy^2)`` branch: a window
+    with zero means but non-zero variance gets ``Q = 1``. For non-negative images
+    zero means imply all-zero windows, so this only matters for signed inputs.
+    """
+    # Names mirror img_qi.m: img12_sum_mul, img12_sq_sum_mul, denominator1.
+    mean_prod = sum_x * sum_y
+    mean_sq = sum_x * sum_x + sum_y * sum_y
+    numerator = 4.0 * cov * mean_prod
+    denominator1 = var_x + var_y
+    denominator = denominator1 * mean_sq
+
+    only_means = (denominator1 == 0) & (mean_sq != 0)
+    general = denominator != 0
+    # Double-where: the unused branches divide by 1, not 0, keeping grads finite.
+    q_means = 2.0 * mean_prod / jnp.where(only_means, mean_sq, 1.0)
+    q_general = numerator / jnp.where(general, denominator, 1.0)
+    return jnp.where(general, q_general, jnp.where(only_means, q_means, 1.0))
+
+
+def uiqi_per_image(output, target, window: int = UIQI_WINDOW) -> jnp.ndarray:
+    """Universal Image Quality Index of every image (Wang & Bovik 2002; thesis 3.1).
+
+    For every ``window x window`` window (stride 1, 'valid' positions only, as in
+    the authors' MATLAB ``img_qi.m``) with means ``mx, my``, variances
+    ``sx^2, sy^2`` and covariance ``sxy``::
+
+        Q = 4 sxy mx my / ((sx^2 + sy^2) (mx^2 + my^2))
+
+    and the image's index is the mean of ``Q`` over windows (and channels,
+    which are treated independently; the thesis has ``C == 1``). The MATLAB
+    code's special cases are `_uiqi_map`'s; its normalisation and the float32
+    numerics are `_uiqi_statistics`'s.
 
     Args:
         output: Network output, shape ``(N, H, W, C)``.
@@ -286,38 +329,7 @@ def uiqi_per_image(output, target, window: int = UIQI_WINDOW) -> jnp.ndarray:
         raise ValueError(
             f"uiqi: window must be in [1, min(H, W)] = [1, {min(height, width)}], got {window}"
         )
-    n = float(window * window)
-
-    def box(a):
-        return _window_reduce(a, window, "sum")
-
-    def is_constant(a):
-        return _window_reduce(a, window, "max") == _window_reduce(a, window, "min")
-
-    sum_x, sum_y = box(x), box(y)
-    xc = x - jnp.mean(x, axis=_IMAGE_AXES, keepdims=True)
-    yc = y - jnp.mean(y, axis=_IMAGE_AXES, keepdims=True)
-    sum_xc, sum_yc = box(xc), box(yc)
-    const_x, const_y = is_constant(x), is_constant(y)
-
-    # N * sum(x^2) - sum(x)^2 == N (N - 1) sx^2; clamp rounding noise below 0.
-    var_x = jnp.where(const_x, 0.0, jnp.maximum(n * box(xc * xc) - sum_xc * sum_xc, 0.0))
-    var_y = jnp.where(const_y, 0.0, jnp.maximum(n * box(yc * yc) - sum_yc * sum_yc, 0.0))
-    cov = jnp.where(const_x | const_y, 0.0, n * box(xc * yc) - sum_xc * sum_yc)
-
-    # Names mirror img_qi.m: img12_sum_mul, img12_sq_sum_mul, denominator1.
-    mean_prod = sum_x * sum_y
-    mean_sq = sum_x * sum_x + sum_y * sum_y
-    numerator = 4.0 * cov * mean_prod
-    denominator1 = var_x + var_y
-    denominator = denominator1 * mean_sq
-
-    only_means = (denominator1 == 0) & (mean_sq != 0)
-    general = denominator != 0
-    # Double-where: the unused branches divide by 1, not 0, keeping grads finite.
-    q_means = 2.0 * mean_prod / jnp.where(only_means, mean_sq, 1.0)
-    q_general = numerator / jnp.where(general, denominator, 1.0)
-    q = jnp.where(general, q_general, jnp.where(only_means, q_means, 1.0))
+    q = _uiqi_map(*_uiqi_statistics(x, y, window))
     return jnp.mean(q, axis=_IMAGE_AXES)
 
 

@@ -45,9 +45,10 @@ value by at most 0.5 / 255. Luma of 16-bit and float images stays in float. Alph
 not composited: a pixel keeps the colour stored under it, as MATLAB's imread (which made the
 thesis's data) returns it.
 
-Errors: a config field with a value this module cannot use raises `jaxshrink.core.errors.ConfigError`
-naming the field and the allowed values; data that yields no usable image raises
-`jaxshrink.core.errors.DataError`. Both are one line and subclass `ValueError`.
+Errors: a config field with a value this module cannot use raises
+`jaxshrink.core.errors.ConfigError` naming the field and the allowed values; data that
+yields no usable image raises `jaxshrink.core.errors.DataError`. Both are one line and
+subclass `ValueError`.
 
 Fields of ``data_cfg`` (an ``ml_collections.ConfigDict``; `default_config` has them all):
   dataset: 'sobel' or 'canny', the target.

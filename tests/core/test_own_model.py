@@ -59,6 +59,7 @@ def _config():
     return c
 
 
+@pytest.mark.e2e
 def test_own_model_shrinks_end_to_end(tmp_path):
     model = tiny_digits()
     results = runner.run(_config(), str(tmp_path), model=model)
@@ -77,6 +78,7 @@ def test_own_model_shrinks_end_to_end(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+@pytest.mark.e2e
 def test_a_model_for_other_inputs_is_refused(tmp_path):
     other = models.sequential_model(["dense:4", "dense:10"], (5,))
     with pytest.raises(errors.ConfigError, match="^model: "):

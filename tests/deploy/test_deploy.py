@@ -171,6 +171,7 @@ def deployed(tmp_path_factory):
     return c, workdir, runner.run(c, str(workdir))
 
 
+@pytest.mark.e2e
 def test_deploy_stage_writes_every_form(deployed):
     c, workdir, results = deployed
     record = json.loads((workdir / "deploy" / "deploy.json").read_text())
@@ -197,6 +198,7 @@ def test_deploy_stage_writes_every_form(deployed):
     assert "| quantized |" in text and "| bits |" in text
 
 
+@pytest.mark.e2e
 def test_the_bit_width_is_the_one_the_threshold_rule_keeps(deployed):
     c, _, results = deployed
     record = results["deploy"]
@@ -212,6 +214,7 @@ def test_the_bit_width_is_the_one_the_threshold_rule_keeps(deployed):
     assert [r["bits"] for r in quantized] == ([chosen] if chosen else [])
 
 
+@pytest.mark.e2e
 def test_the_quantized_onnx_file_stores_integer_kernels(deployed):
     _, workdir, results = deployed
     forms = {r["form"]: r for r in results["deploy"]["forms"]}
@@ -223,6 +226,7 @@ def test_the_quantized_onnx_file_stores_integer_kernels(deployed):
     assert forms["quantized"]["bytes"] < forms["minimized"]["bytes"]
 
 
+@pytest.mark.e2e
 def test_the_factorized_form_has_the_ranks_of_the_search(deployed):
     _, _, results = deployed
     record = results["deploy"]
@@ -251,7 +255,10 @@ def test_the_forms_of_a_network_with_a_bypassed_layer_compute_the_masked_one():
     want = model.apply(params, masks, x)
     minimized, small = deploy.minimized_form(model, final)
     assert minimized.info["widths"] == [3, 2, 0, 3, 3, 1]
-    np.testing.assert_array_equal(minimized.exported()(x), want)
+    # The compact network sums over fewer channels than the masked one (whose extra
+    # terms are exact zeros), and a convolution may take another form at other
+    # widths: equal to float rounding.
+    np.testing.assert_allclose(minimized.exported()(x), want, rtol=1e-6, atol=1e-6)
     # At full rank the factorized pair is the layer itself, to float rounding: conv_3
     # reads conv_1's 2 kept channels (conv_2 is bypassed), so its 3x3 kernel is
     # (3, 3, 2, 3), of rank at most min(3 x 2, 3 x 3) = 6.

@@ -1,12 +1,14 @@
 """The MNIST autoencoder (thesis 003 2.7.2): batch norm and transposed convolutions
-through the whole pipeline, from the command line and across an interruption."""
+through the whole pipeline, from the command line (its resume: `test_resume.py`)."""
 
 import json
 
 import numpy as np
+import pytest
 from conftest import load_config
 from test_every_model import _cli
-from test_every_model import test_an_interrupted_run_resumes_to_the_same_result as _resumes
+
+pytestmark = pytest.mark.e2e  # every test here runs a whole experiment
 
 
 def tiny_autoencoder():
@@ -19,10 +21,6 @@ def tiny_autoencoder():
     c.minimize.strategy = "random"
     c.output.num_examples = 2
     return c
-
-
-def test_an_interrupted_autoencoder_run_resumes_to_the_same_result(tmp_path, monkeypatch):
-    _resumes(tmp_path, monkeypatch, tiny_autoencoder)
 
 
 def test_autoencoder_quick_config_from_the_command_line(tmp_path):

@@ -1,4 +1,4 @@
-"""One comparison (issue 13 item 4): Holm, the per-strategy table and tests on hand-made
+"""One comparison of every strategy: Holm, the per-strategy table and tests on hand-made
 runs, the answer's reading, and configs/compare.py for every model."""
 
 import math

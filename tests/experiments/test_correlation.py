@@ -132,6 +132,7 @@ def test_both_readings_on_known_correlations():
     assert "(8 points per column)" in report
 
 
+@pytest.mark.e2e
 def test_experiment_end_to_end(tmp_path):
     c = tiny_config("canny")
     c.correlation = correlation.default_config("canny").correlation

@@ -1,4 +1,4 @@
-"""Depth and growth (issue 17): bypassed layers, growth inside the envelope, one program."""
+"""Depth and growth: bypassed layers, growth inside the envelope, one program."""
 
 import flax.linen as nn
 import jax
@@ -281,6 +281,7 @@ def test_configs_refuse_depth_without_bypassable_layers_and_bad_widths():
     validate.validate(c)
 
 
+@pytest.mark.e2e
 def test_depth_experiment_end_to_end(tmp_path):
     c = depth.get_preset("quick")
     c.data.crop_size = 16
@@ -311,6 +312,7 @@ def test_depth_experiment_end_to_end(tmp_path):
     assert (tmp_path / "depth.csv").exists() and "Per seed" in (tmp_path / "depth.md").read_text()
 
 
+@pytest.mark.e2e
 def test_a_single_run_bypasses_layers_and_exports_without_them(tmp_path, capsys):
     c = tiny_config("canny")
     c.model.num_layers = 4

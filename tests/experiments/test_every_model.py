@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, die_after_saves, load_config, tiny_mnist
+from conftest import ROOT, load_config, tiny_mnist
 
 from jaxshrink.config import validate
 from jaxshrink.core import errors
@@ -41,6 +41,7 @@ def tiny_summation():
     return c
 
 
+@pytest.mark.e2e
 def test_summation_quick_config_from_the_command_line(tmp_path):
     proc = _cli("summation.py:quick", tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -53,6 +54,7 @@ def test_summation_quick_config_from_the_command_line(tmp_path):
     assert (tmp_path / "unit_weights.png").stat().st_size > 0
 
 
+@pytest.mark.e2e
 def test_a_sweep_of_the_mnist_classifier(tmp_path):
     c = tiny_mnist()
     sweep.add_section(c)
@@ -69,19 +71,6 @@ def test_a_sweep_of_the_mnist_classifier(tmp_path):
     for seed in (0, 1):
         assert len({r["baseline"] for r in rows if r["seed"] == seed}) == 1
     assert all(r["disabled"] == r["accepted"] for r in rows)
-
-
-@pytest.mark.parametrize("make", [tiny_summation])
-def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, make):
-    want = runner.run(make(), str(tmp_path / "straight"))
-    assert len(want["rounds"]) >= 2
-    undo = die_after_saves(monkeypatch, "minimize", 2)
-    with pytest.raises(KeyboardInterrupt):
-        runner.run(make(), str(tmp_path / "resumed"))
-    undo()
-    got = runner.run(make(), str(tmp_path / "resumed"))
-    for key in ("kept", "rounds", "trained", "final", "params", "widths"):
-        assert got[key] == want[key], key
 
 
 @pytest.mark.parametrize(
@@ -104,6 +93,7 @@ def test_bad_sizes_and_names_are_one_line_config_errors(config_arg, field, value
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
+@pytest.mark.e2e
 def test_bad_input_from_the_command_line_exits_2_and_writes_nothing(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("not a folder")
@@ -127,6 +117,7 @@ def test_a_workdir_below_a_file_cannot_be_created(tmp_path):
     validate.check_workdir(str(tmp_path / "new" / "deeper"))  # creatable: fine
 
 
+@pytest.mark.e2e
 def test_missing_cifar_from_the_command_line_exits_2_with_one_line(tmp_path):
     proc = _cli(
         "cifar10.py:t003,quick", tmp_path / "w", f"--config.data.tfds_data_dir={tmp_path / 'no'}"

@@ -58,6 +58,7 @@ def _two_sections():
     return c
 
 
+@pytest.mark.e2e
 def test_two_experiment_sections_are_one_line_error(tmp_path):
     with pytest.raises(errors.ConfigError) as info:
         registry.select(_two_sections())
@@ -68,6 +69,7 @@ def test_two_experiment_sections_are_one_line_error(tmp_path):
     assert not workdir.exists()  # refused before the workdir is claimed
 
 
+@pytest.mark.e2e
 def test_two_experiment_sections_on_the_command_line_exit_2_and_write_nothing(tmp_path):
     config_file = tmp_path / "two.py"
     config_file.write_text(
@@ -91,6 +93,7 @@ def test_two_experiment_sections_on_the_command_line_exit_2_and_write_nothing(tm
     assert not workdir.exists()
 
 
+@pytest.mark.e2e
 def test_a_model_of_your_own_runs_only_as_a_single_run(tmp_path):
     model = models.get_model(tiny_config("canny").model, (16, 16, 1))
     c = tiny_config("canny")
@@ -100,10 +103,12 @@ def test_a_model_of_your_own_runs_only_as_a_single_run(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.e2e
 def test_the_public_run_is_the_runner():
     assert jaxshrink.run is runner.run
 
 
+@pytest.mark.e2e
 def test_only_process_0_writes_files(tmp_path, monkeypatch):
     monkeypatch.setattr(distributed, "is_primary", lambda: False)
     c = tiny_config("sobel")

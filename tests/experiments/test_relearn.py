@@ -32,6 +32,7 @@ def _rows(result, mode, fill):
     return [r for r in result[1]["rows"] if (r["mode"], r["values"]) == (mode, fill)]
 
 
+@pytest.mark.e2e
 def test_every_unit_is_tested_in_every_mode_and_fill(result):
     workdir, out = result
     assert len(out["rows"]) == 10 * 2 * 2  # 10 hidden units x 2 modes x 2 fills
@@ -42,6 +43,7 @@ def test_every_unit_is_tested_in_every_mode_and_fill(result):
         assert os.path.getsize(os.path.join(workdir, name)) > 0
 
 
+@pytest.mark.e2e
 def test_zero_values_stay_zero_and_a_gated_unit_never_moves(result):
     for mode in ("disabled", "disabled_frozen"):
         assert all(
@@ -55,6 +57,7 @@ def test_zero_values_stay_zero_and_a_gated_unit_never_moves(result):
     np.testing.assert_allclose(zero, gated, rtol=1e-6)
 
 
+@pytest.mark.e2e
 def test_redrawn_values_train_in_the_disabled_mode(result):
     rows = _rows(result, "disabled", "reinit")
     assert all(r["cos_end"] != r["cos_start"] for r in rows)

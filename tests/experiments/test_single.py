@@ -7,9 +7,8 @@ import subprocess
 import sys
 
 import jax
-import numpy as np
 import pytest
-from conftest import ROOT, die_after_saves, load_config, tiny_config
+from conftest import ROOT, load_config
 
 from jaxshrink.core import errors
 from jaxshrink.deploy import export
@@ -34,6 +33,7 @@ def test_canny_quick_config_is_the_canny_task_at_quick_sizes():
     )
 
 
+@pytest.mark.e2e
 def test_quick_config_shrinks_and_keeps_the_score(tmp_path, direct_convs):
     task = "sobel"  # the README's main command, with the CPU's direct convolutions
     config = _load_config(task)
@@ -56,15 +56,6 @@ def test_quick_config_shrinks_and_keeps_the_score(tmp_path, direct_convs):
     assert widths == [sum(row) for row in results["kept"]] == results["widths"]["after"]
 
 
-def _comparable(results):
-    return {
-        "kept": results["kept"],
-        "rounds": results["rounds"],
-        "trained": results["trained"],
-        "final": results["final"],
-    }
-
-
 def test_eta_reads_the_time_left_at_the_pace_so_far():
     assert progress.eta(100, 50, 10.0) == "20s"  # 100 steps at 5 steps/s
     assert progress.eta(545, 1, 1.0) == "9m 05s"
@@ -72,27 +63,7 @@ def test_eta_reads_the_time_left_at_the_pace_so_far():
     assert progress.eta(0, 10, 3.0) == "0s"
 
 
-def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
-    config = tiny_config("canny")
-    config.minimize.threshold = 0.9
-    want = runner.run(config, str(tmp_path / "straight"))
-    assert len(want["rounds"]) >= 2
-
-    # Interrupt after the second checkpointed round, as a kill between rounds would.
-    undo = die_after_saves(monkeypatch, "minimize", 2)
-    with pytest.raises(KeyboardInterrupt):
-        runner.run(config, str(tmp_path / "resumed"))
-    undo()
-    assert not (tmp_path / "resumed" / "results.json").exists()
-
-    got = runner.run(config, str(tmp_path / "resumed"))
-    assert _comparable(got) == _comparable(want)
-    a = np.load(tmp_path / "straight" / "export" / "params.npz")
-    b = np.load(tmp_path / "resumed" / "export" / "params.npz")
-    for key in a.files:
-        np.testing.assert_array_equal(a[key], b[key])
-
-
+@pytest.mark.e2e
 def test_command_line_runs_and_defaults_the_workdir(tmp_path):
     cache = tmp_path / "cache"  # its own, to see what this run keeps there
     env = dict(os.environ, PYTHONPATH=ROOT, JAXSHRINK_CACHE=str(cache))

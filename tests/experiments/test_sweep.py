@@ -8,9 +8,10 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, die_after_saves, load_config, tiny_config
+from conftest import ROOT, load_config, tiny_config
 
 from jaxshrink.core import errors, files
+from jaxshrink.core import results as results_lib
 from jaxshrink.experiments import runner, sweep
 
 
@@ -64,6 +65,7 @@ def test_the_thesis_design_trains_one_network_per_seed_and_threshold():
     assert [run[1:] for run in shared] == [run[1:] for run in thesis]
 
 
+@pytest.mark.e2e
 def test_every_combination_runs_and_figure_4_2_is_written(loop_sweep):
     results, workdir = loop_sweep
     rows = results["runs"]
@@ -101,6 +103,7 @@ def test_every_combination_runs_and_figure_4_2_is_written(loop_sweep):
             assert visited == sorted(set(visited))  # in order, each at most once
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("run", [(1, "random", 0.9), (2, "cosine", 1.0)])
 def test_a_sweep_run_equals_the_single_run(loop_sweep, run, tmp_path):
     results, _ = loop_sweep
@@ -119,6 +122,7 @@ def test_a_sweep_run_equals_the_single_run(loop_sweep, run, tmp_path):
     assert alone["final"]["eval"]["f1"] == pytest.approx(row["final"], rel=1e-6)
 
 
+@pytest.mark.e2e
 def test_vmap_batching_runs_the_same_sweep(loop_sweep, tmp_path):
     """vmap and loop compute each step to float rounding (tests/test_train.py), but
     rounding differences grow over hundreds of Adam steps on these barely trained
@@ -135,6 +139,7 @@ def test_vmap_batching_runs_the_same_sweep(loop_sweep, tmp_path):
         assert all(e["ratio"] >= b["threshold"] for e in lb if e["accepted"])
 
 
+@pytest.mark.e2e
 def test_rounds_compile_once_for_the_whole_sweep(loop_sweep):
     results, _ = loop_sweep
     job = results["_job"]
@@ -146,23 +151,12 @@ def test_rounds_compile_once_for_the_whole_sweep(loop_sweep):
     assert job.eval_fn._cache_size() == 2  # two batch shapes: the 4 networks, the 12 runs
 
 
-def test_interrupted_sweep_resumes_to_the_same_result(loop_sweep, tmp_path, monkeypatch):
-    want, _ = loop_sweep
-    undo = die_after_saves(monkeypatch, "minimize", 3)
-    with pytest.raises(KeyboardInterrupt):
-        runner.run(tiny_sweep(), str(tmp_path))
-    undo()
-    assert not (tmp_path / "runs.csv").exists()
-    got = runner.run(tiny_sweep(), str(tmp_path))
-    assert got["runs"] == want["runs"]
-    assert got["round_logs"] == want["round_logs"]
-
-
+@pytest.mark.e2e
 def test_four_devices_give_the_same_results_as_one(tmp_path):
     # XLA's forced host devices change CPU threading, hence rounding, so both runs
     # happen in the same 4-device process: `batch.devices=1` versus all 4.
     script = (
-        "import sys, jax; sys.path.insert(0, sys.argv[2]);"
+        "import sys, jax; sys.path[:0] = sys.argv[2].split(':');"
         "from test_sweep import tiny_sweep; from jaxshrink.experiments import runner;"
         "assert jax.device_count() == 4, jax.devices();"
         "c1 = tiny_sweep(); c1.batch.devices = 1; c1.sweep.thresholds = (0.9,);"
@@ -172,7 +166,7 @@ def test_four_devices_give_the_same_results_as_one(tmp_path):
     )
     env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     proc = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path), os.path.join(ROOT, "tests")],
+        [sys.executable, "-c", script, str(tmp_path), f"{ROOT}/tests:{ROOT}/tests/experiments"],
         env=env,
         capture_output=True,
         text=True,
@@ -197,6 +191,7 @@ def test_four_devices_give_the_same_results_as_one(tmp_path):
         assert b["final"] == pytest.approx(a["final"], rel=1e-2)
 
 
+@pytest.mark.e2e
 def test_quick_sweep_config_and_figure_script(tmp_path):
     config = load_config("sweep", "quick")
     assert config.sweep.num_seeds == 3 and len(config.sweep.thresholds) == 5
@@ -245,5 +240,5 @@ def test_bad_sweep_settings_are_clear_errors():
 def test_a_trained_score_of_zero_has_no_ratio():
     # A network that never learned (F1 0 on the eval split) must not end a sweep with
     # a division by zero: its ratio is NaN and its row is marked failed.
-    assert sweep._ratio(0.5, 0.25) == 2.0
-    assert np.isnan(sweep._ratio(0.5, 0.0))
+    assert results_lib._ratio(0.5, 0.25) == 2.0
+    assert np.isnan(results_lib._ratio(0.5, 0.0))

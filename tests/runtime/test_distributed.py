@@ -124,6 +124,7 @@ def two(tmp_path_factory):
     return workdir, killed, out0, out1
 
 
+@pytest.mark.e2e
 def test_two_processes_give_the_sweep_of_one(two, one):
     workdir, _, out0, out1 = two
     assert "cpu x2 (cpu, process 0 of 2)" in out0  # the run axis over both processes
@@ -137,6 +138,7 @@ def test_two_processes_give_the_sweep_of_one(two, one):
     assert len({r["kept"] for r in got}) > 1  # the runs differ: a comparison with content
 
 
+@pytest.mark.e2e
 def test_a_killed_process_stops_the_job_and_the_same_commands_resume_it(two, one):
     workdir, killed, out0, _ = two
     # The survivor stops by itself (heartbeat timeout and its grace), without results.
@@ -150,6 +152,7 @@ def test_a_killed_process_stops_the_job_and_the_same_commands_resume_it(two, one
     assert _rows(workdir) == one
 
 
+@pytest.mark.e2e
 def test_an_unreachable_coordinator_is_one_line_within_the_timeout(tmp_path):
     port = _free_port()  # nothing listens there
     t0 = time.perf_counter()

@@ -96,6 +96,7 @@ def _kill_when(workdir, marker):
 # A SIGKILL inside minimization is tested through the command line with two
 # processes (`test_distributed`) and in-process between rounds (`test_pipeline`);
 # here, during the initial training of a single process.
+@pytest.mark.e2e
 @pytest.mark.parametrize("marker", ["train: step     20/40"], ids=["during-initial-training"])
 def test_sigkill_then_same_command_resumes_to_identical_results(straight, tmp_path, marker):
     _kill_when(tmp_path, marker)
@@ -120,6 +121,7 @@ def tiny_run(tmp_path_factory):
     return c, workdir, runner.run(c, str(workdir))
 
 
+@pytest.mark.e2e
 def test_damaged_checkpoint_falls_back_to_the_previous_one(tiny_run, tmp_path):
     c, done, want = tiny_run
     shutil.copytree(done, tmp_path, dirs_exist_ok=True)
@@ -136,6 +138,7 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one(tiny_run, tmp_path):
         assert got[key] == want[key]
 
 
+@pytest.mark.e2e
 def test_a_second_process_on_a_live_workdir_is_refused(tmp_path):
     holder = subprocess.Popen(
         [
@@ -168,6 +171,7 @@ def test_a_second_process_on_a_live_workdir_is_refused(tmp_path):
         pass
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "override, field",
     [
@@ -263,6 +267,7 @@ def test_a_workdir_from_before_an_option_existed_resumes_with_it(tmp_path, capsy
             pass
 
 
+@pytest.mark.e2e
 def test_nan_in_one_seed_of_a_batch_fails_only_that_seed(tmp_path, monkeypatch):
     def small():
         c = tiny_config("canny")
@@ -315,6 +320,7 @@ def test_a_round_with_nan_rolls_back_exactly(make):
     assert float(new.reference[0]) == float(ms.reference[0])
 
 
+@pytest.mark.e2e
 def test_same_config_same_bits(tiny_run, tmp_path):
     c, done, a = tiny_run
     b = runner.run(c, str(tmp_path))

@@ -1,4 +1,4 @@
-"""The scores of issue 13 (activation, magnitude, Taylor, per-run cosine) on tiny nets.
+"""Scores beyond the thesis's three (activation, magnitude, Taylor, per-run cosine) on tiny nets.
 
 Every net here is a `models.sequential_model` with hand-set weights, so each expected
 score is hand arithmetic (or, for Taylor, a direct computation without the masks).

@@ -40,6 +40,7 @@ def test_models_a_b_c(arg, widths, params):
     assert (A, B, C) == (4_259_274, 29_853_002, 31_005_290)
 
 
+@pytest.mark.e2e
 def test_missing_cifar_stops_with_one_line(tmp_path):
     c = load_config("cifar10", "quick")
     c.data.tfds_data_dir = str(tmp_path / "nothing")
@@ -50,6 +51,7 @@ def test_missing_cifar_stops_with_one_line(tmp_path):
     assert "\n" not in message
 
 
+@pytest.mark.e2e
 def test_quick_model_a_on_a_fake_folder(tmp_path):
     _write_folder(tmp_path / "cifar-10-batches-py")
     c = load_config("cifar10", "quick")
@@ -65,6 +67,7 @@ def test_quick_model_a_on_a_fake_folder(tmp_path):
     assert saved["data"]["dataset"] == "cifar10" and saved["data"]["source"] == "folder"
 
 
+@pytest.mark.e2e
 def test_thesis_003_network_and_its_distortions_on_a_fake_folder(tmp_path):
     c = load_config("cifar10", "t003")
     model = models.get_model(c.model, (24, 24, 3))  # the 24x24 crops
