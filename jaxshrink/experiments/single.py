@@ -161,7 +161,7 @@ def _write(outcome: Outcome, workdir: str, context: Context) -> Report:
         job, trained, final, trained_scores, final_scores, rounds, exported, pictures
     )
     config = job.config
-    if config.get("deploy") is not None and config.deploy.enabled:
+    if config.deploy.enabled:
         files.write_json(os.path.join(workdir, RESULTS), results.to_json())  # if deploy fails
         record = deploy.run(job, trained, final, os.path.join(workdir, "deploy"), context.log)
         results = dataclasses.replace(results, deploy=record)

@@ -47,7 +47,7 @@ class Job:
         self.dataset = data.load_dataset(config.data)
         # What the model sees: the examples after augmentation (e.g. a 24x24 crop).
         example_shape = augment.output_shape_of(
-            config.get("augment"), self.dataset.train.inputs.shape[1:]
+            config.augment, self.dataset.train.inputs.shape[1:]
         )
         self.model = model or models.get_model(config.model, example_shape)
         if tuple(self.model.spec.input_shape) != tuple(example_shape):
@@ -103,7 +103,7 @@ class Job:
             f"{distributed.describe()}), "
             f"runs batched by {e.method} ({group}, grad {e.grad}), steps looped "
             f"{'from the host' if self.steps == 'host' else 'in the compiled program'}, "
-            f"precision {self.config.model.get('precision', 'as the model sets it')}"
+            f"precision {self.config.model.precision}"
         )
 
     def evaluate(self, states: train.TrainState) -> dict[str, np.ndarray]:
