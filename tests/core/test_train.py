@@ -23,7 +23,7 @@ def _config():
 def _split(n, seed, size=12):
     rng = np.random.default_rng(seed)
     images = rng.uniform(size=(n, size, size, 1)).astype(np.float32)
-    targets = np.stack([data.edges.sobel_target(im[..., 0]) for im in images])[..., None]
+    targets = np.stack([data.edge_targets.sobel_target(im[..., 0]) for im in images])[..., None]
     return data.Split(images, targets.astype(np.float32), tuple(f"s{seed}-{i}" for i in range(n)))
 
 

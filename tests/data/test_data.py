@@ -14,7 +14,8 @@ from PIL import Image
 
 from jaxshrink import data
 from jaxshrink.core import errors
-from jaxshrink.data import cache, edges
+from jaxshrink.data import cache, edge_targets, edges
+from jaxshrink.data import images as image_lib
 
 
 def _config(tmp_path, **overrides):
@@ -79,10 +80,10 @@ _RGB_GRAY = [[76 / 255, 150 / 255], [29 / 255, 1.0]]
     ],
 )
 def test_to_grayscale_float_values(img, expected):
-    gray = edges.to_grayscale_float(img)
+    gray = image_lib.to_grayscale_float(img)
     assert gray.dtype == np.float32
     np.testing.assert_allclose(gray, np.asarray(expected, np.float32), rtol=0, atol=1e-7)
-    compact = edges.to_grayscale(img)
+    compact = image_lib.to_grayscale(img)
     assert compact.dtype == (np.uint8 if img.dtype in (np.uint8, bool) else np.float32)
     np.testing.assert_array_equal(data.decode(compact), gray)
 
@@ -90,15 +91,15 @@ def test_to_grayscale_float_values(img, expected):
 def test_luma_of_8bit_colour_is_rounded_to_8_bits_half_up_in_integers():
     # (0, 12, 4): 0.587 * 12 + 0.114 * 4 = 7.5 exactly, which float arithmetic may miss.
     rgb = np.array([[[0, 12, 4], [0, 0, 0], [255, 255, 255], [10, 0, 15], [2, 0, 0]]], np.uint8)
-    np.testing.assert_array_equal(edges.to_grayscale(rgb), [[8, 0, 255, 5, 1]])
+    np.testing.assert_array_equal(image_lib.to_grayscale(rgb), [[8, 0, 255, 5, 1]])
     pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
     permille = pixels.astype(np.int64) @ [299, 587, 114]
-    np.testing.assert_array_equal(edges.to_grayscale(pixels), (permille + 500) // 1000)
+    np.testing.assert_array_equal(image_lib.to_grayscale(pixels), (permille + 500) // 1000)
     # Alpha is dropped; gray and bilevel stay exact.
     rgba = np.dstack([pixels, np.zeros((64, 64), np.uint8)])
-    np.testing.assert_array_equal(edges.to_grayscale(rgba), edges.to_grayscale(pixels))
-    np.testing.assert_array_equal(edges.to_grayscale(pixels[..., 0]), pixels[..., 0])
-    assert edges.to_grayscale(np.array([[True, False]])).tolist() == [[255, 0]]
+    np.testing.assert_array_equal(image_lib.to_grayscale(rgba), image_lib.to_grayscale(pixels))
+    np.testing.assert_array_equal(image_lib.to_grayscale(pixels[..., 0]), pixels[..., 0])
+    assert image_lib.to_grayscale(np.array([[True, False]])).tolist() == [[255, 0]]
 
 
 @pytest.mark.parametrize(
@@ -111,15 +112,15 @@ def test_luma_of_8bit_colour_is_rounded_to_8_bits_half_up_in_integers():
 )
 def test_to_grayscale_float_rejects_bad_input(img, error):
     with pytest.raises(error):
-        edges.to_grayscale_float(img)
+        image_lib.to_grayscale_float(img)
 
 
 def test_center_crop_takes_the_middle():
     img = np.arange(5 * 6).reshape(5, 6)
-    np.testing.assert_array_equal(edges.center_crop(img, 3), img[1:4, 1:4])
-    np.testing.assert_array_equal(edges.center_crop(img[..., None], 4)[..., 0], img[0:4, 1:5])
+    np.testing.assert_array_equal(image_lib.center_crop(img, 3), img[1:4, 1:4])
+    np.testing.assert_array_equal(image_lib.center_crop(img[..., None], 4)[..., 0], img[0:4, 1:5])
     with pytest.raises(ValueError, match="smaller"):
-        edges.center_crop(img, 6)
+        image_lib.center_crop(img, 6)
 
 
 # --------------------------------------------------------------------------------- targets
@@ -130,31 +131,33 @@ def test_sobel_target_step_edge_hand_values():
     step[:, 4:] = 1.0
     expected = np.zeros((8, 8), np.float32)
     expected[:, 3:5] = 1 / math.sqrt(2)  # The two pixels beside the step; zero elsewhere.
-    target = edges.sobel_target(step)
+    target = edge_targets.sobel_target(step)
     assert target.dtype == np.float32
     np.testing.assert_allclose(target, expected, rtol=0, atol=1e-7)
 
 
 def test_sobel_target_constant_is_zero():
     # Zero up to round-off: the kernel's taps cancel in floating point, not exactly.
-    np.testing.assert_allclose(edges.sobel_target(np.full((6, 7), 0.6)), 0.0, rtol=0, atol=1e-12)
+    flat = edge_targets.sobel_target(np.full((6, 7), 0.6))
+    np.testing.assert_allclose(flat, 0.0, rtol=0, atol=1e-12)
 
 
 def test_sobel_target_matches_scipy_with_documented_scaling():
     image = np.random.default_rng(0).random((20, 24))
     # scipy's unnormalised kernels sum |w| = 4 per axis; skimage divides by 4 and by sqrt(2).
     expected = np.hypot(ndi.sobel(image, 0), ndi.sobel(image, 1)) / (4 * math.sqrt(2))
-    np.testing.assert_allclose(edges.sobel_target(image), expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(edge_targets.sobel_target(image), expected, rtol=1e-5, atol=1e-7)
     checkerboard = np.indices((16, 16)).sum(0) % 2.0  # The steepest input in [0, 1].
+    steepest = edge_targets.sobel_target(checkerboard)
     assert (
-        0 <= edges.sobel_target(checkerboard).min() <= edges.sobel_target(checkerboard).max() <= 1
+        0 <= steepest.min() <= steepest.max() <= 1
     )
 
 
 def test_canny_target_finds_the_edges_of_a_square():
     image = np.zeros((32, 32))
     image[8:24, 8:24] = 1.0
-    found = edges.canny_target(image, sigma=math.sqrt(2))
+    found = edge_targets.canny_target(image, sigma=math.sqrt(2))
     assert found.dtype == np.float32
     assert set(np.unique(found)) == {0.0, 1.0}
     perimeter = np.zeros((32, 32), bool)
@@ -168,15 +171,15 @@ def test_canny_target_finds_the_edges_of_a_square():
 def test_make_targets_shapes_and_canny_config(tmp_path):
     images = np.random.default_rng(1).random((2, 16, 16, 1)).astype(np.float32)
     cfg = _config(tmp_path)
-    sobel = edges.make_targets(images, cfg)
+    sobel = edge_targets.make_targets(images, cfg)
     assert sobel.shape == images.shape and sobel.dtype == np.float32
-    np.testing.assert_array_equal(sobel[1, ..., 0], edges.sobel_target(images[1, ..., 0]))
+    np.testing.assert_array_equal(sobel[1, ..., 0], edge_targets.sobel_target(images[1, ..., 0]))
     cfg.canny_low_threshold, cfg.canny_high_threshold = 100.0, 200.0  # Above any gradient.
     cfg.dataset = "canny"
-    np.testing.assert_array_equal(edges.make_targets(images, cfg), 0.0)
+    np.testing.assert_array_equal(edge_targets.make_targets(images, cfg), 0.0)
     cfg.dataset = "laplace"
     with pytest.raises(ValueError, match="data.dataset"):
-        edges.make_targets(images, cfg)
+        edge_targets.make_targets(images, cfg)
 
 
 # --------------------------------------------------------------------------------- builtin
@@ -208,8 +211,8 @@ def test_builtin_splits_share_no_source_image(tmp_path, task):
     assert set(dataset.eval.sources) <= set(edges.DEFAULT_EVAL_IMAGES)
     # 20 crops cycle through all 15 train images, so every builtin image loads offline.
     assert set(dataset.train.sources) == set(edges.BUILTIN_IMAGES) - set(edges.DEFAULT_EVAL_IMAGES)
-    exact = edges.make_targets(dataset.train.inputs, _config(tmp_path, dataset=task))
-    np.testing.assert_array_equal(dataset.train.targets, edges.encode_targets(exact, task))
+    exact = edge_targets.make_targets(dataset.train.inputs, _config(tmp_path, dataset=task))
+    np.testing.assert_array_equal(dataset.train.targets, edge_targets.encode_targets(exact, task))
 
 
 def test_builtin_is_deterministic_per_seed(tmp_path):
@@ -293,10 +296,10 @@ def test_folder_source(tmp_path):
         for s, im in zip(split.sources, data.decode(split.inputs), strict=True)
     }
     np.testing.assert_allclose(
-        images["sub/c16.png"], edges.center_crop(written["c16"], 32) / 65535, rtol=1e-6
+        images["sub/c16.png"], image_lib.center_crop(written["c16"], 32) / 65535, rtol=1e-6
     )
     np.testing.assert_allclose(images["d.png"], _luma8([200, 100, 50]), rtol=1e-6)
-    indices = edges.center_crop(np.asarray(written["palette"]), 32)
+    indices = image_lib.center_crop(np.asarray(written["palette"]), 32)
     np.testing.assert_allclose(images["e.png"], _luma8(_PALETTE_COLORS[indices]), rtol=1e-6)
     assert set(np.unique(images["h.png"])) == {0.0, 1.0}
 
@@ -650,7 +653,7 @@ def test_tfds_source_reads_mocked_records(tmp_path):
     with tfds.testing.mock_data(num_examples=6):
         dataset = data.load_dataset(_tfds_config(tmp_path, dataset="canny"))
         records = tfds.data_source("mnist", split="train")
-        expected = [edges.center_crop(records[i]["image"][..., 0], 16) / 255 for i in range(4)]
+        expected = [image_lib.center_crop(records[i]["image"][..., 0], 16) / 255 for i in range(4)]
     assert dataset.train.sources == tuple(f"mnist/train[{i}]" for i in range(4))
     assert dataset.eval.sources == tuple(f"mnist/test[{i}]" for i in range(6))
     _assert_split_ok(dataset.train, 4, 16, "canny")

@@ -19,7 +19,8 @@ from PIL import Image
 from jaxshrink import data
 from jaxshrink.config import schema as config_lib
 from jaxshrink.core import train
-from jaxshrink.data import cache, edges
+from jaxshrink.data import cache, edge_targets, edges
+from jaxshrink.data import images as image_lib
 
 # The caps the folder source had before it used every image by default.
 _OLD_CAPS = {"train": 600, "eval": 60}
@@ -83,9 +84,9 @@ def _write_mixed_folder(folder):
         rgb = rng.integers(0, 256, (10, 12, 3), np.uint8)
         rgb[2:5, 2:9] = 255  # A bright bar, so both Canny and Sobel find edges.
         Image.fromarray(rgb).save(folder / f"rgb{i}.png")
-        crops[f"rgb{i}.png"] = edges.to_grayscale_float(edges.center_crop(rgb, 8))
+        crops[f"rgb{i}.png"] = image_lib.to_grayscale_float(image_lib.center_crop(rgb, 8))
         Image.fromarray(rgb[..., 1]).save(folder / f"gray{i}.png")
-        crops[f"gray{i}.png"] = edges.center_crop(rgb[..., 1], 8) / np.float32(255)
+        crops[f"gray{i}.png"] = image_lib.center_crop(rgb[..., 1], 8) / np.float32(255)
     wide = rng.integers(0, 65536, (8, 8), np.uint16)
     Image.fromarray(wide).save(folder / "wide16.png")
     crops["wide16.png"] = (wide / 65535).astype(np.float32)
@@ -98,7 +99,7 @@ def test_compact_cache_round_trip_is_exact(tmp_path, task):
     cfg = _folder_config(tmp_path, tmp_path / "mixed", dataset=task)
     dataset = data.load_dataset(cfg)
 
-    target_fn = edges._target_fn(cfg)
+    target_fn = edge_targets.target_fn(cfg)
     seen = set()
     for split in (dataset.train, dataset.eval):
         assert isinstance(split.inputs, np.memmap) and isinstance(split.targets, np.memmap)
@@ -135,8 +136,8 @@ def test_sobel_float16_targets_stay_within_the_documented_bound():
     pixels = rng.integers(0, 256, (4, 64, 64), np.uint8)
     pixels[:, :16, :16] = 77  # Flat patches: magnitudes that are zero up to round-off.
     for image in data.decode(pixels):
-        exact = edges.sobel_target(image)
-        stored = data.decode(edges.encode_targets(exact, "sobel"))
+        exact = edge_targets.sobel_target(image)
+        stored = data.decode(edge_targets.encode_targets(exact, "sobel"))
         error = np.abs(stored - exact)
         assert error.max() <= 2.0**-12  # Magnitudes are in [0, 1].
         normal = exact >= 2.0**-14  # float16's normal range: relative bound.
@@ -151,7 +152,7 @@ def test_device_decode_is_the_host_decode():
     on_device = np.asarray(jax.jit(train.decode)(jnp.asarray(values)))
     np.testing.assert_array_equal(on_device, data.decode(values))
     # And both are what the float path gives an 8-bit gray image.
-    np.testing.assert_array_equal(on_device, edges.to_grayscale_float(values[None])[0])
+    np.testing.assert_array_equal(on_device, image_lib.to_grayscale_float(values[None])[0])
     halves = np.linspace(0, 1, 97).astype(np.float16)
     np.testing.assert_array_equal(jax.jit(train.decode)(halves), halves.astype(np.float32))
     labels = jnp.arange(3, dtype=jnp.int32)
@@ -183,7 +184,8 @@ def test_compact_data_trains_and_evaluates_bit_identically_to_float32():
         )
 
     pixels = np.random.default_rng(3).integers(0, 256, (5, 8, 8, 1), np.uint8)
-    targets = edges.encode_targets(edges.make_targets(pixels, c.data), "sobel")  # float16
+    float_targets = edge_targets.make_targets(pixels, c.data)
+    targets = edge_targets.encode_targets(float_targets, "sobel")  # float16
     compact = data.Split(pixels, targets, tuple("abcde"))
     wide = data.Split(data.decode(pixels), data.decode(targets), compact.sources)
     on_device = train.make_train_data(compact)
