@@ -97,7 +97,7 @@ def parse_flags(argv: list[str]) -> list[str]:
                 break
             cause = cause.__cause__ or cause.__context__
         if "jaxshrink.core.errors." in message:  # a config file's error, as absl formats it
-            message = re.split(r"jaxshrink\.errors\.\w+: ", message)[-1]
+            message = re.split(r"jaxshrink\.core\.errors\.\w+: ", message)[-1]
         elif isinstance(e, (AttributeError, KeyError)):  # an override names no config field
             message = f"unknown config field {message}; see the config file for the fields"
         print(f"jaxshrink: error: {message.splitlines()[0]}", file=sys.stderr)

@@ -194,6 +194,20 @@ def test_config_errors_exit_2_with_one_line(tmp_path, override, field):
     assert not (tmp_path / "checkpoints").exists()  # nothing was computed
 
 
+@pytest.mark.e2e
+def test_an_unknown_preset_is_one_line_naming_it(tmp_path):
+    cli = [arg.replace(":quick", ":quik") if arg.startswith("--config=") else arg for arg in CLI]
+    proc = subprocess.run(
+        [*cli, f"--workdir={tmp_path}"], env=_env(), capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [
+        "jaxshrink: error: config argument: unknown preset 'quik'; allowed: ['quick']"
+    ], lines
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize(
     "field, value, allowed",
     [
