@@ -139,10 +139,23 @@ def _fresh_states(trainer, runs: int) -> train.TrainState:
 
 
 def measure(
-    size, seeds, method, grad, steps, precision, eval_images=48, base=None, conv="auto", repeats=1
+    size,
+    seeds,
+    method,
+    grad,
+    steps,
+    precision,
+    eval_images=48,
+    base=None,
+    conv="auto",
+    repeats=1,
+    target_seconds=None,
 ) -> dict:
     """One benchmark row (see module doc); `base`: another config than the edge FCN;
-    the training rate is the median of `repeats` timed calls."""
+    the training rate is the median of `repeats` timed calls. With `target_seconds`,
+    each timed call runs as many steps (at most `steps`) as one step's time says fill
+    that many seconds: the step count is data of the compiled loop, so this compiles
+    nothing more, and a slow form cannot overrun a time budget by much."""
     config = _config(size, precision, method, grad, base, conv)
     trainer = make_trainer(config)
     engine = batching.make_engine(trainer, config.batch)
@@ -171,6 +184,9 @@ def measure(
         .compile()
     )
     compile_eval = time.perf_counter() - t0
+    if target_seconds and method != "host":
+        steps = _steps_for(train_fn, states, data, seeds, steps, target_seconds)
+        num_steps = jnp.full((seeds,), steps, jnp.int32)
     rates, out = _train_rates(train_fn, states, data, num_steps, seeds * steps, repeats)
     eval_seconds = _eval_seconds(eval_fn, out, eval_data)
     return {
@@ -190,6 +206,16 @@ def measure(
         "train_bytes": memory,
         "train_bytes_per_run": memory / seeds,
     }
+
+
+def _steps_for(train_fn, states, data, seeds: int, most: int, seconds: float) -> int:
+    """Steps per run (1 to `most`) that one call of `train_fn` runs in about `seconds`,
+    from a timed call of one step (after a warm-up one)."""
+    one = jnp.ones((seeds,), jnp.int32)
+    jax.block_until_ready(train_fn(states, data, one))
+    t0 = time.perf_counter()
+    jax.block_until_ready(train_fn(states, data, one))
+    return int(min(most, max(1, seconds // max(time.perf_counter() - t0, 1e-9))))
 
 
 def _train_rates(train_fn, states, data, num_steps, seed_steps: int, repeats: int):
@@ -385,7 +411,8 @@ def _parser(defaults: dict) -> argparse.ArgumentParser:
     parser.add_argument(
         "--convs",
         default="auto",
-        help="model.conv values (jaxshrink.core.convs): auto, xla, taps, direct",
+        help="model.conv values (jaxshrink.core.convs): auto, xla, taps, direct, packed, "
+        "packed:K, pallas",
     )
     parser.add_argument(
         "--peak",

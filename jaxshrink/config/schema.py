@@ -43,7 +43,9 @@ def _model() -> ml_collections.ConfigDict:
     # float rounding): 'auto' = 'direct' on a CPU for few-channel layers (shifted planes
     # times kernel scalars; the FCN's host step 1.1-2.1x faster than with XLA's in
     # experiments/results/bench_direct_cpu.json, more since: README),
-    # XLA's elsewhere; or 'xla', 'taps' (per-tap kernel gradient), 'direct' everywhere.
+    # XLA's elsewhere; or 'xla', 'taps' (per-tap kernel gradient), 'direct' everywhere;
+    # for batched runs on GPUs, 'packed' / 'packed:K' (K runs per block-diagonal group)
+    # and 'pallas' (a Pallas kernel); `experiments/gpu_check.py` measures them.
     # `jaxshrink.config.resolve` records which one 'auto' is (`convs.auto_form`).
     m.conv = "auto"
     return m

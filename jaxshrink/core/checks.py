@@ -55,7 +55,11 @@ def check_model(c) -> None:
     """The `model` section of a configured network (not read for a model of your own)."""
     m = c.model
     check_one_of(m.get("name"), "model.name", models.FAMILIES)
-    check_one_of(m.get("conv"), "model.conv", convs.IMPLEMENTATIONS)
+    try:
+        convs.split_name(m.get("conv"))
+    except ValueError:
+        allowed = f"one of {convs.IMPLEMENTATIONS}, or 'packed:K' (K runs per group)"
+        check_field(False, "model.conv", m.get("conv"), allowed)
     if m.conv == "auto":
         check_one_of(convs.AUTO_ON_CPU, "JAXSHRINK_AUTO_CONV (environment)", convs.AUTO_CHOICES)
     std = m.init_std

@@ -21,6 +21,13 @@
   forward pass and input gradient are 2 to 9 times faster at 64 to 256 px (`python
   experiments/direct_convs.py`, per layer; `python -m jaxshrink.bench
   --convs=xla,direct`, per training step).
+- 'packed' (or 'packed:K'): under `vmap` over runs, K runs' channels in one group of a
+  grouped convolution with a block-diagonal kernel (`jaxshrink.core.packed_conv`), for
+  GPUs, whose grouped kernels are slow for groups of 1-5 channels; one run is XLA's.
+- 'pallas': a Pallas kernel for few-channel layers (`jaxshrink.core.pallas_conv`): all
+  output channels of a tile of rows at once, the input gradient by the same kernel and
+  the kernel gradient as per-tile partial sums. On a CPU it runs in Pallas's interpret
+  mode (slow: for tests).
 - 'auto' (the default): 'direct' on a CPU for layers with at most `DIRECT_MAX_CHANNELS`
   input and output channels and `DIRECT_MAX_PAIRS` pairs of them, 'xla' otherwise
   (GPUs keep cuDNN).
@@ -29,7 +36,9 @@ XLA's CPU compiler fuses elementwise producers into their consumers even when th
 recomputes them: a direct convolution fused into the next one would be recomputed for
 each of its 25 x C reads. Each direct piece is therefore evaluated inside `_fence`, a
 conditional whose predicate is always true, which the fusion passes do not cross
-(`lax.optimization_barrier` does not stop them on the CPU).
+(`lax.optimization_barrier` does not stop them on the CPU). Only on the CPU: elsewhere
+a conditional costs a copy of its predicate to the host, and the pieces are left to the
+backend's fusion.
 
 Each function has `lax.conv_general_dilated`'s signature, so a Flax `nn.Conv` takes it
 as its `conv_general_dilated` attribute (`Sequential(conv=...)`, config `model.conv`).
@@ -48,7 +57,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-IMPLEMENTATIONS = ("auto", "xla", "taps", "direct")
+IMPLEMENTATIONS = ("auto", "xla", "taps", "direct", "packed", "pallas")
 # 'direct' covers layers with at most this many input and output channels, and this many
 # input x output channel pairs. Measured on the 2-core CPU (`experiments/direct_convs.py`,
 # 5x5 kernels): the FCN's 1x5, 5x5 and 5x1 layers at 64-256 px and the quick MNIST's 1x4
@@ -126,6 +135,9 @@ def _fence(fn, *args):
     would be inlined: the same values, only fused again. Under `vmap` a conditional
     with a batched predicate would become a select of both branches; the rule below
     keeps one conditional around the vmapped `fn` instead."""
+
+    if jax.default_backend() != "cpu":
+        return fn(*args)
 
     @jax.custom_batching.custom_vmap
     def fenced(*args):
@@ -323,7 +335,21 @@ def auto_form(backend: str | None = None) -> str:
     return "direct" if on_cpu and AUTO_ON_CPU == "direct" else "xla"
 
 
-def _dispatch(kind: str):
+def split_name(name: str) -> tuple[str, int | None]:
+    """`model.conv`'s value as (form, runs per group): 'packed:8' -> ('packed', 8), any
+    other name -> (name, None). A form outside `IMPLEMENTATIONS` or a count that is not
+    a positive integer raises ValueError."""
+    form, sep, count = str(name).partition(":")
+    if form not in IMPLEMENTATIONS or (sep and form != "packed"):
+        raise ValueError(f"conv: got {name!r}; allowed: {IMPLEMENTATIONS}, or 'packed:K'")
+    if not sep:
+        return form, None
+    if not count.isdigit() or int(count) < 1:
+        raise ValueError(f"conv: got {name!r}; 'packed:K' takes K runs per group, K >= 1")
+    return form, int(count)
+
+
+def _dispatch(kind: str, runs_per_group: int | None = None):
     def conv_general_dilated(*args, **kwargs):
         bound = _SIGNATURE.bind(*args, **kwargs)
         bound.apply_defaults()
@@ -336,6 +362,15 @@ def _dispatch(kind: str):
             precision = precision[0]
         if kind == "taps":
             return _conv(lhs, rhs, pads, precision)
+        if kind == "packed":
+            from jaxshrink.core import packed_conv  # noqa: PLC0415 (it imports this module)
+
+            k = runs_per_group or packed_conv.RUNS_PER_GROUP
+            return packed_conv.conv(lhs, rhs, pads, precision, k)
+        if kind == "pallas":
+            from jaxshrink.core import pallas_conv  # noqa: PLC0415 (it imports this module)
+
+            return pallas_conv.pallas_conv_general_dilated(*args, **kwargs)
         direct = kind == "direct" or auto_form() == "direct"
         if _direct_fits(lhs, rhs, pads) and direct:
             return _direct_jit(lhs, rhs, pads, precision)
@@ -353,13 +388,16 @@ direct_conv_general_dilated = _dispatch("direct")
 auto_conv_general_dilated = _dispatch("auto")
 
 
+@functools.cache
 def conv_fn(kind: str):
-    """The `conv_general_dilated` of implementation `kind` (one of `IMPLEMENTATIONS`)."""
-    if kind not in IMPLEMENTATIONS:
-        raise ValueError(f"conv: got {kind!r}; allowed: {IMPLEMENTATIONS}")
+    """The `conv_general_dilated` of implementation `kind` (one of `IMPLEMENTATIONS`, or
+    'packed:K')."""
+    form, runs_per_group = split_name(kind)
+    if form in ("packed", "pallas"):
+        return _dispatch(form, runs_per_group)
     return {
         "xla": lax.conv_general_dilated,
         "taps": conv_general_dilated,
         "direct": direct_conv_general_dilated,
         "auto": auto_conv_general_dilated,
-    }[kind]
+    }[form]

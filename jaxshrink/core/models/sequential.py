@@ -129,7 +129,9 @@ class Sequential(nn.Module):
       conv: how convolutions are computed, one of `convs.IMPLEMENTATIONS`: 'auto'
         (the direct form for few-channel layers on a CPU, else XLA's), 'xla'
         (`lax.conv_general_dilated`), 'taps' (XLA's forward pass, the kernel gradient
-        as per-tap matrix products) or 'direct' (shifted planes times kernel scalars).
+        as per-tap matrix products), 'direct' (shifted planes times kernel scalars),
+        'packed' / 'packed:K' (under `vmap`, K runs per block-diagonal group) or
+        'pallas' (a Pallas kernel; interpret mode on a CPU).
     """
 
     layers: Sequence[str]
