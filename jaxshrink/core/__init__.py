@@ -8,7 +8,11 @@ results or pictures, and nothing here imports another subpackage.
   (by name; the drawing is `jaxshrink.report`'s); `metrics`: losses and image scores;
 * `optim`: optimizers with per-unit freezing, reset by re-running `init`; `train`: the pure
   single-run step and evaluation; `augment`: distortions inside the compiled step;
-  `convs`: the few-channel convolution forms; `compact`: the compact storage of inputs;
+  `convs`: the few-channel convolution forms, with `packed_conv` (runs packed into
+  block-diagonal groups) and `pallas_conv` (a Pallas kernel) for batched runs on GPUs;
+  `compact`: the compact storage of inputs;
+* `graph`: the channel dependency graph of any function, read from its jaxpr (the
+  groups of parameter slices that must be removed together);
 * `results`: the typed results at the package's boundaries (rounds, runs, exports,
   deploy forms, sweep rows), each with `to_json()`;
 * `checks`: the validation of the core's config sections; `errors`: the user's errors
