@@ -271,3 +271,35 @@ def test_the_direct_convs_experiment_writes_its_measurements(tmp_path):
         assert row[f"direct_{piece}_max_abs_diff"] < 1e-4  # the same function
     (stack,) = report["stacked"]
     assert min(stack["xla_ms"], stack["direct_fenced_ms"], stack["direct_unfenced_ms"]) > 0
+
+
+def _runs_loss(conv):
+    def loss(x, k):
+        y = conv(x, k, (1, 1), "SAME", dimension_numbers=NHWC, precision="highest")
+        return jnp.sum(jnp.sin(y))
+
+    return loss
+
+
+@pytest.mark.parametrize("form", ["direct", "direct unfenced", "packed:2", "pallas"])
+@pytest.mark.parametrize("cin,cout", [(1, 5), (5, 5), (5, 1)])
+def test_every_form_equals_xla_under_vmap_over_runs(form, cin, cout, monkeypatch):
+    # Three runs of a thesis layer at batch 3, as the batched engine forms them: values,
+    # and the gradients of both batch.grad forms ('sum': grad of the runs' summed loss;
+    # 'vmap': each run's grad, vmapped). 'direct unfenced' is the direct form as it is
+    # traced for a GPU, without the CPU's fence.
+    if form == "direct unfenced":
+        monkeypatch.setattr(convs.jax, "default_backend", lambda: "gpu")
+        jax.clear_caches()  # the jitted pieces were traced with the fence before
+        form = "direct"
+    xs, ks = _pair((3, 3, 8, 8, cin), (3, 5, 5, cin, cout), seed=cin * 10 + cout)
+    fast, ref = _runs_loss(convs.conv_fn(form)), _runs_loss(lax.conv_general_dilated)
+    fenced = "cond" in str(jax.make_jaxpr(jax.vmap(jax.grad(fast, (0, 1))))(xs, ks))
+    assert fenced == (form == "direct" and jax.default_backend() == "cpu")
+    for batched in (
+        lambda f: jax.grad(lambda x, k: jnp.sum(jax.vmap(f)(x, k)), (0, 1)),
+        lambda f: jax.vmap(jax.grad(f, (0, 1))),
+    ):
+        got, want = jax.jit(batched(fast))(xs, ks), jax.jit(batched(ref))(xs, ks)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * float(jnp.abs(w).max()))
