@@ -29,9 +29,16 @@ dense layer) with `units` outputs (filters or neurons). For each layer the spec 
 `trace(module, input_shape, layers)` builds the spec of a Flax module whose named
 sub-modules `layers` form a chain (each feeds the next), by tracing it once with
 `jax.eval_shape`: no FLOP is spent and no parameter is allocated. An `nn.BatchNorm`
-called after a layer (before the next one) over that layer's units belongs to it. A
-model whose layers do not form a chain (skip connections) can state its `ModelSpec` by
-hand.
+called after a layer (before the next one) over that layer's units belongs to it.
+
+*The chain, checked.* Sizes that divide do not make a chain: a residual add or a
+concatenation passes them too, and then a disabled unit is not zero where the spec says
+it is (the other summand adds it back), the networks compared are not the ones
+reported and the export builds a different one. So `trace` also reads the module's
+dataflow (`check_chain`): the channel dependency graph of its forward pass
+(`jaxshrink.core.graph`, one more abstract trace) must hold, for every layer, exactly
+the group the chain describes, and a module whose graph does not is refused in one
+line naming the layer. A `ModelSpec` written by hand is not traced and not checked.
 
 *Depth.* A layer whose input and output have the same shape may be declared
 `bypass`: the model then replaces its output by its input when none of its units is
@@ -53,6 +60,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxshrink.core import errors
+from jaxshrink.core import graph as graph_lib
 
 KINDS = {nn.Conv: "conv", nn.ConvTranspose: "conv_transpose", nn.Dense: "dense"}
 
@@ -335,6 +345,7 @@ def trace(
     Raises:
       ValueError: a layer is missing, of another type, or does not chain; a
         bypassable layer is not a candidate or changes the shape.
+      errors.ConfigError: the sizes chain but the dataflow does not (`check_chain`).
     """
     layers = list(layers)
     if len(layers) < 1:
@@ -349,7 +360,9 @@ def trace(
     _check_bypassable(bypassable, layers, candidates, seen)
     for layer in built:
         layer["bypass"] = layer["name"] in bypassable
-    return ModelSpec(layers=_chain(built), input_shape=tuple(int(d) for d in input_shape))
+    model_spec = ModelSpec(layers=_chain(built), input_shape=tuple(int(d) for d in input_shape))
+    check_chain(module, model_spec, variables, call_kwargs)
+    return model_spec
 
 
 def _record_calls(module: nn.Module, input_shape, layers: list[str], call_kwargs):
@@ -452,3 +465,252 @@ def _chain(built: list[dict]) -> tuple[Layer, ...]:
             feeds = (Leaf(nxt["owns"][0].path, -2),)
         chained.append(Layer(feeds=feeds, **layer))
     return tuple(chained)
+
+
+# ------------------------------------------------------------------ the chain, checked
+
+# Why a refused model cannot be shrunk as described, after the reason.
+_COUPLED = (
+    "a chain of layers cannot describe coupled channels, so the model is refused rather than "
+    "shrunk wrongly"
+)
+_UNMASKED = "multiply every maskable layer's output by its mask"
+_UNREAD = "Model.create reads a model's chain from its traced forward pass"
+# How `graph` words a channel that an element-wise op joins to the data or a constant.
+_MEETS = "meets the data or a constant in"
+
+
+def check_chain(
+    module: nn.Module,
+    model_spec: ModelSpec,
+    variables,
+    call_kwargs: Mapping | None = None,
+) -> None:
+    """Refuses a module whose dataflow is not the chain `model_spec` describes.
+
+    The spec says that layer i's units are made by its own kernel, bias, batch norm and
+    mask alone, and read only by the kernel input axis of layer i + 1, input ``j``
+    reading unit ``j % units``. `jaxshrink.core.graph.channel_groups` follows every
+    channel through the module's inference forward pass, traced once with the
+    variables' and masks' shapes (no FLOP is spent): the masks are traced variables
+    too, so each layer's mask shows up in the group of the channels it multiplies.
+    Each layer's output channels must then be one group holding exactly the slices
+    above, one channel per unit. A residual add ties the summands' producers into one
+    group, a concatenation or a skip connection adds readers or offsets them, the
+    input added to a layer's output meets the data, a layer whose mask multiplies
+    nothing of it cannot be disabled, a channel-major flatten reads unit
+    ``j // pixels`` instead of ``j % units``: each is refused, naming the first layer
+    (network order) whose group is wrong. Convolutions and dense layers with their own
+    product function are traced with Flax's plain one (`_plain_products`), which
+    computes the same function in primitives the graph can follow.
+
+    One coupling is the spec's own: a bypassable layer (`bypass`) passes its input on
+    when none of its units is alive (``where(any(mask), output, input)``), which ties
+    its output channels to those of the layer before it, index for index. The spec
+    describes exactly that (`live_outputs`: a bypassed layer passes on the live units
+    before it; while it computes, its own mask zeroes its outputs), so such a layer
+    may share the group of the layers before it, and the group is then also read by
+    the layer after it. A bypassable layer that does not pass its input on keeps a
+    group of its own, which is a chain link as well (the compact network of
+    `Model.at_widths` declares every layer that keeps its shape at the new widths,
+    whether or not its module gates it). A bypassable first layer's gate meets the
+    network's input, which is what the spec says it passes on.
+
+    Args:
+      module: the model, called as ``module(x, masks, **call_kwargs)``.
+      model_spec: what `trace` built from the sizes.
+      variables: the module's variables or their shapes (``jax.eval_shape`` of init).
+      call_kwargs: the call's keyword arguments (default ``train=False``).
+
+    Raises:
+      errors.ConfigError: one line, ``model: layer '<name>' is not a chain link: ...``.
+    """
+    masks_key = "masks"
+    while masks_key in variables:  # beside the collections, under a name none has
+        masks_key += "_"
+    tree = dict(variables)
+    tree[masks_key] = {
+        layer.name: jax.ShapeDtypeStruct((layer.units,), jnp.bool_) for layer in model_spec.layers
+    }
+    kwargs = {"train": False} if call_kwargs is None else dict(call_kwargs)
+
+    def forward(tree, x):
+        tree = dict(tree)
+        masks = tree.pop(masks_key)
+        with nn.intercept_methods(_plain_products):
+            return module.apply(tree, x, masks, **kwargs)
+
+    # Two examples: a batch axis of one would be a size-1 axis like a one-unit layer's
+    # channel axis, and a reshape may hand that channel to it.
+    x = jax.ShapeDtypeStruct((2, *model_spec.input_shape), jnp.float32)
+    graph = graph_lib.channel_groups(forward, tree, x)
+    broken = _first_break(model_spec, graph, masks_key)
+    if broken is not None:
+        name, reason = broken
+        raise errors.ConfigError(f"model: layer {name!r} is not a chain link: {reason}")
+
+
+def _plain_products(next_fun, args, kwargs, context):
+    """Computes a convolution or dense layer with Flax's own product.
+
+    A layer may bring its own `conv_general_dilated` or `dot_general` (the package's
+    direct, packed and Pallas convolutions): by Flax's contract each computes the
+    same function, but the channel graph cannot see through a custom primitive and
+    would lose the layer's channels. Its channels are those of the plain product, so
+    the dataflow is read from that.
+    """
+    module = context.module
+    if context.method_name == "__call__":
+        for cls, fields in (
+            (nn.Conv, ("conv_general_dilated", "conv_general_dilated_cls")),
+            (nn.Dense, ("dot_general", "dot_general_cls")),
+        ):
+            if isinstance(module, cls) and any(getattr(module, f) is not None for f in fields):
+                plain = module.clone(parent=None, **{f: None for f in fields})
+                return plain.apply(dict(module.variables), *args, **kwargs)
+    return next_fun(*args, **kwargs)
+
+
+def _first_break(spec: ModelSpec, graph: graph_lib.Graph, masks_key: str):
+    """``(layer name, reason)`` of the first layer whose group is not its chain link's,
+    or None (see `check_chain`)."""
+    layers = spec.layers
+    shapes = {path: shape for path, shape, _ in graph.leaves}
+
+    def key(path: tuple[str, ...], axis: int) -> tuple:
+        return path, axis % len(shapes[path])
+
+    # Every slice a layer owns (kernel out-axis first), and every kernel input axis.
+    owned: dict[tuple, int] = {}
+    own_keys: list[list[tuple]] = []
+    reads: dict[tuple, int] = {}
+    for i, layer in enumerate(layers):
+        mine = [key((leaf.collection, *leaf.path), leaf.axis) for leaf in layer.owns]
+        mine.append(key((masks_key, layer.name), 0))
+        own_keys.append(mine)
+        owned.update({k: i for k in mine})
+        reads[key(("params", *layer.kernel.path), -2)] = i
+    names = [layer.name for layer in layers]
+
+    def text(k: tuple) -> str:
+        path, axis = k
+        if path[0] == masks_key:
+            return f"masks[{path[1]!r}]"
+        return "/".join(path[1:] if path[0] == "params" else path)
+
+    done: set[int] = set()
+    for i, layer in enumerate(layers):
+        if i in done:
+            continue
+        kernel = own_keys[i][0]
+        found = [g for g in graph.groups if any((s.path, s.axis) == kernel for s in g.slices)]
+        if not found:
+            unknown = "; ".join(f"'{p}' {w}" for p, w in graph.notes[:1])
+            return layer.name, (
+                "the channel graph finds no channels its kernel makes"
+                + (f" (it has no rule for {unknown})" if unknown else "")
+                + f"; {_UNREAD}"
+            )
+        if len(found) > 1:
+            return layer.name, (
+                f"its {layer.units} output channels fall in {len(found)} channel groups "
+                f"(part of them coupled elsewhere); {_COUPLED}"
+            )
+        group = found[0]
+        slices = {(s.path, s.axis): s for s in group.slices}
+        members = sorted({owned[k] for k in slices if k in owned})
+        # The run the group may hold: this layer, then the bypassable layers after it.
+        first = members[0]
+        for p in members[1:]:
+            if not (p == first + 1 and layers[p].bypass):
+                others = ", ".join(repr(names[q]) for q in members if q != p)
+                return names[p], (
+                    f"its output channels are tied to {others} (a residual add or "
+                    f"concatenation); {_COUPLED}"
+                )
+            first = p
+        run = list(range(members[0], members[-1] + 1))
+        last = run[-1]
+        # Channels that meet the data or a constant element-wise (the input added to a
+        # layer's output) are not zero when disabled. A bypassable first layer meets
+        # the input only in its gate (`where`, primitive 'select_n'), which the spec
+        # describes: the input is what a bypassed first layer passes on.
+        gate = f"{_MEETS} 'select_n'"
+        for reason in group.reasons:
+            gated = layers[run[0]].bypass and reason.startswith(gate)
+            if reason.startswith(_MEETS) and not gated:
+                return names[last], (
+                    f"its output channels meet {reason[len('meets ') :]}, so a disabled unit "
+                    f"is not zero (a residual add of the input); {_COUPLED}"
+                )
+        readers = [q for q in range(run[0] + 1, last + 2) if q < len(layers)]
+        expected = {k for p in run for k in own_keys[p]}
+        expected |= {key(("params", *layers[q].kernel.path), -2) for q in readers}
+        for k, s in slices.items():
+            if k in expected:
+                continue
+            if k in reads:
+                after = f"the next layer {names[last + 1]!r}" if readers else "no later layer"
+                return names[last], (
+                    f"its output channels are read by {names[reads[k]]!r}, which is not "
+                    f"{after} (a skip connection or concatenation); {_COUPLED}"
+                )
+            verb = "read by" if graph_lib.CONSUMER in s.roles else "tied to"
+            return names[last], (
+                f"its output channels are {verb} {text(k)!r}, which no maskable layer owns "
+                f"(an unlisted layer or norm, a residual add or concatenation); {_COUPLED}"
+            )
+        units = layers[run[0]].units
+        perm = slices[kernel].owner()
+        if group.size != units or sorted(perm.tolist()) != list(range(units)):
+            return layer.name, (
+                f"its {layer.units} units make {group.size} channels in the channel graph "
+                f"(units tied to each other); {_COUPLED}"
+            )
+        for p in run:
+            for k in own_keys[p]:
+                s = slices.get(k)
+                if s is None:
+                    what = "does not multiply" if k[0][0] == masks_key else "is not part of"
+                    fix = _UNMASKED if k[0][0] == masks_key else _COUPLED
+                    return names[p], f"{text(k)} {what} its output channels; {fix}"
+                if s.length != units or not np.array_equal(s.owner(), perm):
+                    return names[p], (
+                        f"{text(k)} does not make its output channels one per unit; {_COUPLED}"
+                    )
+        for q in readers:
+            k = key(("params", *layers[q].kernel.path), -2)
+            s = slices.get(k)
+            if s is None and units == 1 and _dropped(group) and not _grouped(graph, k):
+                # A flatten drops a one-unit layer's size-1 channel axis, and the graph
+                # loses the channel there (its reader's inputs then belong to nothing).
+                # Every input reads unit 0 by the chain's rule, which is what a flatten
+                # of one channel does; a tie elsewhere still shows in the producers.
+                continue
+            if s is None:
+                return names[q - 1], (
+                    f"the next layer {names[q]!r} does not read its output channels (it "
+                    f"reads something else, or through an operation the channel graph "
+                    f"cannot follow); {_COUPLED}"
+                )
+            want = perm[np.arange(s.length) % units]
+            if s.length % units or not np.array_equal(s.owner(), want):
+                return names[q - 1], (
+                    f"the next layer {names[q]!r} reads its output channels at other "
+                    f"inputs than a chain's (input j reads unit j % {units}: a "
+                    f"concatenation or another flatten order); {_COUPLED}"
+                )
+        done.update(run)
+    return None
+
+
+_DROPPED = "a size-1 channel axis dropped"  # how `graph` words a flatten of one channel
+
+
+def _dropped(group: graph_lib.Group) -> bool:
+    return any(reason.startswith(_DROPPED) for reason in group.reasons)
+
+
+def _grouped(graph: graph_lib.Graph, k: tuple) -> bool:
+    """Whether any group holds the leaf axis `k` ((path, axis))."""
+    return any((s.path, s.axis) == k for g in graph.groups for s in g.slices)

@@ -102,3 +102,11 @@ def test_own_model_gradients_vanish_for_a_disabled_unit():
     assert float(jnp.abs(grads["logits"]["kernel"][4]).max()) == 0.0
     live = np.abs(np.asarray(grads["hidden"]["kernel"])).max(axis=0)
     assert live[4] == 0.0 and np.count_nonzero(live) >= 1  # the others learn
+
+
+def test_the_chain_check_accepts_it_and_changes_nothing(monkeypatch):
+    # `Model.create` reads the traced dataflow against the chain (`spec.check_chain`);
+    # a chain passes, and its spec is the one the sizes alone describe.
+    checked = tiny_digits().spec
+    monkeypatch.setattr(spec, "check_chain", lambda *args, **kwargs: None)
+    assert tiny_digits().spec == checked

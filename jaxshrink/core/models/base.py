@@ -17,8 +17,13 @@ module returns its input in place of its output when none of its units is alive
 minimization can then remove whole layers (`minimize`, ``minimize.depth``).
 
 `Model.create(build, input_shape, layers)` traces the module once (`spec.trace`) to
-describe its maskable layers; everything else reads `model.spec`. Optionally,
-``factorized(widths, ranks)`` builds the network with low-rank layers
+describe its maskable layers; everything else reads `model.spec`. That description is
+a chain (each layer feeds the next), so the module's dataflow is checked against it
+before any training: a residual add, a concatenation or a skip connection between
+listed layers would make disabled units nonzero and the exported network another one,
+and such a module is refused in one line naming the layer (`spec.check_chain`).
+
+Optionally, ``factorized(widths, ranks)`` builds the network with low-rank layers
 (`jaxshrink.deploy.lowrank`; `models.sequential_model` provides it). Without it a low-rank
 network can still be scored on reconstructed kernels, not built physically.
 
@@ -87,6 +92,13 @@ class Model:
           bypassable: candidate layers the module bypasses when none of their units
             is alive, or 'auto' (every candidate layer that keeps its input's shape;
             see the module docstring and `spec.trace`).
+
+        Raises:
+          ValueError: a listed layer is missing or not maskable, or the sizes do not
+            chain (`spec.trace`).
+          errors.ConfigError: the module's dataflow is not the chain its layers
+            describe (`spec.check_chain`: a residual add, a concatenation, an
+            unmasked layer), in one line naming the first such layer.
         """
         module = build(None)
         layers = tuple(layers)
