@@ -12,7 +12,9 @@ results or pictures, and nothing here imports another subpackage.
   block-diagonal groups) and `pallas_conv` (a Pallas kernel) for batched runs on GPUs;
   `compact`: the compact storage of inputs;
 * `graph`: the channel dependency graph of any function, read from its jaxpr (the
-  groups of parameter slices that must be removed together);
+  groups of parameter slices that must be removed together); `shrink`: the physically
+  smaller program of any traced function with some groups removed (its jaxpr rewritten
+  at the new shapes);
 * `results`: the typed results at the package's boundaries (rounds, runs, exports,
   deploy forms, sweep rows), each with `to_json()`;
 * `checks`: the validation of the core's config sections; `errors`: the user's errors

@@ -56,6 +56,11 @@ computes that statistic over fewer channels, so `Group.mixed` records where it h
 Trace the inference function (``module.apply`` with running averages, no dropout): a
 returned state (updated statistics) is an output and pins its channels, and a random
 dropout mask is untracked data.
+
+*The trace itself.* `trace` returns what `channel_groups` summarises: the closed jaxpr,
+a `Record` of the labels of every intermediate value (per call site of every
+sub-jaxpr) and which group and channel each id ended up in. `shrink` rewrites that very
+jaxpr at the kept widths, so the groups and the smaller network come from one trace.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ import dataclasses
 import itertools
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -814,11 +820,11 @@ CALLS = {
 def _frame(eqn, outer: str = "") -> str:
     """'model.py:12': the user's line of an equation (the call's, inside a library
     function that has none of its own)."""
-    frame = source_info_util.summarize(eqn.source_info).split(" ")[0]
-    if not frame or frame == "unknown":
+    summary = source_info_util.summarize(eqn.source_info)  # 'path:line (function)'
+    found = re.match(r"(.*):(\d+)", summary)  # the path may hold spaces and colons
+    if not found:
         return outer
-    path, line = frame.split(":")[:2]
-    return f"{os.path.basename(path)}:{line}"
+    return f"{os.path.basename(found[1])}:{found[2]}"
 
 
 def _place(stack: str, frame: str) -> str:
@@ -831,9 +837,33 @@ def _name_stack(eqn, prefix: str) -> str:
     return "/".join(p for p in (prefix, str(eqn.source_info.name_stack)) if p)
 
 
-def _run(ids: _Ids, jaxpr, consts_labels, in_labels, in_views, prefix: str = "", outer: str = ""):
-    """Propagates labels through `jaxpr` (open); returns the outputs' labels and views."""
-    labels: dict = {}
+@dataclasses.dataclass
+class Record:
+    """What the propagation saw of one run of one (open) jaxpr: the labels of every
+    variable it defines, and the record of each sub-jaxpr run, by equation index (a
+    list of one record per branch for a `cond`).
+
+    A jaxpr that is called twice (the same cached `relu` at two layers) is run, and
+    recorded, once per call, so a record is per call site, not per jaxpr."""
+
+    labels: dict = dataclasses.field(default_factory=dict)  # Var -> one entry per axis
+    calls: dict = dataclasses.field(default_factory=dict)  # eqn index -> Record | [Record]
+
+
+def _run(
+    ids: _Ids,
+    jaxpr,
+    consts_labels,
+    in_labels,
+    in_views,
+    prefix: str = "",
+    outer: str = "",
+    record: Record | None = None,
+):
+    """Propagates labels through `jaxpr` (open); returns the outputs' labels and views,
+    and fills `record` with every variable's labels."""
+    record = Record() if record is None else record
+    labels = record.labels
     views: dict = {}
     for var, entry in zip(jaxpr.constvars, consts_labels):
         labels[var] = entry
@@ -846,7 +876,7 @@ def _run(ids: _Ids, jaxpr, consts_labels, in_labels, in_views, prefix: str = "",
             return _plain(np.shape(var.val)), None, var.val
         return labels[var], views.get(var), None
 
-    for eqn in jaxpr.eqns:
+    for index, eqn in enumerate(jaxpr.eqns):
         read_in = [read(v) for v in eqn.invars]
         in_labels_ = [r[0] for r in read_in]
         in_views_ = [r[1] for r in read_in]
@@ -859,9 +889,13 @@ def _run(ids: _Ids, jaxpr, consts_labels, in_labels, in_views, prefix: str = "",
             sub = eqn.params[CALLS[name]]
             inner, consts = (sub.jaxpr, sub.consts) if hasattr(sub, "consts") else (sub, ())
             consts = [_plain(np.shape(c)) for c in consts]
-            outs, out_views = _run(ids, inner, consts, in_labels_, in_views_, stack, frame)
+            sub_record = record.calls[index] = Record()
+            outs, out_views = _run(
+                ids, inner, consts, in_labels_, in_views_, stack, frame, sub_record
+            )
         elif name == "cond":
-            outs = _cond(ids, eqn, in_labels_, out_shapes, stack, frame)
+            branches = record.calls[index] = []
+            outs = _cond(ids, eqn, in_labels_, out_shapes, stack, frame, branches)
         else:
             rule = RULES.get(name, _unknown)
             shapes = [
@@ -892,13 +926,15 @@ def _run(ids: _Ids, jaxpr, consts_labels, in_labels, in_views, prefix: str = "",
     return [o[0] for o in outs], [o[1] for o in outs]
 
 
-def _cond(ids: _Ids, eqn, in_labels, out_shapes, stack, frame):
+def _cond(ids: _Ids, eqn, in_labels, out_shapes, stack, frame, records: list):
     """Each branch sees the operands; the outputs tie the branches' ids."""
     results = []
     for branch in eqn.params["branches"]:
         consts = [_plain(np.shape(c)) for c in branch.consts]
         views = [None] * (len(in_labels) - 1)
-        results.append(_run(ids, branch.jaxpr, consts, in_labels[1:], views, stack, frame)[0])
+        records.append(Record())
+        outs = _run(ids, branch.jaxpr, consts, in_labels[1:], views, stack, frame, records[-1])
+        results.append(outs[0])
     step = _Eqn("cond", {}, [], [], [], [], [], _place(stack, frame))
     merged = []
     for k, shape in enumerate(out_shapes):
@@ -910,14 +946,36 @@ def _cond(ids: _Ids, eqn, in_labels, out_shapes, stack, frame):
     return merged
 
 
-def channel_groups(
+@dataclasses.dataclass
+class Trace:
+    """One trace of ``fn(variables, *example_args)`` and what the propagation found:
+    the closed jaxpr, the tree of its outputs, the `Graph`, and the `Record` of every
+    intermediate value's labels. Anything that rewrites the jaxpr by channels (the
+    physically smaller network) reads the same trace the groups came from, so the two
+    can never disagree about which axis carries which channel."""
+
+    closed: Any  # jax.extend.core.ClosedJaxpr
+    out_tree: Any
+    graph: Graph
+    record: Record
+    ids: _Ids
+    channels: dict[int, tuple[int, int]]  # root id -> (group index, channel in the group)
+
+    def owners(self, entry) -> np.ndarray:
+        """(group, channel) of each entry of one axis's labels, (-1, -1) where an entry
+        belongs to no group (or the axis carries no channels: one row, -1, -1)."""
+        if not _labeled(entry):
+            return np.full((1, 2), -1, np.int64)
+        rows = [self.channels.get(self.ids.find(i), (-1, -1)) for i in entry.tolist()]
+        return np.asarray(rows, np.int64).reshape(len(rows), 2)
+
+
+def trace(
     fn: Callable, variables, *example_args, state_collections: Sequence[str] = ("batch_stats",)
-) -> Graph:
-    """The channel groups of ``fn(variables, *example_args)`` (see the module
-    docstring). `example_args` are the data: only their shapes and dtypes matter, and
-    a channel tied to them is kept, as is one that reaches `fn`'s outputs. Leaves of
-    `state_collections` (first key of their path) take part as state, not producers."""
-    closed = jax.make_jaxpr(fn)(variables, *example_args)
+) -> Trace:
+    """Traces ``fn(variables, *example_args)`` and propagates the channel ids through it
+    (see the module docstring); `channel_groups` keeps only the groups."""
+    closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(variables, *example_args)
     flat, treedef = jax.tree_util.tree_flatten_with_path(variables)
     paths = [tuple(_key_text(k) for k in path) for path, _ in flat]
     shapes = [tuple(np.shape(leaf)) for _, leaf in flat]
@@ -939,17 +997,39 @@ def channel_groups(
     jaxpr = closed.jaxpr
     if len(jaxpr.invars) != len(in_labels):
         raise ValueError(f"the trace has {len(jaxpr.invars)} inputs, not {len(in_labels)}")
-    outs, _ = _run(ids, jaxpr, [_plain(np.shape(c)) for c in closed.consts], in_labels, in_views)
+    record = Record()
+    consts = [_plain(np.shape(c)) for c in closed.consts]
+    outs, _ = _run(ids, jaxpr, consts, in_labels, in_views, record=record)
     for labels in outs:
         for entry in labels:
             if _labeled(entry):
                 ids.pin(entry, "reaches the function's output")
-    return Graph(_groups(ids, shapes), tuple(ids.notes), tuple(zip(paths, shapes, dtypes)), treedef)
+    found = _groups(ids, shapes)
+    graph = Graph(
+        tuple(group for group, _ in found),
+        tuple(ids.notes),
+        tuple(zip(paths, shapes, dtypes)),
+        treedef,
+    )
+    channels = {root: (g, k) for g, (_, roots) in enumerate(found) for k, root in enumerate(roots)}
+    out_tree = jax.tree_util.tree_structure(out_shape)
+    return Trace(closed, out_tree, graph, record, ids, channels)
 
 
-def _groups(ids: _Ids, shapes) -> tuple[Group, ...]:
+def channel_groups(
+    fn: Callable, variables, *example_args, state_collections: Sequence[str] = ("batch_stats",)
+) -> Graph:
+    """The channel groups of ``fn(variables, *example_args)`` (see the module
+    docstring). `example_args` are the data: only their shapes and dtypes matter, and
+    a channel tied to them is kept, as is one that reaches `fn`'s outputs. Leaves of
+    `state_collections` (first key of their path) take part as state, not producers."""
+    return trace(fn, variables, *example_args, state_collections=state_collections).graph
+
+
+def _groups(ids: _Ids, shapes) -> list[tuple[Group, list[int]]]:
     """Bundles the classes of tied ids into index-aligned groups: classes that lie on
-    the same leaf axes and agree in being pinned are the channels of one group."""
+    the same leaf axes and agree in being pinned are the channels of one group. Each
+    group comes with its channels' root ids, in channel order."""
     members: dict[int, dict[tuple[int, int], list[int]]] = {}
     roles: dict[int, dict[tuple[int, int], set[str]]] = {}
     for i, birth in enumerate(ids.birth):
@@ -987,6 +1067,6 @@ def _groups(ids: _Ids, shapes) -> tuple[Group, ...]:
         reasons = sorted(set().union(*(ids.pins.get(r, set()) for r in roots)))
         mixed = sorted(set().union(*(ids.mixed.get(r, set()) for r in roots)))
         group = Group(len(roots), slices, not reasons, tuple(reasons), tuple(mixed))
-        found.append(((min(made), slices[0].indices[0]), group))
+        found.append(((min(made), slices[0].indices[0]), group, roots))
     found.sort(key=lambda item: item[0])
-    return tuple(group for _, group in found)
+    return [(group, roots) for _, group, roots in found]

@@ -351,3 +351,22 @@ def test_a_kept_group_takes_no_mask():
     masks[2] = np.array([True, False])
     with pytest.raises(ValueError, match="not removable"):
         graph.masks_to_variables(masks)
+
+
+def test_a_model_from_code_whose_file_name_has_spaces_is_traced():
+    # Code run by `exec` under a name like 'README.md (Your own model)': its equations'
+    # places are read from 'path:line' summaries whose path holds spaces.
+    namespace = {}
+    source = (
+        "import flax.linen as nn\n"
+        "class Net(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return nn.Dense(2)(nn.relu(nn.Dense(3)(x)))\n"
+    )
+    exec(compile(source, "README.md (a section)", "exec"), namespace)
+    net = namespace["Net"]()
+    x = jnp.ones((2, 4))
+    variables = net.init(jax.random.key(0), x)
+    g = graph_lib.channel_groups(lambda v, x: net.apply(v, x), variables, x)
+    assert [grp.size for grp in g.groups if grp.removable] == [3]
