@@ -69,6 +69,7 @@ FULL = {
     "sizes": (256, 128, 64),
     "runs": (64, 512, 1),
     "forms": ("xla", "direct", "packed:2", "packed:4", "packed:8", "packed:16", "pallas"),
+    "tf32": ("xla", "packed:2", "packed:4", "packed:8", "packed:16"),  # the cuDNN forms
     "max_steps": 200,
     "cell_seconds": 1.0,
     "repeats": 2,
@@ -81,12 +82,13 @@ TINY = {
     "sizes": (16,),
     "runs": (2,),
     "forms": ("xla", "direct", "packed:2", "pallas"),
+    "tf32": ("xla",),  # one cuDNN form, to rehearse the code path
     "max_steps": 2,
     "cell_seconds": 0.01,
     "repeats": 1,
     "profile": (16, 2),
     "layers": ((5, 5),),
-    "tile_rows": (4,),
+    "tile_rows": (),
     "sweep": [
         "configs/sweep.py:quick",
         "--config.sweep.num_seeds=1",
@@ -99,12 +101,6 @@ TINY = {
 }
 
 
-def cudnn_form(form: str) -> bool:
-    """Whether `form` hands its convolutions to the GPU's library (so TF32 and the
-    forced layouts apply to it)."""
-    return form == "xla" or form.startswith("packed")
-
-
 def cells(setting: dict) -> list[tuple[int, int, str, str]]:
     """The grid's (size, runs, form, precision) cells, most important first: the
     thesis's 256 px at 64 runs for every form, then more and fewer runs, then TF32 for
@@ -114,7 +110,7 @@ def cells(setting: dict) -> list[tuple[int, int, str, str]]:
         for runs in setting["runs"]:
             order += [(size, runs, form, "highest") for form in setting["forms"]]
         for runs in setting["runs"]:
-            order += [(size, runs, f, "default") for f in setting["forms"] if cudnn_form(f)]
+            order += [(size, runs, f, "default") for f in setting["forms"] if f in setting["tf32"]]
     return order
 
 
@@ -173,7 +169,9 @@ def part_grid(part: Part, setting: dict, only_cudnn_at=None) -> None:
     todo = cells(setting)
     if only_cudnn_at is not None:
         todo = [
-            c for c in todo if c[:2] == only_cudnn_at and cudnn_form(c[2]) and c[3] == "highest"
+            c
+            for c in todo
+            if c[:2] == only_cudnn_at and c[2] in setting["tf32"] and c[3] == "highest"
         ]
     else:
         peaks = {p: speed.matmul_peak(p) / 1e9 for p in ("highest", "default")}
