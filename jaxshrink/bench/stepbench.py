@@ -34,12 +34,24 @@ from jaxshrink.core import augment, files, train
 from jaxshrink.core import spec as spec_lib
 from jaxshrink.search import batching
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/cifar10.py:b.")
-_RUNS = flags.DEFINE_string("runs", "1,2,4", "Group sizes (runs per vmapped group) to measure.")
-_STEPS = flags.DEFINE_integer("steps", 3, "Training steps per timed call.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per group size (0: memory only).")
-_OUT = flags.DEFINE_string("out", "stepbench.json", "Where the JSON report goes.")
-flags.mark_flags_as_required(["config"])
+OUT_DEFAULT = "stepbench.json"
+
+
+def define_flags() -> dict:
+    """The command line's flags, defined only when the module runs as a program, so that
+    importing it (`jaxshrink.bench.speed` does) adds no flag beside another program's."""
+    defined = {
+        "config": config_flags.DEFINE_config_file(
+            "config", None, "Config file, e.g. configs/cifar10.py:b."
+        ),
+        "runs": flags.DEFINE_string("runs", "1,2,4", "Group sizes (runs per vmapped group)."),
+        "steps": flags.DEFINE_integer("steps", 3, "Training steps per timed call."),
+        "repeats": flags.DEFINE_integer("repeats", 3, "Timed calls per size (0: memory only)."),
+        "out": flags.DEFINE_string("out", OUT_DEFAULT, "Where the JSON report goes."),
+    }
+    flags.mark_flags_as_required(["config"])
+    return defined
+
 
 GIB = 1024**3
 
@@ -110,11 +122,12 @@ def measure(config, runs: int, steps: int, repeats: int = 3) -> dict:
     return row
 
 
-def main(argv) -> None:
+def main(argv, defined: dict) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    config = _CONFIG.value
-    run(config, [int(v) for v in _RUNS.value.split(",") if v], _STEPS.value, _REPEATS.value)
+    sizes = [int(v) for v in defined["runs"].value.split(",") if v]
+    out = defined["out"].value
+    run(defined["config"].value, sizes, defined["steps"].value, defined["repeats"].value, out)
 
 
 def run(config, group_sizes, steps: int, repeats: int, out: str | None = None) -> dict:
@@ -135,14 +148,22 @@ def run(config, group_sizes, steps: int, repeats: int, out: str | None = None) -
         )
     report = {
         **files.provenance("python -m jaxshrink.bench.stepbench"),
-        "config": flags.FLAGS["config"].config_filename if flags.FLAGS.is_parsed() else "",
+        "config": _config_filename(),
         "batch_size": int(config.train.batch_size),
         "layers": list(config.model.get("layers", ())),
         "rows": rows,
     }
-    files.write_json(out or _OUT.value, report)
+    files.write_json(out or OUT_DEFAULT, report)
     return report
 
 
+def _config_filename() -> str:
+    """The `--config` argument when run as a program, else ''."""
+    if "config" not in flags.FLAGS or not flags.FLAGS.is_parsed():
+        return ""
+    return flags.FLAGS["config"].config_filename
+
+
 if __name__ == "__main__":
-    app.run(main)
+    _defined = define_flags()
+    app.run(lambda argv: main(argv, _defined))

@@ -30,3 +30,14 @@ def test_classifier_targets_are_labels():
     d = stepbench.synthetic_data(trainer, (28, 28, 1), 8)
     assert d.inputs.shape == (8, 28, 28, 1) and d.targets.dtype.name == "int32"
     assert int(d.targets.max()) < 10
+
+
+def test_importing_it_defines_no_flag_beside_the_main_programs():
+    # `jaxshrink.bench.speed` imports it; the command line's flags (`--config`, ...)
+    # are defined only when it runs as a program.
+    from absl import flags
+
+    import jaxshrink.main  # noqa: F401 -- defines its own --config
+
+    assert "runs" not in flags.FLAGS and "repeats" not in flags.FLAGS
+    assert "cifar10.py:b" not in flags.FLAGS["config"].help  # main's, not stepbench's
