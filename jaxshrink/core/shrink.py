@@ -136,9 +136,10 @@ def smaller(
 
 
 def count(graph: graph_lib.Graph, variables, group_keep: Sequence) -> tuple[int, int]:
-    """``(before, after)``: the number of entries of the leaves of `variables` (any
-    subtree with the graph's paths, e.g. only 'params') at full width and once the
-    disabled channels' entries are removed, read from the group slices."""
+    """``(before, after)``: the number of entries of the leaves of `variables` at full
+    width and once the disabled channels' entries are removed, read from the group
+    slices. `variables` may leave collections out but keeps the graph's paths: the
+    parameters alone are ``{'params': variables['params']}``."""
     keep = _keep_vectors(graph, group_keep)
     removed: dict[tuple, set[int]] = {}
     for mask, group in zip(keep, graph.groups):

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jaxshrink.core import graph as graph_lib
+from jaxshrink.core import shrink
 from jaxshrink.core.models import zoo
 
 P, C, S = graph_lib.PRODUCER, graph_lib.CONSUMER, graph_lib.STATE
@@ -465,3 +466,30 @@ def test_disabled_channels_read_exactly_zero_at_every_consumer(name, data):
     checked = _check_consumers(graph, inputs, masks)
     pairs = [(g, m) for g, m in zip(graph.groups, masks) if m is not None]
     assert checked == sum(int((~m).sum()) * len(g.consumers) for g, m in pairs)
+
+
+@pytest.mark.parametrize("name", ["resnet8", "unet3", "mobilenet"])
+def test_the_physically_smaller_network_equals_the_masked_one(name):
+    """`shrink.smaller` on each network: random keep masks (at least one channel per
+    group) give a program over sliced variables whose output equals the masked
+    network's, with as many fewer parameters as the removed slices hold."""
+    model, variables, x, graph = _built(name)
+    fn = lambda v, x: model.apply(v, x)  # noqa: E731
+    rng = np.random.default_rng(7)
+    for _ in range(2):
+        keep = []
+        for g in graph.groups:
+            if not g.removable:
+                keep.append(None)
+                continue
+            mask = rng.random(g.size) < 0.6
+            mask[rng.integers(g.size)] = True
+            keep.append(mask)
+        small_fn, small_vars = shrink.smaller(fn, variables, (x,), graph, keep)
+        multipliers = graph.masks_to_variables(keep)
+        masked = jax.tree.map(lambda v, m: v * m, variables, multipliers)
+        want = fn(masked, x)
+        np.testing.assert_allclose(jax.jit(small_fn)(small_vars, x), want, rtol=1e-5, atol=1e-5)
+        before, after = shrink.count(graph, {"params": variables["params"]}, keep)
+        sizes = sum(int(np.size(v)) for v in jax.tree.leaves(small_vars["params"]))
+        assert after == sizes < before
