@@ -391,8 +391,16 @@ def part_sweep(part: Part, setting: dict, out_dir: Path, conv: str) -> None:
     seconds = max(1.0, part.left())
     t0 = time.monotonic()
     with open(log_path, "w") as log:
+        # The sweep takes the card as any run would (the part's own process was told
+        # not to preallocate it).
+        env = {k: v for k, v in os.environ.items() if k != "XLA_PYTHON_CLIENT_PREALLOCATE"}
         proc = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
         )
         try:
             rc = proc.wait(timeout=seconds)
@@ -573,7 +581,7 @@ def drive(args, out: Path, argv) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="gpu_check_parts_"))
     command = "python experiments/gpu_check.py"
     report = {
-        "provenance": files.provenance(command, sys.argv[1:] if argv is None else argv),
+        "provenance": _provenance(command, sys.argv[1:] if argv is None else argv),
         "budget_s": args.budget,
         "tiny": args.tiny,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -598,12 +606,34 @@ def drive(args, out: Path, argv) -> dict:
     return report
 
 
+def _provenance(command: str, argv) -> dict:
+    """`files.provenance` (device, jax version, date, command) read in a process of its
+    own: JAX on a GPU takes most of the card's memory for the process that first uses
+    it, and the driver must leave the card to the parts."""
+    code = (
+        "import json, sys; from jaxshrink.core import files; "
+        "print(json.dumps(files.provenance(sys.argv[1], sys.argv[2:])))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, command, *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode:
+        return {"command": " ".join([command, *argv]), "error": proc.stderr[-2000:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _run_subprocess(name: str, out: Path, scratch: Path, seconds: float, args, report) -> dict:
     """Part `name` in a process of its own (its XLA flags), stopped `GRACE` s after its
     share; its records, exit code and seconds."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if name in LAYOUT_FLAGS:
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {LAYOUT_FLAGS[name]}".strip()
+    if name == "sweep":  # the part only watches the sweep's process: leave it the card
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
     grid = report["parts"].get("grid", {}).get("records", [])
     command = [
         sys.executable,

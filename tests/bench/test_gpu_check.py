@@ -154,3 +154,20 @@ def test_the_whole_check_runs_on_this_cpu_at_tiny_sizes(tmp_path):
     tables = (out / "gpu_check.md").read_text()
     for title in ("Seed-steps per second", "pieces per layer", "Pallas layer", "Figure 4.2"):
         assert title in tables
+
+
+def test_the_driver_leaves_the_device_to_its_parts(tmp_path):
+    # JAX on a GPU preallocates most of the card for the first process that uses it, so
+    # the driver reads the device in a child process and never imports jax itself.
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = [{SCRIPT!r}, {str(tmp_path)!r}, '--parts=']\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "print('imported jax:', 'jax' in sys.modules)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("imported jax: False")
+    assert "# GPU check" in proc.stdout and "jax 0." in proc.stdout
