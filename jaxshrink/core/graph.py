@@ -77,7 +77,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex
-from jax.extend import source_info_util
+
+try:  # where an equation was written, for the notes; only its summary is read
+    from jax.extend import source_info_util
+except ImportError:  # pragma: no cover -- a JAX that moved it: the notes lose their lines
+    source_info_util = None
 
 PRODUCER, CONSUMER, STATE = "producer", "consumer", "state"
 
@@ -820,6 +824,8 @@ CALLS = {
 def _frame(eqn, outer: str = "") -> str:
     """'model.py:12': the user's line of an equation (the call's, inside a library
     function that has none of its own)."""
+    if source_info_util is None:
+        return outer
     summary = source_info_util.summarize(eqn.source_info)  # 'path:line (function)'
     found = re.match(r"(.*):(\d+)", summary)  # the path may hold spaces and colons
     if not found:
