@@ -13,9 +13,10 @@ out=${1:?usage: bash experiments/gpu_check.sh OUT_DIR [gpu_check.py flags]}
 shift
 mkdir -p "$out"
 if compgen -G ".whl/*.whl" > /dev/null; then
+  site=$(mktemp -d)  # a scratch folder for the carried wheels
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/gpu_check_site .whl/*.whl
-  export PYTHONPATH=/tmp/gpu_check_site${PYTHONPATH:+:$PYTHONPATH}
+    --target "$site" .whl/*.whl
+  export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1

@@ -370,7 +370,9 @@ def _dispatch(kind: str, runs_per_group: int | None = None):
         if kind == "pallas":
             from jaxshrink.core import pallas_conv  # noqa: PLC0415 (it imports this module)
 
-            return pallas_conv.pallas_conv_general_dilated(*args, **kwargs)
+            if _direct_fits(lhs, rhs, pads):  # the same few-channel layers as 'direct'
+                return pallas_conv.conv(lhs, rhs, pads)
+            return lax.conv_general_dilated(*args, **kwargs)
         direct = kind == "direct" or auto_form() == "direct"
         if _direct_fits(lhs, rhs, pads) and direct:
             return _direct_jit(lhs, rhs, pads, precision)

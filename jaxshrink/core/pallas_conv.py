@@ -49,14 +49,13 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from jaxshrink.core.convs import _SIGNATURE, _covered, _pads
+from jaxshrink.core import convs
+from jaxshrink.core.convs import _pads
 
-# The layers the kernels take: at most this many input and output channels, and this
-# many input x output channel pairs. Each program unrolls the products of every channel
-# pair and holds every output channel's tile, so wide layers would not fit a GPU's
-# registers; those go to XLA (the same bounds as the CPU's direct form).
-MAX_CHANNELS = 8
-MAX_PAIRS = 32
+# The layers the kernels take are the direct form's (`convs.DIRECT_MAX_CHANNELS` input
+# and output channels, `convs.DIRECT_MAX_PAIRS` pairs): each program unrolls the
+# products of every channel pair and holds every output channel's tile, so wide layers
+# would not fit a GPU's registers; those go to XLA.
 # Tile rows: a power of two of at most TILE_ROWS_MAX rows, lowered until the tile of
 # every output channel (C_out x TH x W' float32 values, W' the output width rounded up
 # to a power of two) holds at most TILE_ELEMENTS: 16 rows of 64 px and 4 of 256 px for 5
@@ -333,32 +332,10 @@ def conv_bias_relu(x, kernel, bias, pads, *, relu=True, interpret=None, tile_row
     return _layer_jit(x, kernel, bias, pads, bool(relu), _interpret(interpret), tile_rows)
 
 
-def _fits(lhs, rhs, pads) -> bool:
-    """Whether the kernels take a covered convolution (`convs._covered`): float32, few
-    channels, pads of at most the kernel's size minus one, a non-empty output."""
-    kh, kw, cin, cout = rhs.shape
-    return (
-        lhs.dtype == jnp.float32
-        and rhs.dtype == jnp.float32
-        and max(cin, cout) <= MAX_CHANNELS
-        and cin * cout <= MAX_PAIRS
-        and all(0 <= p <= k - 1 for pair, k in zip(pads, (kh, kw)) for p in pair)
-        and all(n + lo + hi >= k for n, (lo, hi), k in zip(lhs.shape[1:3], pads, (kh, kw)))
-    )
-
-
 def pallas_conv_general_dilated(*args, **kwargs):
     """`lax.conv_general_dilated` by the Pallas kernel where it applies (stride 1, no
     dilation, one group, NHWC/HWIO, float32, few channels, pads of at most k - 1), by
-    `lax.conv_general_dilated` itself, unchanged, elsewhere. `precision` is not used:
-    the kernel computes in float32."""
-    bound = _SIGNATURE.bind(*args, **kwargs)
-    bound.apply_defaults()
-    a = bound.arguments
-    if not _covered(a):
-        return lax.conv_general_dilated(*args, **kwargs)
-    lhs, rhs = a["lhs"], a["rhs"]
-    pads = _pads(a["padding"], rhs.shape[:2])
-    if not _fits(lhs, rhs, pads):
-        return lax.conv_general_dilated(*args, **kwargs)
-    return conv(lhs, rhs, pads)
+    `lax.conv_general_dilated` itself, unchanged, elsewhere: `convs.conv_fn('pallas')`,
+    whose dispatch decides that for every form. `precision` is not used: the kernel
+    computes in float32."""
+    return convs.conv_fn("pallas")(*args, **kwargs)

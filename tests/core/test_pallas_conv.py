@@ -180,7 +180,7 @@ def test_flax_conv_with_the_wrapper_equals_nn_conv(through_convs):
         ((2, 9, 9, 1), (5, 5, 1, 5), jnp.float32, {"rhs_dilation": (2, 2)}),
         ((2, 8, 8, 4), (3, 3, 2, 4), jnp.float32, {"feature_group_count": 2}),
         ((2, 8, 8, 2), (3, 3, 2, 4), jnp.bfloat16, {}),
-        ((2, 8, 8, 16), (3, 3, 16, 4), jnp.float32, {}),  # channels beyond MAX_CHANNELS
+        ((2, 8, 8, 16), (3, 3, 16, 4), jnp.float32, {}),  # over 8 channels
         ((2, 8, 8, 2), (3, 3, 2, 4), jnp.float32, {"padding": ((3, 0), (1, 1))}),  # pad > k-1
     ],
 )

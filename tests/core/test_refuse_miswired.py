@@ -8,6 +8,7 @@ then a disabled unit is not zero, so `Model.create` reads the traced dataflow to
 """
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import pytest
 from conftest import load_config, tiny_config, tiny_mnist
@@ -229,7 +230,18 @@ def test_the_compact_and_factorized_forms_pass():
     model = models.sequential_model(layers, (8, 8, 1), bypass=True)
     small = model.at_widths({"conv_0": 2, "conv_1": 0, "conv_2": 3, "conv_3": 1})
     assert small.spec.names == ["conv_0", "conv_2", "conv_3"]
-    assert small.factorized(None, {"conv_0": 1}) is not None  # built, never traced
+    # The factorized module is built, never traced by the check: conv_0 of rank 1 is a
+    # 3x1 then a 1x3 convolution, conv_1 stays left out.
+    factorized = small.factorized(None, {"conv_0": 1})
+    x = jnp.zeros((1, 8, 8, 1))
+    shapes = jax.eval_shape(lambda: factorized.init(jax.random.key(0), x, spec.full(small.spec)))
+    kernels = {k: v["kernel"].shape for k, v in shapes["params"].items()}
+    assert kernels == {
+        "conv_0_v": (3, 1, 1, 1),
+        "conv_0": (1, 3, 1, 2),
+        "conv_2": (3, 3, 2, 3),
+        "conv_3": (3, 3, 3, 1),
+    }
     assert spec.count_flops(small.spec) < spec.count_flops(model.spec)
 
 

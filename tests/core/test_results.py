@@ -150,7 +150,7 @@ def _result(**changes) -> RunResult:
     fields = dict(
         status="ok",
         config={"task": "edges", "data": {"dataset": "sobel"}, "minimize": MINIMIZE},
-        workdir="/tmp/run",
+        workdir="runs/example",
         device="cpu",
         trained=Evaluated(1500, {"f1": 0.40, "mse": 9e-4, "score": 0.40}),
         data={"description": "Sobel edges"},
@@ -201,7 +201,7 @@ PRINTED = {
   units per layer [5, 5, 1] -> [3, 3, 1]
   parameters 886 -> 382, FLOPs/example 7,213,056 -> 3,100,672
   inference 1.03 ms -> 0.51 ms per batch of 3
-  workdir: /tmp/baseline/before/runs/sobel
+  workdir: runs/sobel
 """,  # noqa: E501
     "mnist": """
 == jaxshrink classification (mnist) ==
@@ -217,7 +217,7 @@ PRINTED = {
   units per layer [4, 8, 128, 10] -> [3, 8, 119, 10]
   parameters 52,506 -> 48,653, FLOPs/example 578,154 -> 452,525
   inference 1.47 ms -> 1.52 ms per batch of 32
-  workdir: /tmp/baseline/before/runs/mnist
+  workdir: runs/mnist
 """,  # noqa: E501
 }
 
