@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from jaxshrink.core import augment, convs, errors, metrics, models, optim, tasks
-from jaxshrink.core.models import sequential
+from jaxshrink.core.models import sequential, zoo
 
 PRECISIONS = ("highest", "high", "default")
 
@@ -60,6 +60,9 @@ def check_model(c) -> None:
     except ValueError:
         allowed = f"one of {convs.IMPLEMENTATIONS}, or 'packed:K' (K runs per group)"
         check_field(False, "model.conv", m.get("conv"), allowed)
+    if m.name in models.PLAIN:
+        _check_plain(c)
+        return
     if m.conv == "auto":
         check_one_of(convs.AUTO_ON_CPU, "JAXSHRINK_AUTO_CONV (environment)", convs.AUTO_CHOICES)
     std = m.init_std
@@ -82,6 +85,43 @@ def check_model(c) -> None:
             check_field(is_int(h, 1), "model.hidden", h, "integers >= 1")
         check_int(c, "model.out_features")
     _check_layers(models.layer_strings(m)[0])
+
+
+def _check_plain(c) -> None:
+    """A plain module's fields; the chain-only options must keep their defaults."""
+    m = c.model
+    check_field(
+        not m.bypass,
+        "model.bypass",
+        m.bypass,
+        "False for a plain module (its layers are channel groups, removed one channel at "
+        "a time)",
+    )
+    check_one_of(m.conv, "model.conv", ("auto", "xla"))  # it computes with its own nn.Conv
+    check_one_of(m.get("bypass"), "model.bypass", (True, False))
+    if m.name in ("resnet", "mobilenet"):
+        check_int(c, "model.num_classes", 2)
+    if m.name == "resnet":
+        try:
+            zoo.blocks_per_stage(int(m.depth))
+        except (ValueError, TypeError) as e:
+            raise errors.ConfigError(f"model.depth: got {m.depth!r}; {e}") from None
+        check_field(len(m.widths) == 3, "model.widths", tuple(m.widths), "three widths")
+    if m.name in ("resnet", "unet"):
+        for w in m.widths:
+            check_field(is_int(w, 1), "model.widths", tuple(m.widths), "integers >= 1")
+    if m.name == "unet":
+        check_field(len(m.widths) >= 2, "model.widths", tuple(m.widths), "levels, then the bottleneck")
+        check_int(c, "model.out_channels")
+    if m.name == "mobilenet":
+        check_int(c, "model.stem_width")
+        for block in m.blocks:
+            check_field(
+                len(block) == 3 and all(is_int(v, 1) for v in block) and block[2] in (1, 2),
+                "model.blocks",
+                tuple(block),
+                "(expand >= 1, features >= 1, stride 1 or 2) per block",
+            )
 
 
 def _check_layers(layers) -> None:

@@ -74,6 +74,11 @@ class Leaf:
     path: tuple[str, ...]  # key path inside the collection, e.g. ('conv_0', 'kernel')
     axis: int  # the axis whose entries belong to (or read) units
     collection: str = "params"
+    # Per entry of the axis, the unit it belongs to (-1: another layer's or none's).
+    # None: entry i is unit i (an owned axis) or unit i % units (a fed axis). A layer
+    # read from the channel graph (`groups`) always says, since its channels may sit
+    # at an offset (a concatenation) or share an axis with another layer's.
+    owner: tuple[int, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,10 +95,37 @@ class Layer:
     positions: int  # kernel applications per example
     in_features: int  # size of the kernel's input axis with every unit alive
     bypass: bool = False  # with no unit alive, the layer passes its input on unchanged
+    # The module whose output the units' activation sees (their batch norm's, else
+    # the layer's own); None: found from `owns` (`preactivation_path`).
+    preactivation: tuple[str, ...] | None = None
+
+    def preactivation_path(self) -> tuple[str, ...]:
+        """The module whose output the layer's activation sees."""
+        if self.preactivation is not None:
+            return self.preactivation
+        own = tuple(self.name.split("/"))
+        norms = [leaf.path[:-1] for leaf in self.owns if leaf.path[:-1] != own]
+        return norms[-1] if norms else own
 
     @property
     def kernel(self) -> Leaf:
         return self.owns[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    """One convolution or dense kernel, for FLOP counts of a model whose layers are
+    channel groups (`groups`): a group may hold several kernels' outputs, and a
+    kernel reads one group and writes another."""
+
+    path: tuple[str, ...]  # the kernel's path in 'params'
+    out_axis: int  # its output-feature axis (the last, in Flax's layout)
+    in_axis: int  # its input-feature axis
+    out_features: int
+    in_features: int
+    window: int  # taps per output per input feature
+    positions: int  # applications per example
+    bias: bool  # whether a bias of out_features follows it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +134,9 @@ class ModelSpec:
 
     layers: tuple[Layer, ...]
     input_shape: tuple[int, ...]  # one example, without the batch axis
+    # Every kernel, when the layers are channel groups; () for a chain, whose layers
+    # are its kernels.
+    kernels: tuple[Kernel, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -163,31 +198,48 @@ def full(spec: ModelSpec, value: bool = True) -> dict[str, jax.Array]:
     return {layer.name: jnp.full((layer.units,), value, bool) for layer in spec.layers}
 
 
+def per_entry(leaf: Leaf, values: jax.Array, length: int, fill) -> jax.Array:
+    """Per-unit `values` spread over the `length` entries of `leaf`'s axis: entry i gets
+    its owner's value (`Leaf.owner`; without one, unit ``i % units``), `fill` where no
+    unit of this layer owns it."""
+    values = jnp.asarray(values)
+    if leaf.owner is None:
+        return jnp.tile(values, length // values.shape[0])
+    owner = np.asarray(leaf.owner)
+    return jnp.where(owner >= 0, values[np.maximum(owner, 0)], jnp.asarray(fill, values.dtype))
+
+
 def expand(
     spec: ModelSpec, unit_tree: Mapping, params: dict, fill=False, collection: str = "params"
 ) -> dict:
-    """Per-unit values broadcast onto the leaves the units own.
+    """Per-unit flags broadcast onto the leaves the units own.
 
     Args:
       spec: the model's spec.
-      unit_tree: ``{layer: (units,)}`` values (e.g. frozen flags).
+      unit_tree: ``{layer: (units,)}`` booleans (e.g. frozen flags, or masks).
       params: the variable collection `collection`, for structure and shapes.
       fill: the value for entries no unit owns (e.g. a layer that is not maskable).
       collection: which collection `params` is ('params' or e.g. 'batch_stats').
 
     Returns:
-      A tree shaped like `params`; ``out[leaf][..., u, ...] = unit_tree[layer][u]``
-      along each owned leaf's unit axis.
+      A bool tree shaped like `params`; ``out[leaf][..., u, ...] = unit_tree[layer][u]``
+      along each owned leaf's unit axis. An entry owned by several layers (along two
+      axes, or by a layer's channels at an offset) combines their flags with OR when
+      `fill` is False (frozen by any) and with AND when it is True (kept by all).
     """
-    out = jax.tree.map(lambda p: jnp.full(p.shape, fill, jnp.asarray(fill).dtype), params)
+    fill = bool(fill)
+    combine = jnp.logical_and if fill else jnp.logical_or
+    out = jax.tree.map(lambda p: jnp.full(p.shape, fill, bool), params)
     for layer in spec.layers:
-        values = jnp.asarray(unit_tree[layer.name])
+        values = jnp.asarray(unit_tree[layer.name], bool)
         for leaf in layer.owns:
             if leaf.collection != collection:
                 continue
             shape = get(params, leaf).shape
-            spread = jnp.broadcast_to(_along(values, leaf.axis, len(shape)), shape)
-            out = set_path(out, leaf.path, spread.astype(get(out, leaf).dtype))
+            axis = leaf.axis % len(shape)
+            entries = per_entry(leaf, values, shape[axis], fill)
+            spread = jnp.broadcast_to(_along(entries, axis, len(shape)), shape)
+            out = set_path(out, leaf.path, combine(get(out, leaf), spread))
     return out
 
 
@@ -227,29 +279,48 @@ def input_keep(spec: ModelSpec, masks: Mapping) -> dict[tuple, jax.Array]:
     Returns:
       ``{(collection, path, axis): bool[inputs]}``: input ``i`` is kept when channel
       ``i % units`` of the layer feeding it is live (`live_outputs`: through a
-      bypassed layer, the live units before it). An axis fed by several layers (e.g.
-      a concatenation described by hand) keeps the AND of their patterns.
+      bypassed layer, the live units before it), or its `Leaf.owner` is. An axis fed
+      by several layers (a concatenation) keeps the AND of their patterns.
     """
     out: dict[tuple, jax.Array] = {}
     sizes = _fed_sizes(spec)
     live = live_outputs(spec, masks)
     for layer in spec.layers:
-        mask = live[layer.name]
+        mask = jnp.asarray(live[layer.name])
         for leaf in layer.feeds:
             key = (leaf.collection, leaf.path, leaf.axis)
-            size = sizes[key]
-            keep = jnp.tile(mask, size // layer.units)
+            keep = per_entry(leaf, mask, sizes.get(key, layer.units), True)
+            out[key] = out[key] & keep if key in out else keep
+    return out
+
+
+def owned_keep(spec: ModelSpec, masks: Mapping) -> dict[tuple, jax.Array]:
+    """For every owned axis, which entries belong to live units (or to no layer):
+    ``{(collection, path, axis): bool[entries]}``, ANDed over the layers that own
+    entries of it. An axis with no `Leaf.owner` has one entry per unit."""
+    out: dict[tuple, jax.Array] = {}
+    for layer in spec.layers:
+        mask = jnp.asarray(masks[layer.name])
+        for leaf in layer.owns:
+            key = (leaf.collection, leaf.path, leaf.axis)
+            length = layer.units if leaf.owner is None else len(leaf.owner)
+            keep = per_entry(leaf, mask, length, True)
             out[key] = out[key] & keep if key in out else keep
     return out
 
 
 def _fed_sizes(spec: ModelSpec) -> dict[tuple, int]:
-    """The size of every fed axis: the reading layer's `in_features`."""
+    """The size of every fed axis: its owners' count, or the reading layer's
+    `in_features`."""
     sizes = {}
     for layer in spec.layers:
         for fed in layer.feeds:
+            key = (fed.collection, fed.path, fed.axis)
+            if fed.owner is not None:
+                sizes[key] = len(fed.owner)
+                continue
             reader = next(r for r in spec.layers if r.kernel.path == fed.path)
-            sizes[(fed.collection, fed.path, fed.axis)] = reader.in_features
+            sizes[key] = reader.in_features
     return sizes
 
 
@@ -270,7 +341,14 @@ def unit_vectors(spec: ModelSpec, params: dict, masks: Mapping, name: str) -> ja
         for (collection, path, axis), keep in keeps.items():
             if collection == leaf.collection and path == leaf.path:
                 value = value * _along(keep, axis, value.ndim).astype(value.dtype)
-        value = jnp.moveaxis(value, leaf.axis, 0)
+        if leaf.owner is not None:  # each unit's entries, in order
+            owner = np.asarray(leaf.owner)
+            rows = [np.flatnonzero(owner == u) for u in range(layer.units)]
+            axis = leaf.axis % value.ndim
+            value = jnp.take(value, np.stack(rows), axis=axis)  # (..., units, m, ...)
+            value = jnp.moveaxis(value, (axis, axis + 1), (0, 1))
+        else:
+            value = jnp.moveaxis(value, leaf.axis, 0)
         parts.append(value.reshape(layer.units, -1))
     return jnp.concatenate(parts, axis=1)
 
@@ -282,12 +360,28 @@ def count_flops(spec: ModelSpec, masks: Mapping | None = None) -> int:
     """Forward FLOPs per example of the network that keeps the enabled units."""
     masks = full(spec) if masks is None else masks
     keeps = input_keep(spec, masks)
+    if spec.kernels:
+        return _kernel_flops(spec, masks, keeps)
     total = 0
     for layer in spec.layers:
         out_alive = int(np.sum(np.asarray(masks[layer.name])))
         fed = [keep for (_, path, _), keep in keeps.items() if path == layer.kernel.path]
         in_alive = int(np.sum(np.asarray(fed[0]))) if fed else layer.in_features
         total += layer.positions * (2 * layer.window * in_alive * out_alive + out_alive)
+    return total
+
+
+def _kernel_flops(spec: ModelSpec, masks: Mapping, keeps: Mapping) -> int:
+    """`count_flops` of a model described by its kernels: each costs ``positions * (2 *
+    window * inputs kept * outputs kept + outputs kept)`` (the last term with a bias)."""
+    owned = owned_keep(spec, masks)
+    total = 0
+    for k in spec.kernels:
+        out_keep = owned.get(("params", k.path, k.out_axis))
+        in_keep = keeps.get(("params", k.path, k.in_axis))
+        outs = k.out_features if out_keep is None else int(np.sum(np.asarray(out_keep)))
+        ins = k.in_features if in_keep is None else int(np.sum(np.asarray(in_keep)))
+        total += k.positions * (2 * k.window * ins * outs + (outs if k.bias else 0))
     return total
 
 
@@ -501,7 +595,7 @@ def check_chain(
     nothing of it cannot be disabled, a channel-major flatten reads unit
     ``j // pixels`` instead of ``j % units``: each is refused, naming the first layer
     (network order) whose group is wrong. Convolutions and dense layers with their own
-    product function are traced with Flax's plain one (`_plain_products`), which
+    product function are traced with Flax's plain one (`plain_products`), which
     computes the same function in primitives the graph can follow.
 
     One coupling is the spec's own: a bypassable layer (`bypass`) passes its input on
@@ -537,7 +631,7 @@ def check_chain(
     def forward(tree, x):
         tree = dict(tree)
         masks = tree.pop(masks_key)
-        with nn.intercept_methods(_plain_products):
+        with nn.intercept_methods(plain_products):
             return module.apply(tree, x, masks, **kwargs)
 
     # Two examples: a batch axis of one would be a size-1 axis like a one-unit layer's
@@ -550,7 +644,7 @@ def check_chain(
         raise errors.ConfigError(f"model: layer {name!r} is not a chain link: {reason}")
 
 
-def _plain_products(next_fun, args, kwargs, context):
+def plain_products(next_fun, args, kwargs, context):
     """Computes a convolution or dense layer with Flax's own product.
 
     A layer may bring its own `conv_general_dilated` or `dot_general` (the package's

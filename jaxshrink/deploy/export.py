@@ -145,20 +145,11 @@ def export(path: str, model, params: dict, masks: dict, x, state: dict | None = 
     """
     model_spec = model.spec
     state = dict(state or {})
-    small = compact(model_spec, params, masks)
-    small_state = compact_state(model_spec, state, masks)
+    small, small_state, small_call = _smaller(model, params, state, masks, x)
     widths = model_spec.widths(masks)
-    small_model = model.at_widths(widths)
-    ones = spec_lib.full(small_model.spec)
     full_masks = spec_lib.full(model_spec)
-    small_apply = jax.jit(lambda p, s, v: small_model.apply(p, ones, v, state=s))
     full_apply = jax.jit(lambda p, s, m, v: model.apply(p, m, v, state=s))
-    small_dev = jax.tree.map(jnp.asarray, small)
-    small_state_dev = jax.tree.map(jnp.asarray, small_state)
-    max_diff = _check_same(
-        np.asarray(full_apply(params, state, masks, x)),
-        np.asarray(small_apply(small_dev, small_state_dev, x)),
-    )
+    max_diff = _check_same(np.asarray(full_apply(params, state, masks, x)), np.asarray(small_call(x)))
     _save(path, small, small_state)
     report = ExportReport(
         layers=tuple(model_spec.names),
@@ -171,7 +162,7 @@ def export(path: str, model, params: dict, masks: dict, x, state: dict | None = 
         flops=spec_lib.count_flops(model_spec, masks),
         full_flops=spec_lib.count_flops(model_spec, full_masks),
         max_abs_diff=max_diff,
-        inference_seconds=time_inference(lambda v: small_apply(small_dev, small_state_dev, v), x),
+        inference_seconds=time_inference(small_call, x),
         full_inference_seconds=time_inference(
             lambda v: full_apply(params, state, full_masks, v), x
         ),
@@ -182,6 +173,31 @@ def export(path: str, model, params: dict, masks: dict, x, state: dict | None = 
         {"input_shape": list(model_spec.input_shape), **report.to_json()},
     )
     return report
+
+
+def _smaller(model, params: dict, state: dict, masks: dict, x):
+    """``(params, state, call)`` of the smaller network: its variables (numpy) and a
+    jitted ``call(x)`` for inputs of the shape of `x`.
+
+    A module that takes masks is built at the kept widths (`Model.at_widths`) and run
+    with all-true masks; a wrapped module's own program is rewritten at the kept
+    widths (`Model.small_program`), whose variables are those `compact` keeps.
+    """
+    if model.wrapped:
+        fn, small_vars = model.small_program({"params": params, **state}, masks, x)
+        small_vars = jax.tree.map(np.asarray, dict(small_vars))
+        small = small_vars.pop("params")
+        device_vars = jax.tree.map(jnp.asarray, {"params": small, **small_vars})
+        call = jax.jit(fn)
+        return small, small_vars, lambda v: call(device_vars, v)
+    small = compact(model.spec, params, masks)
+    small_state = compact_state(model.spec, state, masks)
+    small_model = model.at_widths(model.spec.widths(masks))
+    ones = spec_lib.full(small_model.spec)
+    small_apply = jax.jit(lambda p, s, v: small_model.apply(p, ones, v, state=s))
+    small_dev = jax.tree.map(jnp.asarray, small)
+    small_state_dev = jax.tree.map(jnp.asarray, small_state)
+    return small, small_state, lambda v: small_apply(small_dev, small_state_dev, v)
 
 
 def load(path: str, name: str = "params") -> dict:

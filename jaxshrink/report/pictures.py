@@ -140,22 +140,16 @@ def signed_rgb(values, scale: float | None = None) -> np.ndarray:
 # ------------------------------------------------------------------ the forward pass
 
 
+def _module_path(name: str) -> tuple[str, ...]:
+    """The module a layer's name points to ('stem' for a group named 'stem#2')."""
+    return tuple(name.split("#")[0].split("/"))
+
+
 @functools.partial(jax.jit, static_argnums=0)
-def _intermediates(model, variables, x, masks):
+def _intermediates(model, params, state, x, masks):
     """The maskable layers' captured outputs for the batch `x`: one compiled program
     per model and shape, as the pictures call it for several networks."""
-    names = set(model.spec.names)
-    _, state = model.module.apply(
-        variables,
-        x,
-        masks,
-        train=False,
-        capture_intermediates=lambda mdl, method: (
-            method == "__call__" and "/".join(mdl.path) in names
-        ),
-        mutable=["intermediates"],
-    )
-    return state
+    return model.capture(params, state, masks, x, {_module_path(n) for n in model.spec.names})
 
 
 def layer_outputs(
@@ -190,13 +184,10 @@ def layer_outputs(
         if masks is not None
         else {layer.name: np.ones(layer.units, bool) for layer in model.spec.layers}
     )
-    state = _intermediates(model, {"params": params, **(model_state or {})}, h[None], masks)
+    captured = _intermediates(model, params, dict(model_state or {}), h[None], masks)
     outputs = []
     for layer in model.spec.layers:
-        node = state["intermediates"]
-        for key in layer.name.split("/"):
-            node = node[key]
-        value = np.asarray(node["__call__"][0][0], np.float32)
+        value = np.asarray(captured[_module_path(layer.name)][0], np.float32)
         outputs.append((layer.name, value * _mask_of(masks, layer.name, layer.units)))
     return outputs
 

@@ -13,17 +13,29 @@ Any family: ``model.bypass=True`` makes every same-shape hidden layer bypassable
 * ``cnn``: any chain of `layers` strings (`models.sequential`): the MNIST
   classifiers of thesis 004 (Table 3.2) and 003 (Table 2.3).
 
-Your own module: `Model.create(build, input_shape, layers)` (see `models.base`).
+Networks in plain Flax, without masks (`models.zoo`), described by their channel
+graph (`Model.wrap`); their layers are their channel groups:
+
+* ``resnet``: the CIFAR ResNet (`zoo.CifarResNet`): `depth` (6n + 2: 20, 56, ...),
+  `widths` (one per stage), `num_classes`;
+* ``unet``: a small U-Net (`zoo.UNet`): `widths` (levels, then the bottleneck),
+  `out_channels`;
+* ``mobilenet``: inverted residual blocks (`zoo.MobileNetLike`): `stem_width`,
+  `blocks` ((expand, features, stride) each), `num_classes`.
+
+Your own module: `Model.wrap(module, input_shape)` for a plain one, or
+`Model.create(build, input_shape, layers)` for one that takes masks (see
+`models.base`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from jaxshrink.core.models import sequential
+from jaxshrink.core.models import sequential, zoo
 from jaxshrink.core.models.base import Model
 
-__all__ = ["FAMILIES", "Model", "get_model", "layer_strings", "sequential_model"]
+__all__ = ["FAMILIES", "PLAIN", "Model", "get_model", "layer_strings", "sequential_model"]
 
 
 def _fcn(c) -> tuple[list[str], bool]:
@@ -40,13 +52,34 @@ def _cnn(c) -> tuple[list[str], bool]:
     return list(c.layers), bool(c.get("final_activation", False))
 
 
+def _resnet(c):
+    return zoo.CifarResNet(
+        depth=int(c.depth), widths=tuple(int(w) for w in c.widths), num_classes=int(c.num_classes)
+    )
+
+
+def _unet(c):
+    return zoo.UNet(widths=tuple(int(w) for w in c.widths), out_channels=int(c.out_channels))
+
+
+def _mobilenet(c):
+    return zoo.MobileNetLike(
+        num_classes=int(c.num_classes),
+        stem_width=int(c.stem_width),
+        blocks=tuple(tuple(int(v) for v in block) for block in c.blocks),
+    )
+
+
 # name -> model config -> (layer strings, ReLU after the last layer)
-FAMILIES: dict[str, Callable] = {"fcn": _fcn, "mlp": _mlp, "cnn": _cnn}
+CHAINS: dict[str, Callable] = {"fcn": _fcn, "mlp": _mlp, "cnn": _cnn}
+# name -> model config -> a plain Flax module (wrapped: its layers are channel groups)
+PLAIN: dict[str, Callable] = {"resnet": _resnet, "unet": _unet, "mobilenet": _mobilenet}
+FAMILIES: dict[str, Callable] = {**CHAINS, **PLAIN}
 
 
 def layer_strings(model_cfg) -> tuple[list[str], bool]:
     """The `sequential` layer strings of `model_cfg` and its final-activation flag."""
-    return FAMILIES[model_cfg.name](model_cfg)
+    return CHAINS[model_cfg.name](model_cfg)
 
 
 def sequential_model(
@@ -89,6 +122,8 @@ def sequential_model(
 
 def get_model(model_cfg, input_shape: Sequence[int]) -> Model:
     """The configured network for examples of `input_shape` (e.g. (64, 64, 1))."""
+    if model_cfg.name in PLAIN:
+        return Model.wrap(PLAIN[model_cfg.name](model_cfg), input_shape)
     layers, final = layer_strings(model_cfg)
     return sequential_model(
         layers,

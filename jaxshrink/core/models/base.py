@@ -16,6 +16,13 @@ module returns its input in place of its output when none of its units is alive
 ``widths[name] == 0``. Declare such layers with ``bypassable=`` in `Model.create`; a
 minimization can then remove whole layers (`minimize`, ``minimize.depth``).
 
+*A module as researchers write it* (no masks, no widths, any dataflow: residual adds,
+concatenations, depthwise convolutions) is wrapped with `Model.wrap(module,
+input_shape)`: its layers are then its channel groups (`jaxshrink.core.groups`), the
+masks are applied to its variables (`masked_params`), and the physically smaller
+network is its own program rewritten at the kept widths (`jaxshrink.core.shrink`,
+`small_program`) instead of a module built at other widths.
+
 `Model.create(build, input_shape, layers)` traces the module once (`spec.trace`) to
 describe its maskable layers; everything else reads `model.spec`. That description is
 a chain (each layer feeds the next), so the module's dataflow is checked against it
@@ -39,9 +46,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
+import numpy as np
 
 from jaxshrink.core import spec as spec_lib
 
@@ -59,6 +68,9 @@ class Model:
       factorized: (widths, ranks) -> the module with ``ranks[name]``-rank factorized
         layers (`jaxshrink.deploy.lowrank`; widths None: this model's own); None when the
         model cannot be built factorized.
+      graph: the channel graph of a wrapped module (`wrap`), whose layers are its
+        groups; None for a module that takes masks.
+      takes_train: whether the module is called with ``train=``.
     """
 
     module: nn.Module
@@ -67,6 +79,34 @@ class Model:
     layers: tuple[str, ...]
     candidates: tuple[str, ...]
     factorized: Callable[[Mapping[str, int] | None, Mapping[str, int]], nn.Module] | None = None
+    graph: Any = None
+    takes_train: bool = True
+
+    @classmethod
+    def wrap(cls, module: nn.Module, input_shape: Sequence[int], log=None) -> Model:
+        """A plain Flax module, unmodified: called as ``module(x)`` or ``module(x,
+        train=...)``; its layers are its removable channel groups (`groups.describe`).
+
+        Raises:
+          ValueError: no channel of the module can be removed.
+        """
+        from jaxshrink.core import groups  # the graph's reader, only for wrapped modules
+
+        spec, graph = groups.describe(module, input_shape, log=log)
+        return cls(
+            module=module,
+            spec=spec,
+            build=None,
+            layers=tuple(spec.names),
+            candidates=tuple(spec.names),
+            graph=graph,
+            takes_train=groups.takes_train(module),
+        )
+
+    @property
+    def wrapped(self) -> bool:
+        """A plain module described by its channel graph (`wrap`)."""
+        return self.graph is not None
 
     @classmethod
     def create(
@@ -120,7 +160,8 @@ class Model:
         # on first use): a run's first seconds. The values are the same.
         def init(rng):
             x = jax.numpy.zeros((1, *self.spec.input_shape), jax.numpy.float32)
-            variables = dict(self.module.init(rng, x, spec_lib.full(self.spec), train=False))
+            masks = () if self.wrapped else (spec_lib.full(self.spec),)
+            variables = dict(self.module.init(rng, x, *masks, **self._train(False)))
             params = variables.pop("params")
             return params, variables
 
@@ -148,7 +189,8 @@ class Model:
         """
         if train:
             return self.train_apply(params, state or {}, masks, x, rng)[0]
-        return self.module.apply({"params": params, **(state or {})}, x, masks, train=False)
+        variables, args = self._inputs(params, state or {}, masks)
+        return self.module.apply(variables, x, *args, **self._train(False))
 
     def train_apply(self, params, state: Mapping, masks, x, rng: jax.Array | None = None):
         """The training forward pass: ``(output, new state)``.
@@ -157,17 +199,82 @@ class Model:
         ``new state`` has the structure of `state` (``{}`` for a model without).
         """
         rngs = {"dropout": rng} if rng is not None else {}
-        variables = {"params": params, **state}
+        variables, args = self._inputs(params, state, masks)
+        kwargs = self._train(True)
         if not state:
-            return self.module.apply(variables, x, masks, train=True, rngs=rngs), {}
+            return self.module.apply(variables, x, *args, rngs=rngs, **kwargs), {}
         out, new = self.module.apply(
-            variables, x, masks, train=True, rngs=rngs, mutable=list(state)
+            variables, x, *args, rngs=rngs, mutable=list(state), **kwargs
         )
         return out, dict(new)
 
+    def masked_params(self, params, masks):
+        """`params` with the producer slices of disabled channels zeroed: what a wrapped
+        module computes with (for a module that takes masks, `params` itself)."""
+        if not self.wrapped:
+            return params
+        keep = spec_lib.expand(self.spec, masks, params, fill=True)
+        return jax.tree.map(lambda p, k: p * k.astype(p.dtype), params, keep)
+
+    def capture(self, params, state: Mapping, masks, x, paths) -> dict:
+        """``{module path: output}`` of the sub-modules at `paths` (inference call)."""
+        paths = set(paths)
+        variables, args = self._inputs(params, state, masks)
+        _, captured = self.module.apply(
+            variables,
+            x,
+            *args,
+            capture_intermediates=lambda mdl, method: method == "__call__" and mdl.path in paths,
+            mutable=["intermediates"],
+            **self._train(False),
+        )
+        out = {}
+        for path in paths:
+            node = captured["intermediates"]
+            for key in path:
+                node = node[key]
+            out[path] = node["__call__"][0]
+        return out
+
+    def group_keep(self, masks) -> list:
+        """The masks as `graph` takes them: one vector per group (None: kept whole)."""
+        names = iter(self.spec.names)
+        return [
+            np.asarray(masks[next(names)], bool) if group.removable else None
+            for group in self.graph.groups
+        ]
+
+    def small_program(self, variables: Mapping, masks, x) -> tuple[Callable, dict]:
+        """``(small_fn, small_variables)`` of a wrapped module: ``small_fn(
+        small_variables, x)`` is its inference call with the disabled channels removed,
+        for inputs of the shape of `x` (`jaxshrink.core.shrink.smaller`: equal to the
+        masked network to float rounding)."""
+        from jaxshrink.core import groups, shrink
+
+        fn = groups.forward(self.module, self.takes_train)
+        return shrink.smaller(fn, dict(variables), (x,), self.graph, self.group_keep(masks))
+
+    def _inputs(self, params, state: Mapping, masks) -> tuple[dict, tuple]:
+        """The module's variables and the positional arguments after ``x``."""
+        if self.wrapped:
+            return {"params": self.masked_params(params, masks), **state}, ()
+        return {"params": params, **state}, (masks,)
+
+    def _train(self, train: bool) -> dict:
+        return {"train": train} if self.takes_train else {}
+
     def at_widths(self, widths: Mapping[str, int]) -> Model:
         """The same network with `widths[name]` units per layer (export's compact one);
-        a bypassable layer of width 0 is left out."""
+        a bypassable layer of width 0 is left out.
+
+        Raises:
+          TypeError: a wrapped module, which has no builder (`small_program`).
+        """
+        if self.wrapped:
+            raise TypeError(
+                "a wrapped module cannot be built at other widths; its smaller network is "
+                "its program rewritten at the kept widths (Model.small_program)"
+            )
         factorized = None
         if self.factorized is not None:
             outer = self.factorized

@@ -19,36 +19,20 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxshrink.core import masks as masks_lib
-from jaxshrink.core import spec as spec_lib
 from jaxshrink.search.strategies import Net, register
 
 OUTLIER_SLACK = 1e-6  # in activation frequency: the "outliers" boundary counts
 
 
-def _preactivation_path(layer: spec_lib.Layer) -> tuple[str, ...]:
-    """The module whose output the layer's ReLU sees: its batch norm's if it has one."""
-    own = tuple(layer.name.split("/"))
-    norms = [leaf.path[:-1] for leaf in layer.owns if leaf.path[:-1] != own]
-    return norms[-1] if norms else own
-
-
-def preactivations(module, spec: spec_lib.ModelSpec, params, state, masks, x) -> dict:
-    """``{candidate layer: (examples * positions, units)}``: what each ReLU sees."""
-    paths = {_preactivation_path(layer): layer.name for layer in spec.candidates}
-    _, captured = module.apply(
-        {"params": params, **state},
-        x,
-        masks,
-        train=False,
-        capture_intermediates=lambda mdl, method: method == "__call__" and mdl.path in paths,
-        mutable=["intermediates"],
-    )
+def preactivations(model, params, state, masks, x) -> dict:
+    """``{candidate layer: (examples * positions, units)}``: what each ReLU sees (the
+    output of `spec.Layer.preactivation_path`; for a channel group, that of its first
+    producer)."""
+    paths = {layer.preactivation_path(): layer.name for layer in model.spec.candidates}
+    captured = model.capture(params, state, masks, x, paths)
     out = {}
     for path, name in paths.items():
-        node = captured["intermediates"]
-        for key in path:
-            node = node[key]
-        value = node["__call__"][0]
+        value = captured[path]
         out[name] = value.reshape(-1, value.shape[-1])
     return out
 
@@ -60,7 +44,7 @@ def activity_of(net: Net) -> dict:
     unit is alive. A convolution's unit is counted at every output position, as thesis
     003 counts "the output feature activations of a convolution operation" (2.2.3).
     """
-    pre = preactivations(net.model.module, net.spec, net.params, net.state, net.masks, net.x)
+    pre = preactivations(net.model, net.params, net.state, net.masks, net.x)
     return {name: (value > 0) & net.masks[name][None, :] for name, value in pre.items()}
 
 

@@ -30,7 +30,7 @@ def taylor_terms(net: Net) -> dict:
 
     grads = jax.vmap(per_example)(net.x, net.y)
     shapes = jax.eval_shape(
-        lambda p, s, m, x: preactivations(net.model.module, spec, p, s, m, x),
+        lambda p, s, m, x: preactivations(net.model, p, s, m, x),
         net.params,
         net.state,
         net.masks,
