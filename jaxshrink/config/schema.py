@@ -30,6 +30,12 @@ EDGE_LOSSES = {
 }
 
 
+def model_section() -> ml_collections.ConfigDict:
+    """The `model` section's shared fields, without a family's (a config that swaps the
+    network starts from this)."""
+    return _model()
+
+
 def _model() -> ml_collections.ConfigDict:
     # The fields of every family (`models.FAMILIES`); a config adds `name` and the
     # family's own (`layers`, `init_std`, ...). A model of your own reads none of them.

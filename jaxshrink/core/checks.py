@@ -115,6 +115,7 @@ def _check_plain(c) -> None:
         check_int(c, "model.out_channels")
     if m.name == "mobilenet":
         check_int(c, "model.stem_width")
+        check_one_of(m.stem_stride, "model.stem_stride", (1, 2))
         for block in m.blocks:
             check_field(
                 len(block) == 3 and all(is_int(v, 1) for v in block) and block[2] in (1, 2),

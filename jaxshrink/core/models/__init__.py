@@ -21,6 +21,7 @@ graph (`Model.wrap`); their layers are their channel groups:
 * ``unet``: a small U-Net (`zoo.UNet`): `widths` (levels, then the bottleneck),
   `out_channels`;
 * ``mobilenet``: inverted residual blocks (`zoo.MobileNetLike`): `stem_width`,
+  `stem_stride`,
   `blocks` ((expand, features, stride) each), `num_classes`.
 
 Your own module: `Model.wrap(module, input_shape)` for a plain one, or
@@ -66,6 +67,7 @@ def _mobilenet(c):
     return zoo.MobileNetLike(
         num_classes=int(c.num_classes),
         stem_width=int(c.stem_width),
+        stem_stride=int(c.stem_stride),
         blocks=tuple(tuple(int(v) for v in block) for block in c.blocks),
     )
 

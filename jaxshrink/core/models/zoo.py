@@ -243,6 +243,7 @@ class MobileNetLike(nn.Module):
 
     num_classes: int = 10
     stem_width: int = 16
+    stem_stride: int = 1  # 2 halves the map first (ImageNet MobileNets do)
     # (expand, features, stride) per block
     blocks: Sequence[tuple[int, int, int]] = (
         (1, 16, 1),
@@ -254,7 +255,7 @@ class MobileNetLike(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = _conv(self.stem_width, 3, 1, "stem")(x)
+        x = _conv(self.stem_width, 3, self.stem_stride, "stem")(x)
         x = nn.relu6(_batch_norm(train, "stem_bn")(x))
         for i, (expand, features, stride) in enumerate(self.blocks):
             x = MobileNetV2Block(features, expand, stride, name=f"block{i + 1}")(x, train)
