@@ -111,7 +111,8 @@ def _check_plain(c) -> None:
         for w in m.widths:
             check_field(is_int(w, 1), "model.widths", tuple(m.widths), "integers >= 1")
     if m.name == "unet":
-        check_field(len(m.widths) >= 2, "model.widths", tuple(m.widths), "levels, then the bottleneck")
+        levels = "two or more: the levels, then the bottleneck"
+        check_field(len(m.widths) >= 2, "model.widths", tuple(m.widths), levels)
         check_int(c, "model.out_channels")
     if m.name == "mobilenet":
         check_int(c, "model.stem_width")

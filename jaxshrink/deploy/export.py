@@ -149,7 +149,8 @@ def export(path: str, model, params: dict, masks: dict, x, state: dict | None = 
     widths = model_spec.widths(masks)
     full_masks = spec_lib.full(model_spec)
     full_apply = jax.jit(lambda p, s, m, v: model.apply(p, m, v, state=s))
-    max_diff = _check_same(np.asarray(full_apply(params, state, masks, x)), np.asarray(small_call(x)))
+    want = np.asarray(full_apply(params, state, masks, x))
+    max_diff = _check_same(want, np.asarray(small_call(x)))
     _save(path, small, small_state)
     report = ExportReport(
         layers=tuple(model_spec.names),

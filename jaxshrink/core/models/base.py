@@ -50,6 +50,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxshrink.core import spec as spec_lib
@@ -159,7 +160,7 @@ class Model:
         # shape-finding forward pass's operations dispatched one by one (each compiled
         # on first use): a run's first seconds. The values are the same.
         def init(rng):
-            x = jax.numpy.zeros((1, *self.spec.input_shape), jax.numpy.float32)
+            x = jnp.zeros((1, *self.spec.input_shape), jnp.float32)
             masks = () if self.wrapped else (spec_lib.full(self.spec),)
             variables = dict(self.module.init(rng, x, *masks, **self._train(False)))
             params = variables.pop("params")
@@ -189,8 +190,7 @@ class Model:
         """
         if train:
             return self.train_apply(params, state or {}, masks, x, rng)[0]
-        variables, args = self._inputs(params, state or {}, masks)
-        return self.module.apply(variables, x, *args, **self._train(False))
+        return self._apply(params, state or {}, masks, x, **self._train(False))
 
     def train_apply(self, params, state: Mapping, masks, x, rng: jax.Array | None = None):
         """The training forward pass: ``(output, new state)``.
@@ -199,14 +199,37 @@ class Model:
         ``new state`` has the structure of `state` (``{}`` for a model without).
         """
         rngs = {"dropout": rng} if rng is not None else {}
-        variables, args = self._inputs(params, state, masks)
-        kwargs = self._train(True)
+        kwargs = {"rngs": rngs, **self._train(True)}
         if not state:
-            return self.module.apply(variables, x, *args, rngs=rngs, **kwargs), {}
-        out, new = self.module.apply(
-            variables, x, *args, rngs=rngs, mutable=list(state), **kwargs
-        )
+            return self._apply(params, state, masks, x, **kwargs), {}
+        out, new = self._apply(params, state, masks, x, mutable=list(state), **kwargs)
         return out, dict(new)
+
+    def _apply(self, params, state: Mapping, masks, x, **kwargs):
+        """``module.apply`` with the masks where the module takes them.
+
+        A wrapped module gets them on its variables (`masked_params`). Float masks
+        (a strategy differentiating by them, as the Taylor score does) also scale
+        each group's pre-activation output (`spec.Layer.preactivation_path`), so that
+        the derivative by a channel's mask is that of its first producer's output, as
+        it is for a module that multiplies its outputs by its masks.
+        """
+        variables, args = self._inputs(params, state, masks)
+        leaves = jax.tree.leaves(masks)
+        floating = any(jnp.issubdtype(jnp.asarray(m).dtype, jnp.floating) for m in leaves)
+        if not (self.wrapped and floating):
+            return self.module.apply(variables, x, *args, **kwargs)
+        scales = {layer.preactivation_path(): masks[layer.name] for layer in self.spec.layers}
+
+        def scale(next_fun, call_args, call_kwargs, context):
+            out = next_fun(*call_args, **call_kwargs)
+            factor = scales.get(tuple(context.module.path))
+            if context.method_name != "__call__" or factor is None:
+                return out
+            return out * factor.astype(out.dtype)
+
+        with nn.intercept_methods(scale):
+            return self.module.apply(variables, x, *args, **kwargs)
 
     def masked_params(self, params, masks):
         """`params` with the producer slices of disabled channels zeroed: what a wrapped

@@ -1,0 +1,218 @@
+"""Plain Flax modules, unmodified, shrink by their channel groups (`Model.wrap`)."""
+
+import io
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jaxshrink.config import schema as config_lib
+from jaxshrink.core import spec
+from jaxshrink.core.models import Model, zoo
+from jaxshrink.deploy import export
+from jaxshrink.experiments import runner
+
+
+class ResidualDigits(nn.Module):
+    """A stem conv, a block of two convs added to the stem's output, global average
+    pooling and two dense layers: no masks, no widths."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(6, (3, 3), name="stem")(x))
+        h = nn.relu(nn.Conv(6, (3, 3), name="conv_a")(x))
+        h = nn.Conv(6, (3, 3), name="conv_b")(h)
+        x = nn.relu(x + h)
+        x = x.mean(axis=(1, 2))
+        x = nn.relu(nn.Dense(12, name="hidden")(x))
+        return nn.Dense(10, name="logits")(x)
+
+
+def _texts(leaves):
+    return [f"{leaf.collection}/{'/'.join(leaf.path)}:{leaf.axis}" for leaf in leaves]
+
+
+@pytest.fixture(scope="module")
+def residual():
+    return Model.wrap(ResidualDigits(), (28, 28, 1))
+
+
+def test_the_residual_model_is_three_groups(residual):
+    stem, conv_a, hidden = residual.spec.layers
+    assert residual.spec.names == ["stem", "conv_a", "hidden"]  # the logits are kept
+    assert [layer.units for layer in residual.spec.layers] == [6, 6, 12]
+    # The add ties the stem's channels to conv_b's: one group, read by conv_a and the
+    # dense layer after the pooling.
+    assert _texts(stem.owns) == [
+        "params/stem/kernel:3",
+        "params/stem/bias:0",
+        "params/conv_b/kernel:3",
+        "params/conv_b/bias:0",
+    ]
+    assert _texts(stem.feeds) == ["params/conv_a/kernel:2", "params/hidden/kernel:0"]
+    assert _texts(conv_a.owns) == ["params/conv_a/kernel:3", "params/conv_a/bias:0"]
+    assert _texts(conv_a.feeds) == ["params/conv_b/kernel:2"]
+    assert _texts(hidden.owns) == ["params/hidden/kernel:1", "params/hidden/bias:0"]
+    assert _texts(hidden.feeds) == ["params/logits/kernel:0"]
+    for layer in residual.spec.layers:
+        for leaf in (*layer.owns, *layer.feeds):
+            assert leaf.owner == tuple(range(layer.units))
+    assert [layer.preactivation_path() for layer in residual.spec.layers] == [
+        ("stem",),
+        ("conv_a",),
+        ("hidden",),
+    ]
+
+
+def test_flops_read_each_kernel_between_its_groups(residual):
+    masks = spec.full(residual.spec)
+    masks["stem"] = masks["stem"].at[0].set(False)
+    # positions * (2 * window * inputs * outputs + outputs), 784 pixels per conv:
+    stem = 784 * (2 * 9 * 1 * 5 + 5)
+    conv_a = 784 * (2 * 9 * 5 * 6 + 6)  # reads the stem's 5 live channels
+    conv_b = 784 * (2 * 9 * 6 * 5 + 5)  # writes the stem's group
+    dense = (2 * 5 * 12 + 12) + (2 * 12 * 10 + 10)
+    assert spec.count_flops(residual.spec, masks) == stem + conv_a + conv_b + dense == 930206
+    assert spec.count_flops(residual.spec) == 784 * (2 * 9 * 6 + 6 + 2 * (2 * 9 * 36 + 6)) + (
+        2 * 6 * 12 + 12 + 2 * 12 * 10 + 10
+    )
+
+
+def _random_params(model, seed=0):
+    params, state = model.init_variables(jax.random.PRNGKey(seed))
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
+    noisy = [0.5 * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)]
+    return jax.tree.unflatten(treedef, noisy), state
+
+
+def test_a_disabled_channel_is_zero_at_every_consumer(residual):
+    params, _ = _random_params(residual)  # nonzero biases too
+    masks = spec.full(residual.spec)
+    masks["stem"] = masks["stem"].at[2].set(False)
+    masks["conv_a"] = masks["conv_a"].at[4].set(False)
+    inputs = {}
+
+    def record(next_fun, args, kwargs, context):
+        inputs[context.module.name] = args[0]
+        return next_fun(*args, **kwargs)
+
+    x = jax.random.normal(jax.random.PRNGKey(3), (2, 28, 28, 1))
+    with nn.intercept_methods(record):
+        residual.apply(params, masks, x)
+    assert np.all(np.asarray(inputs["conv_a"])[..., 2] == 0)  # the stem's channel
+    assert np.all(np.asarray(inputs["hidden"])[..., 2] == 0)  # after the add and pooling
+    assert np.all(np.asarray(inputs["conv_b"])[..., 4] == 0)  # conv_a's channel
+    assert np.any(np.asarray(inputs["hidden"])[..., 3] != 0)  # a live one is not
+
+
+def _masks(model, draw_bits):
+    masks = {}
+    for layer in model.spec.layers:
+        bits = np.asarray(draw_bits(layer.units), bool)
+        bits[0] = True  # every group keeps a channel
+        masks[layer.name] = jnp.asarray(bits)
+    return masks
+
+
+@pytest.fixture(scope="module")
+def small_models():
+    return {
+        "residual": Model.wrap(ResidualDigits(), (12, 12, 1)),
+        "resnet8": Model.wrap(zoo.CifarResNet(depth=8, widths=(4, 6, 8)), (8, 8, 3)),
+        "unet": Model.wrap(zoo.UNet(widths=(4, 6)), (8, 8, 1)),
+        "mobilenet": Model.wrap(
+            zoo.MobileNetLike(stem_width=4, blocks=((1, 4, 1), (2, 6, 2), (2, 6, 1))),
+            (8, 8, 1),
+        ),
+    }
+
+
+@settings(max_examples=6, deadline=None)
+@given(name=st.sampled_from(["residual", "resnet8", "unet", "mobilenet"]), data=st.data())
+def test_the_smaller_program_equals_the_masked_model(small_models, name, data):
+    model = small_models[name]
+    params, state = _random_params(model, seed=len(name))
+    masks = _masks(
+        model, lambda n: data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    )
+    x = jax.random.normal(jax.random.PRNGKey(5), (2, *model.spec.input_shape))
+    want = model.apply(params, masks, x, state=state)
+    fn, small = model.small_program({"params": params, **state}, masks, x)
+    np.testing.assert_allclose(fn(small, x), want, rtol=1e-4, atol=1e-5)
+    widths = model.spec.widths(masks)
+    for layer in model.spec.layers:  # the first producer kernel lost what was disabled
+        kernel = small["params"]
+        for key in layer.kernel.path:
+            kernel = kernel[key]
+        assert kernel.shape[layer.kernel.axis] == widths[layer.name]
+
+
+def test_taylor_derivatives_reach_a_wrapped_model(residual):
+    params, _ = _random_params(residual)
+    x = jax.random.normal(jax.random.PRNGKey(3), (2, 28, 28, 1))
+    ones = jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), spec.full(residual.spec))
+    grads = jax.grad(lambda m: jnp.sum(residual.apply(params, m, x) ** 2))(ones)
+    assert all(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(grads))
+    # With bool masks the same call is the masked network, without scaling.
+    np.testing.assert_allclose(
+        residual.apply(params, ones, x), residual.apply(params, spec.full(residual.spec), x)
+    )
+
+
+class CumsumChannels(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(4, (3, 3), name="conv")(x))
+        x = jnp.cumsum(x, axis=-1)  # mixes channels in a way no rule describes
+        x = nn.relu(nn.Conv(5, (3, 3), name="second")(x))
+        return nn.Dense(3, name="out")(x.mean(axis=(1, 2)))
+
+
+def test_an_unknown_primitive_keeps_its_channels_and_says_so():
+    log = io.StringIO()
+    model = Model.wrap(CumsumChannels(), (6, 6, 1), log=log)
+    assert model.spec.names == ["second"]  # conv's channels are kept
+    assert "jaxshrink: note: 'cumsum' on the channel axis" in log.getvalue()
+    assert "those channels are kept" in log.getvalue()
+
+
+def test_a_model_with_nothing_to_remove_is_refused():
+    with pytest.raises(ValueError, match="no channel group can be removed"):
+        Model.wrap(nn.Dense(3), (4,))
+
+
+def test_a_wrapped_model_has_no_builder(residual):
+    with pytest.raises(TypeError, match="rewritten at the kept widths"):
+        residual.at_widths(residual.spec.widths())
+
+
+def _digits_config():
+    c = config_lib.common_config("classification", "mnist")
+    c.data.train_size, c.data.eval_size = 300, 100
+    c.train.initial_steps, c.train.log_every, c.train.eval_every = 60, 30, 30
+    c.train.batch_size = 16
+    c.minimize.round_steps, c.minimize.max_rounds, c.minimize.threshold = 5, 3, 0.05
+    return c
+
+
+@pytest.mark.e2e
+def test_the_residual_model_shrinks_end_to_end(tmp_path):
+    model = Model.wrap(ResidualDigits(), (28, 28, 1))
+    results = runner.run(_digits_config(), str(tmp_path), model=model)
+    assert results["status"] == "ok"
+    assert results["layers"] == ["stem", "conv_a", "hidden"]
+    assert results["removed_units"] >= 1
+    assert sum(results["widths"]["after"]) == 24 - results["removed_units"]
+    assert results["export"]["max_abs_diff"] <= 1e-5
+    small = export.load(str(tmp_path / "export"))
+    widths = dict(zip(results["layers"], results["widths"]["after"]))
+    assert small["stem"]["kernel"].shape == (3, 3, 1, widths["stem"])
+    assert small["conv_b"]["kernel"].shape == (3, 3, widths["conv_a"], widths["stem"])
+    assert small["hidden"]["kernel"].shape == (widths["stem"], widths["hidden"])
+    for name in ("confusion_matrix.png", "timeline.png", "kept.png"):
+        assert (tmp_path / name).stat().st_size > 0
