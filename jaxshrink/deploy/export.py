@@ -185,7 +185,7 @@ def _smaller(model, params: dict, state: dict, masks: dict, x):
     widths (`Model.small_program`), whose variables are those `compact` keeps.
     """
     if model.wrapped:
-        fn, small_vars = model.small_program({"params": params, **state}, masks, x)
+        fn, small_vars = model.small_program({"params": params, **state}, masks)
         small_vars = jax.tree.map(np.asarray, dict(small_vars))
         small = small_vars.pop("params")
         device_vars = jax.tree.map(jnp.asarray, {"params": small, **small_vars})

@@ -1,5 +1,6 @@
 """Plain Flax modules, unmodified, shrink by their channel groups (`Model.wrap`)."""
 
+import functools
 import io
 
 import flax.linen as nn
@@ -7,11 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import load_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jaxshrink import data
 from jaxshrink.config import schema as config_lib
-from jaxshrink.core import spec
+from jaxshrink.core import models, shrink, spec
 from jaxshrink.core.models import Model, zoo
 from jaxshrink.deploy import export
 from jaxshrink.experiments import runner
@@ -132,6 +135,11 @@ def small_models():
     }
 
 
+@functools.cache
+def _jitted_apply(model):
+    return jax.jit(lambda p, s, m, v: model.apply(p, m, v, state=s))
+
+
 @settings(max_examples=6, deadline=None)
 @given(name=st.sampled_from(["residual", "resnet8", "unet", "mobilenet"]), data=st.data())
 def test_the_smaller_program_equals_the_masked_model(small_models, name, data):
@@ -141,9 +149,9 @@ def test_the_smaller_program_equals_the_masked_model(small_models, name, data):
         model, lambda n: data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
     )
     x = jax.random.normal(jax.random.PRNGKey(5), (2, *model.spec.input_shape))
-    want = model.apply(params, masks, x, state=state)
-    fn, small = model.small_program({"params": params, **state}, masks, x)
-    np.testing.assert_allclose(fn(small, x), want, rtol=1e-4, atol=1e-5)
+    want = _jitted_apply(model)(params, state, masks, x)
+    fn, small = model.small_program({"params": params, **state}, masks)
+    np.testing.assert_allclose(jax.jit(fn)(small, x), want, rtol=1e-4, atol=1e-5)
     widths = model.spec.widths(masks)
     for layer in model.spec.layers:  # the first producer kernel lost what was disabled
         kernel = small["params"]
@@ -216,3 +224,21 @@ def test_the_residual_model_shrinks_end_to_end(tmp_path):
     assert small["hidden"]["kernel"].shape == (widths["stem"], widths["hidden"])
     for name in ("confusion_matrix.png", "timeline.png", "kept.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+@pytest.mark.parametrize("config_name", ["resnet", "unet", "mobilenet"])
+def test_every_plain_family_of_the_configs_exports_exactly(config_name):
+    c = load_config(config_name, "quick")
+    assert c.model.name in models.PLAIN
+    shape = data.input_shape(c.data)
+    model = models.get_model(c.model, shape)
+    params, state = _random_params(model)
+    rng = np.random.default_rng(len(config_name))
+    masks = _masks(model, lambda n: rng.random(n) < 0.6)
+    x = jax.random.normal(jax.random.PRNGKey(2), (2, *shape))
+    fn, small = model.small_program({"params": params, **state}, masks)
+    want = jax.jit(lambda p, s, m, v: model.apply(p, m, v, state=s))(params, state, masks, x)
+    np.testing.assert_allclose(jax.jit(fn)(small, x), want, rtol=1e-4, atol=1e-5)
+    before, after = shrink.count(model.graph, {"params": params}, model.group_keep(masks))
+    assert (before, after) == (spec.count_params(params), spec.count_params(small["params"]))
+    assert after < before

@@ -270,7 +270,8 @@ def test_export_refuses_a_mismatch(tmp_path, monkeypatch):
 
 
 # family -> (config file loaded with :quick, model overrides, input shape or None for
-# the data's): the test-sized member of every registered family.
+# the data's): the test-sized member of every registered chain family (the plain
+# modules' families are in tests/core/test_wrap.py).
 FAMILY_CASES = {
     "fcn": ("sobel", {}, (12, 12, 1)),
     "cnn": ("mnist", {}, None),
@@ -279,7 +280,7 @@ FAMILY_CASES = {
 
 
 def test_every_family_has_a_case():
-    assert set(FAMILY_CASES) == set(models.FAMILIES)
+    assert set(FAMILY_CASES) == set(models.CHAINS)
 
 
 @functools.cache
@@ -310,7 +311,7 @@ def _family(name):
     return model, params, x
 
 
-@pytest.mark.parametrize("name", sorted(models.FAMILIES))
+@pytest.mark.parametrize("name", sorted(models.CHAINS))
 @settings(max_examples=6, deadline=None)  # ~0.5 s per example: a new compact shape each
 @given(st.data())
 def test_every_family_masked_equals_compact(name, draw):

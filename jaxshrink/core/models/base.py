@@ -267,15 +267,30 @@ class Model:
             for group in self.graph.groups
         ]
 
-    def small_program(self, variables: Mapping, masks, x) -> tuple[Callable, dict]:
+    def small_program(self, variables: Mapping, masks) -> tuple[Callable, dict]:
         """``(small_fn, small_variables)`` of a wrapped module: ``small_fn(
         small_variables, x)`` is its inference call with the disabled channels removed,
-        for inputs of the shape of `x` (`jaxshrink.core.shrink.smaller`: equal to the
-        masked network to float rounding)."""
+        equal to the masked network to float rounding.
+
+        The program is rewritten for one example (`jaxshrink.core.shrink.smaller`
+        ties it to its example's shapes) and mapped over the batch with `jax.vmap`,
+        so it takes any batch size, a symbolic one too (ONNX): inference treats each
+        example alone, which `deploy.export` checks against the masked network.
+        """
         from jaxshrink.core import groups, shrink
 
         fn = groups.forward(self.module, self.takes_train)
-        return shrink.smaller(fn, dict(variables), (x,), self.graph, self.group_keep(masks))
+        one = jnp.zeros((1, *self.spec.input_shape), jnp.float32)
+        keep = self.group_keep(masks)
+        single, small = shrink.smaller(fn, dict(variables), (one,), self.graph, keep)
+
+        def small_fn(small_variables, x):
+            def example(xi):
+                return jax.tree.map(lambda y: y[0], single(small_variables, xi[None]))
+
+            return jax.vmap(example)(x)
+
+        return small_fn, small
 
     def _inputs(self, params, state: Mapping, masks) -> tuple[dict, tuple]:
         """The module's variables and the positional arguments after ``x``."""
