@@ -8,6 +8,7 @@ value and what is allowed. Without onnx installed, `deploy.onnx` is refused here
 
 from __future__ import annotations
 
+from jaxshrink.core import errors
 from jaxshrink.core.checks import check_field, check_finite_positive, check_int, is_int
 from jaxshrink.deploy import onnx as onnx_export
 
@@ -15,6 +16,12 @@ from jaxshrink.deploy import onnx as onnx_export
 def check(c, model) -> None:
     """The `deploy` section of `c`, for `model` (the run's network, built for its data)."""
     d = c.deploy
+    if d.enabled and model is not None and model.wrapped:
+        raise errors.ConfigError(
+            "deploy.enabled: got True for a plain module shrunk by its channel groups; "
+            "allowed: False (its forms are built from a chain's layers; the export in "
+            "export/ is its smaller network)"
+        )
     bits = tuple(d.bits)
     ok = len(bits) > 0 and all(is_int(b, 2) and b <= 8 for b in bits)
     check_field(ok, "deploy.bits", bits, "a non-empty list of integers from 2 to 8")

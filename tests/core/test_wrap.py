@@ -242,3 +242,13 @@ def test_every_plain_family_of_the_configs_exports_exactly(config_name):
     before, after = shrink.count(model.graph, {"params": params}, model.group_keep(masks))
     assert (before, after) == (spec.count_params(params), spec.count_params(small["params"]))
     assert after < before
+
+
+def test_the_deploy_stage_refuses_a_wrapped_model_before_training(residual):
+    from jaxshrink.config import validate
+    from jaxshrink.core import errors
+
+    c = _digits_config()
+    c.deploy.enabled = True
+    with pytest.raises(errors.ConfigError, match="deploy.enabled: got True for a plain module"):
+        validate.validate(c, residual)
