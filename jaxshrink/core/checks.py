@@ -94,8 +94,8 @@ def _check_plain(c) -> None:
         not m.bypass,
         "model.bypass",
         m.bypass,
-        "False for a plain module (its layers are channel groups, removed one channel at "
-        "a time)",
+        "False for a plain module (its channel graph says which groups are branches "
+        "that minimize.depth may remove whole)",
     )
     check_one_of(m.conv, "model.conv", ("auto", "xla"))  # it computes with its own nn.Conv
     check_one_of(m.get("bypass"), "model.bypass", (True, False))

@@ -21,7 +21,14 @@ pictures of masks) works on groups without knowing it:
   wherever the activations between map 0 to 0, and frozen like any disabled unit;
 * FLOPs are counted per kernel (`spec.Kernel`: out-features kept by the group that
   owns them, in-features by the group that feeds them), so a kernel between two
-  groups costs what both leave of it.
+  groups costs what both leave of it;
+* a group off the network's spine is a *branch* (`spec.Layer.bypass`): every one of
+  its channels may go at once, because the data still reaches the output without it
+  (a residual block's inner channels: the block leaves its shortcut; a U-Net's deeper
+  levels: the concatenated skip remains). The spine is read from the kernels alone
+  (`_branches`). An emptied branch leaves only constants behind it (a batch norm's
+  shift after a kernel that reads nothing), exact in the masked network and added as
+  constants in the smaller program.
 
 Groups the graph keeps (the classes at the output, channels that meet the data) are
 not layers: nothing can disable them. Unknown primitives on a channel axis are in
@@ -82,7 +89,7 @@ def describe(
         raise ValueError(
             f"{type(module).__name__}: no channel group can be removed:\n{graph.describe()}"
         )
-    layers = _layers(graph, calls)
+    layers = _layers(graph, calls, _branches(graph, calls))
     kernels = tuple(_kernel(path, call) for path, call in calls.items())
     return spec_lib.ModelSpec(layers=layers, input_shape=input_shape, kernels=kernels), graph
 
@@ -140,9 +147,57 @@ def _leaf(s: graph_lib.Slice) -> spec_lib.Leaf:
     return spec_lib.Leaf(tuple(path), s.axis, collection, owner=tuple(s.owner().tolist()))
 
 
-def _layers(graph: graph_lib.Graph, calls) -> tuple[spec_lib.Layer, ...]:
+def _branches(graph: graph_lib.Graph, calls) -> set[int]:
+    """The groups (indices in ``graph.groups``) that may all be emptied at once.
+
+    A kernel carries the data from the groups it reads to the groups it writes; one
+    that reads no group and is not grouped (a depthwise kernel reads its own
+    group through its feature groups) reads the input. A group is on the *spine* when no path from
+    the input reaches the output (a group nobody reads) without it. Every removable
+    group off the spine is a branch, provided the spine alone still connects input
+    and output; where it does not (parallel paths that are each optional, but not
+    all together), no group is a branch.
+    """
+    reads: dict[tuple, set[int]] = {}
+    writes: dict[tuple, set[int]] = {}
+    for i, group in enumerate(graph.groups):
+        for s in group.slices:
+            module = tuple(s.path[1:-1])
+            if s.path[0] != "params" or s.path[-1] != "kernel" or module not in calls:
+                continue
+            if graph_lib.CONSUMER in s.roles:
+                reads.setdefault(module, set()).add(i)
+            if graph_lib.PRODUCER in s.roles:
+                writes.setdefault(module, set()).add(i)
+    outputs = {i for i, g in enumerate(graph.groups) if not g.consumers}
+
+    # (kind, in shape, out shape, kernel shape, bias): ungrouped when the kernel's
+    # input features are all the input's.
+    sources = [m for m, call in calls.items() if not reads.get(m) and call[1][-1] == call[3][-2]]
+
+    def connected(allowed: set[int]) -> bool:
+        seen = {i for m in sources for i in writes.get(m, set()) & allowed}
+        frontier = list(seen)
+        while frontier:
+            i = frontier.pop()
+            for m, w in writes.items():
+                if i in reads.get(m, ()):
+                    for j in (w & allowed) - seen:
+                        seen.add(j)
+                        frontier.append(j)
+        return bool(seen & outputs)
+
+    every = set(range(len(graph.groups)))
+    removable = {i for i, g in enumerate(graph.groups) if g.removable}
+    spine = every - removable | {i for i in removable if not connected(every - {i})}
+    return removable - spine if connected(spine) else set()
+
+
+def _layers(graph: graph_lib.Graph, calls, branches: set[int]) -> tuple[spec_lib.Layer, ...]:
     layers, names = [], set()
-    for group in graph.removable:
+    for index, group in enumerate(graph.groups):
+        if not group.removable:
+            continue
         producers = group.producers
         kernels = [s for s in producers if s.path[-1] == "kernel"]
         first = (kernels or list(producers))[0]
@@ -171,6 +226,7 @@ def _layers(graph: graph_lib.Graph, calls) -> tuple[spec_lib.Layer, ...]:
                 positions=k.positions if k else 1,
                 in_features=int(kernel[-2]),
                 preactivation=_preactivation(group, first),
+                bypass=index in branches,
             )
         )
     return tuple(layers)

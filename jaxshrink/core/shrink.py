@@ -420,7 +420,12 @@ def _execute(program: _Program, args) -> list:
     for eqn, step, shapes, name in zip(
         program.jaxpr.eqns, program.steps, program.shapes, program.names
     ):
-        outs = step([read(v) for v in eqn.invars])
+        if shapes and all(s is None or 0 in s for s in shapes):
+            # An emptied group's values: nothing to compute (their shape is all of
+            # them), so the program holds no empty operation.
+            outs = [None if s is None else np.zeros(s, v.aval.dtype) for s, v in zip(shapes, eqn.outvars)]
+        else:
+            outs = step([read(v) for v in eqn.invars])
         for var, value, shape in zip(eqn.outvars, outs, shapes):
             if shape is None:
                 continue
@@ -748,7 +753,13 @@ def _concatenate(e: _Eqn) -> Callable:
         for axis, size in enumerate(e.out_small[0]):
             if axis != dim:
                 _cut_to(e, i, axis, size, cuts)
-    return _rebind(e, e.params, cuts)
+    empty = {i for i, shape in enumerate(e.small) if shape[dim] == 0}
+    if not empty or len(empty) == len(e.small):
+        return _rebind(e, e.params, cuts)
+    # An emptied group's part adds nothing: leave it out, so no empty value is kept.
+    kept = [i for i in range(len(e.small)) if i not in empty]
+    inner = _rebind(e, e.params, {kept.index(i): c for i, c in cuts.items() if i in kept})
+    return lambda ins: inner([ins[i] for i in kept])
 
 
 def _dynamic_slice(e: _Eqn) -> Callable:
@@ -870,6 +881,10 @@ def _contraction(e: _Eqn, pairs, params, cuts) -> Callable:
     if all(e.kept[0][x] is None and e.kept[1][y] is None for x, y in pairs):
         return step
     a, b = e.ghosts
+    if any(e.small[0][x] == 0 for x, _ in pairs):  # it reads an emptied group only
+        dtype = e.params.get("preferred_element_type") or np.result_type(a.value, b.value)
+        zeros = np.zeros(e.out_small[0], dtype)
+        step = lambda ins: [zeros]  # noqa: E731
     dtype = a.value.dtype
     only = lambda kept, axes: [k if i in axes else None for i, k in enumerate(kept)]  # noqa: E731
     ka = _indicator(only(e.kept[0], [x for x, _ in pairs]), e.shapes[0])
@@ -930,6 +945,8 @@ def _conv(e: _Eqn) -> Callable:
         # Depthwise: one group per kept input channel. Grouped: the trace removes the
         # same index from every group, so the count of groups stays.
         new = c_in if per_in == 1 else groups
+        if c_in == 0 and c_out == 0:  # an emptied group: `_execute` computes nothing
+            return lambda ins: [np.zeros(e.out_small[0], e.ghosts[0].value.dtype)]
         if new == 0 or c_in % new or c_out % new:
             raise e.fail(f"{c_in} inputs and {c_out} outputs in {new} groups")
         params["feature_group_count"] = new

@@ -94,7 +94,9 @@ class Layer:
     window: int  # kernel taps per output per input unit (k*k; 1 for dense)
     positions: int  # kernel applications per example
     in_features: int  # size of the kernel's input axis with every unit alive
-    bypass: bool = False  # with no unit alive, the layer passes its input on unchanged
+    # With no unit alive, a chain's layer passes its input on unchanged; a channel
+    # group (`ModelSpec.grouped`) is a branch the data does not need (`groups`).
+    bypass: bool = False
     # The module whose output the units' activation sees (their batch norm's, else
     # the layer's own); None: found from `owns` (`preactivation_path`).
     preactivation: tuple[str, ...] | None = None
@@ -146,6 +148,11 @@ class ModelSpec:
     def candidates(self) -> list[Layer]:
         """The layers whose units may be disabled, in network order."""
         return [layer for layer in self.layers if layer.candidate]
+
+    @property
+    def grouped(self) -> bool:
+        """Whether the layers are channel groups (`jaxshrink.core.groups`), not a chain."""
+        return bool(self.kernels)
 
     @property
     def bypassable(self) -> list[Layer]:
@@ -260,13 +267,14 @@ def depth(spec: ModelSpec, masks: Mapping) -> int:
 def live_outputs(spec: ModelSpec, masks: Mapping) -> dict[str, jax.Array]:
     """Per layer, which of its output channels carry a live unit's value.
 
-    A computing layer passes on its own mask; a bypassed layer passes on its input,
-    the live outputs of the layer before it (all True for the network's input).
+    A computing layer passes on its own mask; a bypassed layer of a chain passes on
+    its input, the live outputs of the layer before it (all True for the network's
+    input). A channel group passes on its own mask, emptied or not.
     """
     out, previous = {}, None
     for layer in spec.layers:
         mask = jnp.asarray(masks[layer.name])
-        if layer.bypass:
+        if layer.bypass and not spec.grouped:
             before = jnp.ones_like(mask) if previous is None else previous
             mask = jnp.where(jnp.any(mask), mask, before)
         out[layer.name] = previous = mask

@@ -104,10 +104,13 @@ def _mask_of(masks: Mapping | None, name: str, units: int) -> np.ndarray:
     return mask
 
 
-def _row_label(layer, mask: np.ndarray) -> str:
+def _row_label(layer, mask: np.ndarray, grouped: bool = False) -> str:
     """A layer's name, and "bypassed" where the layer passes its input on unchanged
-    (a `bypass` layer with no unit alive: its crossed-out units are not zeros)."""
-    return f"{layer.name}\nbypassed" if layer.bypass and not mask.any() else layer.name
+    (a `bypass` layer with no unit alive: its crossed-out units are not zeros), or
+    "branch removed" for an emptied branch of a plain module (`spec.ModelSpec.grouped`)."""
+    if not layer.bypass or mask.any():
+        return layer.name
+    return f"{layer.name}\n{'branch removed' if grouped else 'bypassed'}"
 
 
 def signed_rgb(values, scale: float | None = None) -> np.ndarray:
@@ -354,7 +357,7 @@ def _mask_rows(model_spec, params: dict, masks: dict | None) -> list[_MaskRow]:
         scale = float(np.max(np.abs(kernel))) if kernel.size else 0.0
         cells = [_mask_cell(kernel[..., j], scale) for j in range(kernel.shape[-1])]
         mask = _mask_of(masks, layer.name, kernel.shape[-1])
-        rows.append(_MaskRow(_row_label(layer, mask), scale, cells, mask))
+        rows.append(_MaskRow(_row_label(layer, mask, model_spec.grouped), scale, cells, mask))
     return rows
 
 
@@ -451,7 +454,7 @@ def _draw_filter_outputs(fig: Figure | SubFigure, model, params, masks, image, t
                 _cross(ax)
                 ax.set_title(f"{j} off", fontsize=7, pad=2, color=_OFF_COLOR)
             if j == 0:
-                ax.set_ylabel(_row_label(layer, mask), fontsize=9)
+                ax.set_ylabel(_row_label(layer, mask, model.spec.grouped), fontsize=9)
     if title:
         fig.suptitle(title)
 

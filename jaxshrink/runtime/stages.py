@@ -229,11 +229,14 @@ def _round_line(job: Job, calls: int, e: RoundEntry, masks, seconds: float) -> s
         verdict = "rolled back (NaN/Inf)"
     alive = int(masks_lib.count_alive(masks))
     if job.model.spec.bypassable:
-        alive = f"{alive} in {spec_lib.depth(job.model.spec, masks)} layers"
+        parts = "groups" if job.model.spec.grouped else "layers"
+        alive = f"{alive} in {spec_lib.depth(job.model.spec, masks)} {parts}"
     what = e.candidate
     if e.kind == "unit" and e.count > 1:
         what += f" +{e.count - 1}"
     verb = {"unit": "disable", "layer": "bypass ", "grow": "enable "}[e.kind]
+    if e.kind == "layer" and job.model.spec.grouped:
+        verb = "remove "
     return (
         f"minimize: round {calls:2d}  {verb} {what:9s} "
         f"{job.score_label} {e.score:.4g}  ratio {e.ratio:.3f}  {verdict:11s} "

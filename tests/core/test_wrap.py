@@ -113,11 +113,13 @@ def test_a_disabled_channel_is_zero_at_every_consumer(residual):
     assert np.any(np.asarray(inputs["hidden"])[..., 3] != 0)  # a live one is not
 
 
-def _masks(model, draw_bits):
+def _masks(model, draw_bits, draw_empty=lambda: False):
     masks = {}
     for layer in model.spec.layers:
         bits = np.asarray(draw_bits(layer.units), bool)
-        bits[0] = True  # every group keeps a channel
+        bits[0] = True  # every group keeps a channel, but a branch may go whole
+        if layer.bypass and draw_empty():
+            bits[:] = False
         masks[layer.name] = jnp.asarray(bits)
     return masks
 
@@ -140,13 +142,15 @@ def _jitted_apply(model):
     return jax.jit(lambda p, s, m, v: model.apply(p, m, v, state=s))
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(name=st.sampled_from(["residual", "resnet8", "unet", "mobilenet"]), data=st.data())
 def test_the_smaller_program_equals_the_masked_model(small_models, name, data):
     model = small_models[name]
     params, state = _random_params(model, seed=len(name))
     masks = _masks(
-        model, lambda n: data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+        model,
+        lambda n: data.draw(st.lists(st.booleans(), min_size=n, max_size=n)),
+        lambda: data.draw(st.booleans()),
     )
     x = jax.random.normal(jax.random.PRNGKey(5), (2, *model.spec.input_shape))
     want = _jitted_apply(model)(params, state, masks, x)
@@ -158,6 +162,52 @@ def test_the_smaller_program_equals_the_masked_model(small_models, name, data):
         for key in layer.kernel.path:
             kernel = kernel[key]
         assert kernel.shape[layer.kernel.axis] == widths[layer.name]
+
+
+def test_the_branches_are_the_groups_off_the_spine(residual, small_models):
+    def branches(model):
+        return [layer.name for layer in model.spec.bypassable]
+
+    assert branches(residual) == ["conv_a"]  # the stem's stream and the dense layer stay
+    # A residual block's inner channels; the streams (stem, and each stage's
+    # projection joined to its blocks' second convs) are the spine.
+    assert branches(small_models["resnet8"]) == [
+        "stage1_block1/conv1",
+        "stage2_block1/conv1",
+        "stage3_block1/conv1",
+    ]
+    # The deeper level: the concatenated skip still reaches the decoder without it.
+    assert branches(small_models["unet"]) == ["bottleneck/conv1", "bottleneck/conv2", "up0"]
+    # Only the block that adds its input: the strided one has no shortcut.
+    assert branches(small_models["mobilenet"]) == ["block3/expand"]
+
+
+def test_a_removed_branch_leaves_the_shortcut(residual):
+    """With conv_a's channels all gone, the block is its shortcut plus conv_b's bias
+    (conv_b reads nothing): the masked network, and the smaller program without any
+    empty operation, compute exactly that."""
+    params, state = _random_params(residual)
+    masks = {**spec.full(residual.spec), "conv_a": jnp.zeros((6,), bool)}
+    x = jax.random.normal(jax.random.PRNGKey(7), (3, 28, 28, 1))
+    p = jax.tree.map(np.asarray, params)
+
+    def conv(name, v):
+        return nn.Conv(6, (3, 3)).apply({"params": p[name]}, v)
+
+    h = jax.nn.relu(conv("stem", x))
+    h = jax.nn.relu(h + p["conv_b"]["bias"]).mean(axis=(1, 2))
+    h = jax.nn.relu(h @ p["hidden"]["kernel"] + p["hidden"]["bias"])
+    want = h @ p["logits"]["kernel"] + p["logits"]["bias"]
+    np.testing.assert_allclose(residual.apply(params, masks, x, state=state), want, atol=1e-5)
+    fn, small = residual.small_program({"params": params, **state}, masks)
+    np.testing.assert_allclose(jax.jit(fn)(small, x), want, atol=1e-5)
+    program = jax.make_jaxpr(fn)(small, x).jaxpr
+    assert not [e for e in program.eqns if any(0 in v.aval.shape for v in e.outvars)]
+    assert spec.depth(residual.spec, masks) == 2
+    assert small["params"]["conv_a"]["kernel"].shape == (3, 3, 6, 0)
+    # The stem; conv_b's bias alone (it reads nothing); the dense layers.
+    flops = 784 * (2 * 9 * 6 + 6) + 784 * 6 + (2 * 6 * 12 + 12) + (2 * 12 * 10 + 10)
+    assert spec.count_flops(residual.spec, masks) == flops
 
 
 def test_taylor_derivatives_reach_a_wrapped_model(residual):
