@@ -129,7 +129,7 @@ def smaller(
                     f"an input of shape {np.shape(x)}, not {shape}: the small program is "
                     "tied to the shapes of the example it was made from"
                 )
-        return jax.tree_util.tree_unflatten(out_tree, _execute(program, flat))
+        return jax.tree_util.tree_unflatten(out_tree, _execute(program, flat, expand=True))
 
     jax.eval_shape(small_fn, small_variables, *example_args)  # fail now, not at first use
     return small_fn, small_variables
@@ -405,34 +405,74 @@ class _Program:
     steps: list
     shapes: list  # per equation: small shape per output (None: a dropped output)
     names: list
+    in_shapes: list  # small shape per input
+    compact: list  # per equation: whether its step takes compact values (`_COMPACT`)
 
 
-def _execute(program: _Program, args) -> list:
+# Equations that take a *compact* value: one that does not depend on the data, kept
+# with size 1 on the axes it does not vary on (what a contraction over an emptied
+# group gives, and what follows from it by a bias or a batch norm). It then stays an
+# operation on a few numbers, broadcast where it meets the data, instead of a
+# constant the size of an activation (ONNX converters inline broadcast constants).
+# Any other equation gets it broadcast to its full small shape first.
+_COMPACT = (graph_lib.ELEMENTWISE - {"select_n", "clamp"}) | graph_lib.IDENTITY
+
+
+def _fits(shape, full) -> bool:
+    """`shape` is `full` or a compact form of it (size 1 where it differs)."""
+    return len(shape) == len(full) and all(a in (b, 1) for a, b in zip(shape, full))
+
+
+def _execute(program: _Program, args, expand: bool = False) -> list:
+    """Runs `program` on the small `args`; values may stay compact (`_COMPACT`)
+    inside it, and are broadcast to their small shapes at the end when `expand`."""
     env: dict = {}
+    full: dict = {}
     for var, value in zip(program.jaxpr.constvars, program.consts):
-        env[var] = value
-    for var, value in zip(program.jaxpr.invars, args):
-        env[var] = value
+        env[var], full[var] = value, tuple(np.shape(value))
+    for var, value, shape in zip(program.jaxpr.invars, args, program.in_shapes):
+        env[var], full[var] = value, tuple(shape)
 
-    def read(var):
-        return var.val if isinstance(var, jex.Literal) else env[var]
+    def read(var, whole: bool = False):
+        if isinstance(var, jex.Literal):
+            return var.val
+        value = env[var]
+        if whole and tuple(np.shape(value)) != full[var]:
+            value = jnp.broadcast_to(value, full[var])
+        return value
 
-    for eqn, step, shapes, name in zip(
-        program.jaxpr.eqns, program.steps, program.shapes, program.names
+    for eqn, step, shapes, name, compact in zip(
+        program.jaxpr.eqns, program.steps, program.shapes, program.names, program.compact
     ):
+        ins = [read(v, whole=not compact) for v in eqn.invars]
         if shapes and all(s is None or 0 in s for s in shapes):
             # An emptied group's values: nothing to compute (their shape is all of
             # them), so the program holds no empty operation.
-            outs = [None if s is None else np.zeros(s, v.aval.dtype) for s, v in zip(shapes, eqn.outvars)]
+            outs = [
+                None if s is None else np.zeros(s, v.aval.dtype)
+                for s, v in zip(shapes, eqn.outvars)
+            ]
+        elif name == "broadcast_in_dim" and tuple(np.shape(ins[0])) != full[eqn.invars[0]]:
+            outs = [_compact_broadcast(eqn, ins[0], shapes[0])]
         else:
-            outs = step([read(v) for v in eqn.invars])
+            outs = step(ins)
         for var, value, shape in zip(eqn.outvars, outs, shapes):
             if shape is None:
                 continue
-            if tuple(np.shape(value)) != shape:
+            if not _fits(tuple(np.shape(value)), shape):
                 raise ShrinkError(f"'{name}' gave shape {np.shape(value)}, not {shape}")
-            env[var] = value
-    return [read(v) for v in program.jaxpr.outvars]
+            env[var], full[var] = value, tuple(shape)
+    return [read(v, whole=expand) for v in program.jaxpr.outvars]
+
+
+def _compact_broadcast(eqn, x, shape) -> jax.Array:
+    """A broadcast of a compact value that keeps it compact: size 1 on every new axis
+    and wherever `x` has size 1."""
+    dims = eqn.params["broadcast_dimensions"]
+    out = [1] * len(shape)
+    for src, d in enumerate(dims):
+        out[d] = shape[d] if np.shape(x)[src] != 1 else 1
+    return lax.broadcast_in_dim(x, tuple(out), dims)
 
 
 @dataclasses.dataclass
@@ -513,7 +553,7 @@ class _Builder:
                 return _Ghost(np.asarray(var.val))
             return ghosts[var]
 
-        steps, shapes, names = [], [], []
+        steps, shapes, names, compact = [], [], [], []
         for index, eqn in enumerate(jaxpr.eqns):
             name = eqn.primitive.name
             stack, frame = graph_lib._name_stack(eqn, prefix), graph_lib._frame(eqn, outer)
@@ -550,6 +590,8 @@ class _Builder:
                 ]
                 outs = [_ghost(v, f) for v, f in zip(values, flags)]
                 step = _rewrite(e) if shrunk else None
+            nested = shrunk and (name == "cond" or (call is not None and call in eqn.params))
+            compact.append(name in _COMPACT or name == "broadcast_in_dim" or nested)
             if not shrunk:
                 step = _as_is(eqn)
             e.ghosts = None  # the steps keep what they need, not the full-width values
@@ -565,7 +607,8 @@ class _Builder:
             )
             names.append(name)
         outs = [ghost(v) for v in jaxpr.outvars]
-        return _Program(jaxpr, list(consts), steps, shapes, names), outs
+        in_shapes = [self.small_shape(record, v) for v in jaxpr.invars]
+        return _Program(jaxpr, list(consts), steps, shapes, names, in_shapes, compact), outs
 
     def call(self, e: _Eqn, sub, record, trail, stack, frame):
         """A sub-jaxpr is rewritten in place of the call (never re-bound at the old
@@ -595,7 +638,7 @@ class _Builder:
                 outs.append(_ghost(first.value, flags))
 
         def step(ins):
-            fns = [lambda *ops, p=p: _execute(p, list(ops)) for p in programs]
+            fns = [lambda *ops, p=p: _execute(p, list(ops), expand=True) for p in programs]
             return list(lax.switch(ins[0], fns, *ins[1:]))
 
         return step, outs
@@ -650,7 +693,8 @@ def _rebind(e: _Eqn, params, cuts=None, after=None) -> Callable:
         ins = list(ins)
         for i, axes in cuts.items():
             for axis, size in axes.items():
-                ins[i] = lax.slice_in_dim(ins[i], 0, size, axis=axis)
+                if np.shape(ins[i])[axis] != 1:  # a compact value broadcasts as it is
+                    ins[i] = lax.slice_in_dim(ins[i], 0, size, axis=axis)
         outs = _bind(e.prim, params, ins)
         return after(outs) if after is not None else outs
 
@@ -883,8 +927,8 @@ def _contraction(e: _Eqn, pairs, params, cuts) -> Callable:
     a, b = e.ghosts
     if any(e.small[0][x] == 0 for x, _ in pairs):  # it reads an emptied group only
         dtype = e.params.get("preferred_element_type") or np.result_type(a.value, b.value)
-        zeros = np.zeros(e.out_small[0], dtype)
-        step = lambda ins: [zeros]  # noqa: E731
+        shape = (1,) * len(e.out_small[0])  # a sum of nothing, compact (`_COMPACT`)
+        step = lambda ins: [lax.full(shape, 0, dtype)]  # noqa: E731
     dtype = a.value.dtype
     only = lambda kept, axes: [k if i in axes else None for i, k in enumerate(kept)]  # noqa: E731
     ka = _indicator(only(e.kept[0], [x for x, _ in pairs]), e.shapes[0])

@@ -159,6 +159,14 @@ class ModelSpec:
         """The layers that may be bypassed (removed from the depth), in network order."""
         return [layer for layer in self.layers if layer.bypass]
 
+    def kernel_leaves(self) -> list[tuple[str, Leaf]]:
+        """``(name, leaf)`` of every convolution and dense kernel, the leaf's axis its
+        output features: a chain's layers' kernels, or a grouped model's `kernels`
+        named by their module paths."""
+        if self.grouped:
+            return [("/".join(k.path[:-1]), Leaf(k.path, k.out_axis)) for k in self.kernels]
+        return [(layer.name, layer.kernel) for layer in self.layers]
+
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
             if layer.name == name:

@@ -8,7 +8,6 @@ value and what is allowed. Without onnx installed, `deploy.onnx` is refused here
 
 from __future__ import annotations
 
-from jaxshrink.core import errors
 from jaxshrink.core.checks import check_field, check_finite_positive, check_int, is_int
 from jaxshrink.deploy import onnx as onnx_export
 
@@ -16,12 +15,6 @@ from jaxshrink.deploy import onnx as onnx_export
 def check(c, model) -> None:
     """The `deploy` section of `c`, for `model` (the run's network, built for its data)."""
     d = c.deploy
-    if d.enabled and model is not None and model.wrapped:
-        raise errors.ConfigError(
-            "deploy.enabled: got True for a plain module shrunk by its channel groups; "
-            "allowed: False (its forms are built from a chain's layers; the export in "
-            "export/ is its smaller network)"
-        )
     bits = tuple(d.bits)
     ok = len(bits) > 0 and all(is_int(b, 2) and b <= 8 for b in bits)
     check_field(ok, "deploy.bits", bits, "a non-empty list of integers from 2 to 8")
@@ -39,8 +32,11 @@ def check(c, model) -> None:
     shape = tuple(d.input_shape)
     if shape:
         own = tuple(model.spec.input_shape)
-        # Only a network without dense layers runs on images of another size.
-        convolutional = all(layer.kind != "dense" for layer in model.spec.layers)
+        # Only a chain without dense layers runs on images of another size (a plain
+        # module's smaller program is written for its own example shape).
+        convolutional = not model.wrapped and all(
+            layer.kind != "dense" for layer in model.spec.layers
+        )
         ok = all(is_int(v, 1) for v in shape) and (
             shape == own or (convolutional and len(shape) == len(own) == 3 and shape[-1] == own[-1])
         )

@@ -195,15 +195,22 @@ def fake_quantize(w, scheme: Scheme, axis: int = -1) -> jax.Array:
     return dequantize(quantize(w, scheme, axis))
 
 
-def quantize_params(model_spec: spec_lib.ModelSpec, params: dict, scheme: Scheme) -> dict:
-    """`params` with every maskable layer's kernel fake-quantized per `scheme`.
+def _kernels(model_spec: spec_lib.ModelSpec, params: dict):
+    """``(name, leaf)`` of the spec's kernels (`ModelSpec.kernel_leaves`) that hold any
+    weight in `params` (an emptied branch's kernel holds none)."""
+    for name, leaf in model_spec.kernel_leaves():
+        if np.size(spec_lib.get(params, leaf)):
+            yield name, leaf
 
-    Each kernel's channel axis is its spec leaf's unit axis. Biases, batch-norm leaves and
+
+def quantize_params(model_spec: spec_lib.ModelSpec, params: dict, scheme: Scheme) -> dict:
+    """`params` with every kernel fake-quantized per `scheme`.
+
+    Each kernel's channel axis is its output-feature axis. Biases, batch-norm leaves and
     every other leaf are the same objects as in `params`; `params` is not changed.
     """
     out = params
-    for layer in model_spec.layers:
-        leaf = layer.kernel
+    for _, leaf in _kernels(model_spec, params):
         out = spec_lib.set_path(
             out, leaf.path, fake_quantize(spec_lib.get(out, leaf), scheme, leaf.axis)
         )
@@ -211,12 +218,11 @@ def quantize_params(model_spec: spec_lib.ModelSpec, params: dict, scheme: Scheme
 
 
 def codes(model_spec: spec_lib.ModelSpec, params: dict, scheme: Scheme) -> dict[str, Quantized]:
-    """``{layer name: its kernel's Quantized}`` with numpy arrays (e.g. to write int8 files)."""
+    """``{kernel name: its Quantized}`` with numpy arrays (e.g. to write int8 files)."""
     out = {}
-    for layer in model_spec.layers:
-        leaf = layer.kernel
+    for name, leaf in _kernels(model_spec, params):
         qt = quantize(spec_lib.get(params, leaf), scheme, leaf.axis)
-        out[layer.name] = dataclasses.replace(
+        out[name] = dataclasses.replace(
             qt, q=np.asarray(qt.q), scale=np.asarray(qt.scale), zero_point=np.asarray(qt.zero_point)
         )
     return out
@@ -241,10 +247,10 @@ def kernel_bytes(shape: Sequence[int], scheme: Scheme, axis: int = -1) -> int:
 def stored_bytes(model_spec: spec_lib.ModelSpec, params: dict, scheme: Scheme) -> int:
     """Bytes of `params` stored with quantized kernels (`kernel_bytes`) and every other
     leaf as float32 (4 bytes per scalar). Reads only shapes."""
-    kernels = [spec_lib.get(params, layer.kernel) for layer in model_spec.layers]
+    leaves = [leaf for _, leaf in _kernels(model_spec, params)]
+    kernels = [spec_lib.get(params, leaf) for leaf in leaves]
     quantized = sum(
-        kernel_bytes(np.shape(k), scheme, layer.kernel.axis)
-        for k, layer in zip(kernels, model_spec.layers)
+        kernel_bytes(np.shape(k), scheme, leaf.axis) for k, leaf in zip(kernels, leaves)
     )
     rest = spec_lib.count_params(params) - sum(int(np.size(k)) for k in kernels)
     return quantized + 4 * rest

@@ -48,14 +48,13 @@ import platform
 import sys
 from collections.abc import Callable, Mapping
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from jaxshrink import data as data_lib
-from jaxshrink.core import files, train
+from jaxshrink.core import files, groups, train
 from jaxshrink.core import spec as spec_lib
 from jaxshrink.core.results import DeployForm, DeployReport, Latency
 from jaxshrink.deploy import export, latency, lowrank
@@ -68,12 +67,16 @@ NOT_FASTER = 0.9
 
 @dataclasses.dataclass
 class Form:
-    """One deployable network: a Flax module, its variables and its counts."""
+    """One deployable network: its inference call, its variables and its counts.
+
+    `call(variables, x)` is pure and the same object for every network of one shape
+    (the scorer compiles once per call): a chain's module at its kept widths with
+    all-true masks, or a plain module's smaller program (`Model.small_program`).
+    """
 
     name: str
-    module: nn.Module
+    call: Callable  # (variables, x) -> outputs
     variables: dict  # {'params': ..., 'batch_stats': ...}
-    masks: dict  # all-true masks of the module's maskable layers
     params: int
     flops: int
     bytes: int
@@ -86,7 +89,7 @@ class Form:
         return {k: v for k, v in self.variables.items() if k != "params"}
 
     def apply(self, x):
-        return self.module.apply(self.variables, x, self.masks, train=False)
+        return self.call(self.variables, x)
 
     def exported(self) -> Callable:
         """The function written to ONNX: its constants are the stored weights."""
@@ -138,25 +141,45 @@ def _module_apply(module, masks):
     return apply
 
 
+def _call(model) -> Callable:
+    """The full network's inference ``call(variables, x)``."""
+    if model.wrapped:
+        return groups.forward(model.module, model.takes_train)
+    return _module_apply(model.module, spec_lib.full(model.spec))
+
+
 # -------------------------------------------------------------------------- forms
 
 
 def full_form(model, trained) -> Form:
-    masks = spec_lib.full(model.spec)
     return Form(
         "full",
-        model.module,
+        _call(model),
         {"params": trained.params, **trained.model_state},
-        masks,
         params=spec_lib.count_params(trained.params),
         flops=spec_lib.count_flops(model.spec),
         bytes=4 * spec_lib.count_params(trained.params) + _state_bytes(trained.model_state),
     )
 
 
-def minimized_form(model, final) -> tuple[Form, object]:
-    """The compact network and its `Model` (built at the kept widths)."""
+def minimized_form(model, final) -> tuple[Form, spec_lib.ModelSpec]:
+    """The compact network, and the spec whose kernel paths its variables have.
+
+    A chain is built at the kept widths (`Model.at_widths`; its spec is that
+    network's). A plain module's compact network is its smaller program, whose
+    variables keep the paths of the full one (`Model.small_program`).
+    """
     widths = model.spec.widths(final.masks)
+    info = {"widths": [int(widths[n]) for n in model.spec.names]}
+    flops = spec_lib.count_flops(model.spec, final.masks)
+    if model.wrapped:
+        variables = {"params": final.params, **final.model_state}
+        call, small = model.small_program(variables, final.masks)
+        small = jax.tree.map(jnp.asarray, dict(small))
+        params = spec_lib.count_params(small["params"])
+        state_bytes = _state_bytes({k: v for k, v in small.items() if k != "params"})
+        form = Form("minimized", call, small, params, flops, 4 * params + state_bytes, info=info)
+        return form, model.spec
     small = model.at_widths(widths)
     params = jax.tree.map(jnp.asarray, export.compact(model.spec, final.params, final.masks))
     state = jax.tree.map(
@@ -164,18 +187,17 @@ def minimized_form(model, final) -> tuple[Form, object]:
     )
     form = Form(
         "minimized",
-        small.module,
+        _module_apply(small.module, _ones(widths)),
         {"params": params, **state},
-        _ones(widths),
         params=spec_lib.count_params(params),
-        flops=spec_lib.count_flops(model.spec, final.masks),
+        flops=flops,
         bytes=4 * spec_lib.count_params(params) + _state_bytes(state),
-        info={"widths": [int(widths[n]) for n in model.spec.names]},
+        info=info,
     )
-    return form, small
+    return form, small.spec
 
 
-def _stored_kernels(small_spec, codes: Mapping) -> dict:
+def _stored_kernels(codes: Mapping) -> dict:
     """Per layer: (codes in the narrowest integer dtype, zero point, scale) as numpy."""
     out = {}
     for name, qt in codes.items():
@@ -189,12 +211,13 @@ def _stored_kernels(small_spec, codes: Mapping) -> dict:
     return out
 
 
-def quantized_form(minimized: Form, small, scheme) -> Form:
+def quantized_form(minimized: Form, small_spec, scheme) -> Form:
     """`minimized` with its kernels on the grid of `scheme`; its ONNX function computes
     each kernel from integer codes, so the file stores them as integers."""
     params = minimized.variables["params"]
-    qparams = quantize_lib.quantize_params(small.spec, params, scheme)
-    stored = _stored_kernels(small.spec, quantize_lib.codes(small.spec, params, scheme))
+    qparams = quantize_lib.quantize_params(small_spec, params, scheme)
+    stored = _stored_kernels(quantize_lib.codes(small_spec, params, scheme))
+    paths = dict(small_spec.kernel_leaves())
     state = minimized.state
 
     def fn(x):
@@ -203,17 +226,16 @@ def quantized_form(minimized: Form, small, scheme) -> Form:
             kernel = jnp.asarray(q).astype(jnp.float32)
             if np.any(zero):
                 kernel = kernel - zero
-            p = spec_lib.set_path(p, small.spec.layer(name).kernel.path, kernel * scale)
-        return minimized.module.apply({"params": p, **state}, x, minimized.masks, train=False)
+            p = spec_lib.set_path(p, paths[name].path, kernel * scale)
+        return minimized.call({"params": p, **state}, x)
 
     return Form(
         "quantized",
-        minimized.module,
+        minimized.call,
         {"params": qparams, **state},
-        minimized.masks,
         params=minimized.params,
         flops=minimized.flops,
-        bytes=quantize_lib.stored_bytes(small.spec, params, scheme) + _state_bytes(state),
+        bytes=quantize_lib.stored_bytes(small_spec, params, scheme) + _state_bytes(state),
         fn=fn,
         info={
             "bits": scheme.bits,
@@ -223,20 +245,23 @@ def quantized_form(minimized: Form, small, scheme) -> Form:
     )
 
 
-def factorized_form(model, minimized: Form, small, ranks: Mapping[str, int], input_shape) -> Form:
-    """The minimized network with the layers in `ranks` built as low-rank pairs."""
+def factorized_form(
+    model, minimized: Form, small_spec, ranks: Mapping[str, int], input_shape
+) -> Form:
+    """The minimized network with the layers in `ranks` built as low-rank pairs (a
+    chain's: its `Model.factorized` builder)."""
     # Per layer of the full network: a bypassed layer has width 0 and is not in `small`.
     widths = dict(zip(model.spec.names, minimized.info["widths"]))
     module = model.factorized(widths, dict(ranks))
-    params = lowrank.factorize_params(small.spec, minimized.variables["params"], ranks)
+    params = lowrank.factorize_params(small_spec, minimized.variables["params"], ranks)
     state = minimized.state
+    masks = _ones(widths)
     return Form(
         "factorized",
-        module,
+        _module_apply(module, masks),
         {"params": jax.tree.map(jnp.asarray, params), **state},
-        minimized.masks,
         params=spec_lib.count_params(params),
-        flops=lowrank.count_flops(module, input_shape, minimized.masks),
+        flops=lowrank.count_flops(module, input_shape, masks),
         bytes=4 * spec_lib.count_params(params) + _state_bytes(state),
         info={"ranks": {k: int(v) for k, v in ranks.items()}},
     )
@@ -255,8 +280,7 @@ def finetune(form: Form, job, steps: int, seed: int) -> Form:
     task, transform = job.task, job.trainer.eval_transform
 
     def loss_of(params, x, y):
-        out = form.module.apply({"params": params, **state}, x, form.masks, train=False)
-        return task.loss(out, y)
+        return task.loss(form.call({"params": params, **state}, x), y)
 
     @jax.jit
     def run(params, key):
@@ -285,11 +309,10 @@ def _search_setup(job, minimized: Form, score) -> tuple[float, Callable, float]:
     (one compiled scorer for every trial) and its score, the first reference."""
     d, m = job.config.deploy, job.config.minimize
     threshold = float(d.threshold if d.threshold is not None else m.threshold)
-    apply = _module_apply(minimized.module, minimized.masks)
-    return threshold, apply, score(apply, minimized.variables)["score"]
+    return threshold, minimized.call, score(minimized.call, minimized.variables)["score"]
 
 
-def search_bits(job, minimized: Form, small, score) -> tuple[list[dict], int | None]:
+def search_bits(job, minimized: Form, small_spec, score) -> tuple[list[dict], int | None]:
     """Scores and sizes of every width in `deploy.bits`, and the width the rule keeps.
 
     A row's `ratio` is its score over the minimized network's; the rule itself
@@ -300,11 +323,11 @@ def search_bits(job, minimized: Form, small, score) -> tuple[list[dict], int | N
     table = {}
     for bits in d.bits:
         scheme = quantize_lib.Scheme(int(bits), bool(d.symmetric), bool(d.per_channel))
-        qparams = quantize_lib.quantize_params(small.spec, params, scheme)
+        qparams = quantize_lib.quantize_params(small_spec, params, scheme)
         table[int(bits)] = {
             "bits": int(bits),
             "score": score(apply, {"params": qparams, **state})["score"],
-            "bytes": quantize_lib.stored_bytes(small.spec, params, scheme) + _state_bytes(state),
+            "bytes": quantize_lib.stored_bytes(small_spec, params, scheme) + _state_bytes(state),
         }
     order = sorted(table, reverse=True)
     chosen, trials = quantize_lib.search_bits(
@@ -322,18 +345,18 @@ def search_bits(job, minimized: Form, small, score) -> tuple[list[dict], int | N
     return rows, chosen
 
 
-def search_ranks(job, minimized: Form, small, score) -> tuple[dict[str, int], list[dict]]:
+def search_ranks(job, minimized: Form, small_spec, score) -> tuple[dict[str, int], list[dict]]:
     """The rank per layer the threshold rule keeps, scored on reconstructed kernels
     (same shapes as the minimized network: one compilation for every trial)."""
     threshold, apply, reference = _search_setup(job, minimized, score)
     params, state = minimized.variables["params"], minimized.state
     layers = [
         (layer.name, lowrank.saving_rank(layer, spec_lib.get(params, layer.kernel).shape))
-        for layer in lowrank.factorizable(small.spec)
+        for layer in lowrank.factorizable(small_spec)
     ]
 
     def score_of(ranks):
-        approx = lowrank.approximate_params(small.spec, params, ranks)
+        approx = lowrank.approximate_params(small_spec, params, ranks)
         return score(apply, {"params": approx, **state})["score"]
 
     rule = job.config.minimize.reference
@@ -489,7 +512,7 @@ def run(job, trained, final, out_dir: str, log=print) -> DeployReport:
     rows = []
     for form in forms:
         log(f"deploy: {form.name}: scoring, ONNX export and latency")
-        metrics = score(_module_apply(form.module, form.masks), form.variables)
+        metrics = score(form.call, form.variables)
         onnx, latencies = _measure(form, out_dir, d, check_x, model_shape, latency_shape)
         counts = dict(params=form.params, flops=form.flops, bytes=form.bytes, info=dict(form.info))
         rows.append(DeployForm(form.name, metrics, **counts, onnx=onnx, latencies=latencies))
@@ -510,22 +533,24 @@ def _forms(job, trained, final, score, log) -> tuple[list, list, list]:
     searches found one that clears the rule; returns (forms, bit rows, rank trials)."""
     d, model = job.config.deploy, job.model
     forms = [full_form(model, trained)]
-    minimized, small = minimized_form(model, final)
+    minimized, small_spec = minimized_form(model, final)
     forms.append(minimized)
 
     log(f"deploy: scoring {len(d.bits)} bit widths")
-    bit_rows, bits = search_bits(job, minimized, small, score)
+    bit_rows, bits = search_bits(job, minimized, small_spec, score)
     if bits is not None:
         scheme = quantize_lib.Scheme(int(bits), bool(d.symmetric), bool(d.per_channel))
-        forms.append(quantized_form(minimized, small, scheme))
+        forms.append(quantized_form(minimized, small_spec, scheme))
     rank_trials, ranks = [], {}
     if d.lowrank and model.factorized is None:
         log("deploy: the model has no `factorized` builder; low rank skipped")
     elif d.lowrank:
-        ranks, rank_trials = search_ranks(job, minimized, small, score)
+        ranks, rank_trials = search_ranks(job, minimized, small_spec, score)
         log(f"deploy: ranks kept {ranks or 'none (no layer clears the rule)'}")
         if ranks:
-            form = factorized_form(model, minimized, small, ranks, tuple(model.spec.input_shape))
+            form = factorized_form(
+                model, minimized, small_spec, ranks, tuple(model.spec.input_shape)
+            )
             if int(d.finetune_steps):
                 form = finetune(form, job, int(d.finetune_steps), int(job.config.seed))
             forms.append(form)

@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import onnx
 import pytest
 from conftest import load_config
 from hypothesis import given, settings
@@ -261,19 +262,45 @@ def _digits_config():
 @pytest.mark.e2e
 def test_the_residual_model_shrinks_end_to_end(tmp_path):
     model = Model.wrap(ResidualDigits(), (28, 28, 1))
-    results = runner.run(_digits_config(), str(tmp_path), model=model)
+    c = _digits_config()
+    c.minimize.depth = "cost"  # the first round tries the branch, then units
+    d = c.deploy
+    d.enabled, d.bits, d.batch_sizes, d.repeats, d.budget_s = True, (8, 4), (1, 3), 3, 0.5
+    results = runner.run(c, str(tmp_path), model=model)
     assert results["status"] == "ok"
+    first = results["rounds"][0]
+    assert (first["kind"], first["candidate"], first["accepted"]) == ("layer", "conv_a", True)
     assert results["layers"] == ["stem", "conv_a", "hidden"]
     assert results["removed_units"] >= 1
     assert sum(results["widths"]["after"]) == 24 - results["removed_units"]
     assert results["export"]["max_abs_diff"] <= 1e-5
     small = export.load(str(tmp_path / "export"))
     widths = dict(zip(results["layers"], results["widths"]["after"]))
+    assert widths["conv_a"] == 0  # the block is its shortcut
     assert small["stem"]["kernel"].shape == (3, 3, 1, widths["stem"])
     assert small["conv_b"]["kernel"].shape == (3, 3, widths["conv_a"], widths["stem"])
     assert small["hidden"]["kernel"].shape == (widths["stem"], widths["hidden"])
     for name in ("confusion_matrix.png", "timeline.png", "kept.png"):
         assert (tmp_path / name).stat().st_size > 0
+    # The deploy stage: the smaller program as ONNX (any batch), its quantized form;
+    # no factorized form (a plain module has no low-rank builder).
+    forms = {row["form"]: row for row in results["deploy"]["forms"]}
+    assert list(forms) == ["full", "minimized", "int8", "quantized"]
+    assert forms["minimized"]["flops"] == results["flops"]["after"]
+    assert forms["minimized"]["params"] == results["params"]["after"]
+    assert forms["minimized"]["score"] == pytest.approx(results["final"]["eval"]["score"])
+    for name in ("full", "minimized", "quantized"):
+        assert forms[name]["onnx"]["max_abs_diff"] <= 1e-5
+        assert forms[name]["onnx"]["input_shape"] == ["B", 28, 28, 1]
+        assert forms[name]["onnxruntime_b3"]["median_s"] > 0
+    assert forms["quantized"]["bytes"] < forms["minimized"]["bytes"]
+    # Every kernel that holds weights is stored as integer codes (conv_a and conv_b
+    # have none left; the logits' kernel is one too).
+    stored = onnx.load(str(tmp_path / "deploy" / "quantized.onnx")).graph.initializer
+    codes = [t for t in stored if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)]
+    assert sorted(tuple(t.dims) for t in codes) == sorted(
+        [(3, 3, 1, 6), (widths["stem"], widths["hidden"]), (widths["hidden"], 10)]
+    )
 
 
 @pytest.mark.parametrize("config_name", ["resnet", "unet", "mobilenet"])
@@ -292,13 +319,3 @@ def test_every_plain_family_of_the_configs_exports_exactly(config_name):
     before, after = shrink.count(model.graph, {"params": params}, model.group_keep(masks))
     assert (before, after) == (spec.count_params(params), spec.count_params(small["params"]))
     assert after < before
-
-
-def test_the_deploy_stage_refuses_a_wrapped_model_before_training(residual):
-    from jaxshrink.config import validate
-    from jaxshrink.core import errors
-
-    c = _digits_config()
-    c.deploy.enabled = True
-    with pytest.raises(errors.ConfigError, match="deploy.enabled: got True for a plain module"):
-        validate.validate(c, residual)

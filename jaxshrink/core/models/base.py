@@ -284,6 +284,11 @@ class Model:
         keep = self.group_keep(masks)
         single, small = shrink.smaller(fn, dict(variables), (one,), self.graph, keep)
 
+        # Jitted so that its variables are traced even when a caller closes over them:
+        # what depends on weights alone then stays an operation (a bias broadcast over
+        # the image), not a constant the size of an activation in an ONNX file.
+        single = jax.jit(single)
+
         def small_fn(small_variables, x):
             def example(xi):
                 return jax.tree.map(lambda y: y[0], single(small_variables, xi[None]))
