@@ -3,10 +3,12 @@
     python experiments/plain_models.py [--out experiments/results/plain_models_cpu.json]
 
 Runs `configs/resnet.py:quick`, `configs/unet.py:quick` and `configs/mobilenet.py:quick`
-(each a wrapped module whose layers are its channel groups) in temporary workdirs and
-writes one JSON record (device, command, date, and per network: score before and
-after, parameters, FLOPs, channels per group before and after, seconds per 1000
-training steps, wall time) and `docs/plain_models.md`, the table made from it.
+(each a wrapped module whose layers are its channel groups), and the ResNet once more
+with the depth search on (`minimize.depth='cost'`: its residual branches are tried
+whole first, then channels), in temporary workdirs, and writes one JSON record
+(device, command, date, and per run: score before and after, parameters, FLOPs,
+channels per group before and after, branches removed, seconds per 1000 training
+steps, wall time) and `docs/plain_models.md`, the table made from it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ import time
 import jax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = ("resnet", "unet", "mobilenet")
+# (config, overrides of its quick preset)
+CASES = (
+    ("resnet", {}),
+    ("unet", {}),
+    ("mobilenet", {}),
+    ("resnet", {"minimize.depth": "cost", "minimize.max_rounds": 14}),
+)
 
 
 class Tee(io.TextIOBase):
@@ -40,11 +48,14 @@ class Tee(io.TextIOBase):
         return self.out.write(text)
 
 
-def _one(name: str) -> dict:
+def _one(name: str, overrides: dict) -> dict:
     from jaxshrink.config import loader
     from jaxshrink.experiments import runner
 
     config = loader.load(os.path.join(ROOT, "configs", f"{name}.py:quick"))
+    for field, value in overrides.items():
+        section, key = field.split(".")
+        config[section][key] = value
     log = io.StringIO()
     with tempfile.TemporaryDirectory() as workdir:
         t0 = time.perf_counter()
@@ -55,6 +66,7 @@ def _one(name: str) -> dict:
     rates = re.findall(r"train: step .*?([0-9.]+) steps/s", log.getvalue())
     return {
         "config": f"configs/{name}.py:quick",
+        "overrides": dict(overrides),
         "score_name": results["score"]["name"],
         "trained": results["trained"]["eval"]["score"],
         "final": results["final"]["eval"]["score"],
@@ -64,6 +76,9 @@ def _one(name: str) -> dict:
         "widths": results["widths"],
         "rounds": len(results["rounds"]),
         "kept_rounds": sum(1 for r in results["rounds"] if r.get("accepted")),
+        "branches_removed": [
+            n for n, w in zip(results["layers"], results["widths"]["after"]) if w == 0
+        ],
         "seconds_per_1000_steps": 1000.0 / float(rates[-1]) if rates else None,
         "wall_seconds": wall,
         "max_abs_diff": results["export"]["max_abs_diff"],
@@ -76,24 +91,30 @@ def table(record: dict) -> str:
         f"`{record['command']}`; JSON: `experiments/results/plain_models_cpu.json`.",
         "",
         "| config | score before -> after | params before -> after | FLOPs before -> after "
-        "| rounds (kept) | s / 1000 steps | run s |",
-        "|---|---|---|---|---|---|---|",
+        "| rounds (kept) | branches removed | s / 1000 steps | run s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in record["runs"]:
         per = r["seconds_per_1000_steps"]
         lines.append(
-            f"| `{r['config']}` | {r['trained']:.4g} -> {r['final']:.4g} | "
+            f"| {_label(r)} | {r['trained']:.4g} -> {r['final']:.4g} | "
             f"{r['params']['before']:,} -> {r['params']['after']:,} | "
             f"{r['flops']['before']:,} -> {r['flops']['after']:,} | "
-            f"{r['rounds']} ({r['kept_rounds']}) | {'-' if per is None else f'{per:.1f}'} | "
+            f"{r['rounds']} ({r['kept_rounds']}) | {len(r['branches_removed'])} | "
+            f"{'-' if per is None else f'{per:.1f}'} | "
             f"{r['wall_seconds']:.0f} |"
         )
     lines += ["", "Channels per group (the layers are the groups), before -> after:", ""]
     for r in record["runs"]:
-        lines.append(f"- `{r['config']}`:")
+        lines.append(f"- {_label(r)}:")
         for name, a, b in zip(r["layers"], r["widths"]["before"], r["widths"]["after"]):
             lines.append(f"  - {name}: {a} -> {b}")
     return "\n".join(lines) + "\n"
+
+
+def _label(run: dict) -> str:
+    extra = " ".join(f"{k}={v}" for k, v in run.get("overrides", {}).items())
+    return f"`{run['config']}`" + (f" `{extra}`" if extra else "")
 
 
 def main(argv=None) -> None:
@@ -109,7 +130,7 @@ def main(argv=None) -> None:
         "cpu_count": os.cpu_count(),
         "date": datetime.date.today().isoformat(),
         "command": "python experiments/plain_models.py",
-        "runs": [_one(name) for name in CONFIGS],
+        "runs": [_one(name, overrides) for name, overrides in CASES],
     }
     with open(args.out, "w") as f:
         json.dump(record, f, indent=1)

@@ -143,7 +143,7 @@ def _jitted_apply(model):
     return jax.jit(lambda p, s, m, v: model.apply(p, m, v, state=s))
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(name=st.sampled_from(["residual", "resnet8", "unet", "mobilenet"]), data=st.data())
 def test_the_smaller_program_equals_the_masked_model(small_models, name, data):
     model = small_models[name]

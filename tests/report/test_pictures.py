@@ -105,11 +105,14 @@ def test_a_bypassed_layer_is_labelled_so_in_both_pictures(tmp_path, net, monkeyp
     assert visualize._row_label(layers["conv_1"], one_alive["conv_1"]) == "conv_1"
     plain = {layer.name: layer for layer in model.spec.layers}["conv_1"]
     assert visualize._row_label(plain, none_alive["conv_1"]) == "conv_1"
+    # An emptied branch of a plain module is removed, not passed through.
+    branch = visualize._row_label(layers["conv_1"], none_alive["conv_1"], grouped=True)
+    assert branch == "conv_1\nbranch removed"
     # The label reaches the files: unlabelled, the same drawing has other bytes.
     drawn = {}
     for labelled in (True, False):
         if not labelled:
-            monkeypatch.setattr(visualize, "_row_label", lambda layer, mask: layer.name)
+            monkeypatch.setattr(visualize, "_row_label", lambda layer, *_: layer.name)
         drawn[labelled] = [
             open(path, "rb").read()
             for path in (
