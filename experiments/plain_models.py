@@ -104,7 +104,16 @@ def table(record: dict) -> str:
             f"{'-' if per is None else f'{per:.1f}'} | "
             f"{r['wall_seconds']:.0f} |"
         )
-    lines += ["", "Channels per group (the layers are the groups), before -> after:", ""]
+    lines += [
+        "",
+        "A branch is a group the data can do without (a residual block's inner channels);",
+        "with `minimize.depth='cost'` each is tried whole before any channel, and a removed",
+        "one leaves its block the shortcut. The score rule compares each change with the",
+        "last kept network, so the accuracy given up adds over the kept removals.",
+        "",
+        "Channels per group (the layers are the groups), before -> after:",
+        "",
+    ]
     for r in record["runs"]:
         lines.append(f"- {_label(r)}:")
         for name, a, b in zip(r["layers"], r["widths"]["before"], r["widths"]["after"]):
