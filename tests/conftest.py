@@ -113,6 +113,8 @@ def tiny_mnist():
 # collected last would leave one worker alone at the end.
 LONGEST_FIRST = (
     "test_distributed.py",
+    "test_gpu_check.py",
+    "test_wrap.py",
     "test_single.py",
     "test_notebooks.py",
     "test_reliability.py",
