@@ -44,3 +44,20 @@ def check(c, model) -> None:
         check_field(ok, "deploy.input_shape", shape, allowed)
     if d.onnx:
         onnx_export.require()
+    if d.onnx and model.wrapped:
+        from jaxshrink.core import groups
+
+        pools = sorted(
+            p
+            for p in groups.primitives(model.module, model.spec.input_shape)
+            if p.startswith("reduce_window")
+        )
+        # The smaller program runs one example and is vmapped over the batch, which
+        # gives its pooling windows a fifth axis that onnxruntime's MaxPool refuses.
+        check_field(
+            not pools,
+            "deploy.onnx",
+            True,
+            f"False for a plain module that pools ({', '.join(pools)}): its smaller "
+            "program's 5-D pooling windows do not run in onnxruntime",
+        )

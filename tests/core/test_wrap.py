@@ -15,9 +15,11 @@ from hypothesis import strategies as st
 
 from jaxshrink import data
 from jaxshrink.config import schema as config_lib
-from jaxshrink.core import models, shrink, spec
+from jaxshrink.core import errors, models, shrink, spec
 from jaxshrink.core.models import Model, zoo
+from jaxshrink.deploy import checks as deploy_checks
 from jaxshrink.deploy import export
+from jaxshrink.deploy import onnx as onnx_export
 from jaxshrink.experiments import runner
 
 
@@ -304,18 +306,32 @@ def test_the_residual_model_shrinks_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("config_name", ["resnet", "unet", "mobilenet"])
-def test_every_plain_family_of_the_configs_exports_exactly(config_name):
+def test_every_plain_family_of_the_configs_exports_exactly(config_name, tmp_path):
     c = load_config(config_name, "quick")
     assert c.model.name in models.PLAIN
     shape = data.input_shape(c.data)
     model = models.get_model(c.model, shape)
     params, state = _random_params(model)
     rng = np.random.default_rng(len(config_name))
-    masks = _masks(model, lambda n: rng.random(n) < 0.6)
+    masks = _masks(model, lambda n: rng.random(n) < 0.6, lambda: True)  # no branch left
     x = jax.random.normal(jax.random.PRNGKey(2), (2, *shape))
     fn, small = model.small_program({"params": params, **state}, masks)
     want = jax.jit(lambda p, s, m, v: model.apply(p, m, v, state=s))(params, state, masks, x)
     np.testing.assert_allclose(jax.jit(fn)(small, x), want, rtol=1e-4, atol=1e-5)
+    # Its ONNX file (a symbolic batch) computes the same, through onnxruntime; the
+    # U-Net pools, which the deploy stage's check refuses before any training.
+    c.deploy.enabled = True
+    deploy_checks.check(c, model)  # each config's deploy section fits its module
+    if config_name == "unet":
+        c.deploy.onnx = True
+        with pytest.raises(errors.ConfigError, match=r"deploy.onnx: got True.*reduce_window_max"):
+            deploy_checks.check(c, model)
+        return
+    path = str(tmp_path / "small.onnx")
+    record = onnx_export.to_onnx(lambda v: fn(small, v), shape, path)
+    assert record["input_shape"] == ["B", *shape]
+    scale = max(1.0, float(np.max(np.abs(want))))  # random weights: large outputs
+    onnx_export.check(path, lambda v: fn(small, v), np.asarray(x), atol=1e-5 * scale)
     before, after = shrink.count(model.graph, {"params": params}, model.group_keep(masks))
     assert (before, after) == (spec.count_params(params), spec.count_params(small["params"]))
     assert after < before
