@@ -36,9 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.minimize.group_fraction = 0.1
     # The deploy stage times the crops the network trained on: a plain module's smaller
     # program is written for its own example shape, not the thesis's 256 x 256 images.
-    # Its ONNX files are off: the program's pooling does not run in onnxruntime.
     c.deploy.input_shape = ()
-    c.deploy.onnx = False
     return config_lib.apply_presets(c, PRESETS, arg)
 
 

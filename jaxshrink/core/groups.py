@@ -66,17 +66,17 @@ def forward(module: nn.Module, train_kwarg: bool):
     return fn
 
 
-def primitives(module: nn.Module, input_shape: Sequence[int]) -> set[str]:
-    """The names of every primitive in the module's inference call (sub-jaxprs too),
-    traced abstractly."""
+def equations(module: nn.Module, input_shape: Sequence[int]) -> list:
+    """Every equation of the module's inference call for one example, sub-jaxprs'
+    too, traced abstractly."""
     train_kwarg = takes_train(module)
     _, variables = _record(module, tuple(input_shape), train_kwarg)
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-    names: set[str] = set()
+    out: list = []
 
     def walk(jaxpr):
         for eqn in jaxpr.eqns:
-            names.add(eqn.primitive.name)
+            out.append(eqn)
             for value in eqn.params.values():
                 for sub in value if isinstance(value, (tuple, list)) else (value,):
                     inner = getattr(sub, "jaxpr", sub)
@@ -84,7 +84,7 @@ def primitives(module: nn.Module, input_shape: Sequence[int]) -> set[str]:
                         walk(inner)
 
     walk(jax.make_jaxpr(forward(module, train_kwarg))(variables, x).jaxpr)
-    return names
+    return out
 
 
 def describe(

@@ -230,8 +230,35 @@ def _flags(g: _Ghost, shape=None) -> np.ndarray:
 
 
 def _bind(prim, params, operands):
+    if prim.name in _TILED and tiles(params, np.shape(operands[0])):
+        return [_tiled(prim, params, operands[0])]
     out = prim.bind(*operands, **params)
     return list(out) if prim.multiple_results else [out]
+
+
+_TILED = {"reduce_window_max": jnp.max, "reduce_window_min": jnp.min, "reduce_window_sum": jnp.sum}
+
+
+def tiles(params, shape) -> bool:
+    """Whether a windowed reduction cuts its operand into disjoint tiles: windows as
+    long as their strides, dividing each axis, with no padding or dilation."""
+    window, strides = params["window_dimensions"], params["window_strides"]
+    return (
+        tuple(window) == tuple(strides)
+        and all(n % w == 0 for n, w in zip(shape, window))
+        and all(tuple(p) == (0, 0) for p in params["padding"])
+        and all(d == 1 for d in (*params["base_dilation"], *params["window_dilation"]))
+    )
+
+
+def _tiled(prim, params, x):
+    """A tiling windowed reduction (a 2 x 2 max pooling) as a reshape and a reduction:
+    the same numbers, in a form every exporter writes plainly (a vmapped pooling of
+    one example would be a window with a fifth axis, which onnxruntime refuses)."""
+    window = params["window_dimensions"]
+    split = [d for n, w in zip(np.shape(x), window) for d in (n // w, w)]
+    axes = tuple(2 * i + 1 for i in range(len(window)))
+    return _TILED[prim.name](jnp.reshape(x, split), axis=axes)
 
 
 def _values(closed, record, leaves, data):

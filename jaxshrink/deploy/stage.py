@@ -152,10 +152,17 @@ def _call(model) -> Callable:
 
 
 def full_form(model, trained) -> Form:
+    variables = {"params": trained.params, **trained.model_state}
+    call = _call(model)
+    if model.wrapped:
+        # The module's own program replayed with every channel (the small program of
+        # full masks), as the minimized form is: the same kind of program, timed and
+        # exported alike, and no exporter patches of Flax layers in the way.
+        call, variables = model.small_program(variables, spec_lib.full(model.spec))
     return Form(
         "full",
-        _call(model),
-        {"params": trained.params, **trained.model_state},
+        call,
+        dict(variables),
         params=spec_lib.count_params(trained.params),
         flops=spec_lib.count_flops(model.spec),
         bytes=4 * spec_lib.count_params(trained.params) + _state_bytes(trained.model_state),

@@ -167,6 +167,24 @@ def test_the_smaller_program_equals_the_masked_model(small_models, name, data):
         assert kernel.shape[layer.kernel.axis] == widths[layer.name]
 
 
+class OverlappingPool(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(4, (3, 3), name="conv")(x))
+        x = nn.max_pool(x, (3, 3), strides=(1, 1), padding="SAME")
+        return nn.Dense(3, name="out")(x.mean(axis=(1, 2)))
+
+
+def test_a_pooling_that_does_not_tile_keeps_onnx_off_before_training():
+    model = Model.wrap(OverlappingPool(), (6, 6, 1))
+    c = _digits_config()
+    c.deploy.enabled, c.deploy.input_shape = True, ()
+    with pytest.raises(errors.ConfigError, match=r"deploy.onnx: got True.*reduce_window_max"):
+        deploy_checks.check(c, model)
+    c.deploy.onnx = False
+    deploy_checks.check(c, model)
+
+
 def test_the_branches_are_the_groups_off_the_spine(residual, small_models):
     def branches(model):
         return [layer.name for layer in model.spec.bypassable]
@@ -322,11 +340,6 @@ def test_every_plain_family_of_the_configs_exports_exactly(config_name, tmp_path
     # U-Net pools, which the deploy stage's check refuses before any training.
     c.deploy.enabled = True
     deploy_checks.check(c, model)  # each config's deploy section fits its module
-    if config_name == "unet":
-        c.deploy.onnx = True
-        with pytest.raises(errors.ConfigError, match=r"deploy.onnx: got True.*reduce_window_max"):
-            deploy_checks.check(c, model)
-        return
     path = str(tmp_path / "small.onnx")
     record = onnx_export.to_onnx(lambda v: fn(small, v), shape, path)
     assert record["input_shape"] == ["B", *shape]
