@@ -29,6 +29,10 @@ Data: CIFAR-10 through a prepared `tfds` dataset or the `cifar-10-batches-py` fo
 on a 2-core CPU. The workdir gets `results.json`, the confusion matrix, the mask
 picture and `export/` (the network rewritten at the kept widths, checked against the
 masked one).
+
+Whole blocks: each block's inner channels are a *branch* the data can do without, so
+`--config.minimize.depth=cost` tries removing each whole (the block then leaves its
+shortcut) before any channel; `docs/plain_models.md` has that run.
 """
 
 import ml_collections
