@@ -66,6 +66,7 @@ jaxpr at the kept widths, so the groups and the smaller network come from one tr
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import itertools
 import math
 import os
@@ -82,6 +83,21 @@ try:  # where an equation was written, for the notes; only its summary is read
     from jax.extend import source_info_util
 except ImportError:  # pragma: no cover -- a JAX that moved it: the notes lose their lines
     source_info_util = None
+
+
+def _exclude_libraries(names=("jax2onnx",)) -> None:
+    """Libraries that wrap `jax.numpy` (jax2onnx patches `jnp.cumsum` and others once
+    imported) are not where a user wrote a line: their frames are skipped the way JAX
+    and Flax skip their own, without importing them."""
+    if source_info_util is None:  # pragma: no cover
+        return
+    for name in names:
+        found = importlib.util.find_spec(name)
+        for folder in (found.submodule_search_locations or []) if found else []:
+            source_info_util.register_exclusion(folder)
+
+
+_exclude_libraries()
 
 PRODUCER, CONSUMER, STATE = "producer", "consumer", "state"
 
@@ -827,7 +843,8 @@ def _frame(eqn, outer: str = "") -> str:
     if source_info_util is None:
         return outer
     summary = source_info_util.summarize(eqn.source_info)  # 'path:line (function)'
-    found = re.match(r"(.*):(\d+)", summary)  # the path may hold spaces and colons
+    # 'path:line' or 'path:line:column'; the path may hold spaces and colons
+    found = re.match(r"(.*?):(\d+)(?::\d+)?(?: \(.*\))?$", summary)
     if not found:
         return outer
     return f"{os.path.basename(found[1])}:{found[2]}"

@@ -307,6 +307,17 @@ def test_an_unknown_primitive_on_a_channel_axis_keeps_the_group_and_says_where()
     assert graph.notes == () and graph.groups[0].removable
 
 
+def test_the_note_names_the_users_line_after_an_onnx_export():
+    # An export loads jax2onnx's plugins, which replace `jnp.cumsum` with a wrapper of
+    # their own: the note still names the model's line, not the wrapper's.
+    import jax2onnx
+
+    jax2onnx.to_onnx(lambda x: jnp.cumsum(x, axis=0), [(2,)])
+    graph, _ = _graph(Cumulative(), (2, 5, 5, 1))
+    [(_, where)] = graph.notes
+    assert "test_graph.py:" in where and "cumsum.py" not in where
+
+
 class InputResidual(nn.Module):
     @nn.compact
     def __call__(self, x):
