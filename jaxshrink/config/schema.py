@@ -54,6 +54,10 @@ def _model() -> ml_collections.ConfigDict:
     # and 'pallas' (a Pallas kernel); `experiments/gpu_check.py` measures them.
     # `jaxshrink.config.resolve` records which one 'auto' is (`convs.auto_form`).
     m.conv = "auto"
+    # Chain families: 'default' (`init_std` > 0: a truncated normal of that std; 0:
+    # Flax's LeCun normal) or 'he' (thesis 004's, 2.6 and A.4: std sqrt(2 / fan-in),
+    # the first layer sqrt(1 / fan-in)).
+    m.init_scheme = "default"
     return m
 
 
@@ -69,6 +73,9 @@ def _optim() -> ml_collections.ConfigDict:
     o.momentum = 0.0  # momentum / rmsprop only
     o.decay = 0.9  # rmsprop only: decay of the mean square (TensorFlow 1's default)
     o.weight_decay = 0.0  # L2: loss + weight_decay / 2 * sum of squared kernels (004 2.5.1)
+    # How the decay enters: 'l2' (the loss term's gradient, before the optimizer) or
+    # 'decoupled' (004's update, eq. 2.41: w <- (1 - lr * weight_decay) w - lr * step).
+    o.weight_decay_mode = "l2"
     o.l1 = 0.0  # L1: loss + l1 * sum |w|, biases too (003's "regularized" pruning, 2.8.1)
     o.frozen_layers = ()  # layers never trained (static, via optax.masked)
     return o
@@ -201,6 +208,24 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
     c.model.init_std = 0.05  # truncated normal, mean 0 [2.3]
     c.train.loss = EDGE_LOSSES[dataset]
     c.deploy.input_shape = (256, 256, 1)  # the thesis's image size [2.2], whatever the crops
+    return c
+
+
+def thesis_004_training(
+    c: ml_collections.ConfigDict, *, learning_rate: float, validation_fraction: float
+) -> ml_collections.ConfigDict:
+    """Sets thesis 004's training in place (Tables 4.1-4.4, which differ only in the
+    rate, the batch of Model C and the split): Adam with betas 0.9 / 0.999, the
+    regularisation 1e-3 as eq. 2.41's decoupled decay, batch 100, the initialisation of
+    2.6 and A.4, and a validation split of the training data (4.1, 4.2)."""
+    c.model.init_scheme = "he"
+    c.optim.name = "adam"
+    c.optim.learning_rate = learning_rate
+    c.optim.b1, c.optim.b2 = 0.9, 0.999
+    c.optim.weight_decay = 1e-3
+    c.optim.weight_decay_mode = "decoupled"
+    c.train.batch_size = 100
+    c.data.validation_fraction = validation_fraction
     return c
 
 

@@ -60,6 +60,13 @@ def validate(c: ml_collections.ConfigDict, model=None) -> ml_collections.ConfigD
     core_checks.check_task(c)
     check_one_of(c.data.get("dataset"), "data.dataset", data.DATASETS)
     check_one_of(c.data.get("source"), "data.source", data.DATASETS[c.data.dataset].SOURCES)
+    fraction = c.data.get("validation_fraction", 0.0)
+    check_field(
+        isinstance(fraction, (int, float)) and 0 <= fraction < 1,
+        "data.validation_fraction",
+        fraction,
+        "a number in [0, 1) (0 = no validation split)",
+    )
     if model is None:
         core_checks.check_model(c)
     core_checks.check_optim(c)

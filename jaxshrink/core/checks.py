@@ -67,6 +67,7 @@ def check_model(c) -> None:
         check_one_of(convs.AUTO_ON_CPU, "JAXSHRINK_AUTO_CONV (environment)", convs.AUTO_CHOICES)
     std = m.init_std
     check_field(std >= 0, "model.init_std", std, "a number >= 0 (0 = Flax's defaults)")
+    check_one_of(m.get("init_scheme"), "model.init_scheme", sequential.INITS)
     check_one_of(m.get("precision"), "model.precision", PRECISIONS)
     check_one_of(m.get("bypass"), "model.bypass", (True, False))
     if m.name == "fcn":
@@ -152,6 +153,7 @@ def check_optim(c) -> None:
     check_finite_positive(o.learning_rate, "optim.learning_rate")
     wd = o.weight_decay
     check_field(wd >= 0 and math.isfinite(wd), "optim.weight_decay", wd, "a finite number >= 0")
+    check_one_of(o.get("weight_decay_mode"), "optim.weight_decay_mode", optim.DECAY_MODES)
     l1 = o.l1
     check_field(l1 >= 0 and math.isfinite(l1), "optim.l1", l1, "a finite number >= 0")
 

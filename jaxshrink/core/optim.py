@@ -2,10 +2,12 @@
 
 `make_optimizer(optim_cfg, model_spec, params)` chains, in this order:
 
-1. L2 weight decay (`weight_decay` > 0): adds ``weight_decay * w`` to the gradient of
-   every kernel, which is the gradient of the loss term ``weight_decay / 2 * sum w²``
-   of thesis 004 (2.5.1, eq. 2.40; "the sum is over all weights", so biases are not
-   decayed);
+1. L2 weight decay (`weight_decay` > 0, `weight_decay_mode` 'l2'): adds
+   ``weight_decay * w`` to the gradient of every kernel, which is the gradient of the
+   loss term ``weight_decay / 2 * sum w²`` of thesis 004 (2.5.1, eq. 2.40; "the sum is
+   over all weights", so biases are not decayed); with `weight_decay_mode`
+   'decoupled', the update 004 writes (eq. 2.41) instead: after the optimizer, every
+   kernel shrinks by ``learning_rate * weight_decay * w`` (AdamW's form);
    L1 (`l1` > 0): adds ``l1 * sign(w)`` to the gradient of every parameter, the
    (sub)gradient of the loss term ``l1 * sum |w|`` of thesis 003's "regularized"
    pruning (2.8.1: an L1 regularizer added to the loss "to push the high bias and w2
@@ -67,6 +69,7 @@ def _sgd(c):
 
 
 OPTIMIZERS = {"adam": _adam, "momentum": _momentum, "rmsprop": _rmsprop, "sgd": _sgd}
+DECAY_MODES = ("l2", "decoupled")
 
 
 class FreezeUnitsState(NamedTuple):
@@ -116,6 +119,14 @@ def add_l1(strength: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def decoupled_decay(rate: float, params: dict) -> optax.GradientTransformation:
+    """Thesis 004's weight decay (2.5.1, eq. 2.41), after the optimizer's step:
+    ``w <- (1 - rate) w - eta m_hat / sqrt(v_hat)`` with ``rate = eta * lambda``, on the
+    kernels only (the decay term of "the sum over all weights"), outside Adam's
+    moments, unlike the L2 gradient term which Adam rescales."""
+    return optax.masked(optax.add_decayed_weights(-rate), _kernels(params))
+
+
 def make_optimizer(
     optim_cfg: ml_collections.ConfigDict, model_spec: spec_lib.ModelSpec, params: dict
 ) -> optax.GradientTransformationExtraArgs:
@@ -129,12 +140,16 @@ def make_optimizer(
     """
     parts = []
     decay = float(optim_cfg.weight_decay)
-    if decay > 0:
+    decoupled = optim_cfg.weight_decay_mode == "decoupled"
+    if decay > 0 and not decoupled:
         parts.append(optax.masked(optax.add_decayed_weights(decay), _kernels(params)))
     l1 = float(optim_cfg.l1)
     if l1 > 0:
         parts.append(add_l1(l1))
-    parts += [OPTIMIZERS[optim_cfg.name](optim_cfg), freeze_units(model_spec)]
+    parts.append(OPTIMIZERS[optim_cfg.name](optim_cfg))
+    if decay > 0 and decoupled:
+        parts.append(decoupled_decay(float(optim_cfg.learning_rate) * decay, params))
+    parts.append(freeze_units(model_spec))
     frozen_layers = tuple(optim_cfg.frozen_layers)
     if frozen_layers:
         unknown = sorted(set(frozen_layers) - set(model_spec.names))

@@ -117,21 +117,31 @@ class ExportReport:
 @dataclasses.dataclass(frozen=True)
 class Evaluated:
     """A network after `steps` training steps and its mean eval metrics (``score``
-    among them: the task's score, higher is better)."""
+    among them: the task's score, higher is better); with a validation split, `metrics`
+    are the validation split's and `test` the test set's, scored only here."""
 
     steps: int
     metrics: Mapping[str, float]
+    test: Mapping[str, float] | None = None
 
     @property
     def score(self) -> float:
         return self.metrics["score"]
 
     def to_json(self) -> dict[str, Any]:
-        return {"steps": self.steps, "eval": dict(self.metrics)}
+        out = {"steps": self.steps, "eval": dict(self.metrics)}
+        if self.test is not None:
+            out["test"] = dict(self.test)
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Evaluated:
-        return cls(int(d["steps"]), {k: _float(v) for k, v in d["eval"].items()})
+        test = d.get("test")
+        return cls(
+            int(d["steps"]),
+            {k: _float(v) for k, v in d["eval"].items()},
+            None if test is None else {k: _float(v) for k, v in test.items()},
+        )
 
 
 @dataclasses.dataclass(frozen=True)

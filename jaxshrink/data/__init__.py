@@ -41,7 +41,7 @@ import ml_collections
 from jaxshrink.core import errors
 from jaxshrink.data import cifar10, edges, mnist, summation
 from jaxshrink.data.edges import SkippedImagesWarning
-from jaxshrink.data.split import Dataset, Split, decode
+from jaxshrink.data.split import Dataset, Split, decode, split_validation
 
 __all__ = [
     "DATASETS",
@@ -74,7 +74,12 @@ def default_config(name: str) -> ml_collections.ConfigDict:
     Raises:
       errors.ConfigError: if `name` is not in `DATASETS`.
     """
-    return _module(name).default_config(name)
+    cfg = _module(name).default_config(name)
+    # Every dataset: the fraction of the training examples held out as the split every
+    # score reads, the eval split then being the test set (`split.split_validation`).
+    # 0: the eval split is scored throughout, as thesis 001 does.
+    cfg.validation_fraction = 0.0
+    return cfg
 
 
 def input_shape(data_cfg) -> tuple[int, ...]:
@@ -96,6 +101,9 @@ def load_dataset(data_cfg) -> Dataset:
       errors.DataError: when the data cannot be read or yields no usable example.
     """
     dataset = _module(data_cfg.get("dataset")).load(data_cfg)
+    fraction = float(data_cfg.get("validation_fraction", 0.0))
+    if fraction > 0:
+        dataset = split_validation(dataset, fraction, int(data_cfg.get("seed", 0)))
     missing = [key for key in _INFO_KEYS if key not in dataset.info]
     if missing:  # A dataset module's bug, not the user's.
         raise RuntimeError(f"{data_cfg.dataset} returned info without {missing}")

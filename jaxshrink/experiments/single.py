@@ -67,6 +67,9 @@ class Outcome:
     final_scores: dict[str, float] | None = None
     rounds: list[RoundEntry] = dataclasses.field(default_factory=list)
     reason: str | None = None
+    # With a validation split: the test set's scores of the trained and final run.
+    trained_test: dict[str, float] | None = None
+    final_test: dict[str, float] | None = None
 
     @property
     def status(self) -> str:
@@ -108,7 +111,15 @@ def _run(config: ml_collections.ConfigDict, workdir: str, context: Context) -> O
         final_batch, rounds = trained_batch, []
     final = batching.take(final_batch, 0)
     final_scores = _floats(batching.take(job.evaluate(final_batch), 0))
-    return Outcome(job, trained, trained_scores, final, final_scores, rounds)
+    tests = [_test_scores(job, batch) for batch in (trained_batch, final_batch)]
+    return Outcome(job, trained, trained_scores, final, final_scores, rounds, None, *tests)
+
+
+def _test_scores(job: Job, batch) -> dict[str, float] | None:
+    """The test set's scores of a batch of one (None without a validation split)."""
+    if job.test_data is None:
+        return None
+    return _floats(batching.take(job.evaluate(batch, test=True), 0))
 
 
 def _minimize(job: Job, trained_batch, baseline: float, seeds) -> tuple:
@@ -158,7 +169,15 @@ def _write(outcome: Outcome, workdir: str, context: Context) -> Report:
     exported = _export(job, final, workdir)
     pictures = run_pictures.draw_run(job, trained, final, rounds, trained_scores["score"])
     results = report.results(
-        job, trained, final, trained_scores, final_scores, rounds, exported, pictures
+        job,
+        trained,
+        final,
+        trained_scores,
+        final_scores,
+        rounds,
+        exported,
+        pictures,
+        tests=(outcome.trained_test, outcome.final_test),
     )
     config = job.config
     if config.deploy.enabled:

@@ -27,7 +27,15 @@ def _ratio(final: float, trained: float) -> float | None:
 
 
 def results(
-    job, trained, final, trained_scores, final_scores, rounds, exported, pictures=()
+    job,
+    trained,
+    final,
+    trained_scores,
+    final_scores,
+    rounds,
+    exported,
+    pictures=(),
+    tests=(None, None),
 ) -> RunResult:
     """The record of one run (see the module docstring); `results.json` holds its
     `to_json()`.
@@ -39,6 +47,8 @@ def results(
       rounds: the `RoundEntry` of every round that tested a change.
       exported: the compact network's `ExportReport`.
       pictures: the names of the pictures drawn.
+      tests: with a validation split, the test set's metrics of the trained and the
+        final run; (None, None) without one.
     """
     model_spec = job.model.spec
     full = spec_lib.full(model_spec)
@@ -47,10 +57,10 @@ def results(
         config=job.config.to_dict(),
         workdir=job.workdir,
         device=jax.devices()[0].device_kind,
-        trained=Evaluated(int(trained.step), trained_scores),
+        trained=Evaluated(int(trained.step), trained_scores, tests[0]),
         data=job.dataset.info,
         score_name=job.task.score_label,
-        final=Evaluated(int(final.step), final_scores),
+        final=Evaluated(int(final.step), final_scores, tests[1]),
         reference_ratio=_ratio(final_scores["score"], trained_scores["score"]),
         layers=tuple(model_spec.names),
         kept=tuple(tuple(map(bool, row)) for row in masks_lib.to_rows(model_spec, final.masks)),
@@ -105,14 +115,16 @@ def summary(result: RunResult | Mapping, task: tasks.Task | None = None) -> str:
     kept = "\n".join(_kept_line(n, row) for n, row in zip(r.layers, r.kept))
     extra = "".join(_metric_line(m, t, f) for m in (task.summary if task else ()))
     m = r.config["minimize"]
+    split = r.data.get("eval_split", "eval")  # 'validation' with a validation split
     return (
         f"\n== jaxshrink {r.config['task']} ({r.config['data']['dataset']}) ==\n"
         f"  data: {r.data['description']}\n"
-        f"  trained {t.steps} steps: eval {label} {t.score:.4g}\n"
+        f"  trained {t.steps} steps: {split} {label} {t.score:.4g}\n"
         f"  minimized ({m['strategy']}, threshold {m['threshold']}): "
         f"{len(r.rounds)} rounds, {r.accepted} kept, {label} {f.score:.4g} "
         f"({_ratio_text(r.reference_ratio)} of trained)\n"
         f"{extra}"
+        f"{_test_text(r, label)}"
         f"  units removed: {r.removed_units}; kept (# = kept):\n{kept}\n"
         f"  units per layer {list(e.full_widths)} -> {list(e.widths)}\n"
         f"  parameters {e.full_params:,} -> {e.params:,}, "
@@ -122,6 +134,15 @@ def summary(result: RunResult | Mapping, task: tasks.Task | None = None) -> str:
         f"{_deploy_text(r.deploy, label)}"
         f"  workdir: {r.workdir}\n"
     )
+
+
+def _test_text(r: RunResult, label: str) -> str:
+    """The test set's line ('' without a validation split)."""
+    if r.trained.test is None or r.final.test is None:
+        return ""
+    before, after = r.trained.test["score"], r.final.test["score"]
+    n = r.data.get("test_examples", "?")
+    return f"  test set ({n} examples, scored here only): {label} {before:.4g} -> {after:.4g}\n"
 
 
 def _deploy_text(record: DeployReport | None, label: str) -> str:

@@ -65,6 +65,12 @@ class Job:
             train.make_eval_data(self.dataset.eval, int(config.train.eval_batch_size)),
             self.device_list,
         )
+        # The test set, when a validation split is what `eval_data` holds: scored only
+        # before and after the minimization (`evaluate(..., test=True)`).
+        self.test_data = self.dataset.test and batching.replicate(
+            train.make_eval_data(self.dataset.test, int(config.train.eval_batch_size)),
+            self.device_list,
+        )
         self.trainer = train.make_trainer(config, self.model, self.task)
         self.engine = batching.make_engine(self.trainer, config.batch)
         # On a CPU 'auto' steps depend on whether a step holds XLA convolutions.
@@ -106,11 +112,15 @@ class Job:
             f"precision {self.config.model.precision}"
         )
 
-    def evaluate(self, states: train.TrainState) -> dict[str, np.ndarray]:
-        """Per-run eval scores of a batch of runs (numpy, one entry per run)."""
+    def evaluate(self, states: train.TrainState, *, test: bool = False) -> dict[str, np.ndarray]:
+        """Per-run eval scores of a batch of runs (numpy, one entry per run); `test`:
+        the test set's (only with a validation split, `dataset.test`)."""
         n = batching.num_runs(states)
         padded = self.place(states)
-        scores = self.eval_fn(padded.params, padded.model_state, padded.masks, self.eval_data)
+        split = self.test_data if test else self.eval_data
+        if split is None:
+            raise ValueError("Job.evaluate(test=True): no test set (data.validation_fraction 0)")
+        scores = self.eval_fn(padded.params, padded.model_state, padded.masks, split)
         return {k: v[:n] for k, v in batching.to_host(scores).items()}
 
     def checkpointer(self, stage: str) -> checkpoint.RunCheckpointer:

@@ -252,3 +252,21 @@ def test_disabled_dense_unit_zeroes_its_output_and_the_next_rows():
     k1 = params["dense_1"]["kernel"].at[2].add(1.0)
     changed = {**params, "dense_1": {**params["dense_1"], "kernel": k1}}
     np.testing.assert_array_equal(model.apply(changed, masks, x), want)
+
+
+def test_thesis_004_initialisation_scales_by_fan_in():
+    # 'he' (004, 2.6 and A.4): std sqrt(2 / n) behind a ReLU, sqrt(1 / n) for the first
+    # layer, zero biases; n = kernel height * width * input channels.
+    model = models.sequential_model(
+        ("conv:64:5", "dense:256", "dense:10"), (8, 8, 4), init_scheme="he"
+    )
+    params = model.init(jax.random.PRNGKey(0))
+    wants = {"conv_0": (1 / (5 * 5 * 4)) ** 0.5, "dense_0": (2 / (8 * 8 * 64)) ** 0.5}
+    wants["dense_1"] = (2 / 256) ** 0.5
+    for name, want in wants.items():
+        kernel = np.asarray(params[name]["kernel"])
+        # Thousands of draws: the sample std is within 5% of the scale, and the
+        # normal is not truncated (some draws beyond 2 std).
+        assert abs(kernel.std() / want - 1) < 0.05, name
+        assert np.abs(kernel).max() > 2.5 * want, name
+        assert not np.any(np.asarray(params[name]["bias"]))

@@ -40,6 +40,7 @@ def _cfg(**kw):
             "b2": 0.999,
             "eps": 1e-8,
             "weight_decay": 0.0,
+            "weight_decay_mode": "l2",
             "l1": 0.0,
             "frozen_layers": (),
         }
@@ -200,6 +201,27 @@ def test_weight_decay_is_l2_on_kernels_only():
     frozen["conv_0"] = jnp.array([True, False, False])
     updates, _ = tx.update(grads, tx.init(params), params, frozen=frozen)
     assert not np.any(np.asarray(updates["conv_0"]["kernel"][..., 0]))
+
+
+def test_decoupled_decay_is_the_update_of_thesis_004():
+    # Eq. 2.41, w <- (1 - lr wd) w - lr m_hat / (sqrt(v_hat) + eps). Adam's first step
+    # has m_hat = g and v_hat = g^2, so with lr 0.1, wd 0.5 and every weight 2 the
+    # kernels move by -0.1 g / (g + eps) - 0.1 * 0.5 * 2 and the biases by the first
+    # term only.
+    params = jax.tree.map(lambda p: 2.0 * p, _params())
+    grads = _grads(params)
+    cfg = _cfg(weight_decay=0.5, weight_decay_mode="decoupled")
+    updates = _one_step(cfg, params, grads)
+    for name in ("conv_0", "conv_1"):
+        g_k, g_b = np.asarray(grads[name]["kernel"]), np.asarray(grads[name]["bias"])
+        adam_k, adam_b = -0.1 * g_k / (g_k + 1e-8), -0.1 * g_b / (g_b + 1e-8)
+        np.testing.assert_allclose(updates[name]["kernel"], adam_k - 0.1, rtol=1e-5)
+        np.testing.assert_allclose(updates[name]["bias"], adam_b, rtol=1e-5)
+    # The coupled L2 form goes through Adam's scaling instead: g + wd w = g + 1, whose
+    # first Adam step is again -lr (the sign), so the kernels move by -0.1 only.
+    # (rtol 1e-5: float32 rounding of the bias-corrected moments.)
+    coupled = _one_step(_cfg(weight_decay=0.5), params, grads)
+    np.testing.assert_allclose(coupled["conv_0"]["kernel"], -0.1, rtol=1e-5)
 
 
 def test_reset_equals_fresh_init_after_training():

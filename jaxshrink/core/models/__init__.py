@@ -89,6 +89,7 @@ def sequential_model(
     input_shape: Sequence[int],
     *,
     init_std: float = 0.0,
+    init_scheme: str = "default",
     final_activation: bool = False,
     precision: str | None = "highest",
     conv: str = "xla",
@@ -102,6 +103,7 @@ def sequential_model(
         return sequential.Sequential(
             layers=layers,
             init_std=init_std,
+            init_scheme=init_scheme,
             final_activation=final_activation,
             precision=precision,
             conv=conv,
@@ -131,6 +133,7 @@ def get_model(model_cfg, input_shape: Sequence[int]) -> Model:
         layers,
         input_shape,
         init_std=float(model_cfg.init_std),
+        init_scheme=model_cfg.init_scheme,
         final_activation=final,
         precision=model_cfg.precision,
         conv=model_cfg.conv,

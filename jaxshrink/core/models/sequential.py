@@ -116,6 +116,10 @@ class Sequential(nn.Module):
       init_std: > 0: kernels and biases drawn from a normal truncated at 2 std (the
         thesis FCN's "predefined distribution", std 0.05); 0: Flax's defaults
         (LeCun normal kernels, zero biases).
+      init_scheme: 'default' (`init_std` decides) or 'he': thesis 004's initialisation (2.6 and
+        A.4): kernels from a zero-mean normal of std sqrt(2 / n), n the incoming
+        connections per output, the variance a ReLU layer keeps; the first layer, whose
+        input has no ReLU before it, "Xavier": std sqrt(1 / n); zero biases.
       final_activation: apply the ReLU after the last layer too (the edge FCN does:
         its targets are non-negative).
       precision: convolution and matmul precision; 'highest' keeps true float32 on
@@ -136,6 +140,7 @@ class Sequential(nn.Module):
 
     layers: Sequence[str]
     init_std: float = 0.0
+    init_scheme: str = "default"
     final_activation: bool = False
     precision: str | None = "highest"
     widths: Mapping[str, int] | None = None
@@ -145,9 +150,8 @@ class Sequential(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, masks: Mapping[str, jax.Array], train: bool = False):
-        inits = _initializers(self.init_std)
         names = iter(layer_names(self.layers))
-        last = layer_names(self.layers)[-1]
+        first, last = layer_names(self.layers)[0], layer_names(self.layers)[-1]
         ranks = _check_ranks(self.layers, self.ranks)
         conv_fn = convs.conv_fn(self.conv)  # checks the name
         conv_kw = {} if self.conv == "xla" else {"conv_general_dilated": conv_fn}
@@ -157,6 +161,7 @@ class Sequential(nn.Module):
                 x = _unmasked_layer(x, kind, args, train)
                 continue
             name = next(names)
+            inits = _initializers(self.init_std, self.init_scheme, first=name == first)
             units = int(args[0])
             if self.widths is not None:
                 units = int(self.widths[name])
@@ -185,8 +190,19 @@ class Sequential(nn.Module):
         return x
 
 
-def _initializers(init_std: float) -> tuple[Callable, Callable]:
-    """(kernel, bias) initializers: a truncated normal of `init_std`, or Flax's defaults."""
+INITS = ("default", "he")
+
+
+def _initializers(
+    init_std: float, scheme: str = "default", first: bool = False
+) -> tuple[Callable, Callable]:
+    """(kernel, bias) initializers: thesis 004's ('he'; the first layer's "Xavier"), a
+    truncated normal of `init_std`, or Flax's defaults."""
+    if scheme == "he":
+        scale = 1.0 if first else 2.0  # Var[w] = 1 / n, or 2 / n behind a ReLU (A.57)
+        return nn.initializers.variance_scaling(scale, "fan_in", "normal"), nn.initializers.zeros
+    if scheme != "default":
+        raise ValueError(f"init_scheme: {scheme!r}; one of {INITS}")
     if init_std > 0:
         return (nn.initializers.truncated_normal(init_std),) * 2
     return nn.initializers.lecun_normal(), nn.initializers.zeros
