@@ -1,6 +1,7 @@
 """The README and docs/ stay true: short, linked, generated from the measurements, runnable."""
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -21,6 +22,17 @@ def _docs_tables():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_the_theses_page_is_made_from_its_json():
+    path = REPO / "experiments" / "theses.py"
+    spec = importlib.util.spec_from_file_location("theses", path)
+    theses = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(theses)
+    record = json.loads((REPO / "experiments" / "results" / "theses_cpu.json").read_text())
+    assert theses.page(record) == (REPO / "docs" / "results" / "theses.md").read_text(), (
+        "docs/results/theses.md differs from its JSON: run `python experiments/theses.py --page`"
+    )
 
 
 def test_readme_is_at_most_400_lines():

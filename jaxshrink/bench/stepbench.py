@@ -75,10 +75,11 @@ def synthetic_data(trainer: train.Trainer, input_shape, n: int, seed: int = 0) -
     return train.TrainData(jnp.asarray(x), jnp.asarray(y))
 
 
-def measure(config, runs: int, steps: int, repeats: int = 3) -> dict:
-    """One row: step time (`repeats` > 0) and memory of a vmapped group of `runs` runs."""
+def measure(config, runs: int, steps: int, repeats: int = 3, method: str = "vmap") -> dict:
+    """One row: step time (`repeats` > 0) and memory of a vmapped group of `runs` runs
+    (`method` 'loop': the runs one after another, `lax.map`, as a CPU runs them)."""
     config = config.copy_and_resolve_references()
-    config.batch.method, config.batch.group_size = "vmap", runs
+    config.batch.method, config.batch.group_size = method, runs
     raw_shape = data.input_shape(config.data)
     input_shape = augment.output_shape_of(config.augment, raw_shape)
     trainer = train.from_config(config, input_shape)
