@@ -18,6 +18,7 @@ then makes the automatic values concrete (`jaxshrink.config.prepare` does both).
 from __future__ import annotations
 
 import os
+import tempfile
 
 import ml_collections
 
@@ -101,3 +102,14 @@ def check_workdir(workdir: str) -> None:
             f"workdir: cannot create {path} ({parent} is not a writable folder); "
             "allowed: a path inside a writable folder"
         )
+    # Permissions do not tell everything (a pseudo-filesystem such as /proc, a
+    # read-only mount, a full disk): make a file there and take it away again.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".jaxshrink-probe-", dir=parent)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise errors.ConfigError(
+            f"workdir: cannot create {path}: {parent} cannot hold files "
+            f"({err.strerror or err}); allowed: a path inside a writable folder"
+        ) from None

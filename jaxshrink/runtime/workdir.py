@@ -15,6 +15,9 @@
   experiments.
   Options added to jaxshrink after the workdir was started are not changes: the run
   resumes with their values, says so in one line, and records them in `config.json`.
+  A workdir that holds no progress (a run refused before it computed, e.g. by a data
+  error found when the data loads, left only its config and lock) takes any config:
+  the corrected command simply runs.
 """
 
 from __future__ import annotations
@@ -55,6 +58,14 @@ def _flatten(tree, prefix=""):
 def _normalized(config: ml_collections.ConfigDict) -> dict:
     """The config as plain JSON values (tuples become lists), as `config.json` holds it."""
     return json.loads(json.dumps(config.to_dict()))
+
+
+def holds_progress(workdir: str) -> bool:
+    """Whether `workdir` holds anything a run computed: every entry but the locks and
+    `config.json` (checkpoints, results, pictures, a sweep's rows) counts."""
+    return any(
+        not (name.startswith(LOCK_NAME) or name == CONFIG_NAME) for name in os.listdir(workdir)
+    )
 
 
 def config_changes(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
@@ -149,12 +160,18 @@ def claim(workdir: str, config: ml_collections.ConfigDict):
             from jaxshrink.config import resolve  # here: the rest needs no JAX
 
             changes = config_changes(resolve.as_resolved(saved, config), config)
+            if changes and not holds_progress(workdir):
+                # A run refused before it computed anything (a data error is found
+                # only when the data loads) left only its config: the corrected
+                # command takes the workdir as new.
+                files.write_json(config_path, _normalized(config))
+                changes = saved = None
             if changes:
                 raise errors.ConfigError(
                     f"config changed since {workdir} was started ({'; '.join(changes)}); "
                     "rerun with the original config to resume, or choose another --workdir"
                 )
-            added = added_fields(saved, config)
+            added = saved and added_fields(saved, config)
             if added:
                 # Recorded, so that the next resume compares them too; said, because
                 # the run's first part ran without them.

@@ -154,7 +154,7 @@ def test_a_resume_under_another_auto_conv_is_refused_in_one_line(tmp_path, monke
     c = tiny_config()
     monkeypatch.setattr(convs, "AUTO_ON_CPU", "direct")
     with workdir_lib.claim(str(tmp_path), resolve.resolve(c)):
-        pass
+        (tmp_path / "checkpoints").mkdir()  # progress: a resume must keep the config
     with workdir_lib.claim(str(tmp_path), resolve.resolve(c)):  # the same setting resumes
         pass
     monkeypatch.setattr(convs, "AUTO_ON_CPU", "xla")
@@ -169,7 +169,7 @@ def test_a_resume_under_another_auto_conv_is_refused_in_one_line(tmp_path, monke
 def test_a_workdir_that_recorded_markers_resumes_and_keeps_comparing(tmp_path):
     c = load_config("summation", "quick")
     with workdir_lib.claim(str(tmp_path), c):  # as before resolution: markers recorded
-        pass
+        (tmp_path / "checkpoints").mkdir()  # progress: a resume must keep the config
     with workdir_lib.claim(str(tmp_path), resolve.resolve(c)):  # '' is 'mse', -1 is 2, ...
         pass
     c.train.loss = "mae"  # not what '' meant

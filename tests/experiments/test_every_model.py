@@ -115,6 +115,18 @@ def test_a_workdir_below_a_file_cannot_be_created(tmp_path):
     with pytest.raises(errors.ConfigError, match="^workdir: cannot create"):
         validate.check_workdir(str(afile / "below"))
     validate.check_workdir(str(tmp_path / "new" / "deeper"))  # creatable: fine
+    assert sorted(os.listdir(tmp_path)) == ["afile"]  # the check leaves nothing behind
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_a_workdir_on_a_pseudo_filesystem_is_one_line_and_exit_2():
+    # /proc lets root pass every permission check yet holds no files.
+    proc = _cli("mnist.py:quick", "/proc/jaxshrink-workdir")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("jaxshrink: error: workdir: cannot create /proc/jaxshrink-workdir")
+    assert not os.path.exists("/proc/jaxshrink-workdir")
 
 
 @pytest.mark.e2e

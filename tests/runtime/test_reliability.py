@@ -236,7 +236,7 @@ def test_validate_names_the_field_and_the_allowed_values(field, value, allowed):
 def test_a_config_changed_on_resume_is_refused(tmp_path):
     c = tiny_config("canny")
     with workdir_lib.claim(str(tmp_path), c):
-        pass
+        (tmp_path / "checkpoints").mkdir()  # progress: a resume must keep the config
     changed = c.copy_and_resolve_references()
     changed.minimize.threshold = 0.5
     changed.batch.devices = 1  # how it executes may change
@@ -252,7 +252,7 @@ def test_a_config_changed_on_resume_is_refused(tmp_path):
 def test_a_workdir_from_before_an_option_existed_resumes_with_it(tmp_path, capsys):
     c = tiny_config("canny")
     with workdir_lib.claim(str(tmp_path), c):
-        pass
+        (tmp_path / "checkpoints").mkdir()
     path = tmp_path / workdir_lib.CONFIG_NAME
     saved = json.loads(path.read_text())
     del saved["batch"]["steps"], saved["minimize"]["grow_margin"]  # "added since"
@@ -279,6 +279,34 @@ def test_a_workdir_from_before_an_option_existed_resumes_with_it(tmp_path, capsy
     with pytest.raises(errors.ConfigError, match=r"minimize.grow_margin: 0.01 -> 0.5"):
         with workdir_lib.claim(str(tmp_path), changed):
             pass
+
+
+def test_a_workdir_without_progress_takes_the_corrected_config(tmp_path):
+    c = tiny_config("canny")
+    with workdir_lib.claim(str(tmp_path), c):
+        pass  # refused before any work: only the lock and config.json are there
+    corrected = c.copy_and_resolve_references()
+    corrected.data.eval_size = 40
+    with workdir_lib.claim(str(tmp_path), corrected):
+        (tmp_path / "results.json").write_text("{}")
+    saved = json.loads((tmp_path / workdir_lib.CONFIG_NAME).read_text())
+    assert saved["data"]["eval_size"] == 40
+    # Once the workdir holds progress, the config is the one it recorded.
+    with pytest.raises(errors.ConfigError, match=r"data.eval_size: 40 -> 6"):
+        with workdir_lib.claim(str(tmp_path), c):
+            pass
+
+
+@pytest.mark.e2e
+def test_a_data_error_then_the_corrected_command_in_the_same_workdir_runs(tmp_path):
+    c = tiny_config("sobel")
+    c.data.eval_size = 0  # found only when the data loads
+    with pytest.raises(errors.ConfigError, match="data.eval_size: got 0"):
+        runner.run(c, str(tmp_path))
+    c.data.eval_size = 6
+    c.minimize.max_rounds = 1
+    results = runner.run(c, str(tmp_path))
+    assert results["status"] == "ok" and results["data"]["eval_examples"] == 6
 
 
 @pytest.mark.e2e
