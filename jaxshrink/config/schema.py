@@ -189,6 +189,10 @@ def common_config(task: str, dataset: str) -> ml_collections.ConfigDict:
     c.batch = _batch()
     c.output = ml_collections.ConfigDict()
     c.output.num_examples = 3  # eval examples drawn with their predictions
+    # A classifier's confusion matrix: 'predicted' (thesis 004, 3.6.3: rows the
+    # predicted classes, each divided by its total), 'true' (rows the true classes,
+    # each divided by its total) or 'none' (colour = count).
+    c.output.confusion_normalize = "predicted"
     c.deploy = _deploy()
     return c
 

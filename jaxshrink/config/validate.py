@@ -24,7 +24,7 @@ import ml_collections
 
 from jaxshrink import data
 from jaxshrink.core import checks as core_checks
-from jaxshrink.core import errors, models
+from jaxshrink.core import errors, metrics, models
 from jaxshrink.core.checks import (  # the helpers every section's check uses
     check_field,
     check_finite_positive,
@@ -67,6 +67,11 @@ def validate(c: ml_collections.ConfigDict, model=None) -> ml_collections.ConfigD
         "data.validation_fraction",
         fraction,
         "a number in [0, 1) (0 = no validation split)",
+    )
+    check_one_of(
+        c.output.get("confusion_normalize"),
+        "output.confusion_normalize",
+        metrics.CONFUSION_NORMALIZATIONS,
     )
     if model is None:
         core_checks.check_model(c)

@@ -49,6 +49,11 @@ _IMAGE_AXES = (1, 2, 3)
 UIQI_WINDOW = 8  # Wang & Bovik's sliding window; images must be at least this large
 
 
+
+# How a classifier's confusion matrix is normalised (`report.plots.normalised_confusion`):
+# 'predicted' (thesis 004, 3.6.3), 'true' or 'none'.
+CONFUSION_NORMALIZATIONS = ("predicted", "true", "none")
+
 def _as_image_pair(output, target, name: str) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Validate and promote a pair of NHWC batches.
 

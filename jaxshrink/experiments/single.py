@@ -119,7 +119,7 @@ def _test_scores(job: Job, batch) -> dict[str, float] | None:
     """The test set's scores of a batch of one (None without a validation split)."""
     if job.test_data is None:
         return None
-    return _floats(batching.take(job.evaluate(batch, test=True), 0))
+    return _floats(batching.take(job.evaluate(batch, "test"), 0))
 
 
 def _minimize(job: Job, trained_batch, baseline: float, seeds) -> tuple:

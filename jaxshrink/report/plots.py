@@ -6,10 +6,12 @@ experiment (a 2-1000-1 dense network that learns ``x1 + x2``) is judged by which
 hidden units survive and what they compute. This module draws those pictures from
 plain NumPy arrays (no model code):
 
-* `save_confusion_matrix`: rows are the true classes, columns the predicted ones.
-  Every cell shows its count; its colour is the count divided by the row's total,
-  so each row reads as "where do the examples of this class go" and the diagonal
-  is the per-class recall, comparable between frequent and rare classes. The
+* `save_confusion_matrix`: every cell shows its count and is coloured by
+  `normalised_confusion`. 004's way (3.6.3, `normalize='predicted'`): rows are the
+  predicted classes, columns the true ones ("a one is added to the matrix at
+  M(y_hat, y_i)"), each row divided by its total, so the diagonal is each class's
+  precision. `'true'`: rows are the true classes, each divided by its total, the
+  diagonal the recall; `'none'`: rows true, colour the count over the largest. The
   title gives the overall accuracy. `confusion_matrix` computes the counts.
 * `save_first_layer_filters`: one cell per first-layer unit on a near-square grid,
   the unit index above it. Colour images (3 input channels) are drawn as RGB after
@@ -19,6 +21,8 @@ plain NumPy arrays (no model code):
   the signed red/green code of `visualize.signed_rgb` (negative red, positive
   green, black zero), scaled per filter by its largest |weight|. Removed units are
   faded to grey and crossed, as in `visualize.save_masks`.
+* `save_accuracy_curves`: the training and validation accuracy of one run or of
+  several overlaid (004's Figures 4.1b, 4.5, 4.9, 4.13).
 * `save_normalised_loss`: two panels, (a) the raw training loss of every run and
   (b) each curve divided by its own first value (004, 4.2: "dividing each data
   point by the first loss value"). Networks of different size start from
@@ -47,6 +51,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.colors import Normalize
 
+from jaxshrink.core import metrics
 from jaxshrink.report.pictures import (
     _OFF_COLOR,
     _bare,
@@ -60,6 +65,8 @@ from jaxshrink.report.pictures import (
 __all__ = [
     "confusion_matrix",
     "normalise_curve",
+    "normalised_confusion",
+    "save_accuracy_curves",
     "save_confusion_matrix",
     "save_first_layer_filters",
     "save_normalised_loss",
@@ -120,6 +127,39 @@ def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
     return flat.reshape(num_classes, num_classes).astype(np.int64)
 
 
+NORMALIZATIONS = metrics.CONFUSION_NORMALIZATIONS
+_AXES = {  # normalize -> (rows, columns, what the colour is)
+    "predicted": ("predicted", "true", "fraction of the predicted class (diagonal = precision)"),
+    "true": ("true", "predicted", "fraction of the true class (diagonal = recall)"),
+    "none": ("true", "predicted", "count / largest count"),
+}
+
+
+def normalised_confusion(counts: np.ndarray, normalize: str = "predicted"):
+    """The matrix as drawn from `confusion_matrix`'s counts (rows true, columns predicted).
+
+    Returns ``(cells, colour)``: `cells` the counts in the drawn orientation and
+    `colour` their fractions. 'predicted' (thesis 004, 3.6.3): rows are the predicted
+    classes, each row divided by its total (a class never predicted has a zero row);
+    'true': rows the true classes, each divided by its total; 'none': the counts over
+    the largest one.
+
+    Example:
+      >>> counts = np.array([[3, 1], [2, 2]])  # true 0: 3 right, 1 taken for a 1
+      >>> normalised_confusion(counts, "predicted")[1].tolist()  # rows: predicted 0, 1
+      [[0.6, 0.4], [0.3333333333333333, 0.6666666666666666]]
+    """
+    if normalize not in _AXES:
+        raise ValueError(f"normalize: {normalize!r}; one of {NORMALIZATIONS}")
+    counts = np.asarray(counts)
+    cells = counts.T if normalize == "predicted" else counts
+    if normalize == "none":
+        top = cells.max()
+        return cells, cells / top if top else np.zeros(cells.shape)
+    totals = cells.sum(axis=1, keepdims=True)
+    return cells, np.divide(cells, totals, out=np.zeros(cells.shape), where=totals > 0)
+
+
 def save_confusion_matrix(
     path: str | os.PathLike[str],
     labels,
@@ -127,14 +167,15 @@ def save_confusion_matrix(
     num_classes: int,
     class_names: Sequence[str] | None = None,
     title: str = "",
+    normalize: str = "predicted",
 ) -> str:
-    """Draws the confusion matrix: counts in the cells, colour = fraction of the row.
+    """Draws the confusion matrix: counts in the cells, colour = their fraction.
 
-    Rows are the true classes, columns the predicted ones (first class top left).
-    Each cell's colour is its count divided by the row's total (white 0 to dark
-    blue 1), so the diagonal reads as each class's recall whatever its frequency;
-    a class without examples has a white row. The count is written in every cell
-    (for at most 40 classes). The title ends with the overall accuracy.
+    `normalize` (see `normalised_confusion`): 'predicted' (004's: rows predicted,
+    columns true, each row divided by its total), 'true' (rows true, divided by
+    their totals) or 'none'. First class top left; colour white 0 to dark blue 1;
+    the count is written in every cell (for at most 40 classes). The title ends with
+    the overall accuracy.
 
     Args:
       path: the image file to write (PNG unless the suffix says otherwise).
@@ -142,25 +183,27 @@ def save_confusion_matrix(
       num_classes: the number of classes.
       class_names: ``num_classes`` tick labels; defaults to the class indices.
       title: first line of the title.
+      normalize: 'predicted', 'true' or 'none'.
 
     Returns:
       `path`, as a string.
     """
-    counts = confusion_matrix(labels, predictions, num_classes)
+    counts, fraction = normalised_confusion(
+        confusion_matrix(labels, predictions, num_classes), normalize
+    )
+    rows, columns, colour_label = _AXES[normalize]
     n = counts.shape[0]
     names = _class_names(class_names, n)
-    totals = counts.sum(axis=1, keepdims=True)
-    fraction = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
     longest = max(len(name) for name in names)
     side = float(np.clip(0.42 * n + 0.1 * min(longest, 20) + 2.2, 4.0, 20.0))
     fig = _new_figure(side + 1.2, side, layout="constrained")
     ax = fig.add_subplot()
     image = ax.imshow(fraction, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     colorbar = fig.colorbar(image, ax=ax, shrink=0.8)
-    colorbar.set_label("fraction of the true class (diagonal = recall)")
+    colorbar.set_label(colour_label)
     if n <= _MAX_CELL_TEXT:
         _write_counts(ax, counts, fraction)
-    _class_ticks(ax, names)
+    _class_ticks(ax, names, rows, columns)
     accuracy = _accuracy_text(counts)
     ax.set_title(f"{title}\n{accuracy}" if title else accuracy)
     return _save(fig, path)
@@ -199,7 +242,7 @@ def _write_counts(ax, counts: np.ndarray, fraction: np.ndarray) -> None:
             )
 
 
-def _class_ticks(ax, names: list[str]) -> None:
+def _class_ticks(ax, names: list[str], rows: str = "true", columns: str = "predicted") -> None:
     """The class names on both axes (rotated when many or long), and the axis labels."""
     n, longest = len(names), max(len(name) for name in names)
     tick_size = float(np.clip(11.0 - 0.1 * n, 5.0, 10.0))
@@ -213,8 +256,8 @@ def _class_ticks(ax, names: list[str]) -> None:
         fontsize=tick_size,
     )
     ax.set_yticks(range(n), names, fontsize=tick_size)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set_xlabel(columns)
+    ax.set_ylabel(rows)
     ax.tick_params(length=0)
 
 
@@ -314,6 +357,50 @@ def _draw_filter(ax, weights: np.ndarray, index: int, on: bool, label_size: floa
 
 
 # ------------------------------------------------------------------------ loss curves
+
+
+def save_accuracy_curves(
+    path: str | os.PathLike[str],
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float] | None, Sequence[float]]],
+    title: str = "",
+    eval_label: str = "validation",
+) -> str:
+    """Train and validation accuracy against step (004, 3.6.2 and Figures 4.1b, 4.5),
+    one colour per run: solid the training accuracy, dashed the validation one.
+
+    Args:
+      path: the image file to write.
+      curves: ``{name: (steps, train_accuracy or None, eval_accuracy)}``.
+      title: figure title.
+      eval_label: what the second curve is scored on ('validation', or 'eval' for a
+        run without a validation split).
+
+    Returns:
+      `path`, as a string.
+    """
+    if not curves:
+        raise ValueError("no accuracy curve to draw")
+    fig = _new_figure(7.0, 4.2, layout="constrained")
+    ax = fig.add_subplot()
+    for i, (name, (steps, train_acc, eval_acc)) in enumerate(curves.items()):
+        colour = f"C{i % 10}"
+        steps = np.asarray(steps, float)
+        prefix = f"{name}: " if len(curves) > 1 else ""
+        for values, style, what in ((train_acc, "-", "train"), (eval_acc, "--", eval_label)):
+            if values is None:
+                continue
+            values = np.asarray(values, float)
+            if values.shape != steps.shape:
+                raise ValueError(f"{name}: {what} accuracy {values.shape} vs steps {steps.shape}")
+            ax.plot(steps, values, style, color=colour, lw=1.3, marker="o", ms=3,
+                    label=f"{prefix}{what}")  # fmt: skip
+    ax.set_xlabel("step")
+    ax.set_ylabel("accuracy")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=9)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
 
 
 def normalise_curve(losses) -> np.ndarray:

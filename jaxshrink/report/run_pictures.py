@@ -6,8 +6,10 @@ registered model and for a researcher's own:
 * an image FCN (every layer a 2-D convolution of at most 16 units; thesis 001, 3.2):
   its kernels after training and after minimization, and what every filter outputs for
   one eval image after a few steps, after training and after minimization (Figure 3.4);
-* a classifier (thesis 004, 3.6): the confusion matrix of the eval split and, for a
-  convolution on gray or RGB images, the first layer's filters;
+* a classifier (thesis 004, 3.6): the confusion matrix of the test set (of the eval
+  split without a validation split), normalised by predicted class as 004 did, the
+  training and validation accuracy during training and, for a convolution on gray or
+  RGB images, the first layer's filters of the trained network and of the minimized;
 * a one-hidden-layer dense regression (the summation network): its surviving units;
 * every run: the initial training's curve (and a classifier's normalised loss), the
   minimization rounds and the kept units.
@@ -74,7 +76,7 @@ def draw_run(job, trained, final, rounds: Sequence[RoundEntry], baseline: float)
     if _is_image_fcn(model_spec):  # thesis 001, 3.2
         _draw_filters(job, trained, final, path)
     if job.task.name == "classification":  # thesis 004, 3.6
-        _draw_classifier(job, final, path)
+        _draw_classifier(job, trained, final, path)
     if _is_dense_regression(job.task.name, model_spec):
         _draw_unit_weights(model_spec, final, path)
     if job.curve and job.curve["step"]:
@@ -113,26 +115,35 @@ def _draw_filters(job, trained, final, path: PathFn) -> None:
     )
 
 
-def _draw_classifier(job, final, path: PathFn) -> None:
-    """The minimized classifier's confusion matrix and first-layer filters."""
+def _draw_classifier(job, trained, final, path: PathFn) -> None:
+    """The confusion matrix of the minimized classifier on the test set (on the eval
+    split without one), normalised as `output.confusion_normalize` says (004: by
+    predicted class), and the first layer's filters of the trained network, before
+    any pruning (004, Figures 4.2, 4.6), and after the minimization."""
     model_spec = job.model.spec
-    x, labels = job.dataset.eval.inputs, np.asarray(job.dataset.eval.targets)
+    split, name = (job.dataset.test, "test set") if job.dataset.test else (job.dataset.eval, "eval")
+    x, labels = split.inputs, np.asarray(split.targets)
     predicted = np.argmax(job.predict(final, x), axis=-1)
     plots.save_confusion_matrix(
         path("confusion_matrix.png"),
         labels,
         predicted,
         model_spec.layers[-1].units,
-        title="minimized network, eval split",
+        title=f"minimized network, {name}",
+        normalize=job.config.output.confusion_normalize,
     )
     first = model_spec.layers[0]
     if first.kind == "conv" and first.in_features in (1, 3):
-        plots.save_first_layer_filters(
-            path("first_layer_filters.png"),
-            np.asarray(spec_lib.get(final.params, first.kernel)),
-            np.asarray(final.masks[first.name]),
-            title=f"{first.name} after minimization",
-        )
+        for name, run, when in (
+            ("first_layer_filters.png", trained, f"trained {int(trained.step)} steps"),
+            ("first_layer_filters_minimized.png", final, "after minimization"),
+        ):
+            plots.save_first_layer_filters(
+                path(name),
+                np.asarray(spec_lib.get(run.params, first.kernel)),
+                np.asarray(run.masks[first.name]),
+                title=f"{first.name}, {when}",
+            )
 
 
 def _is_dense_regression(task: str, model_spec) -> bool:
@@ -170,4 +181,13 @@ def _draw_curves(job, path: PathFn) -> None:
     if job.task.name == "classification" and losses[0] > 0:
         plots.save_normalised_loss(
             path("loss_normalised.png"), {"training loss": (c["step"], losses)}
+        )
+    if job.task.name == "classification" and c.get("train_score"):
+        eval_label = "validation" if job.dataset.test is not None else "eval"
+        plots.save_accuracy_curves(
+            path("accuracy.png"),
+            {"run": (c["eval_step"], [v[0] for v in c["train_score"]],
+                     [v[0] for v in c["eval_score"]])},  # fmt: skip
+            title="initial training: accuracy",
+            eval_label=eval_label,
         )

@@ -75,12 +75,15 @@ def results(
 
 def _curve(curve: dict | None) -> dict | None:
     """The initial training's curve of the run (runs were batched: one value each)."""
-    return curve and {
+    out = curve and {
         "step": curve["step"],
         "loss": [v[0] for v in curve["loss"]],
         "eval_step": curve["eval_step"],
         "eval_score": [v[0] for v in curve["eval_score"]],
     }
+    if out and curve.get("train_score"):  # a classifier's training accuracy
+        out["train_score"] = [v[0] for v in curve["train_score"]]
+    return out
 
 
 def _ratio_text(ratio: float | None) -> str:

@@ -67,9 +67,23 @@ class Job:
         )
         # The test set, when a validation split is what `eval_data` holds: scored only
         # before and after the minimization (`evaluate(..., test=True)`).
+        size = int(config.train.eval_batch_size)
         self.test_data = self.dataset.test and batching.replicate(
-            train.make_eval_data(self.dataset.test, int(config.train.eval_batch_size)),
-            self.device_list,
+            train.make_eval_data(self.dataset.test, size), self.device_list
+        )
+        # A classifier's training accuracy beside the eval one during training (thesis
+        # 004's curves, 3.6.2): scored on the first training examples, as many as
+        # the eval split holds.
+        probe = None
+        if config.task == "classification":
+            n = min(len(self.dataset.train), len(self.dataset.eval))
+            probe = data.Split(
+                self.dataset.train.inputs[:n],
+                self.dataset.train.targets[:n],
+                self.dataset.train.sources[:n],
+            )
+        self.train_probe = probe and batching.replicate(
+            train.make_eval_data(probe, size), self.device_list
         )
         self.trainer = train.make_trainer(config, self.model, self.task)
         self.engine = batching.make_engine(self.trainer, config.batch)
@@ -112,15 +126,17 @@ class Job:
             f"precision {self.config.model.precision}"
         )
 
-    def evaluate(self, states: train.TrainState, *, test: bool = False) -> dict[str, np.ndarray]:
-        """Per-run eval scores of a batch of runs (numpy, one entry per run); `test`:
-        the test set's (only with a validation split, `dataset.test`)."""
+    def evaluate(self, states: train.TrainState, split: str = "eval") -> dict[str, np.ndarray]:
+        """Per-run scores of a batch of runs (numpy, one entry per run) on the eval
+        split, the test set ('test', only with a validation split, `dataset.test`) or
+        the training examples a classifier's curve reads ('train', `train_probe`)."""
         n = batching.num_runs(states)
         padded = self.place(states)
-        split = self.test_data if test else self.eval_data
-        if split is None:
-            raise ValueError("Job.evaluate(test=True): no test set (data.validation_fraction 0)")
-        scores = self.eval_fn(padded.params, padded.model_state, padded.masks, split)
+        split_data = {"eval": self.eval_data, "test": self.test_data, "train": self.train_probe}
+        chosen = split_data[split]
+        if chosen is None:
+            raise ValueError(f"Job.evaluate: no {split!r} split in this job")
+        scores = self.eval_fn(padded.params, padded.model_state, padded.masks, chosen)
         return {k: v[:n] for k, v in batching.to_host(scores).items()}
 
     def checkpointer(self, stage: str) -> checkpoint.RunCheckpointer:

@@ -82,6 +82,9 @@ def train_stage(
             line += f"  eval {job.score_label} {spread(score, '.4g')}"
             curve["eval_step"].append(step)
             curve["eval_score"].append(score.tolist())
+            if job.train_probe is not None:  # a classifier's training accuracy too
+                train_score = job.evaluate(states, "train")["score"][:n]
+                curve.setdefault("train_score", []).append(train_score.tolist())
             ckpt.save(step, states, {"stage": "train", "step": step, "curve": curve})
         if since is not None and step < total:
             line += f"  eta {eta(total - step, step - since[0], time.perf_counter() - since[1])}"

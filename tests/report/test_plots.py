@@ -89,6 +89,37 @@ def test_save_confusion_matrix(tmp_path):
     assert not (tmp_path / "bad.png").exists()
 
 
+def test_the_confusion_matrix_normalised_as_thesis_004_did():
+    # 4 examples of class 0 (3 right, 1 taken for a 1), 4 of class 1 (2 right, 2 taken
+    # for a 0), none of class 2, which is never predicted either.
+    counts = plots.confusion_matrix([0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1, 0, 0], 3)
+    assert counts.tolist() == [[3, 1, 0], [2, 2, 0], [0, 0, 0]]  # rows true
+    # 004 (3.6.3): M(predicted, true), each row over its total. Predicted 0: 5 times,
+    # 3 of them class 0; predicted 1: 3 times, 1 of them class 0.
+    cells, colour = plots.normalised_confusion(counts, "predicted")
+    assert cells.tolist() == [[3, 2, 0], [1, 2, 0], [0, 0, 0]]
+    np.testing.assert_allclose(colour, [[3 / 5, 2 / 5, 0], [1 / 3, 2 / 3, 0], [0, 0, 0]])
+    # Rows true, each over its total: the recall on the diagonal.
+    cells, colour = plots.normalised_confusion(counts, "true")
+    assert cells.tolist() == counts.tolist()
+    np.testing.assert_allclose(colour, [[3 / 4, 1 / 4, 0], [2 / 4, 2 / 4, 0], [0, 0, 0]])
+    _, colour = plots.normalised_confusion(counts, "none")
+    np.testing.assert_allclose(colour, counts / 3)
+    with pytest.raises(ValueError, match="normalize: 'rows'"):
+        plots.normalised_confusion(counts, "rows")
+
+
+def test_save_accuracy_curves(tmp_path):
+    curves = {
+        "A": ([100, 200, 300], [0.5, 0.7, 0.8], [0.45, 0.6, 0.7]),
+        "B": ([100, 200, 300], None, [0.5, 0.65, 0.72]),
+    }
+    _open_png(_same_twice(plots.save_accuracy_curves, tmp_path, "acc", curves, "overlay"))
+    with pytest.raises(ValueError, match="A: train accuracy"):
+        plots.save_accuracy_curves(str(tmp_path / "bad.png"), {"A": ([1, 2], [0.5], [0.4, 0.5])})
+    assert not (tmp_path / "bad.png").exists()
+
+
 # --------------------------------------------------------------- first-layer filters
 
 

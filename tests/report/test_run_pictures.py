@@ -9,12 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, tiny_config
+from conftest import ROOT, tiny_config, tiny_mnist
 
 from jaxshrink import data
 from jaxshrink.config import loader
 from jaxshrink.core import masks as masks_lib
 from jaxshrink.core import models, tasks, train
+from jaxshrink.experiments import runner
 from jaxshrink.report import pictures, run_pictures
 from jaxshrink.runtime import stages
 from jaxshrink.runtime.job import Job
@@ -95,3 +96,16 @@ def test_the_kept_network_is_the_runs_own_and_survives_a_resume(
     old = Job(config, str(tmp_path), Logger())
     stages.train_stage(old, [int(config.seed)], keep_step=keep_step)
     assert old.early is None
+
+
+@pytest.mark.e2e
+def test_a_classifier_draws_thesis_004s_pictures(tmp_path):
+    c = tiny_mnist()  # a validation split of a quarter of the training digits
+    results = runner.run(c, str(tmp_path))
+    for name in ("confusion_matrix.png", "accuracy.png", "first_layer_filters.png",
+                 "first_layer_filters_minimized.png"):  # fmt: skip
+        assert name in results["pictures"] and (tmp_path / name).stat().st_size > 1000
+    curve = results["curve"]
+    # The training accuracy is scored where the validation accuracy is.
+    assert len(curve["train_score"]) == len(curve["eval_step"]) == len(curve["eval_score"])
+    assert all(0.0 <= a <= 1.0 for a in curve["train_score"])
