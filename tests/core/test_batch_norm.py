@@ -64,7 +64,14 @@ def test_freezing_a_unit_freezes_its_scale_and_bias_and_cosine_rows_include_them
     assert np.asarray(tree["conv_0_bn"]["bias"]).tolist() == [False, True, False, False]
     grads = jax.tree.map(jnp.ones_like, params)
     cfg = ml_collections.ConfigDict(
-        {"name": "sgd", "learning_rate": 1.0, "weight_decay": 0.0, "l1": 0.0, "frozen_layers": ()}
+        {
+            "name": "sgd",
+            "learning_rate": 1.0,
+            "weight_decay": 0.0,
+            "weight_decay_mode": "l2",
+            "l1": 0.0,
+            "frozen_layers": (),
+        }
     )
     tx = optim.make_optimizer(cfg, model.spec, params)
     updates, _ = tx.update(grads, tx.init(params), params, frozen=frozen)

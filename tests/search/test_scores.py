@@ -243,7 +243,14 @@ def test_l1_option_adds_l1_times_sign_to_the_gradient_and_validates():
         "dense_1": MLP_PARAMS["dense_1"],
     }
     cfg = ml_collections.ConfigDict(
-        {"name": "sgd", "learning_rate": 1.0, "weight_decay": 0.0, "l1": 0.5, "frozen_layers": ()}
+        {
+            "name": "sgd",
+            "learning_rate": 1.0,
+            "weight_decay": 0.0,
+            "weight_decay_mode": "l2",
+            "l1": 0.5,
+            "frozen_layers": (),
+        }
     )
     tx = optim.make_optimizer(cfg, MLP.spec, params)
     zeros = jax.tree.map(jnp.zeros_like, params)

@@ -51,6 +51,9 @@ class Context:
     distort: float  # minimize.distort: thesis 003's distortion scale (0: off)
     reference: str  # minimize.reference
     round_steps: int  # minimize.round_steps
+    # What the scores read: 0 the first eval batch; n > 0 the first n training
+    # examples; -1 every training example (`minimize.score_split`, `score_examples`).
+    score_examples: int = 0
 
     @property
     def spec(self) -> spec_lib.ModelSpec:
@@ -79,7 +82,14 @@ def context(minimize_cfg, engine: batching.Engine, plan: Plan) -> Context:
         distort=float(minimize_cfg.distort),
         reference=minimize_cfg.reference,
         round_steps=int(minimize_cfg.round_steps),
+        score_examples=_score_examples(minimize_cfg),
     )
+
+
+def _score_examples(minimize_cfg) -> int:
+    if minimize_cfg.score_split == "eval":
+        return 0
+    return int(minimize_cfg.score_examples) or -1
 
 
 def _first(vector):
@@ -180,11 +190,20 @@ def propose(ctx: Context, ms: MinState, spec: RunSpec, x, y):
     return trial, Proposal(active, choice, onehot_flat, key, kind, layer & active)
 
 
-def prepare(ctx: Context, ms: MinState, spec: RunSpec, eval_data: train.EvalData):
-    """`propose` for every run of the batch, on the scoring batch (the first eval batch,
-    as the model sees it): (trials, proposals)."""
-    x = ctx.trainer.eval_transform(train.decode(eval_data.inputs[0]))
-    y = train.decode(eval_data.targets[0])
+def prepare(
+    ctx: Context, ms: MinState, spec: RunSpec, eval_data: train.EvalData, data: train.TrainData
+):
+    """`propose` for every run of the batch, on the scoring batch, as the model sees it
+    (the first eval batch, or with `minimize.score_split='train'` the training
+    examples, as thesis 003 counts activations "feeding the training data"):
+    (trials, proposals)."""
+    if ctx.score_examples == 0:
+        x, y = eval_data.inputs[0], eval_data.targets[0]
+    else:
+        n = data.inputs.shape[0] if ctx.score_examples < 0 else ctx.score_examples
+        x, y = data.inputs[:n], data.targets[:n]
+    x = ctx.trainer.eval_transform(train.decode(x))
+    y = train.decode(y)
     return jax.vmap(functools.partial(propose, ctx), in_axes=(0, 0, None, None))(ms, spec, x, y)
 
 
@@ -207,7 +226,7 @@ def make_round(
     ctx = context(config.minimize, engine, plan or Plan.single(config.minimize))
 
     def round_fn(ms: MinState, spec: RunSpec, data: train.TrainData, eval_data: train.EvalData):
-        trial, prop = prepare(ctx, ms, spec, eval_data)
+        trial, prop = prepare(ctx, ms, spec, eval_data, data)
         trial, loss = engine.train(trial, data, jnp.where(prop.active, ctx.round_steps, 0))
         score = engine.evaluate(trial.params, trial.model_state, trial.masks, eval_data)["score"]
         return decide_runs(ctx, ms, spec, prop, trial, loss, score)
@@ -234,7 +253,7 @@ def make_host_round(
     evaluate = jax.jit(engine.evaluate)
 
     def round_fn(ms: MinState, spec: RunSpec, data: train.TrainData, eval_data: train.EvalData):
-        trial, prop = prepare_fn(ms, spec, eval_data)
+        trial, prop = prepare_fn(ms, spec, eval_data, data)
         steps = np.where(np.asarray(jax.device_get(prop.active)), ctx.round_steps, 0)
         trial, loss = train_fn(trial, data, steps)
         score = evaluate(trial.params, trial.model_state, trial.masks, eval_data)["score"]

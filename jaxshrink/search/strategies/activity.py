@@ -4,10 +4,10 @@ They assume a ReLU after every maskable layer (every network of the theses uses 
 so a unit's output is zero exactly where the value its ReLU sees is <= 0. That value is
 read with Flax's `capture_intermediates`: the layer's own output or, when the spec
 says a batch norm belongs to the layer, the batch norm's. They are measured on the
-scoring batch (the first eval batch), not on the whole training set as thesis 003
-counts. Dead units get whatever their formula gives: `select` and the group rules only
-look at eligible (live) candidates, and layer statistics (outliers) are taken over the
-live units only.
+scoring batch: the first eval batch, or with `minimize.score_split='train'` the
+training examples, as thesis 003 counts. Dead units get whatever their formula
+gives: `select` and the group rules only look at eligible (live) candidates, and
+layer statistics (outliers) are taken over the live units only.
 
 Thesis 003 (2.8.1) also runs these rules "distorted" (`minimize.distort`, see
 `minimize.alter.distort`) and "regularized" (`optim.l1`); neither changes a score, so
