@@ -119,4 +119,27 @@ def quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
-PRESETS = {"t003": thesis_003, "quick": quick}
+def decomposeme(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """003's network with every convolution trained separable from the start (2.5.1,
+    DecomposeMe): K x 1 then 1 x K, through (4, 64, 128) inner channels (under 003's
+    bound N K L / (L + K) for each: 4.8, 107, 299), a plain module whose channel
+    groups, inner ones included, the search shrinks. Give it after `t003` (and after
+    `quick`, which it narrows too): `mnist.py:t003,quick,decomposeme`. Today's
+    alternative, separating a trained network's kernels afterwards, is the deploy
+    stage's low-rank form (`deploy.lowrank`)."""
+    if c.model.name != "cnn":
+        raise ValueError("decomposeme: give it after the chain presets (t003, quick)")
+    narrow = 32 // int(c.model.layers[0].split(":")[1])  # 8 when `quick` came first
+    c.model = config_lib.model_section()
+    c.model.name = "decomposeme"
+    c.model.convs = tuple(
+        (max(1, f // narrow), k, max(1, p // narrow), pad)
+        for f, k, p, pad in ((32, 5, 4, "SAME"), (64, 5, 64, "SAME"), (128, 7, 128, "VALID"))
+    )
+    c.model.num_classes = 10
+    c.model.pools = 2
+    c.model.precision = "highest"
+    return c
+
+
+PRESETS = {"t003": thesis_003, "quick": quick, "decomposeme": decomposeme}

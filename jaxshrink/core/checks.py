@@ -115,6 +115,15 @@ def _check_plain(c) -> None:
         levels = "two or more: the levels, then the bottleneck"
         check_field(len(m.widths) >= 2, "model.widths", tuple(m.widths), levels)
         check_int(c, "model.out_channels")
+    if m.name == "decomposeme":
+        check_int(c, "model.num_classes", 2)
+        ok = len(m.convs) >= 1 and all(
+            len(v) == 4 and all(is_int(n, 1) for n in v[:3]) and v[3] in ("SAME", "VALID")
+            for v in m.convs
+        )
+        allowed = "(features, kernel, inner channels, 'SAME' or 'VALID') per convolution"
+        check_field(ok, "model.convs", tuple(map(tuple, m.convs)), allowed)
+        check_field(is_int(m.pools, 0), "model.pools", m.pools, "an integer >= 0")
     if m.name == "mobilenet":
         check_int(c, "model.stem_width")
         check_one_of(m.stem_stride, "model.stem_stride", (1, 2))

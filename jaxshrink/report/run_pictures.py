@@ -38,17 +38,20 @@ EARLY_STEPS = 100
 PathFn = Callable[[str], str]  # a picture's file name -> its path, recording the name
 
 
-def _is_image_fcn(model_spec) -> bool:
-    """Every layer a 2-D convolution with few units: the edge FCN's pictures fit."""
-    return all(layer.kind == "conv" and layer.units <= 16 for layer in model_spec.layers) and (
-        len(model_spec.input_shape) == 3
+def _is_image_fcn(model_spec, task: str) -> bool:
+    """Every layer a 2-D convolution with few units, mapping images to images: the
+    edge FCN's pictures fit (a classifier's outputs are not images)."""
+    return (
+        task != "classification"
+        and all(layer.kind == "conv" and layer.units <= 16 for layer in model_spec.layers)
+        and len(model_spec.input_shape) == 3
     )
 
 
 def early_step(config: ml_collections.ConfigDict, model_spec) -> int | None:
     """The step whose network `draw_run` draws as "after a few steps": `EARLY_STEPS`, or
     the whole initial training if shorter; None when the run's pictures need none."""
-    if not _is_image_fcn(model_spec):
+    if not _is_image_fcn(model_spec, config.task):
         return None
     return min(EARLY_STEPS, int(config.train.initial_steps))
 
@@ -73,7 +76,7 @@ def draw_run(job, trained, final, rounds: Sequence[RoundEntry], baseline: float)
         names.append(name)
         return os.path.join(job.workdir, name)
 
-    if _is_image_fcn(model_spec):  # thesis 001, 3.2
+    if _is_image_fcn(model_spec, job.task.name):  # thesis 001, 3.2
         _draw_filters(job, trained, final, path)
     if job.task.name == "classification":  # thesis 004, 3.6
         _draw_classifier(job, trained, final, path)

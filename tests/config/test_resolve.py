@@ -195,7 +195,7 @@ def test_a_bad_preset_or_file_is_a_one_line_config_error():
         loader.load(path + ":t003,fast")
     assert "\n" not in str(e.value)
     assert str(e.value) == (
-        "config argument: unknown preset 'fast'; allowed: ['quick', 't003']"
+        "config argument: unknown preset 'fast'; allowed: ['decomposeme', 'quick', 't003']"
     )
     with pytest.raises(errors.ConfigError, match="no config file"):
         loader.load(os.path.join(ROOT, "configs", "none.py:quick"))

@@ -72,10 +72,23 @@ def _mobilenet(c):
     )
 
 
+def _decomposeme(c):
+    return zoo.DecomposeMeCNN(
+        convs=tuple((int(f), int(k), int(p), str(pad)) for f, k, p, pad in c.convs),
+        num_classes=int(c.num_classes),
+        pools=int(c.pools),
+    )
+
+
 # name -> model config -> (layer strings, ReLU after the last layer)
 CHAINS: dict[str, Callable] = {"fcn": _fcn, "mlp": _mlp, "cnn": _cnn}
 # name -> model config -> a plain Flax module (wrapped: its layers are channel groups)
-PLAIN: dict[str, Callable] = {"resnet": _resnet, "unet": _unet, "mobilenet": _mobilenet}
+PLAIN: dict[str, Callable] = {
+    "resnet": _resnet,
+    "unet": _unet,
+    "mobilenet": _mobilenet,
+    "decomposeme": _decomposeme,
+}
 FAMILIES: dict[str, Callable] = {**CHAINS, **PLAIN}
 
 

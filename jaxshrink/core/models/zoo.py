@@ -11,7 +11,9 @@ write them: a mask would be the one thing a user's model never has.
 * `CifarResNet`: the CIFAR-10 ResNet of He et al. 2016 (ResNet-20 to ResNet-110);
 * `UNet`: a small U-Net for image-to-image tasks such as edge maps;
 * `MobileNetV2Block` and `MobileNetLike`: inverted residual blocks (Sandler et al.
-  2018) stacked into a small classifier.
+  2018) stacked into a small classifier;
+* `DecomposeMeCNN`: thesis 003's MNIST classifier with every convolution trained
+  separable, a K x 1 then a 1 x K convolution (DecomposeMe).
 
 All take NHWC images. The two with batch norm take ``train`` (batch statistics when
 training, the running ones otherwise, as ``nn.BatchNorm(use_running_average=not
@@ -260,4 +262,42 @@ class MobileNetLike(nn.Module):
         for i, (expand, features, stride) in enumerate(self.blocks):
             x = MobileNetV2Block(features, expand, stride, name=f"block{i + 1}")(x, train)
         x = x.mean(axis=(1, 2))  # global average pooling
+        return nn.Dense(self.num_classes, name="head")(x)
+
+
+# ----------------------------------------------------------------- DecomposeMe
+
+
+class DecomposeMeCNN(nn.Module):
+    """A classifier whose convolutions are separable from the start (Alvarez and
+    Petersson 2016, "DecomposeMe", as thesis 003 2.5.1 uses it: "instead of separating
+    learned convolutions ... forces the separability of convolution operation as a
+    hard constraint").
+
+    Each (features, kernel, inner, padding) of `convs` is a K x 1 convolution to
+    `inner` channels (no bias) followed by a 1 x K one to `features` (bias, ReLU): the
+    K x K convolution 003 wants at N P (L + K) instead of N^2 K L multiplications per
+    position. The first two are followed by 2 x 2 max-pooling (003's Table 2.3: conv
+    5x5x32, pool, conv 5x5x64, pool, a 7x7 'VALID' conv of 128, dense 10). The inner
+    channels are groups of their own, so the search may narrow them too.
+
+    Modules: ``conv{i}_v`` and ``conv{i}`` (from 0) and ``head``.
+    """
+
+    convs: Sequence[tuple[int, int, int, str]] = (
+        (32, 5, 4, "SAME"),
+        (64, 5, 64, "SAME"),
+        (128, 7, 128, "VALID"),
+    )
+    num_classes: int = 10
+    pools: int = 2  # max-pooling after each of the first `pools` convolutions
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i, (features, kernel, inner, padding) in enumerate(self.convs):
+            x = nn.Conv(inner, (kernel, 1), padding=padding, use_bias=False, name=f"conv{i}_v")(x)
+            x = nn.relu(nn.Conv(features, (1, kernel), padding=padding, name=f"conv{i}")(x))
+            if i < self.pools:
+                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = x.reshape(x.shape[0], -1)
         return nn.Dense(self.num_classes, name="head")(x)
