@@ -213,8 +213,8 @@ def test_an_unknown_preset_is_one_line_naming_it(tmp_path):
     [
         ("minimize.strategy", "greedy", "sequential"),
         ("minimize.mode", "off", "disabled_frozen"),
-        ("minimize.threshold", 0.0, "(0, 1]"),
-        ("minimize.threshold", 1.01, "(0, 1]"),
+        ("minimize.threshold", -0.1, "[0, 1]"),
+        ("minimize.threshold", 1.01, "[0, 1]"),
         ("model.kernel_size", 4, "odd"),
         ("model.num_filters", 0, ">= 1"),
         ("data.source", "web", "folder"),
