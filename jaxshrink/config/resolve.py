@@ -121,11 +121,10 @@ def _resolve_batch(c: ml_collections.ConfigDict, model, backend: str) -> None:
     """`batch.method`, `grad`, `group_size` and `steps` as `batching` decides them here."""
     b = c.batch
     b.method, b.group_size, b.grad = batching.resolve(b, backend)
-    device_count = len(batching.devices(int(b.devices)))
     xla_convs = True  # what `resolve_steps` assumes where the count does not matter
-    if batching.needs_convolution_count(b, device_count, backend):
+    if batching.needs_convolution_count(b, backend):
         xla_convs = _has_xla_convolutions(c, model)
-    b.steps = batching.resolve_steps(b, device_count, backend, xla_convs=xla_convs)
+    b.steps = batching.resolve_steps(b, backend, xla_convs=xla_convs)
 
 
 def _has_xla_convolutions(c: ml_collections.ConfigDict, model) -> bool:

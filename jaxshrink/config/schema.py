@@ -129,8 +129,9 @@ def _minimize() -> ml_collections.ConfigDict:
 
 
 def _batch() -> ml_collections.ConfigDict:
-    # How a batch of runs executes (see `jaxshrink.search.batching`); results do not depend
-    # on it beyond float rounding. 'auto' picks the measured faster one per backend.
+    # How a batch of runs executes (see `jaxshrink.search.batching`). A run's numbers do not
+    # depend on the devices or processes (`jaxshrink.runtime.determinism`); the method,
+    # group size and steps change only their rounding. 'auto' picks the measured faster one.
     b = ml_collections.ConfigDict()
     b.method = "auto"  # 'loop' (lax.map over runs), 'vmap', or 'auto'
     b.group_size = 0  # vmap: runs per vmapped group (0 = all; lower to save memory)
@@ -141,6 +142,13 @@ def _batch() -> ml_collections.ConfigDict:
     # measured faster one, `batching.resolve_steps`: 'host' for one process on one CPU
     # device when the training step holds XLA convolutions, else 'compiled').
     b.steps = "auto"
+    # XLA's CPU thread pool (0: the machine's cores, at least the devices of a process):
+    # its size sets the rounding of XLA's CPU convolutions, so a fixed N gives the same
+    # bits on every layout of up to N devices per process and on every machine.
+    b.cpu_threads = 0
+    # GPUs: deterministic kernels (some sum in a different order on every call); a speed
+    # cost. CPUs are deterministic already.
+    b.deterministic = False
     return b
 
 

@@ -296,6 +296,8 @@ class RunResult:
     curve: Mapping[str, list] | None = None  # step, loss, eval_step, eval_score
     pictures: tuple[str, ...] = ()
     deploy: DeployReport | None = None
+    # Whether its numbers are the same bits on every layout (`runtime.determinism`).
+    reproducibility: Mapping[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -310,6 +312,8 @@ class RunResult:
         """The record as `results.json` holds it."""
         head = {"status": self.status, "config": self.config, "workdir": self.workdir}
         head["device"] = self.device
+        if self.reproducibility is not None:
+            head["reproducibility"] = dict(self.reproducibility)
         if not self.ok:
             return {**head, "trained": self.trained.to_json()}
         e = self.export
@@ -341,6 +345,7 @@ class RunResult:
         its ``export``, which holds the same numbers)."""
         head = dict(status=d["status"], config=d["config"], workdir=d["workdir"])
         head.update(device=d["device"], trained=Evaluated.from_json(d["trained"]))
+        head.update(reproducibility=d.get("reproducibility"))
         if d["status"] != "ok":
             return cls(**head)
         ratio = d["reference_ratio"]
@@ -403,5 +408,3 @@ class SweepRow:
             values[name] = _float(values[name])
         values["kept"] = str(values["kept"])
         return cls(**values)
-
-

@@ -417,6 +417,7 @@ def _write(outcome: Outcome, workdir: str, context: Context) -> Report:
     results = {
         "config": job.config.to_dict(),
         "device": jax.devices()[0].device_kind,
+        "reproducibility": job.reproducibility,
         "data": job.dataset.info,
         "seconds": time.perf_counter() - context.start,
         "samples": {name: {"points": sizes[name], "meaning": SAMPLES[name]} for name in SAMPLES},

@@ -39,7 +39,7 @@ from jaxshrink.core import files
 from jaxshrink.core import masks as masks_lib
 from jaxshrink.core import spec as spec_lib
 from jaxshrink.experiments.registry import Context, Experiment, Report
-from jaxshrink.runtime import stages
+from jaxshrink.runtime import determinism, stages
 from jaxshrink.runtime.job import Job
 from jaxshrink.search import batching, minimize, strategies
 from jaxshrink.search.plan import Plan
@@ -322,6 +322,7 @@ def _write(outcome: Outcome, workdir: str, context: Context) -> Report:
     results = {
         "config": outcome.config.to_dict(),
         "device": jax.devices()[0].device_kind,
+        "reproducibility": determinism.record(outcome.config.batch),
         "seconds": {**outcome.seconds, "total": time.perf_counter() - context.start},
         "summary": table,
         "runs": rows,

@@ -345,6 +345,7 @@ def _write(outcome: Outcome, workdir: str, context: Context) -> Report:
     results = {
         "config": job.config.to_dict(),
         "device": jax.devices()[0].device_kind,
+        "reproducibility": job.reproducibility,
         "data": job.dataset.info,
         "seconds": time.perf_counter() - context.start,
         "scores_before": outcome.before.tolist(),

@@ -21,8 +21,9 @@ import ml_collections
 from jaxshrink.config import resolve, validate
 from jaxshrink.core import errors, files, models
 from jaxshrink.experiments import registry
-from jaxshrink.runtime import distributed, progress
+from jaxshrink.runtime import determinism, distributed, progress
 from jaxshrink.runtime import workdir as workdir_lib
+from jaxshrink.search import checks as search_checks
 
 
 def check(config: ml_collections.ConfigDict, model: models.Model | None = None):
@@ -44,9 +45,7 @@ def check(config: ml_collections.ConfigDict, model: models.Model | None = None):
     return experiment
 
 
-def run(
-    config: ml_collections.ConfigDict, workdir: str, model: models.Model | None = None
-) -> Any:
+def run(config: ml_collections.ConfigDict, workdir: str, model: models.Model | None = None) -> Any:
     """Runs the experiment `config` selects in `workdir` and returns its results.
 
     Args:
@@ -67,6 +66,10 @@ def run(
         workdir was started with.
       errors.WorkdirBusy: another live process holds the workdir.
     """
+    # Before anything starts JAX's backend (the validation builds the model): its
+    # thread pool and deterministic kernels.
+    search_checks.check_batch(config)
+    determinism.apply(config.batch)
     experiment = check(config, model)
     # The automatic values made concrete: what the run reads and its workdir records.
     config = resolve.resolve(config, model)

@@ -317,6 +317,7 @@ def _results(outcome: Outcome, failed: int, figure: dict, compared: dict, start:
     return {
         "config": job.config.to_dict(),
         "device": jax.devices()[0].device_kind,
+        "reproducibility": job.reproducibility,
         "data": job.dataset.info,
         "design": job.config.sweep.design,
         "trained_networks": outcome.trained_networks,

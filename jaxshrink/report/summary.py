@@ -57,6 +57,7 @@ def results(
         config=job.config.to_dict(),
         workdir=job.workdir,
         device=jax.devices()[0].device_kind,
+        reproducibility=job.reproducibility,
         trained=Evaluated(int(trained.step), trained_scores, tests[0]),
         data=job.dataset.info,
         score_name=job.task.score_label,

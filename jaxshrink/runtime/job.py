@@ -16,7 +16,7 @@ import numpy as np
 from jaxshrink import data
 from jaxshrink.core import augment, errors, models, tasks, train
 from jaxshrink.report import pictures
-from jaxshrink.runtime import checkpoint, distributed
+from jaxshrink.runtime import checkpoint, determinism, distributed
 from jaxshrink.runtime.progress import Logger
 from jaxshrink.search import batching, minimize
 from jaxshrink.search import plan as search_plan
@@ -26,8 +26,8 @@ class Job:
     """The configured pieces shared by the stages of a run or a sweep.
 
     Every state it handles is a batch (leading run axis); a single run is the batch
-    of one. The batch is padded to a multiple of the device count for sharding;
-    padded runs take no steps and are dropped from every result.
+    of one. The batch is padded to fill whole groups of runs on every device
+    (`batching.by_group`); padded runs take no steps and are dropped from every result.
     """
 
     def __init__(
@@ -46,9 +46,7 @@ class Job:
         self.early: train.Snapshot | None = None  # run 0 at `train_stage`'s `keep_step`
         self.dataset = data.load_dataset(config.data)
         # What the model sees: the examples after augmentation (e.g. a 24x24 crop).
-        example_shape = augment.output_shape_of(
-            config.augment, self.dataset.train.inputs.shape[1:]
-        )
+        example_shape = augment.output_shape_of(config.augment, self.dataset.train.inputs.shape[1:])
         self.model = model or models.get_model(config.model, example_shape)
         if tuple(self.model.spec.input_shape) != tuple(example_shape):
             raise errors.ConfigError(
@@ -58,6 +56,8 @@ class Job:
         self.task = tasks.get_task(config.task, config.train.loss or None)
         self.device_list = batching.devices(int(config.batch.devices))
         self.devices = len(self.device_list)
+        # Whether the runs' numbers are the same bits on every layout (`results.json`).
+        self.reproducibility = determinism.record(config.batch)
         self.train_data = batching.replicate(
             train.make_train_data(self.dataset.train), self.device_list
         )
@@ -88,32 +88,47 @@ class Job:
         self.trainer = train.make_trainer(config, self.model, self.task)
         self.engine = batching.make_engine(self.trainer, config.batch)
         # On a CPU 'auto' steps depend on whether a step holds XLA convolutions.
-        xla_convs = not batching.needs_convolution_count(config.batch, self.devices) or bool(
+        xla_convs = not batching.needs_convolution_count(config.batch) or bool(
             batching.xla_convolutions(self.trainer, self.train_data)
         )
-        self.eval_fn = batching.distribute(
-            self.engine.evaluate, (True, True, True, False), self.device_list
+        # Every group of runs is one call of the same program on its own device
+        # (`batching.by_group`), so a run's result does not depend on the layout.
+        group = self.engine.group_size
+        self.multiple = batching.layout_multiple(group, self.devices)
+        self.eval_fn = batching.by_group(
+            jax.jit(self.engine.evaluate), (True, True, True, False), group, self.device_list
         )
         # Where the training steps loop: in the compiled program, or from the host
-        # (`batching.resolve_steps`: a single CPU device whose step holds XLA
-        # convolutions, where that is faster).
-        self.steps = batching.resolve_steps(config.batch, self.devices, xla_convs=xla_convs)
+        # (`batching.resolve_steps`: a CPU whose step holds XLA convolutions, where
+        # that is faster).
+        self.steps = batching.resolve_steps(config.batch, xla_convs=xla_convs)
         if self.steps == "host":
-            self.train_fn = batching.host_train(self.trainer)
-            self.round_fn = minimize.make_host_round(config, self.engine, self.train_fn, self.plan)
-        else:
-            self.train_fn = batching.distribute(
-                self.engine.train, (True, False, True), self.device_list
+            host_train = batching.host_train(self.trainer)
+            host_round = minimize.make_host_round(config, self.engine, host_train, self.plan)
+            self.train_fn = batching.by_group(
+                host_train, (True, False, True), group, self.device_list
             )
-            self.round_fn = batching.distribute(
-                minimize.make_round(config, self.engine, self.plan),
+            self.round_fn = batching.by_group(
+                host_round, (True, True, False, False), group, self.device_list
+            )
+        else:
+            self.train_fn = batching.by_group(
+                jax.jit(self.engine.train), (True, False, True), group, self.device_list
+            )
+            self.round_fn = batching.by_group(
+                jax.jit(minimize.make_round(config, self.engine, self.plan)),
                 (True, True, False, False),
+                group,
                 self.device_list,
             )
 
+    def pad(self, tree):
+        """A batch padded to fill whole groups on every device (copies of its last run)."""
+        return batching.pad_runs(tree, self.multiple)
+
     def place(self, tree):
-        """Pads a batch to a multiple of the device count and shards it over them."""
-        return batching.place(batching.pad_runs(tree, self.devices), self.device_list)
+        """Pads a batch to fill whole groups on every device and shards it over them."""
+        return batching.place(self.pad(tree), self.device_list)
 
     def describe(self) -> str:
         e = self.engine
@@ -123,8 +138,14 @@ class Job:
             f"{distributed.describe()}), "
             f"runs batched by {e.method} ({group}, grad {e.grad}), steps looped "
             f"{'from the host' if self.steps == 'host' else 'in the compiled program'}, "
-            f"precision {self.config.model.precision}"
+            f"precision {self.config.model.precision}{self._pool()}"
         )
+
+    def _pool(self) -> str:
+        """', XLA CPU pool of N threads' on a CPU (what its rounding depends on)."""
+        if self.reproducibility["backend"] != "cpu":
+            return ""
+        return f", XLA CPU pool of {self.reproducibility['cpu_threads']} threads"
 
     def evaluate(self, states: train.TrainState, split: str = "eval") -> dict[str, np.ndarray]:
         """Per-run scores of a batch of runs (numpy, one entry per run) on the eval

@@ -33,9 +33,7 @@ def _steps(live, count: int) -> jax.Array:
     return jnp.where(live, jnp.int32(count), jnp.int32(0))
 
 
-def train_stage(
-    job: Job, seeds, masks=None, keep_step: int | None = None
-) -> train.TrainState:
+def train_stage(job: Job, seeds, masks=None, keep_step: int | None = None) -> train.TrainState:
     """Initial training of one run per seed, batched; resumes from the newest checkpoint.
 
     Run i starts from `PRNGKey(seeds[i])`, exactly as a single run with that seed, with
@@ -255,7 +253,7 @@ def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, des
     """
     log = job.log
     n = batching.num_runs(ms)
-    ms = batching.pad_runs(ms, job.devices)
+    ms = job.pad(ms)
     ms = job.place(ms.replace(done=ms.done.at[n:].set(True)))  # padding never trains
     specs = job.place(specs)
     ckpt = job.checkpointer("minimize")

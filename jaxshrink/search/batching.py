@@ -27,11 +27,13 @@ How the run axis is executed is a choice (`config.batch`), measured by
   to `batch_group_count = runs` (the form cuDNN's backward-filter routine takes).
   Both give the same gradients (runs do not share parameters).
 
-`distribute` spreads the run axis over the devices (`batch.devices`, 0 = all) with
-`jax.shard_map` (no communication: every run is independent and the data is
-replicated). In a job of several processes (`jaxshrink.runtime.distributed`) these are every
-process's devices, a global mesh; `to_host` is how every process reads a run-level
-result, gathered from all of them.
+`by_group` spreads the run axis over the devices (`batch.devices`, 0 = all): every
+group of runs is one call of the same compiled program on the device that holds it,
+so a run's result does not depend on how many devices or processes share the batch,
+nor on how many runs it holds (no communication: every run is independent and the
+data is replicated). In a job of several processes (`jaxshrink.runtime.distributed`)
+these are every process's devices, a global mesh; `to_host` is how every process
+reads a run-level result, gathered from all of them.
 """
 
 from __future__ import annotations
@@ -107,13 +109,13 @@ def resolve(batch_cfg, backend: str | None = None) -> tuple[str, int, str]:
     return method, group_size, grad
 
 
-def resolve_steps(
-    batch_cfg, device_count: int, backend: str | None = None, xla_convs: bool = True
-) -> str:
+def resolve_steps(batch_cfg, backend: str | None = None, xla_convs: bool = True) -> str:
     """Where training steps are looped: 'compiled' (one program per chunk of steps,
     `Engine.train`) or 'host' (`host_train`); 'auto' picks the measured faster one.
 
-    `xla_convs`: whether the training step holds XLA convolutions (`xla_convolutions`)."""
+    `xla_convs`: whether the training step holds XLA convolutions (`xla_convolutions`).
+    The choice never depends on the device or process count: the two loops round
+    differently, and a run's result must not change with the hardware layout."""
     backend = backend or jax.default_backend()
     steps = batch_cfg.steps
     if steps == "auto":
@@ -121,23 +123,20 @@ def resolve_steps(
         # experiments/results/bench_host_cpu.json and bench_auto_cpu.json): XLA's
         # convolutions run 1.3-2.0x slower inside a compiled loop than in a step
         # called from Python (at 256 px the direct form's kernel gradient is XLA's:
-        # 6.9 against 14.3 seed-steps/s), so one process on one CPU device drives
-        # its steps from the host when a step holds any. With direct convolutions
-        # only (64 and 128 px) the compiled loop was 1.1-1.8x faster with the per-tap
-        # kernel gradient (bench_auto_cpu.json) and is 1.0-1.3x with the row products
-        # (bench_rows_cpu.json): never slower. Accelerators,
-        # several devices and several processes keep the compiled loop.
-        single = device_count == 1 and jax.process_count() == 1
-        steps = "host" if backend == "cpu" and single and xla_convs else "compiled"
+        # 6.9 against 14.3 seed-steps/s), so a CPU drives its steps from the host
+        # when a step holds any. With direct convolutions only (64 and 128 px) the
+        # compiled loop was 1.1-1.8x faster with the per-tap kernel gradient
+        # (bench_auto_cpu.json) and is 1.0-1.3x with the row products
+        # (bench_rows_cpu.json): never slower. Accelerators keep the compiled loop.
+        steps = "host" if backend == "cpu" and xla_convs else "compiled"
     return steps
 
 
-def needs_convolution_count(batch_cfg, device_count: int = 1, backend: str | None = None) -> bool:
+def needs_convolution_count(batch_cfg, backend: str | None = None) -> bool:
     """Whether `resolve_steps` depends on `xla_convolutions` for `batch_cfg`: 'auto'
-    steps for one process on one CPU device (elsewhere the count need not be traced)."""
+    steps on a CPU (elsewhere the count need not be traced)."""
     backend = backend or jax.default_backend()
-    single = device_count == 1 and jax.process_count() == 1
-    return backend == "cpu" and single and batch_cfg.steps == "auto"
+    return backend == "cpu" and batch_cfg.steps == "auto"
 
 
 def host_train(trainer: train.Trainer) -> Callable:
@@ -347,26 +346,99 @@ def place(tree, device_list):
     return jax.device_put(_hostable(tree), run_sharding(device_list))
 
 
-def distribute(fn: Callable, run_args: tuple[bool, ...], device_list=None) -> Callable:
-    """`jit(fn)`, with the run axis sharded over all local devices when there are several.
+def group_runs(group_size: int, total: int, device_count: int) -> int:
+    """Runs per compiled call: `group_size`, or with 0 every run of a device."""
+    return group_size or max(1, total // device_count)
+
+
+def layout_multiple(group_size: int, device_count: int) -> int:
+    """What the run axis is padded to a multiple of: whole groups on every device
+    (with `group_size` 0, a device's runs are its group: the device count)."""
+    return device_count * max(1, group_size)
+
+
+def by_group(fn: Callable, run_args: tuple[bool, ...], group_size: int, device_list=None):
+    """`fn` applied to every group of `group_size` runs, on the device that holds them.
+
+    The run axis is cut into groups of consecutive runs (run r is in group
+    r // group_size whatever the device count), and every group is one call of the
+    same program on its own device: a run's numbers come from the same compiled code
+    on 1, 2 or 4 devices, in one process or several, alone or in a batch (padded with
+    copies, see `pad_runs`). This is what makes a run's result independent of the
+    hardware layout. Calls on different devices overlap (JAX dispatches them
+    asynchronously); nothing is communicated.
 
     Args:
-      fn: a function of batched and shared arguments whose outputs all have the
-        run axis first.
-      run_args: per positional argument, True if it has the run axis (sharded),
-        False if it is shared by all runs (replicated).
+      fn: a function of batched and shared arguments whose outputs all have the run
+        axis first: a jitted program, or a Python function of them (`host_train`).
+      run_args: per positional argument, True if it has the run axis, False if it is
+        shared by all runs (replicated on every device, `replicate`).
+      group_size: runs per call; 0: all runs of a device in one call (then a run's
+        program depends on how many runs a device holds).
 
-    With several devices the run axis must be a multiple of their number (see
-    `pad_runs`); pass batched arguments `place`d so that their sharding is the same
-    every call (no recompilation). Each device runs `fn` on its own runs; nothing
-    is communicated.
+    Batched arguments must be `place`d on `device_list` with the run axis a multiple
+    of `layout_multiple(group_size, len(device_list))`. The outputs are placed the
+    same way; in a job of several processes, each process calls `fn` for the groups
+    on its own devices and the outputs are global arrays.
     """
-    device_list = device_list or devices()
-    if len(device_list) == 1:
-        return jax.jit(fn)
-    mesh = jax.sharding.Mesh(np.asarray(device_list), (RUN_AXIS,))
-    specs = tuple(P(RUN_AXIS) if r else P() for r in run_args)
-    # check_vma=False: per-run carries start as fresh (unvarying) zeros inside loops;
-    # no collective is used, so the varying-axis bookkeeping adds nothing here.
-    sharded = jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P(RUN_AXIS), check_vma=False)
-    return jax.jit(sharded)
+    device_list = list(device_list or devices())
+    count = len(device_list)
+    mine = [d for d in device_list if d.process_index == jax.process_index()]
+    sharding = run_sharding(device_list)
+
+    def call(*args):
+        total = num_runs([a for a, r in zip(args, run_args) if r])
+        if total % layout_multiple(group_size, count):
+            raise ValueError(
+                f"by_group: {total} runs do not fill groups of {group_size} on {count} "
+                "device(s); pad the run axis (`pad_runs`)"
+            )
+        per_device = total // count
+        size = group_runs(group_size, total, count)
+        outputs = []
+        for device in mine:
+            local = [jax.tree.map(functools.partial(_on, device), a) for a in args]
+            parts = []
+            for start in range(0, per_device, size):
+                group = [
+                    _slice(a, start, size) if r and size < per_device else a
+                    for a, r in zip(local, run_args)
+                ]
+                parts.append(fn(*group))
+            outputs.append(parts[0] if len(parts) == 1 else _concatenate(parts))
+        if count == 1:
+            return outputs[0]
+
+        def assemble(*shards):
+            shape = (total,) + shards[0].shape[1:]
+            return jax.make_array_from_single_device_arrays(shape, sharding, list(shards))
+
+        return jax.tree.map(assemble, *outputs)
+
+    if hasattr(fn, "_cache_size"):
+        call._cache_size = fn._cache_size  # compilations, as a jitted function's
+    return call
+
+
+def _on(device, leaf):
+    """`leaf`'s runs on `device`: its shard there (a placed or replicated array), or
+    the whole of a host value put there."""
+    if isinstance(leaf, jax.Array):
+        if leaf.sharding.device_set == {device}:
+            return leaf
+        for shard in leaf.addressable_shards:
+            if shard.device == device:
+                return shard.data
+    return jax.device_put(leaf, device)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _slice(tree, start, size: int):
+    """Runs `start` to `start + size` of a batched tree (one program per group size)."""
+    return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, size), tree)
+
+
+@jax.jit
+def _concatenate(parts):
+    """One batch from the groups' outputs, in order."""
+    return jax.tree.map(lambda *a: jnp.concatenate(a), *parts)

@@ -60,14 +60,17 @@ def check_minimize(c) -> None:
 
 
 def check_batch(c) -> None:
-    """The `batch` section: a method, gradient form and step loop of `batching`, and
-    group and device counts (0 = all)."""
+    """The `batch` section: a method, gradient form and step loop of `batching`, group
+    and device counts (0 = all), a CPU thread count (0 = the machine's) and the
+    deterministic switch."""
     b = c.batch
     check_one_of(b.method, "batch.method", batching.METHODS)
     check_one_of(b.grad, "batch.grad", batching.GRADS)
     check_one_of(b.steps, "batch.steps", batching.STEPS)
     check_int(c, "batch.group_size", 0)
     check_int(c, "batch.devices", 0)
+    check_int(c, "batch.cpu_threads", 0)
+    check_one_of(b.deterministic, "batch.deterministic", (True, False))
 
 
 def check_layer_rule(field: str, rule: str, model_spec) -> None:

@@ -78,7 +78,7 @@ def _job_steps(config) -> str:
     model = models.get_model(config.model, data.input_shape(config.data))
     trainer = train.make_trainer(config, model, tasks.get_task(config.task, config.train.loss))
     count = batching.xla_convolutions(trainer, train.make_train_data(split))
-    return batching.resolve_steps(config.batch, 1, xla_convs=bool(count))
+    return batching.resolve_steps(config.batch, xla_convs=bool(count))
 
 
 @pytest.mark.parametrize("setting", ["direct", "xla"])

@@ -2,9 +2,6 @@
 resume, Figure 4.2."""
 
 import importlib.util
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -113,9 +110,7 @@ def test_a_sweep_run_equals_the_single_run(loop_sweep, run, tmp_path):
     c = tiny_config("canny")
     c.seed, c.minimize.strategy, c.minimize.threshold = seed, strategy, threshold
     alone = runner.run(c, str(tmp_path))
-    assert [" ".join("".join("#" if k else "." for k in r) for r in alone["kept"])] == [
-        row["kept"]
-    ]
+    assert [" ".join("".join("#" if k else "." for k in r) for r in alone["kept"])] == [row["kept"]]
     assert [e["candidate"] for e in alone["rounds"]] == [e["candidate"] for e in rounds]
     assert [e["accepted"] for e in alone["rounds"]] == [e["accepted"] for e in rounds]
     assert alone["trained"]["eval"]["f1"] == pytest.approx(row["baseline"], rel=1e-6)
@@ -148,47 +143,9 @@ def test_rounds_compile_once_for_the_whole_sweep(loop_sweep):
     # differ per run: still one compiled round program, one train and one eval program.
     assert job.round_fn._cache_size() == 1
     assert job.train_fn._cache_size() == 1
-    assert job.eval_fn._cache_size() == 2  # two batch shapes: the 4 networks, the 12 runs
-
-
-@pytest.mark.e2e
-def test_four_devices_give_the_same_results_as_one(tmp_path):
-    # XLA's forced host devices change CPU threading, hence rounding, so both runs
-    # happen in the same 4-device process: `batch.devices=1` versus all 4.
-    script = (
-        "import sys, jax; sys.path[:0] = sys.argv[2].split(':');"
-        "from test_sweep import tiny_sweep; from jaxshrink.experiments import runner;"
-        "assert jax.device_count() == 4, jax.devices();"
-        "c1 = tiny_sweep(); c1.batch.devices = 1; c1.sweep.thresholds = (0.9,);"
-        "runner.run(c1, sys.argv[1] + '/one');"
-        "c4 = tiny_sweep(); c4.sweep.thresholds = (0.9,);"
-        "runner.run(c4, sys.argv[1] + '/four')"
-    )
-    env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    proc = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path), f"{ROOT}/tests:{ROOT}/tests/experiments"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "cpu x1" in proc.stdout and "cpu x4" in proc.stdout  # sharded over 4 devices
-    one = files.read_csv(tmp_path / "one" / "runs.csv")
-    four = files.read_csv(tmp_path / "four" / "runs.csv")
-    # 6 runs padded to 8 on 4 devices; the same decisions, scores to rounding.
-    assert len(four) == 6
-    for a, b in zip(one, four):
-        assert (_key(a), a["kept"], a["rounds"], a["accepted"]) == (
-            _key(b),
-            b["kept"],
-            b["rounds"],
-            b["accepted"],
-        )
-        assert b["baseline"] == pytest.approx(a["baseline"], rel=1e-4)
-        # The rounds' training amplifies the rounding differences, and the hard F1 of
-        # a tiny eval split (F1 ~0.05) moves by whole pixels: 0.3% has been seen.
-        assert b["final"] == pytest.approx(a["final"], rel=1e-2)
+    # Every group of runs is one call of one program: the 4 networks and the 12 runs
+    # are evaluated by the same compiled evaluation.
+    assert job.eval_fn._cache_size() == 1
 
 
 @pytest.mark.e2e

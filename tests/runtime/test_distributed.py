@@ -1,10 +1,11 @@
-"""Several processes as one job (jax.distributed): two local CPU processes give the
-sweep of one, a killed process stops the job and the same commands resume it, and an
+"""Several processes as one job (jax.distributed), and the same result on any layout:
+the sweep on 1, 2 and 4 devices and as two local CPU processes gives the same rows bit
+for bit; a killed process stops the job and the same commands resume it; an
 unreachable coordinator is one line within a bounded time.
 
-One two-process job serves both end-to-end tests (three launches in all, not four):
-it is killed after round 2 and resumed, and its rows must equal, bit for bit, those
-of one process running the same program uninterrupted.
+One two-process job serves both of its end-to-end tests (killed after round 2 and
+resumed), and one fixture runs the other layouts: its rows must equal, bit for bit,
+those of every layout running uninterrupted.
 """
 
 import os
@@ -33,6 +34,9 @@ OVERRIDES = {
     "sweep.num_seeds": 2,
     "sweep.thresholds": (0.9, 1.0),
     "optim.learning_rate": 0.01,
+    # XLA's CPU thread pool at 4 threads in every layout: more forced devices than
+    # cores would otherwise enlarge it (`runtime.determinism`).
+    "batch.cpu_threads": 4,
 }
 CLI = [
     sys.executable,
@@ -83,19 +87,33 @@ def _rows(workdir):
     return files.read_csv(os.path.join(workdir, "runs.csv"))
 
 
-@pytest.fixture(scope="module")
-def one(tmp_path_factory):
-    """The reference: the sweep in one process with the same two devices (forced host
-    devices), so the same partitioned program. (Against one device, partitioning
-    changes XLA's rounding, as `test_sweep` shows for 4 devices.)"""
-    workdir = tmp_path_factory.mktemp("one")
-    env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+def _run_alone(workdir, devices: int) -> str:
+    """The sweep in one process on `devices` forced host devices; its output."""
+    flags = f"--xla_force_host_platform_device_count={devices}"
+    env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS=flags)
     proc = subprocess.run(
         [*CLI, f"--workdir={workdir}"], env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "cpu x2 (cpu)" in proc.stdout
-    return _rows(workdir)
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory):
+    """The sweep's rows in one process on 1, 2 and 4 devices (forced host devices)."""
+    out = {}
+    for devices in (1, 2, 4):
+        workdir = tmp_path_factory.mktemp(f"devices{devices}")
+        log = _run_alone(workdir, devices)
+        assert f"cpu x{devices} (cpu)" in log and "XLA CPU pool of 4 threads" in log
+        out[devices] = _rows(workdir)
+    return out
+
+
+@pytest.fixture(scope="module")
+def one(layouts):
+    """The reference: the sweep in one process on one device."""
+    return layouts[1]
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +154,12 @@ def test_two_processes_give_the_sweep_of_one(two, one):
     got = _rows(workdir)
     assert len(got) == 12 and got == one  # bit for bit
     assert len({r["kept"] for r in got}) > 1  # the runs differ: a comparison with content
+
+
+@pytest.mark.e2e
+def test_the_sweep_is_the_same_bits_on_one_two_and_four_devices(layouts, one):
+    assert len(one) == 12 and len({r["kept"] for r in one}) > 1  # runs that differ
+    assert layouts[2] == one and layouts[4] == one  # every column of every row
 
 
 @pytest.mark.e2e

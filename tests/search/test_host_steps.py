@@ -75,26 +75,24 @@ def test_a_host_round_decides_as_the_compiled_round(setup):
     _close(got.run.params, want.run.params, rtol=1e-4, atol=1e-5)
 
 
-def test_steps_resolve_to_the_host_only_for_one_cpu_device():
+def test_steps_resolve_to_the_host_on_a_cpu_whatever_the_layout():
     cfg = tiny_config().batch
-    assert batching.resolve_steps(cfg, 1, "cpu") == "host"
-    assert batching.resolve_steps(cfg, 2, "cpu") == "compiled"
-    assert batching.resolve_steps(cfg, 1, "gpu") == "compiled"
+    assert batching.resolve_steps(cfg, "cpu") == "host"
+    assert batching.resolve_steps(cfg, "gpu") == "compiled"
     cfg.steps = "compiled"
-    assert batching.resolve_steps(cfg, 1, "cpu") == "compiled"
+    assert batching.resolve_steps(cfg, "cpu") == "compiled"
 
 
 def test_steps_follow_the_convolutions_a_step_holds():
     cfg = tiny_config().batch
     # A step of direct convolutions only keeps the compiled loop on a CPU.
-    assert batching.resolve_steps(cfg, 1, "cpu", xla_convs=False) == "compiled"
-    assert batching.resolve_steps(cfg, 1, "cpu", xla_convs=True) == "host"
-    assert batching.needs_convolution_count(cfg, 1, "cpu")
-    assert not batching.needs_convolution_count(cfg, 2, "cpu")  # several devices: compiled
-    assert not batching.needs_convolution_count(cfg, 1, "gpu")
+    assert batching.resolve_steps(cfg, "cpu", xla_convs=False) == "compiled"
+    assert batching.resolve_steps(cfg, "cpu", xla_convs=True) == "host"
+    assert batching.needs_convolution_count(cfg, "cpu")
+    assert not batching.needs_convolution_count(cfg, "gpu")
     cfg.steps = "host"
-    assert not batching.needs_convolution_count(cfg, 1, "cpu")
-    assert batching.resolve_steps(cfg, 1, "cpu", xla_convs=False) == "host"
+    assert not batching.needs_convolution_count(cfg, "cpu")
+    assert batching.resolve_steps(cfg, "cpu", xla_convs=False) == "host"
 
 
 @pytest.mark.parametrize(
