@@ -221,7 +221,7 @@ def make_round(
     `ms` and `spec` have a leading run axis (length 1 for a single run). Selection and
     the accept/roll-back decision are vmapped per run; retraining and evaluation are
     the engine's batched programs. `plan` is what the runs may do (default: the single
-    run of `config.minimize`). Jit the result (or `batching.distribute` it).
+    run of `config.minimize`). Jit the result (and `batching.by_group` it over the groups of runs).
     """
     ctx = context(config.minimize, engine, plan or Plan.single(config.minimize))
 
