@@ -10,6 +10,11 @@
 Without `--workdir` the run goes to `runs/<config name>[-<preset>]` under the current
 folder, so rerunning the same command resumes the same run.
 
+Exit codes: 0 done; 1 the run failed (`results.json` says why); 2 a user error (one
+line); 75 stopped by SIGTERM or SIGINT at a safe point with a checkpoint, and 76
+stopped by one without a new checkpoint (no safe point within `train.grace_seconds`,
+or a second signal): rerun the same command to resume (`jaxshrink.runtime.preemption`).
+
 Several processes (hosts) as one job, with JAX's own arguments (`jaxshrink.runtime.distributed`;
 none are needed under SLURM's `srun` or Open MPI, which JAX reads itself):
 
@@ -28,7 +33,7 @@ from ml_collections import config_flags
 
 from jaxshrink.core import errors
 from jaxshrink.experiments import runner
-from jaxshrink.runtime import compile_cache, distributed
+from jaxshrink.runtime import compile_cache, distributed, preemption
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/sobel.py:quick."
@@ -82,6 +87,9 @@ def main(argv):
     except errors.UserError as e:  # the user's to fix: one line, no traceback
         print(f"jaxshrink: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except preemption.Stopped as e:  # SIGTERM/SIGINT: checkpoint written, rerun resumes
+        print(f"jaxshrink: {e}", file=sys.stderr, flush=True)
+        sys.exit(preemption.EXIT_CODE)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -192,6 +192,10 @@ def common_config(task: str, dataset: str) -> ml_collections.ConfigDict:
     c.train.log_every = 500  # progress line every this many steps
     c.train.eval_every = 2000  # eval-split score every this many steps (thesis: ~10x rarer)
     c.train.eval_batch_size = 16  # examples per compiled eval batch (memory only)
+    # SIGTERM or SIGINT: a checkpoint at the next end of a chunk of `log_every` steps
+    # (rounds included), then exit 75; no such point within this many seconds: exit 76,
+    # the previous checkpoint stands (`jaxshrink.runtime.preemption`).
+    c.train.grace_seconds = 30.0
     # Units alive at the start, per maskable layer (the first ones; 0 bypasses a
     # bypassable layer): a run that starts small inside its envelope and may grow
     # (`minimize.grow`). (): every unit, the thesis's start.

@@ -168,13 +168,15 @@ def check_optim(c) -> None:
 
 
 def check_train(c) -> None:
-    """The `train` section: a loss of the task ('' = its default) and the step counts."""
+    """The `train` section: a loss of the task ('' = its default), the step counts and
+    the grace period of a stop request."""
     task = tasks.TASKS[c.task]
     check_one_of(c.train.loss or task.losses[0], "train.loss", task.losses)
     for field in ("train.batch_size", "train.log_every", "train.eval_every"):
         check_int(c, field)
     check_int(c, "train.eval_batch_size")
     check_int(c, "train.initial_steps", 0)
+    check_finite_positive(c.train.grace_seconds, "train.grace_seconds")
 
 
 def augmented_shape(c, shape) -> tuple:

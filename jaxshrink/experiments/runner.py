@@ -21,7 +21,7 @@ import ml_collections
 from jaxshrink.config import resolve, validate
 from jaxshrink.core import errors, files, models
 from jaxshrink.experiments import registry
-from jaxshrink.runtime import determinism, distributed, progress
+from jaxshrink.runtime import determinism, distributed, preemption, progress
 from jaxshrink.runtime import workdir as workdir_lib
 from jaxshrink.search import checks as search_checks
 
@@ -65,6 +65,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, model: models.Model | N
       errors.ConfigError: a config field is invalid, or differs from the one the
         workdir was started with.
       errors.WorkdirBusy: another live process holds the workdir.
+      preemption.Stopped: SIGTERM or SIGINT stopped the run at a safe point, its
+        checkpoint written; the same call resumes it.
     """
     # Before anything starts JAX's backend (the validation builds the model): its
     # thread pool and deterministic kernels.
@@ -74,7 +76,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, model: models.Model | N
     # The automatic values made concrete: what the run reads and its workdir records.
     config = resolve.resolve(config, model)
     validate.check_workdir(workdir)
-    with workdir_lib.claim(workdir, config) as claimed:
+    # SIGTERM and SIGINT stop the run at its next safe point, with a checkpoint.
+    with (
+        workdir_lib.claim(workdir, config) as claimed,
+        preemption.watch(config.train.grace_seconds),
+    ):
         return _run(experiment, config, claimed, model)
 
 

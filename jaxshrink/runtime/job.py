@@ -103,24 +103,20 @@ class Job:
         # that is faster).
         self.steps = batching.resolve_steps(config.batch, xla_convs=xla_convs)
         if self.steps == "host":
-            host_train = batching.host_train(self.trainer)
-            host_round = minimize.make_host_round(config, self.engine, host_train, self.plan)
-            self.train_fn = batching.by_group(
-                host_train, (True, False, True), group, self.device_list
-            )
-            self.round_fn = batching.by_group(
-                host_round, (True, True, False, False), group, self.device_list
-            )
+            train_fn = batching.host_train(self.trainer)
         else:
-            self.train_fn = batching.by_group(
-                jax.jit(self.engine.train), (True, False, True), group, self.device_list
-            )
-            self.round_fn = batching.by_group(
-                jax.jit(minimize.make_round(config, self.engine, self.plan)),
-                (True, True, False, False),
-                group,
-                self.device_list,
-            )
+            train_fn = jax.jit(self.engine.train)
+        self.train_fn = batching.by_group(train_fn, (True, False, True), group, self.device_list)
+        # A round: `begin` proposes and alters, `train_fn` retrains the trials in chunks
+        # (the safe points of a stop request), `finish` evaluates and decides.
+        parts = minimize.make_parts(config, self.engine, self.plan)
+        self.round_steps = parts.round_steps
+        self.begin_fn = batching.by_group(
+            jax.jit(parts.begin), (True, True, False, False), group, self.device_list
+        )
+        self.finish_fn = batching.by_group(
+            jax.jit(parts.finish), (True, True, True, True, True, False), group, self.device_list
+        )
 
     def pad(self, tree):
         """A batch padded to fill whole groups on every device (copies of its last run)."""
@@ -160,9 +156,10 @@ class Job:
         scores = self.eval_fn(padded.params, padded.model_state, padded.masks, chosen)
         return {k: v[:n] for k, v in batching.to_host(scores).items()}
 
-    def checkpointer(self, stage: str) -> checkpoint.RunCheckpointer:
+    def checkpointer(self, stage: str, max_to_keep: int = 3) -> checkpoint.RunCheckpointer:
         return checkpoint.RunCheckpointer(
             os.path.join(self.workdir, "checkpoints", stage),
+            max_to_keep=max_to_keep,
             sharding=batching.run_sharding(self.device_list),
         )
 

@@ -20,7 +20,7 @@ from jaxshrink.core import files, train
 from jaxshrink.core import masks as masks_lib
 from jaxshrink.core import spec as spec_lib
 from jaxshrink.core.results import RoundEntry
-from jaxshrink.runtime import distributed
+from jaxshrink.runtime import distributed, preemption
 from jaxshrink.runtime.job import Job
 from jaxshrink.runtime.progress import eta, spread
 from jaxshrink.search import batching, minimize
@@ -60,6 +60,7 @@ def train_stage(job: Job, seeds, masks=None, keep_step: int | None = None) -> tr
             f"loss {config.train.loss or job.task.losses[0]}{runs}"
         )
     since = None  # (step, time) after this process's first chunk, which compiles
+    saved = step  # the step of the newest checkpoint (or the start)
     while step < total:
         chunk = min(log_every - step % log_every, total - step)
         t0 = time.perf_counter()
@@ -84,11 +85,16 @@ def train_stage(job: Job, seeds, masks=None, keep_step: int | None = None) -> tr
                 train_score = job.evaluate(states, "train")["score"][:n]
                 curve.setdefault("train_score", []).append(train_score.tolist())
             ckpt.save(step, states, {"stage": "train", "step": step, "curve": curve})
+            saved = step
         if since is not None and step < total:
             line += f"  eta {eta(total - step, step - since[0], time.perf_counter() - since[1])}"
         log(line)
         if since is None:
             since = (step, time.perf_counter())
+        save = functools.partial(
+            ckpt.save, step, states, {"stage": "train", "step": step, "curve": curve}
+        )
+        preemption.stop(f"at training step {step} of {total}", None if saved == step else save)
     ckpt.close()
     job.curve = curve
     return batching.local(states, n)
@@ -185,6 +191,7 @@ def train_variants(job: Job, states: train.TrainState, steps: int, every: int, s
             f"{spread(scores[-1])}  {rate:7.1f} seed-steps/s"
         )
         ckpt.save(done, states, {"stage": stage, "scores": [s.tolist() for s in scores]})
+        preemption.stop(f"in {stage} at step {done} of {steps}")
     ckpt.close()
     return batching.local(states, n), np.stack(scores, axis=1)
 
@@ -267,9 +274,10 @@ def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, des
     done = batching.to_host(ms.done)
     if describe and not bool(np.all(done)):
         log(describe)
+    partial = job.checkpointer("minimize_round", max_to_keep=1)
     while not bool(np.all(done)):
         t0 = time.perf_counter()
-        ms, record = job.round_fn(ms, specs, job.train_data, job.eval_data)
+        ms, record = _round(job, ms, specs, calls + 1, partial, history)
         record, done = batching.to_host((record._asdict(), ms.done))
         rec = {k: v[:n].tolist() for k, v in record.items()}
         history.append(rec)
@@ -288,8 +296,39 @@ def minimize_stage(job: Job, ms: minimize.MinState, specs: minimize.RunSpec, des
                 f"{still:4d}/{n} still going  ({seconds:.1f}s)"
             )
         ckpt.save(calls, ms, {"stage": "minimize", "history": history})
+        if not bool(np.all(done)):
+            preemption.stop(f"after minimization round {calls}")
     ckpt.close()
+    partial.close()
     return batching.local(ms, n), history
+
+
+def _round(job: Job, ms, specs, number: int, partial, history):
+    """Round `number` of every run: propose, retrain in chunks of `train.log_every`
+    steps, decide. The end of every chunk but the last is a safe point: asked to stop
+    there, the round's trials are saved in `partial` (checkpoint `number`) and the
+    resumed round continues from them."""
+    trial, prop = job.begin_fn(ms, specs, job.train_data, job.eval_data)
+    total, chunk = job.round_steps, max(1, int(job.config.train.log_every))
+    done, sums = 0, trial.step * 0.0  # steps taken; per run, the chunks' loss sums
+    if partial.latest_step() == number:  # this round was stopped part way
+        got, saved, meta = partial.restore_latest({"trial": trial, "loss": sums})
+        if got == number:  # (a damaged one is moved aside: the round starts over)
+            trial, sums, done = job.place(saved["trial"]), job.place(saved["loss"]), meta["steps"]
+            job.log(f"minimize: round {number} resumed after {done} of {total} steps")
+    mean = sums
+    while done < total:
+        steps = min(chunk, total - done)
+        trial, mean = job.train_fn(trial, job.train_data, _steps(prop.active, steps))
+        sums = sums + mean * steps
+        done += steps
+        if done < total:
+            meta = {"stage": "minimize_round", "steps": done, "history": history}
+            save = functools.partial(partial.save, number, {"trial": trial, "loss": sums}, meta)
+            preemption.stop(f"in minimization round {number}, after {done} of {total} steps", save)
+    # One chunk: its mean loss as the program gave it; several: their sum over the steps.
+    loss = mean if total <= chunk else sums / total
+    return job.finish_fn(ms, specs, prop, trial, loss, job.eval_data)
 
 
 def all_finite(tree) -> bool:

@@ -43,7 +43,7 @@ CONFIG_NAME = "config.json"
 # Fields that may change between a run and its resume: how it executes or prints,
 # not what it computes (the batch fields change results by float rounding at most,
 # as 'auto' does when a run resumes on another backend).
-RESUMABLE = ("batch", "train.log_every", "data.cache_dir", "output")
+RESUMABLE = ("batch", "train.log_every", "train.grace_seconds", "data.cache_dir", "output")
 
 
 def _flatten(tree, prefix=""):

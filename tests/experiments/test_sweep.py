@@ -140,8 +140,10 @@ def test_rounds_compile_once_for_the_whole_sweep(loop_sweep):
     job = results["_job"]
     assert max(len(rounds) for rounds in results["round_logs"]) >= 5
     # Masks, references and done flags changed every round; thresholds and strategies
-    # differ per run: still one compiled round program, one train and one eval program.
-    assert job.round_fn._cache_size() == 1
+    # differ per run: still one compiled program for each part of a round (the
+    # proposal, the retraining in chunks, the decision) and one for evaluation.
+    assert job.begin_fn._cache_size() == 1
+    assert job.finish_fn._cache_size() == 1
     assert job.train_fn._cache_size() == 1
     # Every group of runs is one call of one program: the 4 networks and the 12 runs
     # are evaluated by the same compiled evaluation.

@@ -75,7 +75,14 @@ choice, accept or roll back, stopping) and `round` (`make_round`, `make_host_rou
 """
 
 from jaxshrink.search.minimize.alter import alter, distort, distort_live, enable
-from jaxshrink.search.minimize.round import Context, context, make_host_round, make_round
+from jaxshrink.search.minimize.round import (
+    Context,
+    RoundParts,
+    context,
+    make_host_round,
+    make_parts,
+    make_round,
+)
 from jaxshrink.search.minimize.rules import choose_group, decide, group_size
 from jaxshrink.search.minimize.state import (
     GATED_MODES,
@@ -104,6 +111,7 @@ __all__ = [
     "RELEARN_MODES",
     "UNIT",
     "Context",
+    "RoundParts",
     "MinState",
     "Proposal",
     "RoundRecord",
@@ -118,6 +126,7 @@ __all__ = [
     "group_size",
     "init_state",
     "make_host_round",
+    "make_parts",
     "make_round",
     "run_spec",
 ]

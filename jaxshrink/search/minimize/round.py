@@ -1,4 +1,5 @@
-"""One round of a batch of runs: propose a change, retrain, decide (`make_round`).
+"""One round of a batch of runs: propose a change, retrain, decide (`make_parts`,
+`make_round`).
 
 A round's pieces are functions over a `Context`, what is fixed when the round is built
 (the model, the trainer, the compiled scores and the static settings of
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -176,9 +178,9 @@ def propose(ctx: Context, ms: MinState, spec: RunSpec, x, y):
     chosen, choice = unit_proposal(ctx, ms, spec, score_key, x, y)
     layer_units, layer = layer_proposal(ctx, ms, spec, x, y)
     grow_unit, grow_layer = grow_proposal(ctx, ms, spec)
-    kind = jnp.where(
-        jnp.any(grow_unit), GROW, jnp.where(jnp.any(layer_units), LAYER, UNIT)
-    ).astype(jnp.int32)
+    kind = jnp.where(jnp.any(grow_unit), GROW, jnp.where(jnp.any(layer_units), LAYER, UNIT)).astype(
+        jnp.int32
+    )
     chosen = jnp.where(kind == GROW, grow_unit, jnp.where(kind == LAYER, layer_units, chosen))
     layer = jnp.where(kind == GROW, grow_layer, jnp.where(kind == LAYER, layer, False))
     choice = jnp.where(kind == UNIT, choice, jnp.argmax(chosen)).astype(jnp.int32)
@@ -213,23 +215,56 @@ def decide_runs(ctx: Context, ms: MinState, spec: RunSpec, prop: Proposal, trial
     return jax.vmap(decide)(ms, spec, prop, trial, loss, score)
 
 
+class RoundParts(NamedTuple):
+    """A round as two pure programs with its retraining between them (`make_parts`)."""
+
+    begin: Callable  # (ms, spec, data, eval_data) -> (trials, Proposal)
+    finish: Callable  # (ms, spec, Proposal, trials, mean loss[R], eval_data) -> (ms, RoundRecord)
+    round_steps: int  # the steps an active run's trial trains between them
+
+
+def make_parts(
+    config: ml_collections.ConfigDict, engine: batching.Engine, plan: Plan | None = None
+) -> RoundParts:
+    """A round's pieces for a caller that retrains the trials itself, in chunks.
+
+    `begin` selects every run's change and builds its altered network (`prepare`);
+    the caller trains the runs whose `Proposal.active` is set `round_steps` steps
+    (`engine.train`, in as many calls as it likes: a step is a pure function of the
+    run's state, so the chunks change nothing); `finish` evaluates the trials and keeps
+    each change or rolls it back (`decide_runs`), given each run's mean training loss.
+    The job trains a round in chunks of `train.log_every` steps, whose ends are the
+    safe points of a stop request (`runtime.preemption`). Jit `begin` and `finish`.
+    """
+    ctx = context(config.minimize, engine, plan or Plan.single(config.minimize))
+
+    def begin(ms: MinState, spec: RunSpec, data: train.TrainData, eval_data: train.EvalData):
+        return prepare(ctx, ms, spec, eval_data, data)
+
+    def finish(ms: MinState, spec: RunSpec, prop: Proposal, trial, loss, eval_data):
+        score = engine.evaluate(trial.params, trial.model_state, trial.masks, eval_data)["score"]
+        return decide_runs(ctx, ms, spec, prop, trial, loss, score)
+
+    return RoundParts(begin, finish, ctx.round_steps)
+
+
 def make_round(
     config: ml_collections.ConfigDict, engine: batching.Engine, plan: Plan | None = None
 ) -> Callable:
-    """Builds `round_fn(ms, spec, data, eval_data) -> (ms, RoundRecord)` over a batch.
+    """Builds `round_fn(ms, spec, data, eval_data) -> (ms, RoundRecord)` over a batch:
+    `make_parts`' pieces with the retraining between them, as one program.
 
     `ms` and `spec` have a leading run axis (length 1 for a single run). Selection and
     the accept/roll-back decision are vmapped per run; retraining and evaluation are
     the engine's batched programs. `plan` is what the runs may do (default: the single
-    run of `config.minimize`). Jit the result (and `batching.by_group` it over the groups of runs).
+    run of `config.minimize`). Jit the result.
     """
-    ctx = context(config.minimize, engine, plan or Plan.single(config.minimize))
+    parts = make_parts(config, engine, plan)
 
     def round_fn(ms: MinState, spec: RunSpec, data: train.TrainData, eval_data: train.EvalData):
-        trial, prop = prepare(ctx, ms, spec, eval_data, data)
-        trial, loss = engine.train(trial, data, jnp.where(prop.active, ctx.round_steps, 0))
-        score = engine.evaluate(trial.params, trial.model_state, trial.masks, eval_data)["score"]
-        return decide_runs(ctx, ms, spec, prop, trial, loss, score)
+        trial, prop = parts.begin(ms, spec, data, eval_data)
+        trial, loss = engine.train(trial, data, jnp.where(prop.active, parts.round_steps, 0))
+        return parts.finish(ms, spec, prop, trial, loss, eval_data)
 
     return round_fn
 
@@ -242,27 +277,21 @@ def make_host_round(
 ) -> Callable:
     """`round_fn` as `make_round`'s, with the retraining driven from the host.
 
-    For ``batch.steps='host'`` (`batching.resolve_steps`): selection and the decision
-    are each one compiled program, the evaluation another, and `train_fn`
-    (`batching.host_train`) takes the steps between them, skipping the runs that
-    test nothing. Called directly, not under `jit`.
+    For ``batch.steps='host'`` (`batching.resolve_steps`): `make_parts`' pieces are
+    each one compiled program, and `train_fn` (`batching.host_train`) takes the steps
+    between them, skipping the runs that test nothing. Called directly, not under `jit`.
     """
-    ctx = context(config.minimize, engine, plan or Plan.single(config.minimize))
-    prepare_fn = jax.jit(functools.partial(prepare, ctx))
-    decide_fn = jax.jit(functools.partial(decide_runs, ctx))
-    evaluate = jax.jit(engine.evaluate)
+    parts = make_parts(config, engine, plan)
+    begin, finish = jax.jit(parts.begin), jax.jit(parts.finish)
 
     def round_fn(ms: MinState, spec: RunSpec, data: train.TrainData, eval_data: train.EvalData):
-        trial, prop = prepare_fn(ms, spec, eval_data, data)
-        steps = np.where(np.asarray(jax.device_get(prop.active)), ctx.round_steps, 0)
+        trial, prop = begin(ms, spec, data, eval_data)
+        steps = np.where(np.asarray(jax.device_get(prop.active)), parts.round_steps, 0)
         trial, loss = train_fn(trial, data, steps)
-        score = evaluate(trial.params, trial.model_state, trial.masks, eval_data)["score"]
-        return decide_fn(ms, spec, prop, trial, loss, score)
+        return finish(ms, spec, prop, trial, loss, eval_data)
 
-    # Compilations, as a jitted function's: the most any of its own compiled pieces
-    # has. (`evaluate` shares its cache with every `jit` of `engine.evaluate`, the
-    # job's evaluation of other batch shapes included, so it is not counted here.)
+    # Compilations, as a jitted function's: the most any of its own compiled pieces has.
     round_fn._cache_size = lambda: max(
-        f._cache_size() for f in (prepare_fn, decide_fn, train_fn) if hasattr(f, "_cache_size")
+        f._cache_size() for f in (begin, finish, train_fn) if hasattr(f, "_cache_size")
     )
     return round_fn
