@@ -91,6 +91,11 @@ def _config():
     return c
 
 
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    return runner.run(_config(), str(tmp_path_factory.mktemp("straight")))
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize(
     "where",
@@ -98,9 +103,9 @@ def _config():
     ids=["training", "mid-round", "between-rounds"],
 )
 def test_a_stop_at_each_kind_of_safe_point_resumes_to_the_uninterrupted_result(
-    tmp_path, monkeypatch, where
+    straight_run, tmp_path, monkeypatch, where
 ):
-    want = runner.run(_config(), str(tmp_path / "straight"))
+    want = straight_run
     real_stop = preemption.stop
     places = []
 
