@@ -30,6 +30,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from jaxshrink.core import errors
+
 __all__ = [
     "atomic_path",
     "cache_root",
@@ -71,7 +73,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
     The temporary file lies in `path`'s folder (created if missing), its name starts
     with ``.tmp-`` and it keeps `path`'s suffix, so tools that infer the format from
     the name (``fig.savefig(tmp)``) do the right thing. If the block raises, the
-    temporary file is removed and `path` is left as it was.
+    temporary file is removed and `path` is left as it was; a disk that refuses the
+    write (no space, read-only, quota) is raised as `errors.WriteFailed` naming `path`.
 
     Args:
       path: the file to (re)place.
@@ -84,20 +87,27 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
       ...     fig.savefig(tmp)
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    suffix = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=suffix, dir=folder)
-    os.close(fd)
+    tmp = None
     try:
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        suffix = os.path.splitext(path)[1]
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=suffix, dir=folder)
+        os.close(fd)
         yield tmp
         _fsync(tmp)
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+        cause = None if isinstance(e, errors.UserError) else errors.disk_failure(e)
+        if cause is not None:  # a full or read-only disk: the user's to fix
+            raise errors.write_failed(
+                path, cause, f"{os.path.basename(path)} as it was before is kept"
+            ) from e
         raise
 
 

@@ -18,6 +18,7 @@ restore puts the runs back on the devices given by `sharding`.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import warnings
@@ -28,7 +29,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxshrink.core import errors
 from jaxshrink.runtime import distributed
+
+# The suffix of the temporary folder orbax writes a checkpoint into before renaming it.
+_ORBAX_TMP = ".orbax-checkpoint-tmp"
 
 
 class RunCheckpointer:
@@ -51,16 +56,36 @@ class RunCheckpointer:
         return self._manager.latest_step()
 
     def save(self, step: int, state: Any, meta: dict) -> None:
-        """Saves `state` and `meta` as checkpoint `step` (blocking)."""
+        """Saves `state` and `meta` as checkpoint `step` (blocking).
+
+        Raises:
+          errors.WriteFailed: the disk refused the write (no space, read-only, quota);
+            the partial save is removed and the checkpoints before are intact.
+        """
         state_dict = jax.tree.map(_savable, flax.serialization.to_state_dict(state))
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state_dict), meta=ocp.args.JsonSave(meta)
-            ),
-            force=True,
-        )
-        self._manager.wait_until_finished()
+        try:
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state_dict), meta=ocp.args.JsonSave(meta)
+                ),
+                force=True,
+            )
+            self._manager.wait_until_finished()
+        except Exception as e:
+            cause = errors.disk_failure(e)
+            if cause is None:
+                raise
+            # Orbax wrote into a temporary folder; the checkpoints before stand.
+            for partial in glob.glob(os.path.join(self.directory, f"{step}{_ORBAX_TMP}*")):
+                shutil.rmtree(partial, ignore_errors=True)
+            last = self.latest_step()
+            kept = (
+                f"checkpoint {last} is kept" if last is not None else "no checkpoint was written"
+            )
+            raise errors.write_failed(
+                os.path.join(self.directory, str(step)), cause, kept
+            ) from e
 
     def restore(self, step: int, template: Any) -> tuple[Any, dict]:
         """Restores checkpoint `step` into the structure of `template`."""
@@ -80,26 +105,35 @@ class RunCheckpointer:
 
         A checkpoint that fails to restore (damaged files, bad metadata, a structure
         that no longer matches) is moved aside to `damaged-<step>` with a warning and
-        the previous one is tried. Orbax never exposes an incomplete save: it writes
+        the previous one is tried. In a job of several processes the verdict is the
+        job's: a checkpoint any process cannot restore is damaged for all, process 0
+        moves it and every process waits for the move before trying the previous
+        one. Orbax never exposes an incomplete save: it writes
         into a temporary folder and renames it when complete.
         """
         for step in sorted(self._manager.all_steps(), reverse=True):
             try:
                 state, meta = self.restore(step, template)
+                failure = None
             except Exception as e:  # noqa: BLE001 (any failure means: not usable)
-                aside = os.path.join(self.directory, f"damaged-{step}")
-                warnings.warn(
-                    f"checkpoint {step} in {self.directory} is damaged "
-                    f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
-                    f"moved to {aside}, trying the previous one",
-                    stacklevel=2,
-                )
-                if distributed.is_primary():  # one process moves it; all reload
-                    shutil.rmtree(aside, ignore_errors=True)
-                    os.replace(os.path.join(self.directory, str(step)), aside)
-                self._manager.reload()
-                continue
-            return step, state, meta
+                failure = e
+            # Decided once for the job: damaged if any process failed to restore it.
+            if distributed.all_agree(failure is None):
+                return step, state, meta
+            aside = os.path.join(self.directory, f"damaged-{step}")
+            if failure is None:
+                failure = RuntimeError("another process of the job could not restore it")
+            warnings.warn(
+                f"checkpoint {step} in {self.directory} is damaged "
+                f"({type(failure).__name__}: {_first_line(failure)}); "
+                f"moved to {aside}, trying the previous one",
+                stacklevel=2,
+            )
+            if distributed.is_primary():  # one process moves it; all reload after
+                shutil.rmtree(aside, ignore_errors=True)
+                os.replace(os.path.join(self.directory, str(step)), aside)
+            distributed.barrier(f"jaxshrink-damaged-{step}")
+            self._manager.reload()
         return None, template, {}
 
     def _abstract(self, leaf) -> jax.ShapeDtypeStruct:
@@ -111,6 +145,10 @@ class RunCheckpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0][:200] if str(e) else ""
 
 
 def _local(leaf) -> bool:

@@ -136,6 +136,26 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
+def all_agree(flag: bool) -> bool:
+    """True when `flag` is true in every process of the job (a gather that every
+    process must call at the same point); in one process, `flag` itself."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    import numpy as np
+    from jax.experimental import multihost_utils  # only jobs of several processes
+
+    flags = multihost_utils.process_allgather(np.asarray([bool(flag)], np.int32))
+    return bool(np.all(flags))
+
+
+def barrier(name: str) -> None:
+    """Waits until every process of the job reaches the barrier `name` (no-op alone)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def describe() -> str:
     """'' for one process; ', process 0 of 2' for several."""
     if jax.process_count() == 1:

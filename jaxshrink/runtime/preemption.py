@@ -24,8 +24,7 @@ import sys
 import threading
 import time
 
-import jax
-import numpy as np
+from jaxshrink.runtime import distributed
 
 EXIT_CODE = 75  # stopped on request, checkpoint written: rerun to resume (EX_TEMPFAIL)
 EXPIRED_CODE = 76  # stopped on request without a new checkpoint: the previous one stands
@@ -46,13 +45,7 @@ def requested() -> bool:
 def agreed() -> bool:
     """True when any process of the job was asked to stop (a gather across processes,
     which every process must call at the same point; one process reads its own flag)."""
-    mine = requested()
-    if jax.process_count() == 1:
-        return mine
-    from jax.experimental import multihost_utils  # only jobs of several processes
-
-    flags = multihost_utils.process_allgather(np.asarray([mine], np.int32))
-    return bool(np.any(flags))
+    return not distributed.all_agree(not requested())
 
 
 def stop(where: str, save=None) -> None:

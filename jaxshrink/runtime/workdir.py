@@ -123,6 +123,12 @@ def lock_name() -> str:
     return LOCK_NAME if jax.process_count() == 1 else f"{LOCK_NAME}.{jax.process_index()}"
 
 
+def _primary() -> bool:
+    import jax  # here: the rest of this module needs no JAX
+
+    return jax.process_index() == 0
+
+
 @contextlib.contextmanager
 def claim(workdir: str, config: ml_collections.ConfigDict):
     """Holds `workdir` for this process (see module doc); yields the absolute path."""
@@ -164,7 +170,8 @@ def claim(workdir: str, config: ml_collections.ConfigDict):
                 # A run refused before it computed anything (a data error is found
                 # only when the data loads) left only its config: the corrected
                 # command takes the workdir as new.
-                files.write_json(config_path, _normalized(config))
+                if _primary():
+                    files.write_json(config_path, _normalized(config))
                 changes = saved = None
             if changes:
                 raise errors.ConfigError(
@@ -175,7 +182,8 @@ def claim(workdir: str, config: ml_collections.ConfigDict):
             if added:
                 # Recorded, so that the next resume compares them too; said, because
                 # the run's first part ran without them.
-                files.write_json(config_path, _nest({**_flatten(saved), **added}))
+                if _primary():
+                    files.write_json(config_path, _nest({**_flatten(saved), **added}))
                 print(
                     f"jaxshrink: note: {workdir} was started before these options existed; "
                     "it resumes with "
@@ -183,7 +191,7 @@ def claim(workdir: str, config: ml_collections.ConfigDict):
                     file=sys.stderr,
                     flush=True,
                 )
-        else:
+        elif _primary():  # the job's processes share the workdir; one writes
             files.write_json(config_path, _normalized(config))
         yield workdir
     finally:

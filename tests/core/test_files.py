@@ -1,5 +1,6 @@
 """Atomic writers: round trips, created folders, and failures that leave no trace."""
 
+import errno
 import json
 import math
 import os
@@ -8,7 +9,7 @@ import stat
 import numpy as np
 import pytest
 
-from jaxshrink.core import files
+from jaxshrink.core import errors, files
 
 
 def _names(folder):
@@ -110,3 +111,54 @@ def test_failed_csv_write_leaves_old_file(tmp_path):
         files.write_csv(path, [{"a": 2}, {"a": 3, "unexpected": 4}])
     assert files.read_csv(path) == [{"a": 1}]
     assert _names(tmp_path) == ["runs.csv"]
+
+
+@pytest.mark.parametrize(
+    "code, cause",
+    [
+        (errno.ENOSPC, "no space left on device"),
+        (errno.EROFS, "read-only file system"),
+        (errno.EDQUOT, "disk quota exceeded"),
+    ],
+)
+def test_a_disk_that_refuses_the_write_is_one_user_error_and_the_old_file_stays(
+    tmp_path, monkeypatch, code, cause
+):
+    path = tmp_path / "results.json"
+    files.write_json(path, {"a": 1})
+
+    def refuse(src, dst):
+        raise OSError(code, os.strerror(code), src)
+
+    monkeypatch.setattr(files.os, "replace", refuse)
+    with pytest.raises(errors.WriteFailed) as raised:
+        files.write_json(path, {"a": 2})
+    assert str(raised.value).startswith(f"cannot write {path}: {cause}; results.json as it")
+    assert "\n" not in str(raised.value)
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert os.listdir(tmp_path) == ["results.json"]  # no temporary file left
+
+
+def test_other_write_errors_keep_their_own_type(tmp_path, monkeypatch):
+    def missing(src, dst):
+        raise FileNotFoundError(errno.ENOENT, "gone", src)
+
+    monkeypatch.setattr(files.os, "replace", missing)
+    with pytest.raises(FileNotFoundError):
+        files.write_text(tmp_path / "a.txt", "x")
+
+
+def test_disk_failure_reads_wrapped_and_worded_causes():
+    assert errors.disk_failure(OSError(errno.ENOSPC, "x")) == "no space left on device"
+    try:
+        try:
+            raise OSError(errno.EDQUOT, "quota")
+        except OSError as inner:
+            raise RuntimeError("save failed") from inner
+    except RuntimeError as outer:
+        assert errors.disk_failure(outer) == "disk quota exceeded"
+    # tensorstore reports the cause in its message only
+    worded = ValueError("Error writing file: [OS error 30: Read-only file system]")
+    assert errors.disk_failure(worded) == "read-only file system"
+    assert errors.disk_failure(OSError(errno.ENOENT, "No such file")) is None
+    assert errors.disk_failure(KeyError("x")) is None

@@ -1,6 +1,7 @@
 """Faults injected for real: SIGKILL and resume, damaged checkpoints, two writers,
 config errors, NaNs in one run of a batch, determinism; property tests for helpers."""
 
+import errno
 import json
 import os
 import shutil
@@ -109,6 +110,60 @@ def test_sigkill_then_same_command_resumes_to_identical_results(straight, tmp_pa
     proc = _cli(tmp_path)  # the lock file of the killed process does not block
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed" in proc.stdout
+    assert _comparable(tmp_path) == _comparable(straight)
+
+
+# The command line with orbax's save failing as a full disk does on the third
+# checkpoint of minimization, after writing part of it.
+_FULL_DISK = """
+import errno, os, runpy
+import orbax.checkpoint as ocp
+
+real_save = ocp.CheckpointManager.save
+calls = []
+
+def save(self, step, *args, **kwargs):
+    if str(self.directory).endswith("minimize"):
+        calls.append(step)
+        if len(calls) == 3:
+            partial = os.path.join(str(self.directory), f"{step}.orbax-checkpoint-tmp-7")
+            os.makedirs(os.path.join(partial, "state"))
+            open(os.path.join(partial, "state", "half_written"), "wb").close()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), partial)
+    return real_save(self, step, *args, **kwargs)
+
+ocp.CheckpointManager.save = save
+runpy.run_module("jaxshrink.main", run_name="__main__")
+"""
+
+
+@pytest.mark.e2e
+def test_a_full_disk_at_a_checkpoint_is_one_line_exit_2_and_the_rerun_resumes(
+    straight, tmp_path
+):
+    full = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, *CLI[4:], f"--workdir={tmp_path}"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert full.returncode == 2, full.stderr[-3000:]
+    assert "Traceback" not in full.stderr
+    said = [x for x in full.stderr.splitlines() if x.startswith("jaxshrink:")]
+    ckpt_dir = tmp_path / "checkpoints" / "minimize"
+    kept = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
+    assert len(kept) == 2  # the two saves before the failed one
+    assert len(said) == 1, full.stderr
+    assert said[0].startswith(f"jaxshrink: error: cannot write {ckpt_dir}{os.sep}")
+    assert f": no space left on device; checkpoint {kept[-1]} is kept." in said[0]
+    assert "rerun the same command to resume" in said[0]
+    assert not list(ckpt_dir.glob("*.orbax-checkpoint-tmp-*"))  # the partial save is gone
+    assert not (tmp_path / "results.json").exists()
+
+    again = _cli(tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed" in again.stdout
     assert _comparable(tmp_path) == _comparable(straight)
 
 
@@ -439,3 +494,22 @@ def test_f1_loss_in_unit_interval_with_finite_gradient(out):
     loss, grad = jax.value_and_grad(metrics.f1_loss)(jnp.asarray(out), jnp.asarray(target))
     assert 0.0 <= float(loss) <= 1.0
     assert bool(jnp.all(jnp.isfinite(grad)))
+
+
+@pytest.mark.e2e
+def test_a_read_only_disk_at_the_results_keeps_the_last_results(tiny_run, tmp_path, monkeypatch):
+    c, done, _ = tiny_run
+    shutil.copytree(done, tmp_path, dirs_exist_ok=True)
+    before = (tmp_path / "results.json").read_bytes()
+    real_replace = os.replace
+
+    def read_only(src, dst):
+        if str(dst).endswith("results.json"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), dst)
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", read_only)
+    with pytest.raises(errors.WriteFailed, match="results.json: read-only file system"):
+        runner.run(c, str(tmp_path))
+    assert (tmp_path / "results.json").read_bytes() == before
+    assert not list(tmp_path.glob(".tmp-*"))
